@@ -1,0 +1,162 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/internal/testutil"
+)
+
+// roots runs a test on a local folder and on a fake GCS bucket.
+func roots(t *testing.T) map[string]string {
+	testutil.FakeGCS(t, "bkt")
+	return map[string]string{"local": t.TempDir(), "gcs": "gs://bkt/prefix"}
+}
+
+func TestWriteReadListRemove(t *testing.T) {
+	ctx := context.Background()
+	for name, root := range roots(t) {
+		t.Run(name, func(t *testing.T) {
+			a := storage.Join(root, "stage", "key", "a.bin")
+			b := storage.Join(root, "stage", "key", "sub", "b.bin")
+			if ok, err := storage.Exists(ctx, a); err != nil || ok {
+				t.Fatalf("Exists before write = %v, %v", ok, err)
+			}
+			if _, err := storage.ReadFile(ctx, a); !errors.Is(err, storage.ErrNotExist) {
+				t.Fatalf("ReadFile of missing file: %v, want ErrNotExist", err)
+			}
+			for _, p := range []string{a, b} {
+				if err := storage.WriteFile(ctx, p, []byte("hello "+p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := storage.ReadFile(ctx, a)
+			if err != nil || string(got) != "hello "+a {
+				t.Fatalf("ReadFile = %q, %v", got, err)
+			}
+			if n, err := storage.Size(ctx, b); err != nil || n != int64(len("hello "+b)) {
+				t.Fatalf("Size = %d, %v", n, err)
+			}
+			files, err := storage.List(ctx, storage.Join(root, "stage"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(files) != fmt.Sprint([]string{a, b}) {
+				t.Fatalf("List = %v, want %v", files, []string{a, b})
+			}
+			c := storage.Join(root, "stage", "key", "c.bin")
+			if err := storage.Rename(ctx, a, c); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := storage.Exists(ctx, a); ok {
+				t.Fatal("rename left the source")
+			}
+			if err := storage.RemoveAll(ctx, storage.Join(root, "stage")); err != nil {
+				t.Fatal(err)
+			}
+			if files, _ := storage.List(ctx, storage.Join(root, "stage")); len(files) != 0 {
+				t.Fatalf("after RemoveAll: %v", files)
+			}
+		})
+	}
+}
+
+// TestAtomicWrite checks that nothing is visible until Close, and that an
+// aborted write leaves nothing behind.
+func TestAtomicWrite(t *testing.T) {
+	ctx := context.Background()
+	for name, root := range roots(t) {
+		t.Run(name, func(t *testing.T) {
+			p := storage.Join(root, "x", "shard.msgpack")
+			w, err := storage.Create(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(make([]byte, 3<<20)); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := storage.Exists(ctx, p); ok {
+				t.Fatal("file visible before Close")
+			}
+			if files, _ := storage.List(ctx, storage.Join(root, "x")); len(files) != 0 {
+				t.Fatalf("List shows unfinished write: %v", files)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := storage.Size(ctx, p); err != nil || n != 3<<20 {
+				t.Fatalf("after Close: size %d, %v", n, err)
+			}
+
+			q := storage.Join(root, "x", "aborted.msgpack")
+			w, err = storage.Create(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write([]byte("partial"))
+			w.Abort()
+			if ok, _ := storage.Exists(ctx, q); ok {
+				t.Fatal("aborted write is visible")
+			}
+			if name == "local" {
+				entries, _ := os.ReadDir(filepath.Join(root, "x"))
+				if len(entries) != 1 {
+					t.Fatalf("aborted write left files: %v", entries)
+				}
+			}
+		})
+	}
+}
+
+func TestCopyAcross(t *testing.T) {
+	ctx := context.Background()
+	r := roots(t)
+	src := storage.Join(r["local"], "in.txt")
+	dst := storage.Join(r["gcs"], "out.txt")
+	if err := storage.WriteFile(ctx, src, []byte("payload")); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.Copy(ctx, src, dst); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := storage.Open(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, _ := io.ReadAll(rc)
+	if string(got) != "payload" {
+		t.Fatalf("copied %q", got)
+	}
+}
+
+func TestRetry(t *testing.T) {
+	ctx := context.Background()
+	p := storage.RetryPolicy{Attempts: 4, Initial: 1, Max: 1}
+	tests := []struct {
+		name      string
+		errs      []error
+		wantCalls int
+		wantErr   bool
+	}{
+		{"succeeds first", []error{nil}, 1, false},
+		{"transient then ok", []error{io.ErrUnexpectedEOF, io.ErrUnexpectedEOF, nil}, 3, false},
+		{"permanent", []error{os.ErrPermission}, 1, true},
+		{"gives up", []error{io.ErrUnexpectedEOF, io.ErrUnexpectedEOF, io.ErrUnexpectedEOF, io.ErrUnexpectedEOF, nil}, 4, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			err := storage.Retry(ctx, p, func() error { calls++; return tc.errs[calls-1] })
+			if calls != tc.wantCalls || (err != nil) != tc.wantErr {
+				t.Fatalf("calls %d err %v; want %d calls, error %v", calls, err, tc.wantCalls, tc.wantErr)
+			}
+		})
+	}
+}
