@@ -1,0 +1,171 @@
+// Command igpt prepares image datasets, trains pixel transformers and
+// probes their representations, as a workflow of rerunnable stages.
+//
+//	igpt run CONFIG              plan the config's stages, skip finished ones, run the rest
+//	igpt stage NAME CONFIG       run one stage (its upstream outputs must exist)
+//	igpt status CONFIG           each stage: done or not, key, records, bytes
+//	igpt inspect PATH            a shard's header, record count and first records
+//	igpt stages                  list the stages
+//
+// Beam's flags (--runner, --project, --region, --staging_location,
+// --worker_binary, …) may appear anywhere on the command line.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
+	"github.com/igpt/igpt/stages"
+)
+
+var (
+	force    = flag.Bool("force", false, "rerun stages even when their outputs exist")
+	numRecs  = flag.Int("n", 3, "inspect: records to print")
+	root     = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
+	source   = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
+	logLevel = flag.String("log_level", "info", "debug, info, warn or error")
+)
+
+const usage = `igpt: image GPT as a workflow of rerunnable stages.
+
+Usage:
+  igpt run CONFIG [flags]          run every stage not yet done
+  igpt stage NAME CONFIG [flags]   run one stage; its upstream stages must be done
+  igpt status CONFIG               show each stage's key, state and record counts
+  igpt inspect PATH [--n N]        show a shard (local or gs://) or a stage folder
+  igpt stages                      list the stages
+
+Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
+--project, --region, --staging_location and --worker_binary are accepted too):
+`
+
+func main() {
+	flag.Usage = func() {
+		fmt.Fprint(os.Stderr, usage)
+		for _, name := range []string{"force", "dry_run", "n", "root", "source", "log_level", "runner"} {
+			if f := flag.Lookup(name); f != nil {
+				fmt.Fprintf(os.Stderr, "  --%s\t%s\n", f.Name, f.Usage)
+			}
+		}
+	}
+	args := parseInterspersed(os.Args[1:])
+	beam.Init() // on a worker this runs the harness and never returns
+	setLogLevel(*logLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := dispatch(ctx, args); err != nil {
+		fmt.Fprintf(os.Stderr, "igpt: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// parseInterspersed parses flags wherever they appear and returns the
+// positional arguments, so "igpt run cfg.yaml --force" works.
+func parseInterspersed(args []string) []string {
+	var pos []string
+	for {
+		if err := flag.CommandLine.Parse(args); err != nil {
+			os.Exit(2)
+		}
+		rest := flag.CommandLine.Args()
+		if len(rest) == 0 {
+			return pos
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func setLogLevel(s string) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		fmt.Fprintf(os.Stderr, "igpt: --log_level: %v\n", err)
+		os.Exit(2)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
+}
+
+func dispatch(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		flag.Usage()
+		return fmt.Errorf("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	need := func(n int, what string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s: want %s, got %q", cmd, what, strings.Join(args, " "))
+		}
+		return nil
+	}
+	switch cmd {
+	case "run":
+		if err := need(1, "CONFIG"); err != nil {
+			return err
+		}
+		plan, err := loadPlan(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return plan.RunAll(ctx, runOptions())
+	case "stage":
+		if err := need(2, "NAME CONFIG"); err != nil {
+			return err
+		}
+		plan, err := loadPlan(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		return plan.RunOne(ctx, args[0], runOptions())
+	case "status":
+		if err := need(1, "CONFIG"); err != nil {
+			return err
+		}
+		plan, err := loadPlan(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		plan.Status(os.Stdout)
+		return nil
+	case "inspect":
+		if err := need(1, "PATH"); err != nil {
+			return err
+		}
+		return stages.Inspect(ctx, args[0], *numRecs, os.Stdout)
+	case "stages":
+		for _, n := range stages.Names() {
+			fmt.Println(n)
+		}
+		return nil
+	case "help":
+		flag.Usage()
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (run, stage, status, inspect, stages)", cmd)
+}
+
+func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {
+	cfg, err := stages.LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if *root != "" {
+		cfg.Root = *root
+	}
+	if *source != "" {
+		cfg.Dataset.Source = *source
+	}
+	return stages.NewPlan(ctx, cfg)
+}
+
+func runOptions() stages.Options {
+	dry := flag.Lookup("dry_run").Value.String() == "true"
+	return stages.Options{Force: *force, DryRun: dry, Runner: *runners.Runner, Out: os.Stdout}
+}

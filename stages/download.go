@@ -1,0 +1,311 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/datasets"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/pipelines"
+)
+
+func init() { Register(downloadStage{}) }
+
+// downloadStage fetches a dataset (or reads a given source) and writes
+// Image shards for every split.
+type downloadStage struct{}
+
+func (downloadStage) Name() string       { return "download" }
+func (downloadStage) Version() int       { return 1 }
+func (downloadStage) Upstream() []string { return nil }
+
+func (downloadStage) Params(cfg *Config) any {
+	return struct {
+		Dataset  DatasetConfig  `json:"dataset"`
+		Download DownloadConfig `json:"download"`
+	}{cfg.Dataset, cfg.Download}
+}
+
+// shardTarget is the pixel bytes per shard used when a split's shard count
+// is not configured.
+const shardTarget = 32 << 20
+
+func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	cfg := rc.Config
+	spec, err := datasets.Lookup(cfg.Dataset.Name)
+	if err != nil {
+		return nil, err
+	}
+	opt := datasetOptions(cfg.Dataset)
+	src, err := fetchSource(ctx, rc, spec)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := datasets.Inspect(ctx, spec, src, opt)
+	if err != nil {
+		return nil, err
+	}
+	units, err := remoteUnits(ctx, rc, layout.Units)
+	if err != nil {
+		return nil, err
+	}
+	shards := shardCounts(cfg.Download.Shards, spec, layout)
+	rc.Log.Info("download: reading source", "source", src, "units", len(units), "classes", len(layout.Classes), "shards", shards)
+
+	p, s := beam.NewPipelineWithRoot()
+	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: units, Options: opt, Shards: shards, Dir: rc.Dir}); err != nil {
+		return nil, err
+	}
+	job, err := runPipeline(ctx, rc.Runner, p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
+	if err != nil {
+		return nil, err
+	}
+	out := &Output{JobID: job, Meta: downloadMeta(spec, layout.Classes, st, src)}
+	for _, sh := range st.Shards {
+		out.Files = append(out.Files, FileInfo{Name: sh.Name, Split: sh.Split, Kind: "Image", Records: sh.Records, Bytes: sh.Bytes})
+	}
+	for split, want := range spec.Splits {
+		if got := out.Meta["records"].(map[string]int64)[split]; got != int64(want) && got != 0 {
+			rc.Log.Warn("download: split size differs from the dataset's published size (a subset or a different release?)",
+				"split", split, "records", got, "published", want)
+		}
+	}
+	if len(st.Skipped) > 0 {
+		rc.Log.Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
+	}
+	return out, nil
+}
+
+func datasetOptions(d DatasetConfig) datasets.Options {
+	opt := datasets.Options{Channels: d.Channels, OnBad: d.OnBadImage, CIFAR100Label: d.CIFAR100Label}
+	if len(d.ImageSize) == 2 {
+		opt.ImageSize = [2]int{d.ImageSize[0], d.ImageSize[1]}
+	}
+	return opt
+}
+
+// downloadMeta summarises the written dataset for the manifest.
+func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadStats, src string) map[string]any {
+	records := map[string]int64{}
+	perClass := map[string]map[string]int64{}
+	for _, sh := range st.Shards {
+		records[sh.Split] += sh.Records
+		if perClass[sh.Split] == nil {
+			perClass[sh.Split] = map[string]int64{}
+		}
+		for label, n := range sh.Labels {
+			name := strconv.Itoa(label)
+			if label >= 0 && label < len(classes) {
+				name = classes[label]
+			} else if label < 0 {
+				name = "(unlabelled)"
+			}
+			perClass[sh.Split][name] += n
+		}
+	}
+	meta := map[string]any{
+		"dataset": spec.Name, "format": spec.Format, "license": spec.License, "citation": spec.Citation,
+		"source": src, "classes": classes, "records": records, "class_counts": perClass,
+	}
+	if len(st.Skipped) > 0 {
+		meta["skipped"] = st.Skipped
+	}
+	return meta
+}
+
+// shardCounts gives every split of units a shard count: configured, else
+// one per shardTarget bytes of pixels (counting the images Inspect found,
+// or the published split size), else 4.
+func shardCounts(conf map[string]int, spec datasets.Spec, layout datasets.Layout) map[string]int {
+	counts := layout.SplitCounts()
+	pixels := spec.H * spec.W * spec.C
+	if pixels == 0 {
+		pixels = 32 * 32 * 3 // folders of unknown size: assume CIFAR-sized images
+	}
+	out := map[string]int{}
+	for _, split := range layout.Splits() {
+		n := conf[split]
+		if n == 0 {
+			count := counts[split]
+			if count == 0 {
+				count = spec.Splits[split]
+			}
+			n = 4
+			if count > 0 {
+				n = max(1, (count*pixels+shardTarget-1)/shardTarget)
+			}
+		}
+		out[split] = n
+	}
+	return out
+}
+
+// cacheDir is where fetched sources are kept between runs: under the root
+// when it is local, else in the user's cache folder.
+func cacheDir(cfg *Config, dataset string) string {
+	if !storage.IsGCS(cfg.Root) {
+		return filepath.Join(cfg.Root, "_cache", dataset)
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "igpt", dataset)
+}
+
+// fetchSource makes the dataset's files available locally, verified, and
+// returns what datasets.Inspect reads: a local file or directory.
+func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string, error) {
+	d := rc.Config.Dataset
+	files := spec.Files
+	if d.SHA256 != "" {
+		if len(files) > 1 {
+			return "", fmt.Errorf("dataset.sha256 names one file, but %s has %d files; give a source folder or archive without it", spec.Name, len(files))
+		}
+		name := "source"
+		if len(files) == 1 {
+			name = files[0].Name
+		}
+		if d.Source != "" {
+			name = storage.Base(strings.TrimSuffix(d.Source, "/"))
+		}
+		// A checksum in the config describes the file the user points at
+		// (a mirror, a repackaging, a subset), so it replaces the registry's.
+		files = []datasets.File{{Name: name, SHA256: d.SHA256}}
+	}
+	src := strings.TrimPrefix(d.Source, "file://")
+	fopt := datasets.FetchOptions{Retries: 5, Progress: os.Stderr, Logger: rc.Log}
+	cache := cacheDir(rc.Config, spec.Name)
+	switch {
+	case src == "" && len(files) == 0:
+		return "", fmt.Errorf("dataset %s has no download URL: set dataset.source", spec.Name)
+	case src == "":
+		for _, f := range files {
+			if err := datasets.Fetch(ctx, f.URL, f, filepath.Join(cache, f.Name), fopt); err != nil {
+				return "", err
+			}
+		}
+		if len(files) == 1 {
+			return filepath.Join(cache, files[0].Name), nil
+		}
+		return cache, nil
+	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") || storage.IsGCS(src):
+		if len(files) <= 1 {
+			f := datasets.File{Name: storage.Base(src)}
+			if len(files) == 1 {
+				f = files[0]
+				f.Name = storage.Base(src)
+			}
+			dst := filepath.Join(cache, f.Name)
+			if err := fetchRemote(ctx, src, f, dst, fopt); err != nil {
+				return "", err
+			}
+			return dst, nil
+		}
+		// A mirror of a multi-file dataset: the files by name under src.
+		for _, f := range files {
+			if err := fetchRemote(ctx, strings.TrimSuffix(src, "/")+"/"+f.Name, f, filepath.Join(cache, f.Name), fopt); err != nil {
+				return "", err
+			}
+		}
+		return cache, nil
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return "", fmt.Errorf("dataset.source: %w", err)
+	}
+	if st.IsDir() {
+		for _, f := range files {
+			p := filepath.Join(src, f.Name)
+			if _, err := os.Stat(p); err != nil {
+				continue // Inspect names what is missing
+			}
+			if err := datasets.Verify(p, f); err != nil {
+				return "", err
+			}
+		}
+		return src, nil
+	}
+	if len(files) == 1 {
+		if err := datasets.Verify(src, files[0]); err != nil {
+			return "", err
+		}
+	}
+	return src, nil
+}
+
+// fetchRemote fetches an https:// or gs:// source file to a local path.
+func fetchRemote(ctx context.Context, src string, f datasets.File, dst string, opt datasets.FetchOptions) error {
+	if !storage.IsGCS(src) {
+		return datasets.Fetch(ctx, src, f, dst, opt)
+	}
+	if datasets.Verify(dst, f) == nil {
+		return nil
+	}
+	tmp := dst + ".part"
+	if err := storage.Copy(ctx, src, tmp); err != nil {
+		return err
+	}
+	if err := datasets.Verify(tmp, f); err != nil {
+		os.Rename(tmp, dst+".bad")
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// remoteUnits rewrites the units' local paths to copies under the root's
+// _cache when the root is on GCS, so that remote workers can read them.
+func remoteUnits(ctx context.Context, rc *RunContext, units []datasets.Unit) ([]datasets.Unit, error) {
+	if !storage.IsGCS(rc.Config.Root) {
+		return units, nil
+	}
+	uploaded := map[string]string{}
+	up := func(p string) (string, error) {
+		if p == "" || storage.IsGCS(p) {
+			return p, nil
+		}
+		if r, ok := uploaded[p]; ok {
+			return r, nil
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", err
+		}
+		if st.IsDir() {
+			return "", fmt.Errorf("download: source folder %s cannot be read by remote workers of a gs:// root; pack it as .tar/.tar.gz/.zip or upload it to gs://", p)
+		}
+		dst := storage.Join(rc.Config.Root, "_cache", rc.Config.Dataset.Name, filepath.Base(p))
+		size, err := storage.Size(ctx, dst)
+		if err != nil || size != st.Size() {
+			rc.Log.Info("download: uploading source for remote workers", "file", p, "to", dst)
+			if err := storage.Copy(ctx, p, dst); err != nil {
+				return "", err
+			}
+		}
+		uploaded[p] = dst
+		return dst, nil
+	}
+	out := make([]datasets.Unit, len(units))
+	for i, u := range units {
+		var err error
+		if u.Path, err = up(u.Path); err != nil {
+			return nil, err
+		}
+		if u.LabelPath, err = up(u.LabelPath); err != nil {
+			return nil, err
+		}
+		out[i] = u
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Split < out[j].Split })
+	return out, nil
+}

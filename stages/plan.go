@@ -1,0 +1,306 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/igpt/igpt/internal/storage"
+)
+
+// Step is one stage of a plan with its key and state.
+type Step struct {
+	Stage    Stage
+	Params   any
+	Key      string
+	Dir      string
+	Upstream []*Step
+	Manifest *Manifest // nil until the stage is done
+}
+
+// Done reports whether the step's manifest exists.
+func (s *Step) Done() bool { return s.Manifest != nil }
+
+// Plan is a config's stages in dependency order.
+type Plan struct {
+	Config *Config
+	Steps  []*Step
+	byName map[string]*Step
+}
+
+// NewPlan computes every registered stage's key for cfg, in dependency
+// order, and reads which are done.
+func NewPlan(ctx context.Context, cfg *Config) (*Plan, error) {
+	return newPlan(ctx, cfg, registry)
+}
+
+func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, error) {
+	p := &Plan{Config: cfg, byName: map[string]*Step{}}
+	var visit func(name string, path []string) (*Step, error)
+	visit = func(name string, path []string) (*Step, error) {
+		if st, ok := p.byName[name]; ok {
+			return st, nil
+		}
+		for _, n := range path {
+			if n == name {
+				return nil, fmt.Errorf("stages: dependency cycle %s -> %s", strings.Join(path, " -> "), name)
+			}
+		}
+		s, ok := reg[name]
+		if !ok {
+			return nil, fmt.Errorf("stages: unknown stage %q", name)
+		}
+		st := &Step{Stage: s, Params: s.Params(cfg)}
+		var upKeys []string
+		for _, up := range s.Upstream() {
+			u, err := visit(up, append(path, name))
+			if err != nil {
+				return nil, err
+			}
+			st.Upstream = append(st.Upstream, u)
+			upKeys = append(upKeys, u.Key)
+		}
+		key, err := Key(s, st.Params, upKeys)
+		if err != nil {
+			return nil, err
+		}
+		st.Key = key
+		st.Dir = storage.Join(cfg.Root, s.Name(), st.Key)
+		m, err := ReadManifest(ctx, st.Dir)
+		switch {
+		case err == nil:
+			if m.Key != st.Key || m.Stage != s.Name() {
+				return nil, fmt.Errorf("stages: manifest in %s is for %s/%s, not %s/%s; delete the folder", st.Dir, m.Stage, m.Key, s.Name(), st.Key)
+			}
+			st.Manifest = m
+		case errors.Is(err, storage.ErrNotExist):
+		default:
+			return nil, err
+		}
+		p.byName[name] = st
+		p.Steps = append(p.Steps, st)
+		return st, nil
+	}
+	var names []string
+	for n := range reg {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if _, err := visit(name, nil); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Step returns the named step.
+func (p *Plan) Step(name string) (*Step, error) {
+	st, ok := p.byName[name]
+	if !ok {
+		var known []string
+		for _, s := range p.Steps {
+			known = append(known, s.Stage.Name())
+		}
+		return nil, fmt.Errorf("unknown stage %q (known: %s)", name, strings.Join(known, ", "))
+	}
+	return st, nil
+}
+
+// Options control a run.
+type Options struct {
+	Force bool // rerun stages even when done
+	// DryRun prints the plan and runs nothing; with the dataflow runner it
+	// also builds and prints (never submits) the job of each Beam stage
+	// that would run and whose upstream outputs exist.
+	DryRun bool
+	Runner string // Beam runner; "" uses the config's
+	Log    *slog.Logger
+	Out    io.Writer // where the plan is printed; nil for none
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o.Log != nil {
+		return o.Log
+	}
+	return slog.Default()
+}
+
+// RunAll runs every stage of the plan that is not done (all with Force).
+func (p *Plan) RunAll(ctx context.Context, opt Options) error {
+	var names []string
+	for _, st := range p.Steps {
+		names = append(names, st.Stage.Name())
+	}
+	return p.run(ctx, names, opt, false)
+}
+
+// RunOne runs one stage; its upstream stages must be done already.
+func (p *Plan) RunOne(ctx context.Context, name string, opt Options) error {
+	return p.run(ctx, []string{name}, opt, true)
+}
+
+func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool) error {
+	if opt.Out != nil {
+		p.Print(opt.Out, names, opt.Force)
+	}
+	runner := opt.Runner
+	if runner == "" {
+		runner = p.Config.Runner
+	}
+	if opt.DryRun && runner != "dataflow" {
+		return nil
+	}
+	for _, name := range names {
+		st, err := p.Step(name)
+		if err != nil {
+			return err
+		}
+		if st.Done() && !opt.Force {
+			opt.logger().Info("stage done, skipping", "stage", name, "key", st.Key, "dir", st.Dir)
+			continue
+		}
+		err = p.runStep(ctx, st, opt, alone)
+		if opt.DryRun && errors.Is(err, ErrUpstreamMissing) {
+			opt.logger().Info("dry run: job not built, upstream output missing", "stage", name, "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) error {
+	name := st.Stage.Name()
+	inputs := map[string]*Manifest{}
+	for _, u := range st.Upstream {
+		if !u.Done() {
+			how := "run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path
+			if !alone {
+				how = "it did not finish"
+			}
+			return fmt.Errorf("stages: %s needs %s output %s (no %s there): %w; %s",
+				name, u.Stage.Name(), u.Dir, ManifestName, ErrUpstreamMissing, how)
+		}
+		inputs[u.Stage.Name()] = u.Manifest
+	}
+	log := opt.logger().With("stage", name, "key", st.Key)
+	// Outputs without a manifest are leftovers of an interrupted run; a
+	// forced rerun replaces finished ones. Either way start clean.
+	if !opt.DryRun {
+		if err := storage.RemoveAll(ctx, st.Dir); err != nil {
+			return fmt.Errorf("stages: %s: clear %s: %w", name, st.Dir, err)
+		}
+	}
+	runner := opt.Runner
+	if runner == "" {
+		runner = p.Config.Runner
+	}
+	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: st.Dir, Inputs: inputs, Runner: runner, Log: log}
+	log.Info("stage starting", "dir", st.Dir, "runner", runner)
+	start := time.Now()
+	out, err := st.Stage.Run(ctx, rc)
+	if errors.Is(err, ErrDryRun) {
+		log.Info("stage not submitted (--dry_run); no manifest written")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", name, err)
+	}
+	params, err := canonicalJSON(st.Params)
+	if err != nil {
+		return err
+	}
+	m := &Manifest{
+		Stage: name, Version: st.Stage.Version(), Key: st.Key, Config: json.RawMessage(params),
+		Files: out.Files, Meta: out.Meta, CodeVersion: CodeVersion(), Runner: runner, JobID: out.JobID,
+		Started: start.UTC(), Finished: time.Now().UTC(), Dir: st.Dir,
+	}
+	for _, u := range st.Upstream {
+		m.Inputs = append(m.Inputs, Input{Stage: u.Stage.Name(), Key: u.Key})
+	}
+	if err := writeManifest(ctx, m); err != nil {
+		return fmt.Errorf("stage %s: write manifest: %w", name, err)
+	}
+	st.Manifest = m
+	log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Print writes the plan: each stage, its key, and what a run would do.
+func (p *Plan) Print(w io.Writer, names []string, force bool) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "STAGE\tKEY\tUPSTREAM\tACTION\tDIR\n")
+	for _, st := range p.Steps {
+		action := "-"
+		switch {
+		case !want[st.Stage.Name()]:
+			if st.Done() {
+				action = "done"
+			}
+		case st.Done() && !force:
+			action = "skip (done)"
+		case st.Done():
+			action = "rerun (--force)"
+		default:
+			action = "run"
+		}
+		var ups []string
+		for _, u := range st.Upstream {
+			ups = append(ups, u.Stage.Name()+"@"+u.Key)
+		}
+		if len(ups) == 0 {
+			ups = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Stage.Name(), st.Key, strings.Join(ups, ","), action, st.Dir)
+	}
+	tw.Flush()
+}
+
+// Status writes each stage's state, key, record counts per split and bytes.
+func (p *Plan) Status(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "STAGE\tSTATE\tKEY\tRECORDS\tBYTES\tFINISHED\n")
+	for _, st := range p.Steps {
+		if !st.Done() {
+			fmt.Fprintf(tw, "%s\tnot run\t%s\t-\t-\t-\n", st.Stage.Name(), st.Key)
+			continue
+		}
+		m := st.Manifest
+		perSplit := map[string]int64{}
+		var bytes int64
+		for _, f := range m.Files {
+			if f.Split != "" {
+				perSplit[f.Split] += f.Records
+			}
+			bytes += f.Bytes
+		}
+		var splits []string
+		for s := range perSplit {
+			splits = append(splits, s)
+		}
+		sort.Strings(splits)
+		var recs []string
+		for _, s := range splits {
+			recs = append(recs, fmt.Sprintf("%s=%d", s, perSplit[s]))
+		}
+		if len(recs) == 0 {
+			recs = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\tdone\t%s\t%s\t%d\t%s\n", st.Stage.Name(), st.Key, strings.Join(recs, " "), bytes, m.Finished.Format(time.RFC3339))
+	}
+	tw.Flush()
+}

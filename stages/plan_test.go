@@ -1,0 +1,209 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/igpt/igpt/internal/storage"
+)
+
+// fakeStage writes one file and counts its runs; its params are read from
+// the config by a function so tests can make stages depend on any key.
+type fakeStage struct {
+	name   string
+	ups    []string
+	params func(*Config) any
+	runs   *int
+	fail   error
+}
+
+func (f fakeStage) Name() string         { return f.name }
+func (f fakeStage) Version() int         { return 1 }
+func (f fakeStage) Upstream() []string   { return f.ups }
+func (f fakeStage) Params(c *Config) any { return f.params(c) }
+func (f fakeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	*f.runs++
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	for _, up := range f.ups {
+		if rc.Inputs[up] == nil {
+			return nil, errors.New("missing input " + up)
+		}
+	}
+	if err := storage.WriteFile(ctx, storage.Join(rc.Dir, "out.txt"), []byte(rc.Key)); err != nil {
+		return nil, err
+	}
+	return &Output{Files: []FileInfo{{Name: "out.txt", Split: "train", Records: 3, Bytes: 12}}}, nil
+}
+
+// chain builds a → b → c where a depends on dataset.name, b on
+// download.shards and c on nothing of the config.
+func chain(runs map[string]*int) map[string]Stage {
+	for _, n := range []string{"a", "b", "c"} {
+		runs[n] = new(int)
+	}
+	return map[string]Stage{
+		"a": fakeStage{name: "a", params: func(c *Config) any { return c.Dataset }, runs: runs["a"]},
+		"b": fakeStage{name: "b", ups: []string{"a"}, params: func(c *Config) any { return c.Download }, runs: runs["b"]},
+		"c": fakeStage{name: "c", ups: []string{"b"}, params: func(c *Config) any { return struct{}{} }, runs: runs["c"]},
+	}
+}
+
+func testConfig(t *testing.T) *Config {
+	cfg, err := ParseConfig([]byte("root: " + t.TempDir() + "\ndataset: {name: cifar10}\ndownload: {shards: {train: 2}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func keys(t *testing.T, cfg *Config, reg map[string]Stage) map[string]string {
+	t.Helper()
+	p, err := newPlan(context.Background(), cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, st := range p.Steps {
+		out[st.Stage.Name()] = st.Key
+	}
+	return out
+}
+
+func TestKeysPropagateDownstreamOnly(t *testing.T) {
+	reg := chain(map[string]*int{})
+	cfg := testConfig(t)
+	base := keys(t, cfg, reg)
+	if again := keys(t, cfg, reg); again["a"] != base["a"] || again["c"] != base["c"] {
+		t.Fatal("keys are not deterministic")
+	}
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		changed []string
+	}{
+		{"root and runner change nothing", func(c *Config) { c.Root = t.TempDir(); c.Runner = "direct" }, nil},
+		{"download.shards changes b and c", func(c *Config) { c.Download.Shards["train"] = 3 }, []string{"b", "c"}},
+		{"dataset.name changes all", func(c *Config) { c.Dataset.Name = "mnist" }, []string{"a", "b", "c"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testConfig(t)
+			tc.edit(c)
+			got := keys(t, c, reg)
+			for _, n := range []string{"a", "b", "c"} {
+				want := false
+				for _, ch := range tc.changed {
+					want = want || ch == n
+				}
+				if (got[n] != base[n]) != want {
+					t.Errorf("stage %s: key %s -> %s, changed=%v, want changed=%v", n, base[n], got[n], got[n] != base[n], want)
+				}
+			}
+		})
+	}
+}
+
+func TestRunSkipsForceAndManifest(t *testing.T) {
+	ctx := context.Background()
+	runs := map[string]*int{}
+	reg := chain(runs)
+	cfg := testConfig(t)
+	p, _ := newPlan(ctx, cfg, reg)
+	if err := p.RunAll(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if *runs[n] != 1 {
+			t.Fatalf("stage %s ran %d times", n, *runs[n])
+		}
+	}
+	m, err := ReadManifest(ctx, filepath.Join(cfg.Root, "b", p.byName["b"].Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Stage != "b" || len(m.Inputs) != 1 || m.Inputs[0].Stage != "a" || m.Inputs[0].Key != p.byName["a"].Key || m.Records("train") != 3 {
+		t.Fatalf("manifest %+v", m)
+	}
+
+	// A second plan sees everything done and runs nothing.
+	p, _ = newPlan(ctx, cfg, reg)
+	var out bytes.Buffer
+	if err := p.RunAll(ctx, Options{Out: &out}); err != nil {
+		t.Fatal(err)
+	}
+	if *runs["a"]+*runs["b"]+*runs["c"] != 3 || strings.Count(out.String(), "skip (done)") != 3 {
+		t.Fatalf("second run ran stages: %v\n%s", runs, out.String())
+	}
+
+	// --force on one stage reruns exactly that stage.
+	if err := p.RunOne(ctx, "b", Options{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if *runs["a"] != 1 || *runs["b"] != 2 || *runs["c"] != 1 {
+		t.Fatalf("after --force b: a=%d b=%d c=%d", *runs["a"], *runs["b"], *runs["c"])
+	}
+
+	// --dry_run runs nothing.
+	if err := p.RunAll(ctx, Options{Force: true, DryRun: true, Out: &out}); err != nil || *runs["a"] != 1 {
+		t.Fatalf("dry run ran a stage: %v", err)
+	}
+}
+
+func TestRunOneNeedsUpstream(t *testing.T) {
+	ctx := context.Background()
+	reg := chain(map[string]*int{})
+	cfg := testConfig(t)
+	cfg.Path = "exp.yaml"
+	p, _ := newPlan(ctx, cfg, reg)
+	err := p.RunOne(ctx, "b", Options{})
+	if !errors.Is(err, ErrUpstreamMissing) || !strings.Contains(err.Error(), "igpt stage a exp.yaml") || !strings.Contains(err.Error(), ManifestName) {
+		t.Fatalf("RunOne(b) without a: %v", err)
+	}
+}
+
+// TestFailedStageLeavesNoManifest checks that a failing stage publishes
+// nothing and that leftovers of an interrupted run are cleared on rerun.
+func TestFailedStageLeavesNoManifest(t *testing.T) {
+	ctx := context.Background()
+	runs := 0
+	boom := errors.New("boom")
+	reg := map[string]Stage{"a": fakeStage{name: "a", params: func(c *Config) any { return 1 }, runs: &runs, fail: boom}}
+	cfg := testConfig(t)
+	p, _ := newPlan(ctx, cfg, reg)
+	leftover := filepath.Join(p.Steps[0].Dir, "partial.msgpack")
+	os.MkdirAll(filepath.Dir(leftover), 0o755)
+	os.WriteFile(leftover, []byte("x"), 0o644)
+	if err := p.RunAll(ctx, Options{}); !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(p.Steps[0].Dir, ManifestName)); !os.IsNotExist(err) {
+		t.Fatal("manifest written for a failed stage")
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatal("leftover of an interrupted run was not cleared")
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"dataset: {name: cifar10}\ndownlaod: {}\n", "downlaod"},
+		{"dataset: {}\n", "dataset.name is required"},
+		{"dataset: {name: folder}\n", "dataset.source is required"},
+		{"dataset: {name: folder, source: x, image_size: [32]}\n", "image_size"},
+		{"dataset: {name: folder, source: x, on_bad_image: ignore}\n", "on_bad_image"},
+		{"dataset: {name: cifar10}\ndownload: {shards: {train: 0}}\n", "download.shards.train"},
+	}
+	for _, tc := range tests {
+		_, err := ParseConfig([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseConfig(%q) = %v, want error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}

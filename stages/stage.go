@@ -1,0 +1,229 @@
+// Package stages holds igpt's stage contract, the stage registry and the
+// planner that runs a config's stages in order, skipping finished ones.
+//
+// A stage has a name, a version, a config section and upstream stages. Its
+// key is the first 12 hex digits of sha256(name, version, canonical config
+// JSON, upstream keys); its outputs go to <root>/<stage>/<key>/ and the
+// driver writes _MANIFEST.json there last. A manifest's presence means done.
+package stages
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sort"
+	"time"
+
+	"github.com/igpt/igpt/internal/storage"
+)
+
+// Stage is one rerunnable step of the workflow.
+type Stage interface {
+	// Name is the stage's name, also its output folder under the root.
+	Name() string
+	// Version is bumped whenever the meaning of the stage's output changes.
+	Version() int
+	// Upstream names the stages whose outputs this one reads.
+	Upstream() []string
+	// Params returns the part of cfg that determines this stage's output;
+	// it is hashed into the key and stored in the manifest.
+	Params(cfg *Config) any
+	// Run computes the outputs into rc.Dir and describes them. The driver
+	// writes the manifest afterwards.
+	Run(ctx context.Context, rc *RunContext) (*Output, error)
+}
+
+// RunContext is what a stage's Run receives.
+type RunContext struct {
+	Config *Config
+	Key    string
+	Dir    string               // <root>/<stage>/<key>
+	Inputs map[string]*Manifest // upstream manifests by stage name
+	Runner string               // Beam runner name
+	Log    *slog.Logger
+}
+
+// Output describes what a stage wrote.
+type Output struct {
+	Files []FileInfo
+	Meta  map[string]any
+	JobID string
+}
+
+// FileInfo is one output file, by path relative to the stage folder.
+type FileInfo struct {
+	Name    string `json:"name"`
+	Split   string `json:"split,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+	Records int64  `json:"records"`
+	Bytes   int64  `json:"bytes"`
+}
+
+// Manifest is written last into a stage folder; its presence means done.
+type Manifest struct {
+	Stage       string          `json:"stage"`
+	Version     int             `json:"version"`
+	Key         string          `json:"key"`
+	Config      json.RawMessage `json:"config"`
+	Inputs      []Input         `json:"inputs"`
+	Files       []FileInfo      `json:"files"`
+	Meta        map[string]any  `json:"meta,omitempty"`
+	CodeVersion string          `json:"code_version"`
+	Runner      string          `json:"runner"`
+	JobID       string          `json:"job_id,omitempty"`
+	Started     time.Time       `json:"started"`
+	Finished    time.Time       `json:"finished"`
+
+	// Dir is the folder the manifest was read from (not stored).
+	Dir string `json:"-"`
+}
+
+// Input names an upstream stage output.
+type Input struct {
+	Stage string `json:"stage"`
+	Key   string `json:"key"`
+}
+
+// ManifestName is the manifest's file name in a stage folder.
+const ManifestName = "_MANIFEST.json"
+
+// Path returns the full path of one of the manifest's files.
+func (m *Manifest) Path(name string) string { return storage.Join(m.Dir, name) }
+
+// Split returns the manifest's files of one split, in name order.
+func (m *Manifest) Split(split string) []FileInfo {
+	var out []FileInfo
+	for _, f := range m.Files {
+		if f.Split == split {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Records sums the record counts of a split's files ("" for all files).
+func (m *Manifest) Records(split string) int64 {
+	var n int64
+	for _, f := range m.Files {
+		if split == "" || f.Split == split {
+			n += f.Records
+		}
+	}
+	return n
+}
+
+var registry = map[string]Stage{}
+
+// Register adds a stage to the registry; stages call it from init.
+func Register(s Stage) {
+	if _, dup := registry[s.Name()]; dup {
+		panic("stages: duplicate stage " + s.Name())
+	}
+	registry[s.Name()] = s
+}
+
+// Lookup returns a registered stage.
+func Lookup(name string) (Stage, error) {
+	s, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown stage %q (known: %v)", name, Names())
+	}
+	return s, nil
+}
+
+// Names lists the registered stages in name order.
+func Names() []string {
+	var out []string
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Key computes a stage's key from its name, version, params and upstream keys.
+func Key(s Stage, params any, upstreamKeys []string) (string, error) {
+	canon, err := canonicalJSON(params)
+	if err != nil {
+		return "", fmt.Errorf("stages: %s: encode config: %w", s.Name(), err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "name=%s\nversion=%d\nconfig=%s\n", s.Name(), s.Version(), canon)
+	for i, k := range upstreamKeys {
+		fmt.Fprintf(h, "upstream[%d]=%s=%s\n", i, s.Upstream()[i], k)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+// canonicalJSON encodes v with sorted object keys and no insignificant
+// whitespace: struct fields are encoded, decoded into generic maps (which
+// json.Marshal writes sorted), and encoded again.
+func canonicalJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var generic any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		return nil, err
+	}
+	return json.Marshal(generic)
+}
+
+// ReadManifest reads the manifest in a stage folder. A missing manifest
+// gives an error wrapping storage.ErrNotExist.
+func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
+	p := storage.Join(dir, ManifestName)
+	data, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("stages: manifest %s is damaged (%v); delete the folder %s and rerun the stage", p, err, dir)
+	}
+	m.Dir = dir
+	return &m, nil
+}
+
+func writeManifest(ctx context.Context, m *Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return storage.WriteFile(ctx, storage.Join(m.Dir, ManifestName), append(data, '\n'))
+}
+
+// CodeVersion identifies the code that ran: the VCS revision the binary
+// was built from, or its module version.
+func CodeVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return bi.Main.Version
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
+
+// ErrUpstreamMissing is wrapped by errors for a stage run alone whose
+// upstream outputs do not exist yet.
+var ErrUpstreamMissing = errors.New("upstream stage output missing")
