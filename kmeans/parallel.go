@@ -1,0 +1,75 @@
+package kmeans
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+const (
+	minChunk  = 8192 // smallest chunk, in points (chunks are multiples of seedBlock)
+	maxChunks = 64   // most chunks a pass is split into
+)
+
+// chunking splits n points into chunks whose boundaries depend on n only, so
+// that chunk-ordered reductions do not depend on the number of goroutines.
+type chunking struct {
+	n, size, count int
+}
+
+func newChunking(n int) chunking {
+	size := (n + maxChunks - 1) / maxChunks
+	if size < minChunk {
+		size = minChunk
+	}
+	size = (size + seedBlock - 1) / seedBlock * seedBlock
+	count := (n + size - 1) / size
+	if count == 0 {
+		count = 1
+	}
+	return chunking{n: n, size: size, count: count}
+}
+
+// bounds returns the half-open point range of chunk c.
+func (ch chunking) bounds(c int) (lo, hi int) {
+	lo = c * ch.size
+	hi = min(lo+ch.size, ch.n)
+	return lo, hi
+}
+
+// resolveWorkers maps Options.Workers to a goroutine count.
+func resolveWorkers(w int) int {
+	if w <= 0 {
+		w = runtime.GOMAXPROCS(0)
+	}
+	return max(w, 1)
+}
+
+// parallelFor runs fn(worker, task) for task in [0, tasks) on up to workers
+// goroutines. Tasks are claimed dynamically, so fn must write only to
+// per-task (or per-worker, by worker index) storage.
+func parallelFor(tasks, workers int, fn func(worker, task int)) {
+	workers = min(workers, tasks)
+	if workers <= 1 {
+		for t := 0; t < tasks; t++ {
+			fn(0, t)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				t := int(next.Add(1) - 1)
+				if t >= tasks {
+					return
+				}
+				fn(w, t)
+			}
+		}(w)
+	}
+	wg.Wait()
+}
