@@ -188,7 +188,7 @@ func (f *WriteShardFn) ProcessElement(ctx context.Context, key string, iter func
 	}
 	st, err := writeImageShard(ctx, f.Dir, split, idx, f.Shards[split], imgs)
 	if err != nil {
-		return err
+		return fmt.Errorf("download: %w", err)
 	}
 	b, _ := json.Marshal(statsEvent{Shard: &st})
 	emit(string(b))
@@ -203,19 +203,25 @@ type statsEvent struct {
 
 // writeImageShard writes images to shard idx of n of split in dir.
 func writeImageShard(ctx context.Context, dir, split string, idx, n int, imgs []records.Image) (ShardStats, error) {
+	return writeShard(ctx, dir, split, idx, n, records.KindImage, imgs, func(x *records.Image) int { return x.Label })
+}
+
+// writeShard writes recs, in order, as shard idx of n of split in dir,
+// atomically, and returns its stats.
+func writeShard[T any](ctx context.Context, dir, split string, idx, n int, kind records.Kind, recs []T, label func(*T) int) (ShardStats, error) {
 	name := records.ShardName(split, idx, n)
 	st := ShardStats{Name: name, Split: split, Labels: map[int]int64{}}
 	w, err := storage.Create(ctx, storage.Join(dir, name))
 	if err != nil {
 		return st, err
 	}
-	rw, err := records.NewWriter(w, records.KindImage)
+	rw, err := records.NewWriter(w, kind)
 	if err == nil {
-		for i := range imgs {
-			if err = rw.Write(&imgs[i]); err != nil {
+		for i := range recs {
+			if err = rw.Write(&recs[i]); err != nil {
 				break
 			}
-			st.Labels[imgs[i].Label]++
+			st.Labels[label(&recs[i])]++
 		}
 	}
 	if err == nil {
@@ -223,7 +229,7 @@ func writeImageShard(ctx context.Context, dir, split string, idx, n int, imgs []
 	}
 	if err != nil {
 		w.Abort()
-		return st, fmt.Errorf("download: write %s: %w", w.Path(), err)
+		return st, fmt.Errorf("write %s: %w", w.Path(), err)
 	}
 	if err := w.Close(); err != nil {
 		return st, err
@@ -238,11 +244,12 @@ func skippedEvent(reason string) string {
 }
 
 // WriteStatsFn gathers every shard's stats and skipped image, writes empty
-// shards for indices that received no image (so "of-N" names hold), and
-// writes StatsName.
+// shards (of Kind, default Image) for indices that received no record, so
+// "of-N" names hold, and writes StatsName.
 type WriteStatsFn struct {
 	Dir    string
 	Shards map[string]int
+	Kind   records.Kind
 }
 
 // ProcessElement runs once, on the single fixed key.
@@ -269,7 +276,13 @@ func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*str
 			if hasShard(out.Shards, name) {
 				continue
 			}
-			st, err := writeImageShard(ctx, f.Dir, split, i, n, nil)
+			var st ShardStats
+			var err error
+			if f.Kind == records.KindTokens {
+				st, err = writeShard(ctx, f.Dir, split, i, n, records.KindTokens, []records.Tokens(nil), func(x *records.Tokens) int { return x.Label })
+			} else {
+				st, err = writeImageShard(ctx, f.Dir, split, i, n, nil)
+			}
 			if err != nil {
 				return err
 			}

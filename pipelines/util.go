@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 
 	"github.com/igpt/igpt/internal/datasets"
@@ -56,3 +57,5 @@ func ReadDownloadStats(ctx context.Context, dir string) (*DownloadStats, error) 
 	}
 	return &st, nil
 }
+
+func reflectTypeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }

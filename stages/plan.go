@@ -231,7 +231,11 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	if err := writeManifest(ctx, m); err != nil {
 		return fmt.Errorf("stage %s: write manifest: %w", name, err)
 	}
-	st.Manifest = m
+	// Downstream stages see the manifest as any later run will: decoded
+	// from its JSON.
+	if st.Manifest, err = ReadManifest(ctx, st.Dir); err != nil {
+		return fmt.Errorf("stage %s: %w", name, err)
+	}
 	log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }

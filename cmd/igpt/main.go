@@ -28,7 +28,9 @@ import (
 
 var (
 	force    = flag.Bool("force", false, "rerun stages even when their outputs exist")
-	numRecs  = flag.Int("n", 3, "inspect: records to print")
+	numRecs  = flag.Int("n", 3, "inspect: records to print; show: images to draw")
+	outPath  = flag.String("out", "", "show: PNG file to write")
+	scale    = flag.Int("scale", 2, "show: pixel magnification")
 	root     = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
 	source   = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
 	logLevel = flag.String("log_level", "info", "debug, info, warn or error")
@@ -41,6 +43,8 @@ Usage:
   igpt stage NAME CONFIG [flags]   run one stage; its upstream stages must be done
   igpt status CONFIG               show each stage's key, state and record counts
   igpt inspect PATH [--n N]        show a shard (local or gs://) or a stage folder
+  igpt show tokens PATH --out F.png [--n 64]
+                                   originals beside their palette-decoded tokens
   igpt stages                      list the stages
 
 Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
@@ -50,7 +54,7 @@ Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
 func main() {
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
-		for _, name := range []string{"force", "dry_run", "n", "root", "source", "log_level", "runner"} {
+		for _, name := range []string{"force", "dry_run", "n", "out", "scale", "root", "source", "log_level", "runner"} {
 			if f := flag.Lookup(name); f != nil {
 				fmt.Fprintf(os.Stderr, "  --%s\t%s\n", f.Name, f.Usage)
 			}
@@ -139,6 +143,21 @@ func dispatch(ctx context.Context, args []string) error {
 			return err
 		}
 		return stages.Inspect(ctx, args[0], *numRecs, os.Stdout)
+	case "show":
+		if err := need(2, "tokens PATH"); err != nil {
+			return err
+		}
+		if args[0] != "tokens" {
+			return fmt.Errorf("show: unknown kind %q (tokens)", args[0])
+		}
+		if *outPath == "" {
+			return fmt.Errorf("show: give --out FILE.png")
+		}
+		png, err := stages.ShowTokens(ctx, args[1], *numRecs, *scale)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*outPath, png, 0o644)
 	case "stages":
 		for _, n := range stages.Names() {
 			fmt.Println(n)
@@ -148,7 +167,7 @@ func dispatch(ctx context.Context, args []string) error {
 		flag.Usage()
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (run, stage, status, inspect, stages)", cmd)
+	return fmt.Errorf("unknown command %q (run, stage, status, inspect, show, stages)", cmd)
 }
 
 func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {

@@ -1,0 +1,135 @@
+package pipelines
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"reflect"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/igpt/igpt/internal/imgproc"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/kmeans"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func init() {
+	beam.RegisterType(reflect.TypeOf((*kmeans.Histogram)(nil)).Elem())
+	register.DoFn3x1[context.Context, string, func(records.Image), error](&ReadImagesFn{})
+	register.Combiner3[*kmeans.Histogram, records.Image, *kmeans.Histogram](&HistogramFn{})
+	register.DoFn2x1[context.Context, *kmeans.Histogram, error](&WriteHistogramFn{})
+	register.Emitter1[records.Image]()
+}
+
+// PaletteConfig is the palette pipeline's input.
+type PaletteConfig struct {
+	Shards    []string // Image shards to count (the training split)
+	Histogram string   // where to write the colour histogram (msgpack)
+}
+
+// Palette builds the exact colour histogram of every pixel of the given
+// Image shards with a Beam combine and writes it to cfg.Histogram. The
+// k-means that turns it into a palette runs in the driver: it needs only
+// the distinct colours and their counts.
+func Palette(s beam.Scope, cfg PaletteConfig) error {
+	if len(cfg.Shards) == 0 {
+		return fmt.Errorf("pipelines: palette: no shards to read")
+	}
+	s = s.Scope("palette")
+	paths := beam.Reshuffle(s.Scope("SpreadShards"), beam.CreateList(s.Scope("ListShards"), cfg.Shards))
+	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
+	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
+	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
+	return nil
+}
+
+// ReadImagesFn emits every Image record of one shard.
+type ReadImagesFn struct{}
+
+// ProcessElement reads one shard.
+func (f *ReadImagesFn) ProcessElement(ctx context.Context, path string, emit func(records.Image)) error {
+	return readImages(ctx, path, func(img records.Image) error { emit(img); return nil })
+}
+
+// readImages streams the Image records of a shard to fn.
+func readImages(ctx context.Context, path string, fn func(records.Image) error) error {
+	rc, err := storage.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	r, err := records.NewReader(rc, path)
+	if err != nil {
+		return err
+	}
+	for {
+		var img records.Image
+		err := r.Next(&img)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(img); err != nil {
+			return err
+		}
+	}
+}
+
+// HistogramFn counts the distinct RGB colours of images (grey images count
+// as r = g = b).
+type HistogramFn struct{}
+
+// CreateAccumulator starts an empty histogram.
+func (f *HistogramFn) CreateAccumulator() *kmeans.Histogram { return &kmeans.Histogram{} }
+
+// AddInput counts one image's pixels.
+func (f *HistogramFn) AddInput(h *kmeans.Histogram, img records.Image) (*kmeans.Histogram, error) {
+	rgb, err := imgproc.ToRGB(img.Pix, img.C)
+	if err != nil {
+		return nil, fmt.Errorf("palette: image %s: %w", img.Key, err)
+	}
+	return h, h.Add(rgb)
+}
+
+// MergeAccumulators adds b's counts into a.
+func (f *HistogramFn) MergeAccumulators(a, b *kmeans.Histogram) (*kmeans.Histogram, error) {
+	return a, a.Merge(b)
+}
+
+// ExtractOutput returns the compacted histogram.
+func (f *HistogramFn) ExtractOutput(h *kmeans.Histogram) *kmeans.Histogram {
+	h.Compact()
+	return h
+}
+
+// WriteHistogramFn writes the final histogram with msgpack.
+type WriteHistogramFn struct{ Path string }
+
+// ProcessElement writes the histogram once.
+func (f *WriteHistogramFn) ProcessElement(ctx context.Context, h *kmeans.Histogram) error {
+	b, err := msgpack.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("palette: encode histogram: %w", err)
+	}
+	return storage.WriteFile(ctx, f.Path, b)
+}
+
+// ReadHistogram reads a histogram written by the palette pipeline.
+func ReadHistogram(ctx context.Context, path string) (*kmeans.Histogram, error) {
+	b, err := storage.ReadFile(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("palette: the pipeline finished without writing %s: %w", path, err)
+	}
+	var h kmeans.Histogram
+	if err := msgpack.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("palette: %s: %w", path, err)
+	}
+	if err := h.Validate(); err != nil {
+		return nil, fmt.Errorf("palette: %s: %w", path, err)
+	}
+	return &h, nil
+}

@@ -1,0 +1,246 @@
+package pipelines
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"sync"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/igpt/igpt/internal/imgproc"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/kmeans"
+)
+
+func init() {
+	register.DoFn3x1[context.Context, string, func(string, records.Image), error](&ReadSplitImagesFn{})
+	register.DoFn4x1[string, records.Image, []byte, func(string, records.Tokens), error](&QuantizeFn{})
+	register.DoFn4x1[context.Context, string, func(*records.Tokens) bool, func(string), error](&WriteTokensShardFn{})
+	register.Emitter2[string, records.Tokens]()
+	register.Iter1[records.Tokens]()
+	beam.RegisterType(reflectTypeOf[records.Tokens]())
+}
+
+// ShardInput is one Image shard and the split it belongs to.
+type ShardInput struct {
+	Path  string `json:"path"`
+	Split string `json:"split"`
+}
+
+// QuantizeConfig is the quantize pipeline's input.
+type QuantizeConfig struct {
+	Inputs  []ShardInput
+	Palette []byte // an encoded records.Palette; becomes a side input
+	// Resize, when set, scales every image to [h, w] (area filter) first.
+	Resize [2]int
+	// ValFraction of the train split goes to a "val" split, chosen by a
+	// seeded hash of each key; 0 keeps train whole.
+	ValFraction float64
+	Seed        uint64         // shuffle and val-carving seed
+	Shards      map[string]int // shards per output split (train, val, test, …)
+	Dir         string
+}
+
+// Quantize maps every pixel of every image to its nearest palette colour
+// (a 2^24-entry lookup table built once per worker), carves a val split
+// from train if asked, and writes Tokens shards per split. Records are
+// spread over shards and ordered within each shard by a seeded hash of
+// their key: a deterministic shuffle.
+func Quantize(s beam.Scope, cfg QuantizeConfig) error {
+	if len(cfg.Inputs) == 0 {
+		return fmt.Errorf("pipelines: quantize: no input shards")
+	}
+	if _, err := records.DecodePalette(cfg.Palette, "side input"); err != nil {
+		return fmt.Errorf("pipelines: quantize: %w", err)
+	}
+	s = s.Scope("quantize")
+	var inputs []string
+	for _, in := range cfg.Inputs {
+		b, _ := json.Marshal(in)
+		inputs = append(inputs, string(b))
+	}
+	paths := beam.Reshuffle(s.Scope("SpreadShards"), beam.CreateList(s.Scope("ListShards"), inputs))
+	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadSplitImagesFn{}, paths)
+	palette := beam.Create(s.Scope("Palette"), cfg.Palette)
+	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards},
+		imgs, beam.SideInput{Input: palette})
+	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
+	written := beam.ParDo(s.Scope("WriteShards"), &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}, grouped)
+	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
+	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards, Kind: records.KindTokens}, all)
+	return nil
+}
+
+// ReadSplitImagesFn emits the images of one JSON ShardInput keyed by split.
+type ReadSplitImagesFn struct{}
+
+// ProcessElement reads one shard.
+func (f *ReadSplitImagesFn) ProcessElement(ctx context.Context, input string, emit func(string, records.Image)) error {
+	var in ShardInput
+	if err := json.Unmarshal([]byte(input), &in); err != nil {
+		return fmt.Errorf("quantize: bad input %q: %w", input, err)
+	}
+	return readImages(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
+}
+
+// QuantizeFn turns one image into Tokens keyed by its output shard.
+type QuantizeFn struct {
+	Resize      [2]int
+	ValFraction float64
+	Seed        uint64
+	Shards      map[string]int
+}
+
+// ProcessElement quantizes one image.
+func (f *QuantizeFn) ProcessElement(split string, img records.Image, palette []byte, emit func(string, records.Tokens)) error {
+	lut, p, err := lutFor(palette)
+	if err != nil {
+		return err
+	}
+	tok, err := Tokenize(img, lut, p.K, f.Resize)
+	if err != nil {
+		return err
+	}
+	if split == "train" && f.ValFraction > 0 && unitHash(f.Seed, "val", img.Key) < f.ValFraction {
+		split = "val"
+	}
+	n := f.Shards[split]
+	if n <= 0 {
+		return fmt.Errorf("quantize: no shard count for split %q", split)
+	}
+	emit(ShardKey(split, int(seededHash(f.Seed, "shard", img.Key)%uint64(n))), tok)
+	return nil
+}
+
+// Tokenize maps an image (resized first when resize is set) to palette
+// tokens through lut.
+func Tokenize(img records.Image, lut *kmeans.LUT, vocab int, resize [2]int) (records.Tokens, error) {
+	pix, h, w := img.Pix, img.H, img.W
+	var err error
+	if resize[0] > 0 && (resize[0] != h || resize[1] != w) {
+		if pix, err = imgproc.Resize(pix, h, w, img.C, resize[0], resize[1]); err != nil {
+			return records.Tokens{}, fmt.Errorf("quantize: image %s: %w", img.Key, err)
+		}
+		h, w = resize[0], resize[1]
+	}
+	rgb, err := imgproc.ToRGB(pix, img.C)
+	if err != nil {
+		return records.Tokens{}, fmt.Errorf("quantize: image %s: %w", img.Key, err)
+	}
+	tok := make([]uint16, h*w)
+	if err := lut.Map(rgb, tok); err != nil {
+		return records.Tokens{}, fmt.Errorf("quantize: image %s: %w", img.Key, err)
+	}
+	return records.Tokens{Key: img.Key, Label: img.Label, H: h, W: w, Vocab: vocab, Tok: tok}, nil
+}
+
+var (
+	lutMu    sync.Mutex
+	lutCache = map[[32]byte]*cachedLUT{}
+)
+
+type cachedLUT struct {
+	lut *kmeans.LUT
+	p   *records.Palette
+}
+
+// lutFor returns the lookup table of an encoded palette, built once per
+// worker process and shared by every DoFn instance.
+func lutFor(palette []byte) (*kmeans.LUT, *records.Palette, error) {
+	key := sha256.Sum256(palette)
+	lutMu.Lock()
+	defer lutMu.Unlock()
+	if c, ok := lutCache[key]; ok {
+		return c.lut, c.p, nil
+	}
+	p, err := records.DecodePalette(palette, "side input")
+	if err != nil {
+		return nil, nil, err
+	}
+	lut, err := kmeans.NewLUT(p.Centres)
+	if err != nil {
+		return nil, nil, fmt.Errorf("quantize: build lookup table: %w", err)
+	}
+	clear(lutCache) // one palette per pipeline: keep memory at one table
+	lutCache[key] = &cachedLUT{lut, p}
+	return lut, p, nil
+}
+
+// seededHash is FNV-1a over the seed, a purpose tag and a key.
+func seededHash(seed uint64, purpose, key string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], seed)
+	h.Write(b[:])
+	h.Write([]byte(purpose))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return mix64(h.Sum64())
+}
+
+// mix64 is a bijective finaliser (splitmix64) that spreads FNV's low bits.
+func mix64(z uint64) uint64 {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// unitHash maps a key to [0, 1) uniformly.
+func unitHash(seed uint64, purpose, key string) float64 {
+	return float64(seededHash(seed, purpose, key)>>11) / (1 << 53)
+}
+
+// WriteTokensShardFn writes one shard's Tokens in seeded-shuffle order.
+type WriteTokensShardFn struct {
+	Dir    string
+	Shards map[string]int
+	Seed   uint64
+}
+
+// ProcessElement writes one shard.
+func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, iter func(*records.Tokens) bool, emit func(string)) error {
+	split, idx, err := parseShardKey(key)
+	if err != nil {
+		return err
+	}
+	var toks []records.Tokens
+	var t records.Tokens
+	for iter(&t) {
+		toks = append(toks, t)
+		t = records.Tokens{}
+	}
+	order := make([]uint64, len(toks))
+	for i := range toks {
+		order[i] = seededHash(f.Seed, "order", toks[i].Key)
+	}
+	sort.Sort(byOrder{toks, order})
+	st, err := writeShard(ctx, f.Dir, split, idx, f.Shards[split], records.KindTokens, toks, func(x *records.Tokens) int { return x.Label })
+	if err != nil {
+		return fmt.Errorf("quantize: %w", err)
+	}
+	b, _ := json.Marshal(statsEvent{Shard: &st})
+	emit(string(b))
+	return nil
+}
+
+type byOrder struct {
+	t []records.Tokens
+	o []uint64
+}
+
+func (b byOrder) Len() int { return len(b.t) }
+func (b byOrder) Less(i, j int) bool {
+	if b.o[i] != b.o[j] {
+		return b.o[i] < b.o[j]
+	}
+	return b.t[i].Key < b.t[j].Key
+}
+func (b byOrder) Swap(i, j int) {
+	b.t[i], b.t[j] = b.t[j], b.t[i]
+	b.o[i], b.o[j] = b.o[j], b.o[i]
+}

@@ -1,0 +1,189 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"sort"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/kmeans"
+	"github.com/igpt/igpt/pipelines"
+)
+
+func init() { Register(paletteStage{}) }
+
+// Output file names of the palette stage.
+const (
+	PaletteFile   = "palette.msgpack"
+	PalettePNG    = "palette.png"
+	HistogramFile = "histogram.msgpack"
+)
+
+// paletteStage learns the colour palette: an exact colour histogram of the
+// training pixels (Beam combine), then weighted k-means on it locally.
+type paletteStage struct{}
+
+func (paletteStage) Name() string           { return "palette" }
+func (paletteStage) Version() int           { return 1 }
+func (paletteStage) Upstream() []string     { return []string{"download"} }
+func (paletteStage) Params(cfg *Config) any { return cfg.Palette }
+
+func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	pc := rc.Config.Palette
+	dl := rc.Inputs["download"]
+	var shards []string
+	for _, f := range dl.Split(pc.Split) {
+		shards = append(shards, dl.Path(f.Name))
+	}
+	if len(shards) == 0 {
+		return nil, fmt.Errorf("palette: download output %s has no %q split to learn colours from (set palette.split)", dl.Dir, pc.Split)
+	}
+	histPath := storage.Join(rc.Dir, HistogramFile)
+	start := time.Now()
+	p, s := beam.NewPipelineWithRoot()
+	if err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: shards, Histogram: histPath}); err != nil {
+		return nil, err
+	}
+	job, err := runPipeline(ctx, rc.Runner, p)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := pipelines.ReadHistogram(ctx, histPath)
+	if err != nil {
+		return nil, err
+	}
+	histTime := time.Since(start)
+	rc.Log.Info("palette: histogram done", "pixels", hist.Total(), "distinct", hist.Len(), "elapsed", histTime.Round(time.Millisecond))
+
+	start = time.Now()
+	pal, err := LearnPalette(hist, pc)
+	if err != nil {
+		return nil, err
+	}
+	kmTime := time.Since(start)
+	rc.Log.Info("palette: k-means done", "k", pal.K, "iterations", pal.Iterations, "converged", pal.Converged, "mse", pal.MSE, "elapsed", kmTime.Round(time.Millisecond))
+
+	data, err := records.EncodePalette(pal)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.WriteFile(ctx, storage.Join(rc.Dir, PaletteFile), data); err != nil {
+		return nil, err
+	}
+	swatch, err := SwatchPNG(pal)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.WriteFile(ctx, storage.Join(rc.Dir, PalettePNG), swatch); err != nil {
+		return nil, err
+	}
+	histSize, _ := storage.Size(ctx, histPath)
+	sum := sha256.Sum256(data)
+	return &Output{
+		JobID: job,
+		Files: []FileInfo{
+			{Name: PaletteFile, Records: int64(pal.K), Bytes: int64(len(data))},
+			{Name: PalettePNG, Bytes: int64(len(swatch))},
+			{Name: HistogramFile, Records: int64(hist.Len()), Bytes: histSize},
+		},
+		Meta: map[string]any{
+			"k": pal.K, "pixels": pal.Pixels, "distinct_colours": pal.Distinct, "mse_per_pixel": pal.MSE,
+			"iterations": pal.Iterations, "converged": pal.Converged, "seed": pal.Seed,
+			"histogram_s": histTime.Seconds(), "kmeans_s": kmTime.Seconds(),
+			"palette_sha256": hex.EncodeToString(sum[:]),
+		},
+	}, nil
+}
+
+// LearnPalette runs weighted k-means++ and Lloyd over a colour histogram:
+// the same optimum as k-means over every pixel. With at most K distinct
+// colours the palette is those colours, exactly.
+func LearnPalette(hist *kmeans.Histogram, pc PaletteConfig) (*records.Palette, error) {
+	x, w := hist.Points()
+	n := len(w)
+	if n == 0 {
+		return nil, fmt.Errorf("palette: no pixels to learn from")
+	}
+	pal := &records.Palette{Pixels: hist.Total(), Distinct: n, Seed: pc.Seed}
+	if n <= pc.K {
+		pal.K, pal.Converged = n, true
+		for i := 0; i < n; i++ {
+			pal.Centres = append(pal.Centres, [3]float32{x[3*i], x[3*i+1], x[3*i+2]})
+			pal.Sizes = append(pal.Sizes, w[i])
+		}
+		return pal, nil
+	}
+	res, err := kmeans.Fit(x, 3, w, kmeans.Options{K: pc.K, Seed: pc.Seed, MaxIter: pc.MaxIter, Tol: pc.Tol})
+	if err != nil {
+		return nil, fmt.Errorf("palette: k-means: %w", err)
+	}
+	pal.K = pc.K
+	pal.Centres = kmeans.Unflatten3(res.Centres)
+	for i := range pal.Centres {
+		for c := range pal.Centres[i] {
+			pal.Centres[i][c] = min(255, max(0, pal.Centres[i][c]))
+		}
+	}
+	pal.Sizes = res.Sizes
+	pal.Inertia = res.Inertia
+	pal.MSE = res.FinalInertia / float64(pal.Pixels)
+	pal.Iterations, pal.Converged = res.Iterations, res.Converged
+	return pal, nil
+}
+
+// SwatchPNG draws the palette as a grid of 16×16 cells, 32 per row, sorted
+// by luminance.
+func SwatchPNG(p *records.Palette) ([]byte, error) {
+	const cell, cols = 16, 32
+	idx := make([]int, p.K)
+	for i := range idx {
+		idx[i] = i
+	}
+	lum := func(c [3]float32) float32 { return 0.299*c[0] + 0.587*c[1] + 0.114*c[2] }
+	sort.SliceStable(idx, func(a, b int) bool { return lum(p.Centres[idx[a]]) < lum(p.Centres[idx[b]]) })
+	rows := (p.K + cols - 1) / cols
+	img := image.NewRGBA(image.Rect(0, 0, cols*cell, rows*cell))
+	for n, i := range idx {
+		c := p.Colour(uint16(i))
+		x0, y0 := (n%cols)*cell, (n/cols)*cell
+		for y := y0; y < y0+cell; y++ {
+			for x := x0; x < x0+cell; x++ {
+				img.Set(x, y, color.RGBA{c[0], c[1], c[2], 255})
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ReadPalette reads the palette a palette stage wrote, checking it against
+// the manifest's checksum.
+func ReadPalette(ctx context.Context, m *Manifest) (*records.Palette, []byte, error) {
+	path := m.Path(PaletteFile)
+	data, err := storage.ReadFile(ctx, path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("palette %s is missing (%w); rerun: igpt stage palette CONFIG --force", path, err)
+	}
+	if want, _ := m.Meta["palette_sha256"].(string); want != "" {
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != want {
+			return nil, nil, fmt.Errorf("palette %s does not match its manifest (sha256 %x, manifest says %s): the file was replaced; rerun: igpt stage palette CONFIG --force", path, sum, want)
+		}
+	}
+	p, err := records.DecodePalette(data, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, data, nil
+}
