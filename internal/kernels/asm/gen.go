@@ -1,0 +1,493 @@
+//go:build ignore
+
+// gen.go writes kernels_amd64.s, the Go assembly of package kernels: the
+// register-blocked SGEMM micro-kernels for AVX-512 and AVX2+FMA, the 8x8
+// transposing packer, and the vector exp/max helpers of the softmaxes.
+//
+// Run from internal/kernels:  go run ./asm/gen.go > kernels_amd64.s
+// (also wired as go:generate in kernels_amd64.go). It has no dependencies.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+var out strings.Builder
+
+func p(format string, args ...any) { fmt.Fprintf(&out, format+"\n", args...) }
+
+type isa struct {
+	name  string // "512" or "256"
+	reg   string // "Z" or "Y"
+	width int    // floats per vector
+	regs  int    // vector registers
+}
+
+var avx512 = isa{"512", "Z", 16, 32}
+var avx2 = isa{"256", "Y", 8, 16}
+
+// rowAddr returns the address of A[i, p] for the row-addressed kernels
+// (A[i,p] at a + i*rs + p*4): a base register holding a + b*rs, b a
+// multiple of 3, plus rs (R13) scaled by 1, 2, 4 or 8.
+func rowAddr(i, disp int) string {
+	bases := []string{"R8", "R9", "R10", "R11", "R12"}
+	for b := 0; b <= i; b += 3 {
+		s := i - b
+		reg := bases[b/3]
+		switch s {
+		case 0:
+			return fmt.Sprintf("%d(%s)", disp, reg)
+		case 1, 2, 4, 8:
+			return fmt.Sprintf("%d(%s)(R13*%d)", disp, reg, s)
+		}
+	}
+	panic("no address")
+}
+
+func nBases(mr int) int { return (mr-1)/3 + 1 }
+
+// kernel emits func NAME(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)
+//
+//	C[mr x nr] = alpha * A·B (+ beta*C if beta != 0), A[i,p] at a[i*sa+p] (row) or a[i+p*sa] (col),
+//	B packed k-major: b[p*nr + j].
+func kernel(v isa, mr, nr int, col bool) {
+	nv := nr / v.width
+	nacc := mr * nv
+	if nacc+nv+2 > v.regs {
+		panic("too many registers")
+	}
+	acc := func(i, j int) string { return fmt.Sprintf("%s%d", v.reg, i*nv+j) }
+	breg := func(j int) string { return fmt.Sprintf("%s%d", v.reg, nacc+j) }
+	tmp := func(t int) string { return fmt.Sprintf("%s%d", v.reg, nacc+nv+t) }
+	mode := "r"
+	if col {
+		mode = "c"
+	}
+	name := fmt.Sprintf("k%s_%dx%d%s", v.name, mr, nr, mode)
+	p("")
+	p("// func %s(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-56", name)
+	p("\tMOVQ kc+0(FP), CX")
+	p("\tMOVQ a+8(FP), R8")
+	p("\tMOVQ sa+16(FP), R13")
+	p("\tSHLQ $2, R13")
+	p("\tMOVQ b+24(FP), BX")
+	for i := 0; i < nacc; i++ {
+		if v.name == "512" {
+			p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
+		} else {
+			p("\tVXORPS Y%d, Y%d, Y%d", i, i, i)
+		}
+	}
+	if col {
+		// u=0: (R8), u=1: (R8)(R13*1), u=2: (R8)(R13*2), u=3: (R9) with R9 = a+3*cs; R10 = 4*cs.
+		p("\tLEAQ (R8)(R13*2), R9")
+		p("\tADDQ R13, R9")
+		p("\tLEAQ (R13*4), R10")
+	} else {
+		regs := []string{"R8", "R9", "R10", "R11", "R12"}
+		for b := 1; b < nBases(mr); b++ {
+			p("\tLEAQ (%s)(R13*2), %s", regs[b-1], regs[b])
+			p("\tADDQ R13, %s", regs[b])
+		}
+	}
+	// prefetch the C tile
+	p("\tMOVQ c+32(FP), DI")
+	p("\tMOVQ ldc+40(FP), AX")
+	p("\tSHLQ $2, AX")
+	for i := 0; i < mr; i++ {
+		for off := 0; off < nr*4; off += 64 {
+			p("\tPREFETCHT0 %d(DI)", off)
+		}
+		p("\tPREFETCHT0 %d(DI)", nr*4-1)
+		p("\tADDQ AX, DI")
+	}
+	body := func(u int) {
+		for j := 0; j < nv; j++ {
+			p("\tVMOVUPS %d(BX), %s", (u*nr+j*v.width)*4, breg(j))
+		}
+		for i := 0; i < mr; i++ {
+			var addr string
+			if col {
+				switch u {
+				case 0:
+					addr = fmt.Sprintf("%d(R8)", i*4)
+				case 1:
+					addr = fmt.Sprintf("%d(R8)(R13*1)", i*4)
+				case 2:
+					addr = fmt.Sprintf("%d(R8)(R13*2)", i*4)
+				case 3:
+					addr = fmt.Sprintf("%d(R9)", i*4)
+				}
+			} else {
+				addr = rowAddr(i, u*4)
+			}
+			t := tmp(i % 2)
+			p("\tVBROADCASTSS %s, %s", addr, t)
+			for j := 0; j < nv; j++ {
+				p("\tVFMADD231PS %s, %s, %s", t, breg(j), acc(i, j))
+			}
+		}
+	}
+	p("\tMOVQ CX, DX")
+	p("\tSHRQ $2, DX")
+	p("\tJZ %s_tail", name)
+	p("%s_loop4:", name)
+	for u := 0; u < 4; u++ {
+		body(u)
+	}
+	p("\tADDQ $%d, BX", 4*nr*4)
+	if col {
+		p("\tADDQ R10, R8")
+		p("\tADDQ R10, R9")
+	} else {
+		regs := []string{"R8", "R9", "R10", "R11", "R12"}
+		for b := 0; b < nBases(mr); b++ {
+			p("\tADDQ $16, %s", regs[b])
+		}
+	}
+	p("\tDECQ DX")
+	p("\tJNZ %s_loop4", name)
+	p("%s_tail:", name)
+	p("\tANDQ $3, CX")
+	p("\tJZ %s_store", name)
+	p("%s_loop1:", name)
+	body(0)
+	p("\tADDQ $%d, BX", nr*4)
+	if col {
+		p("\tADDQ R13, R8")
+	} else {
+		regs := []string{"R8", "R9", "R10", "R11", "R12"}
+		for b := 0; b < nBases(mr); b++ {
+			p("\tADDQ $4, %s", regs[b])
+		}
+	}
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop1", name)
+	p("%s_store:", name)
+	p("\tMOVQ c+32(FP), DI")
+	al, be := breg(0), breg(nv-1)
+	if nv == 1 {
+		be = tmp(0)
+	}
+	p("\tVBROADCASTSS alpha+48(FP), %s", al)
+	p("\tMOVL beta+52(FP), DX")
+	p("\tANDL $0x7fffffff, DX")
+	p("\tJZ %s_over", name)
+	p("\tVBROADCASTSS beta+52(FP), %s", be)
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			p("\tVMULPS %s, %s, %s", al, acc(i, j), acc(i, j))
+			p("\tVFMADD231PS %d(DI), %s, %s", j*v.width*4, be, acc(i, j))
+			p("\tVMOVUPS %s, %d(DI)", acc(i, j), j*v.width*4)
+		}
+		p("\tADDQ AX, DI")
+	}
+	p("\tVZEROUPPER")
+	p("\tRET")
+	p("%s_over:", name)
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			p("\tVMULPS %s, %s, %s", al, acc(i, j), acc(i, j))
+			p("\tVMOVUPS %s, %d(DI)", acc(i, j), j*v.width*4)
+		}
+		p("\tADDQ AX, DI")
+	}
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// transpose8 emits func transpose8(n8 int, src *float32, lds int, dst *float32, ldd int):
+// for each of n8 blocks q, dst[(8q+r)*ldd + s] = src[s*lds + 8q + r], r, s < 8.
+// That is: 8 rows of src (8·n8 floats each) become 8-float columns of dst.
+func transpose8() {
+	p("")
+	p("// func transpose8(n8 int, src *float32, lds int, dst *float32, ldd int)")
+	p("TEXT ·transpose8(SB), NOSPLIT, $0-40")
+	p("\tMOVQ n8+0(FP), CX")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ lds+16(FP), AX")
+	p("\tSHLQ $2, AX")
+	p("\tMOVQ dst+24(FP), DI")
+	p("\tMOVQ ldd+32(FP), DX")
+	p("\tSHLQ $2, DX")
+	p("\tLEAQ (AX)(AX*2), BX") // 3*lds
+	p("\tLEAQ (DX)(DX*2), R9") // 3*ldd
+	p("\tTESTQ CX, CX")
+	p("\tJZ tr8_done")
+	p("tr8_loop:")
+	p("\tMOVQ SI, R8")
+	p("\tVMOVUPS (R8), Y0")
+	p("\tVMOVUPS (R8)(AX*1), Y1")
+	p("\tVMOVUPS (R8)(AX*2), Y2")
+	p("\tVMOVUPS (R8)(BX*1), Y3")
+	p("\tLEAQ (R8)(AX*4), R8")
+	p("\tVMOVUPS (R8), Y4")
+	p("\tVMOVUPS (R8)(AX*1), Y5")
+	p("\tVMOVUPS (R8)(AX*2), Y6")
+	p("\tVMOVUPS (R8)(BX*1), Y7")
+	p("\tVUNPCKLPS Y1, Y0, Y8")
+	p("\tVUNPCKHPS Y1, Y0, Y9")
+	p("\tVUNPCKLPS Y3, Y2, Y10")
+	p("\tVUNPCKHPS Y3, Y2, Y11")
+	p("\tVUNPCKLPS Y5, Y4, Y12")
+	p("\tVUNPCKHPS Y5, Y4, Y13")
+	p("\tVUNPCKLPS Y7, Y6, Y14")
+	p("\tVUNPCKHPS Y7, Y6, Y15")
+	p("\tVSHUFPS $0x44, Y10, Y8, Y0")
+	p("\tVSHUFPS $0xEE, Y10, Y8, Y1")
+	p("\tVSHUFPS $0x44, Y11, Y9, Y2")
+	p("\tVSHUFPS $0xEE, Y11, Y9, Y3")
+	p("\tVSHUFPS $0x44, Y14, Y12, Y4")
+	p("\tVSHUFPS $0xEE, Y14, Y12, Y5")
+	p("\tVSHUFPS $0x44, Y15, Y13, Y6")
+	p("\tVSHUFPS $0xEE, Y15, Y13, Y7")
+	p("\tVPERM2F128 $0x20, Y4, Y0, Y8")
+	p("\tVPERM2F128 $0x20, Y5, Y1, Y9")
+	p("\tVPERM2F128 $0x20, Y6, Y2, Y10")
+	p("\tVPERM2F128 $0x20, Y7, Y3, Y11")
+	p("\tVPERM2F128 $0x31, Y4, Y0, Y12")
+	p("\tVPERM2F128 $0x31, Y5, Y1, Y13")
+	p("\tVPERM2F128 $0x31, Y6, Y2, Y14")
+	p("\tVPERM2F128 $0x31, Y7, Y3, Y15")
+	p("\tMOVQ DI, R8")
+	p("\tVMOVUPS Y8, (R8)")
+	p("\tVMOVUPS Y9, (R8)(DX*1)")
+	p("\tVMOVUPS Y10, (R8)(DX*2)")
+	p("\tVMOVUPS Y11, (R8)(R9*1)")
+	p("\tLEAQ (R8)(DX*4), R8")
+	p("\tVMOVUPS Y12, (R8)")
+	p("\tVMOVUPS Y13, (R8)(DX*1)")
+	p("\tVMOVUPS Y14, (R8)(DX*2)")
+	p("\tVMOVUPS Y15, (R8)(R9*1)")
+	p("\tADDQ $32, SI")
+	p("\tLEAQ (R8)(DX*4), DI")
+	p("\tDECQ CX")
+	p("\tJNZ tr8_loop")
+	p("tr8_done:")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// Cephes expf constants, each stored 16 times (64 bytes) so that both
+// AVX2 and AVX-512 instructions can take them as memory operands.
+var expConsts = []struct {
+	name string
+	val  string
+}{
+	{"log2e", "0x3fb8aa3b"}, // 1.44269504
+	{"c1", "0x3f318000"},    // 0.693359375
+	{"c2", "0xb95e8083"},    // -2.12194440e-4
+	{"p0", "0x39506967"},    // 1.9875691500e-4
+	{"p1", "0x3ab743ce"},    // 1.3981999507e-3
+	{"p2", "0x3c088908"},    // 8.3334519073e-3
+	{"p3", "0x3d2aa9c1"},    // 4.1665795894e-2
+	{"p4", "0x3e2aaaaa"},    // 1.6666665459e-1
+	{"p5", "0x3f000000"},    // 5.0000001201e-1
+	{"one", "0x3f800000"},   // 1
+	{"lo", "0xc2aeac50"},    // -87.336544
+	{"hi", "0x42b17218"},    // 88.72284
+	{"bias", "0x0000007f"},  // 127 (int32)
+	{"gk", "0xbfd9db23"},    // -1.702
+	{"gk2", "0x3fd9db23"},   // 1.702
+}
+
+func cst(name string) string {
+	for i, c := range expConsts {
+		if c.name == name {
+			return fmt.Sprintf("expc<>+%d(SB)", 64*i)
+		}
+	}
+	panic(name)
+}
+
+func consts() {
+	p("")
+	for i, c := range expConsts {
+		for r := 0; r < 16; r++ {
+			p("DATA expc<>+%d(SB)/4, $%s", 64*i+4*r, c.val)
+		}
+	}
+	p("GLOBL expc<>(SB), RODATA|NOPTR, $%d", 64*len(expConsts))
+}
+
+// emitExp computes x = exp(x) lane-wise using temporaries n and y (all three
+// vector registers of v); the result is left in y.
+func emitExp(v isa, x, n, y string) {
+	p("\tVMAXPS %s, %s, %s", cst("lo"), x, x)
+	p("\tVMINPS %s, %s, %s", cst("hi"), x, x)
+	p("\tVMULPS %s, %s, %s", cst("log2e"), x, n)
+	if v.name == "512" {
+		p("\tVRNDSCALEPS $0, %s, %s", n, n)
+	} else {
+		p("\tVROUNDPS $0, %s, %s", n, n)
+	}
+	p("\tVFNMADD231PS %s, %s, %s", cst("c1"), n, x)
+	p("\tVFNMADD231PS %s, %s, %s", cst("c2"), n, x)
+	p("\tVMOVUPS %s, %s", cst("p0"), y)
+	for _, c := range []string{"p1", "p2", "p3", "p4", "p5", "one", "one"} {
+		p("\tVFMADD213PS %s, %s, %s", cst(c), x, y)
+	}
+	if v.name == "512" {
+		p("\tVSCALEFPS %s, %s, %s", n, y, y)
+	} else {
+		p("\tVCVTPS2DQ %s, %s", n, n)
+		p("\tVPADDD %s, %s, %s", cst("bias"), n, n)
+		p("\tVPSLLD $23, %s, %s", n, n)
+		p("\tVMULPS %s, %s, %s", n, y, y)
+	}
+}
+
+// hsum reduces vector register 0 (Y0/Z0) to a scalar in X0 with op ("ADD" or "MAX").
+func hsum(v isa, op string) {
+	if v.name == "512" {
+		p("\tVEXTRACTF32X8 $1, Z0, Y1")
+		p("\tV%sPS Y1, Y0, Y0", op)
+	}
+	p("\tVEXTRACTF128 $1, Y0, X1")
+	p("\tV%sPS X1, X0, X0", op)
+	p("\tVPERMILPS $0x4e, X0, X1")
+	p("\tV%sPS X1, X0, X0", op)
+	p("\tVPERMILPS $0xb1, X0, X1")
+	p("\tV%sPS X1, X0, X0", op)
+}
+
+func shift(v isa) int { return map[int]int{8: 3, 16: 4}[v.width] }
+
+func vecFuncs(v isa) {
+	r := v.reg
+	zero := func(i int) {
+		if v.name == "512" {
+			p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
+		} else {
+			p("\tVXORPS Y%d, Y%d, Y%d", i, i, i)
+		}
+	}
+	// expSubSum: x[i] = exp(x[i]-sub), returns the sum; n a multiple of the width.
+	name := "expSubSum" + v.name
+	p("")
+	p("// func %s(x *float32, n int, sub float32) float32", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-28", name)
+	p("\tMOVQ x+0(FP), SI")
+	p("\tMOVQ n+8(FP), CX")
+	p("\tSHRQ $%d, CX", shift(v))
+	zero(0)
+	p("\tVBROADCASTSS sub+16(FP), %s1", r)
+	p("\tTESTQ CX, CX")
+	p("\tJZ %s_done", name)
+	p("%s_loop:", name)
+	p("\tVMOVUPS (SI), %s2", r)
+	p("\tVSUBPS %s1, %s2, %s2", r, r, r)
+	emitExp(v, r+"2", r+"3", r+"4")
+	p("\tVMOVUPS %s4, (SI)", r)
+	p("\tVADDPS %s4, %s0, %s0", r, r, r)
+	p("\tADDQ $%d, SI", v.width*4)
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop", name)
+	p("%s_done:", name)
+	hsum(v, "ADD")
+	p("\tMOVSS X0, ret+24(FP)")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	// maxV: max of x[0:n], n a positive multiple of the width.
+	name = "max" + v.name
+	p("")
+	p("// func %s(x *float32, n int) float32", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-20", name)
+	p("\tMOVQ x+0(FP), SI")
+	p("\tMOVQ n+8(FP), CX")
+	p("\tSHRQ $%d, CX", shift(v))
+	p("\tVMOVUPS (SI), %s0", r)
+	p("%s_loop:", name)
+	p("\tVMAXPS (SI), %s0, %s0", r, r)
+	p("\tADDQ $%d, SI", v.width*4)
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop", name)
+	hsum(v, "MAX")
+	p("\tMOVSS X0, ret+16(FP)")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	// geluFwd: y[i] = x·σ(1.702x), n a multiple of the width.
+	name = "geluFwd" + v.name
+	p("")
+	p("// func %s(y, x *float32, n int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-24", name)
+	p("\tMOVQ y+0(FP), DI")
+	p("\tMOVQ x+8(FP), SI")
+	p("\tMOVQ n+16(FP), CX")
+	p("\tSHRQ $%d, CX", shift(v))
+	p("\tTESTQ CX, CX")
+	p("\tJZ %s_done", name)
+	p("%s_loop:", name)
+	p("\tVMOVUPS (SI), %s5", r)
+	p("\tVMULPS %s, %s5, %s2", cst("gk"), r, r) // -1.702x
+	emitExp(v, r+"2", r+"3", r+"4")             // e = exp(-1.702x)
+	p("\tVADDPS %s, %s4, %s4", cst("one"), r, r)
+	p("\tVDIVPS %s4, %s5, %s5", r, r, r) // x / (1+e)
+	p("\tVMOVUPS %s5, (DI)", r)
+	p("\tADDQ $%d, SI", v.width*4)
+	p("\tADDQ $%d, DI", v.width*4)
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop", name)
+	p("%s_done:", name)
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	// geluBwd: dx[i] = dy[i]·(s + 1.702·x·s·(1-s)), s = σ(1.702x).
+	name = "geluBwd" + v.name
+	p("")
+	p("// func %s(dx, x, dy *float32, n int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-32", name)
+	p("\tMOVQ dx+0(FP), DI")
+	p("\tMOVQ x+8(FP), SI")
+	p("\tMOVQ dy+16(FP), DX")
+	p("\tMOVQ n+24(FP), CX")
+	p("\tSHRQ $%d, CX", shift(v))
+	p("\tTESTQ CX, CX")
+	p("\tJZ %s_done", name)
+	p("%s_loop:", name)
+	p("\tVMOVUPS (SI), %s5", r)
+	p("\tVMULPS %s, %s5, %s2", cst("gk"), r, r)
+	emitExp(v, r+"2", r+"3", r+"4")
+	p("\tVADDPS %s, %s4, %s4", cst("one"), r, r)
+	p("\tVMOVUPS %s, %s6", cst("one"), r)
+	p("\tVDIVPS %s4, %s6, %s6", r, r, r) // s = 1/(1+e)
+	p("\tVMOVUPS %s, %s7", cst("one"), r)
+	p("\tVSUBPS %s6, %s7, %s7", r, r, r)         // 1-s
+	p("\tVMULPS %s, %s5, %s5", cst("gk2"), r, r) // 1.702x
+	p("\tVMULPS %s6, %s5, %s5", r, r, r)         // 1.702 x s
+	p("\tVFMADD213PS %s6, %s7, %s5", r, r, r)    // 1.702 x s (1-s) + s
+	p("\tVMULPS (DX), %s5, %s5", r, r)
+	p("\tVMOVUPS %s5, (DI)", r)
+	p("\tADDQ $%d, SI", v.width*4)
+	p("\tADDQ $%d, DI", v.width*4)
+	p("\tADDQ $%d, DX", v.width*4)
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop", name)
+	p("%s_done:", name)
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+func main() {
+	p("// Code generated by asm/gen.go; DO NOT EDIT.")
+	p("")
+	p("//go:build amd64 && !purego")
+	p("")
+	p("#include \"textflag.h\"")
+	for _, s := range [][2]int{{14, 32}, {12, 32}, {8, 32}, {6, 64}} {
+		kernel(avx512, s[0], s[1], false)
+		kernel(avx512, s[0], s[1], true)
+	}
+	kernel(avx2, 6, 16, false)
+	kernel(avx2, 6, 16, true)
+	transpose8()
+	consts()
+	vecFuncs(avx512)
+	vecFuncs(avx2)
+	os.Stdout.WriteString(out.String())
+}

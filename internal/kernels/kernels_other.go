@@ -1,0 +1,6 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// archPaths returns no assembly paths off amd64 (or with -tags purego).
+func archPaths() []*impl { return nil }
