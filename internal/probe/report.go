@@ -1,0 +1,355 @@
+package probe
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Baseline names the report knows about.
+const (
+	// RawPixels names the baseline probe on the images' pixels; the report's
+	// summary line states the best layer's margin over it.
+	RawPixels = "raw pixels"
+	// RandomInitPrefix starts the name of the random-initialisation baseline,
+	// "random init / layer k" (see BaselineFromBest).
+	RandomInitPrefix = "random init"
+)
+
+// Split holds one feature set's train, validation and test matrices and
+// labels. The probe fits on train, chooses L2 on validation and reports test.
+type Split struct {
+	TrainX *Matrix
+	TrainY []int
+	ValX   *Matrix
+	ValY   []int
+	TestX  *Matrix
+	TestY  []int
+}
+
+func (s Split) check(what string) error {
+	for _, m := range []struct {
+		name string
+		x    *Matrix
+		y    []int
+	}{{"train", s.TrainX, s.TrainY}, {"val", s.ValX, s.ValY}, {"test", s.TestX, s.TestY}} {
+		if err := m.x.checkShape(what + " " + m.name); err != nil {
+			return err
+		}
+		if m.x.Rows == 0 {
+			return fmt.Errorf("probe: %s %s: no rows", what, m.name)
+		}
+		if len(m.y) != m.x.Rows {
+			return fmt.Errorf("probe: %s %s: %d labels for %d rows", what, m.name, len(m.y), m.x.Rows)
+		}
+		if m.x.Cols != s.TrainX.Cols {
+			return fmt.Errorf("probe: %s %s: %d features, train has %d", what, m.name, m.x.Cols, s.TrainX.Cols)
+		}
+	}
+	return nil
+}
+
+// ProbeOptions controls ProbeLayers and ProbeBaseline.
+type ProbeOptions struct {
+	// Fit is passed to every fit (Init is ignored; each grid is warm-started
+	// along its own path).
+	Fit Options
+	// Standardize fits a Standardizer on each layer's train split and applies
+	// it to all three splits (on copies) before fitting.
+	Standardize bool
+	// Logger receives one Info line per layer; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o ProbeOptions) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
+}
+
+// Row is one probed feature set: a model layer or a baseline.
+type Row struct {
+	// Layer is the layer index (0 = the input embedding, l = the output of
+	// block l); for a baseline, the layer it came from, or -1.
+	Layer int `json:"layer"`
+	// Name is "embedding", "layer l", or the baseline's name.
+	Name     string `json:"name"`
+	Baseline bool   `json:"baseline,omitempty"`
+	Dim      int    `json:"dim"`
+	// Accuracies of the chosen fit.
+	ValAcc   float64 `json:"val_acc"`
+	TestAcc  float64 `json:"test_acc"`
+	TrainAcc float64 `json:"train_acc"`
+	// The chosen L2 strength and the equivalent scikit-learn C.
+	L2         float64 `json:"l2"`
+	C          float64 `json:"c"`
+	Iterations int     `json:"iterations"`
+	Converged  bool    `json:"converged"`
+	// FitSeconds is the chosen fit's time; GridSeconds the whole grid's.
+	FitSeconds  float64     `json:"fit_seconds"`
+	GridSeconds float64     `json:"grid_seconds"`
+	Grid        []GridPoint `json:"grid,omitempty"`
+}
+
+// LayerName is "embedding" for layer 0 and "layer l" otherwise.
+func LayerName(layer int) string {
+	if layer == 0 {
+		return "embedding"
+	}
+	return fmt.Sprintf("layer %d", layer)
+}
+
+// Report is the probe's result: one row per model layer, in layer order, and
+// baseline rows.
+type Report struct {
+	Title     string    `json:"title,omitempty"`
+	Rows      []Row     `json:"rows"`
+	Baselines []Row     `json:"baselines,omitempty"`
+	Grid      []float64 `json:"grid"` // λ values tried
+	Created   time.Time `json:"created"`
+}
+
+// ProbeLayers probes every layer in layers: a fit per grid value λ on the
+// layer's train split, λ chosen by validation accuracy (ties to the larger
+// λ), test accuracy of that fit reported. Layers run in increasing order;
+// each fit uses all GOMAXPROCS.
+func ProbeLayers(layers map[int]Split, grid []float64, opts ProbeOptions) (*Report, error) {
+	if len(layers) == 0 {
+		return nil, fmt.Errorf("probe: no layers to probe")
+	}
+	rep := &Report{Grid: append([]float64(nil), grid...), Created: time.Now().UTC()}
+	for _, l := range slices.Sorted(maps.Keys(layers)) {
+		row, err := probeOne(l, LayerName(l), layers[l], grid, opts)
+		if err != nil {
+			return nil, err
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	return rep, nil
+}
+
+// ProbeBaseline probes one baseline feature set (e.g. RawPixels) like a layer
+// and returns its row, marked as a baseline with Layer −1; add it to a report
+// with AddBaseline.
+func ProbeBaseline(name string, s Split, grid []float64, opts ProbeOptions) (Row, error) {
+	row, err := probeOne(-1, name, s, grid, opts)
+	if err != nil {
+		return Row{}, err
+	}
+	row.Baseline = true
+	return row, nil
+}
+
+func probeOne(layer int, name string, s Split, grid []float64, opts ProbeOptions) (Row, error) {
+	what := "probe " + name
+	if err := s.check(what); err != nil {
+		return Row{}, err
+	}
+	if opts.Standardize {
+		st, err := FitStandardizer(s.TrainX)
+		if err != nil {
+			return Row{}, fmt.Errorf("%s: %w", what, err)
+		}
+		for _, m := range []**Matrix{&s.TrainX, &s.ValX, &s.TestX} {
+			if *m, err = st.Transform(*m); err != nil {
+				return Row{}, fmt.Errorf("%s: %w", what, err)
+			}
+		}
+	}
+	fo := opts.Fit
+	fo.Init = nil
+	if fo.Classes == 0 {
+		fo.Classes = numClasses(s.TrainY, s.ValY, s.TestY)
+	}
+	if fo.Logger == nil {
+		fo.Logger = opts.Logger
+	}
+	if err := checkData(what+": test", s.TestX, s.TestY, fo.Classes); err != nil {
+		return Row{}, err
+	}
+	sel, err := SelectL2(s.TrainX, s.TrainY, s.ValX, s.ValY, grid, fo)
+	if err != nil {
+		return Row{}, fmt.Errorf("%s: %w", what, err)
+	}
+	test, err := sel.Fit.Model.Accuracy(s.TestX, s.TestY)
+	if err != nil {
+		return Row{}, fmt.Errorf("%s: %w", what, err)
+	}
+	bp := sel.BestPoint()
+	row := Row{
+		Layer: layer, Name: name, Dim: s.TrainX.Cols,
+		ValAcc: bp.ValAcc, TestAcc: test, TrainAcc: bp.TrainAcc,
+		L2: bp.L2, C: bp.C, Iterations: bp.Iterations, Converged: bp.Converged,
+		FitSeconds: bp.FitSeconds, Grid: sel.Points,
+	}
+	for _, p := range sel.Points {
+		row.GridSeconds += p.FitSeconds
+	}
+	opts.logger().Info("probe: layer done", "name", name, "dim", row.Dim, "val_acc", row.ValAcc,
+		"test_acc", row.TestAcc, "l2", row.L2, "iterations", row.Iterations, "converged", row.Converged,
+		"grid_seconds", row.GridSeconds)
+	return row, nil
+}
+
+// AddBaseline appends a baseline row (marking it as one).
+func (r *Report) AddBaseline(row Row) {
+	row.Baseline = true
+	r.Baselines = append(r.Baselines, row)
+}
+
+// Best returns the layer row with the highest validation accuracy (ties to
+// the higher test accuracy, then the lower layer); false when there are no
+// rows. Choosing by validation keeps the test split out of the choice.
+func (r *Report) Best() (Row, bool) {
+	if len(r.Rows) == 0 {
+		return Row{}, false
+	}
+	best := r.Rows[0]
+	for _, row := range r.Rows[1:] {
+		if row.ValAcc > best.ValAcc || (row.ValAcc == best.ValAcc && row.TestAcc > best.TestAcc) {
+			best = row
+		}
+	}
+	return best, true
+}
+
+// Baseline returns the baseline row with the given name.
+func (r *Report) Baseline(name string) (Row, bool) {
+	for _, b := range r.Baselines {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Row{}, false
+}
+
+// BaselineFromBest turns the best layer of another report (e.g. the probe of a
+// randomly initialised model) into a baseline row named "prefix / layer k"
+// (e.g. "random init / layer 3"); false when other has no rows.
+func BaselineFromBest(prefix string, other *Report) (Row, bool) {
+	best, ok := other.Best()
+	if !ok {
+		return Row{}, false
+	}
+	best.Name = prefix + " / " + LayerName(best.Layer)
+	best.Baseline = true
+	return best, true
+}
+
+// Summary is the report's headline: the best layer and its margin, in
+// accuracy points, over the raw-pixel baseline.
+type Summary struct {
+	Best Row `json:"best"`
+	// MarginOverRawPixels is 100·(best test acc − raw-pixel test acc), or nil
+	// without a RawPixels baseline.
+	MarginOverRawPixels *float64 `json:"margin_over_raw_pixels_points,omitempty"`
+	// LastLayerDrop is 100·(best − last layer) test accuracy points.
+	LastLayerDrop float64 `json:"last_layer_drop_points"`
+}
+
+// Summary computes the headline; false when there are no layer rows.
+func (r *Report) Summary() (Summary, bool) {
+	best, ok := r.Best()
+	if !ok {
+		return Summary{}, false
+	}
+	s := Summary{Best: best, LastLayerDrop: 100 * (best.TestAcc - r.Rows[len(r.Rows)-1].TestAcc)}
+	if raw, ok := r.Baseline(RawPixels); ok {
+		m := 100 * (best.TestAcc - raw.TestAcc)
+		s.MarginOverRawPixels = &m
+	}
+	return s, true
+}
+
+// WriteJSON writes the report, with its summary, as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	type out struct {
+		*Report
+		Summary *Summary `json:"summary,omitempty"`
+	}
+	o := out{Report: r}
+	if s, ok := r.Summary(); ok {
+		o.Summary = &s
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(o); err != nil {
+		return fmt.Errorf("probe: write report JSON: %w", err)
+	}
+	return nil
+}
+
+// WriteMarkdown writes the report as a Markdown table (one row per layer,
+// then the baselines) followed by a line naming the best layer and its
+// margin over the raw-pixel baseline.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	title := r.Title
+	if title == "" {
+		title = "Linear probe"
+	}
+	fmt.Fprintf(&b, "# %s\n\n", title)
+	fmt.Fprintf(&b, "Multinomial logistic regression (L-BFGS) on the mean over positions of norm(h_l); "+
+		"L2 strength chosen on validation accuracy from %s.\n\n", formatGrid(r.Grid))
+	b.WriteString("| layer | features | dim | val acc | test acc | train acc | chosen L2 | C | iterations | fit s |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	best, haveBest := r.Best()
+	for _, row := range r.Rows {
+		name := row.Name
+		if haveBest && row.Layer == best.Layer && row.Name == best.Name {
+			name = "**" + name + "**"
+		}
+		writeRow(&b, fmt.Sprint(row.Layer), name, row)
+	}
+	for _, row := range r.Baselines {
+		writeRow(&b, "–", "baseline: "+row.Name, row)
+	}
+	if s, ok := r.Summary(); ok {
+		fmt.Fprintf(&b, "\nBest layer: %s (layer %d of %d), val acc %s, test acc %s",
+			s.Best.Name, s.Best.Layer, r.Rows[len(r.Rows)-1].Layer, pct(s.Best.ValAcc), pct(s.Best.TestAcc))
+		if s.MarginOverRawPixels != nil {
+			raw, _ := r.Baseline(RawPixels)
+			fmt.Fprintf(&b, "; %+.1f points over the raw-pixel baseline (test acc %s)", *s.MarginOverRawPixels, pct(raw.TestAcc))
+		} else {
+			b.WriteString("; no raw-pixel baseline")
+		}
+		fmt.Fprintf(&b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
+	}
+	var unconverged []string
+	for _, row := range append(slices.Clone(r.Rows), r.Baselines...) {
+		if !row.Converged {
+			unconverged = append(unconverged, row.Name)
+		}
+	}
+	if len(unconverged) > 0 {
+		fmt.Fprintf(&b, "\nNot converged at the iteration limit: %s.\n", strings.Join(unconverged, ", "))
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("probe: write report markdown: %w", err)
+	}
+	return nil
+}
+
+func writeRow(b *strings.Builder, layer, name string, row Row) {
+	fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %s | %.3g | %.3g | %d | %.2f |\n",
+		layer, name, row.Dim, pct(row.ValAcc), pct(row.TestAcc), pct(row.TrainAcc), row.L2, row.C, row.Iterations, row.FitSeconds)
+}
+
+func pct(a float64) string { return fmt.Sprintf("%.2f%%", 100*a) }
+
+func formatGrid(g []float64) string {
+	if len(g) == 0 {
+		return "(no grid)"
+	}
+	parts := make([]string, len(g))
+	for i, v := range g {
+		parts[i] = fmt.Sprintf("%g", v)
+	}
+	return "λ ∈ {" + strings.Join(parts, ", ") + "}"
+}
