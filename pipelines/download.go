@@ -209,7 +209,11 @@ func writeImageShard(ctx context.Context, dir, split string, idx, n int, imgs []
 // writeShard writes recs, in order, as shard idx of n of split in dir,
 // atomically, and returns its stats.
 func writeShard[T any](ctx context.Context, dir, split string, idx, n int, kind records.Kind, recs []T, label func(*T) int) (ShardStats, error) {
-	name := records.ShardName(split, idx, n)
+	return writeNamedShard(ctx, dir, records.ShardName(split, idx, n), split, kind, recs, label)
+}
+
+// writeNamedShard writes recs, in order, as the shard name of split in dir.
+func writeNamedShard[T any](ctx context.Context, dir, name, split string, kind records.Kind, recs []T, label func(*T) int) (ShardStats, error) {
 	st := ShardStats{Name: name, Split: split, Labels: map[int]int64{}}
 	w, err := storage.Create(ctx, storage.Join(dir, name))
 	if err != nil {

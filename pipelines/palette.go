@@ -3,7 +3,6 @@ package pipelines
 import (
 	"context"
 	"fmt"
-	"io"
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -55,28 +54,7 @@ func (f *ReadImagesFn) ProcessElement(ctx context.Context, path string, emit fun
 
 // readImages streams the Image records of a shard to fn.
 func readImages(ctx context.Context, path string, fn func(records.Image) error) error {
-	rc, err := storage.Open(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	r, err := records.NewReader(rc, path)
-	if err != nil {
-		return err
-	}
-	for {
-		var img records.Image
-		err := r.Next(&img)
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(img); err != nil {
-			return err
-		}
-	}
+	return ScanShard(ctx, path, fn)
 }
 
 // HistogramFn counts the distinct RGB colours of images (grey images count

@@ -21,6 +21,8 @@ type Config struct {
 	Download DownloadConfig `yaml:"download"`
 	Palette  PaletteConfig  `yaml:"palette"`
 	Quantize QuantizeConfig `yaml:"quantize"`
+	Train    TrainConfig    `yaml:"train"`
+	Probe    ProbeConfig    `yaml:"probe"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -91,6 +93,69 @@ type QuantizeConfig struct {
 	Shards map[string]int `yaml:"shards" json:"shards,omitempty"`
 }
 
+// TrainConfig configures the train stage: the model and its optimisation.
+type TrainConfig struct {
+	// Model names a preset (nano, micro, S, M, L, XL); Layers, D and Heads
+	// override its values. The context is the token grid's h×w, the
+	// vocabulary the palette's size.
+	Model  string `yaml:"model" json:"model"`
+	Layers int    `yaml:"layers" json:"layers,omitempty"`
+	D      int    `yaml:"d" json:"d,omitempty"`
+	Heads  int    `yaml:"heads" json:"heads,omitempty"`
+	// Objective is "ar" (autoregressive, default) or "bert".
+	Objective string `yaml:"objective" json:"objective"`
+	// BERTMaskProb is the masking probability of the BERT objective (0.15).
+	BERTMaskProb float64 `yaml:"bert_mask_prob" json:"bert_mask_prob,omitempty"`
+	// Batch is the micro-batch in sequences; Accum micro-batches make a step.
+	Batch int `yaml:"batch" json:"batch"`
+	Accum int `yaml:"accum" json:"accum"`
+	// Steps is the number of optimiser steps; the learning rate warms up
+	// linearly over WarmupSteps to LR, then decays with a cosine to 0.
+	Steps       int     `yaml:"steps" json:"steps"`
+	WarmupSteps int     `yaml:"warmup_steps" json:"warmup_steps"`
+	LR          float64 `yaml:"lr" json:"lr"`
+	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay,omitempty"`
+	// Clip is the global gradient-norm clip (0: none).
+	Clip float64 `yaml:"clip" json:"clip,omitempty"`
+	// EvalEvery steps the validation loss is computed on the first
+	// EvalRecords records of the val split (test when there is no val).
+	EvalEvery   int `yaml:"eval_every" json:"eval_every"`
+	EvalRecords int `yaml:"eval_records" json:"eval_records"`
+	// CheckpointEvery steps (and on interruption) a checkpoint is written;
+	// the last KeepCheckpoints are kept.
+	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int `yaml:"keep_checkpoints" json:"keep_checkpoints"`
+	// Seed of initialisation, data order and BERT masks.
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// ShuffleBuffer is the number of shards whose records are shuffled
+	// together (default 2).
+	ShuffleBuffer int `yaml:"shuffle_buffer" json:"shuffle_buffer"`
+	// Threads for the kernels (default: all cores). Results are bit-for-bit
+	// reproducible for a given thread count.
+	Threads int `yaml:"threads" json:"threads"`
+}
+
+// ProbeConfig configures the linear probes.
+type ProbeConfig struct {
+	// Batch is the number of records per forward pass (default 64).
+	Batch int `yaml:"batch" json:"batch"`
+	// L2 is the grid of L2 strengths λ (objective: mean cross-entropy +
+	// λ/2·|W|²) tried on the val split; default 1e-1 … 1e-5.
+	L2 []float64 `yaml:"l2" json:"l2"`
+	// MaxTrain caps the training records used to fit each probe (0: all).
+	MaxTrain int `yaml:"max_train" json:"max_train,omitempty"`
+	// MaxPerShard caps the records read from each Tokens shard (0: all),
+	// to probe a sample of a large dataset; shards are shuffled, so the
+	// first records of each are a random sample.
+	MaxPerShard int `yaml:"max_per_shard" json:"max_per_shard,omitempty"`
+	// Baselines adds raw pixels and a randomly initialised model of the
+	// same config to the report (default true).
+	Baselines *bool `yaml:"baselines" json:"baselines"`
+	// Seed of the random-init baseline and of the val hold-out when the
+	// tokens have no val split.
+	Seed uint64 `yaml:"seed" json:"seed"`
+}
+
 // DefaultRoot is where outputs go when a config names no root.
 const DefaultRoot = "./igpt-data"
 
@@ -150,6 +215,56 @@ func (c *Config) fillDefaults() {
 	if c.Palette.Split == "" {
 		c.Palette.Split = "train"
 	}
+	t := &c.Train
+	if t.Model == "" {
+		t.Model = "nano"
+	}
+	if t.Objective == "" {
+		t.Objective = "ar"
+	}
+	if t.BERTMaskProb == 0 {
+		t.BERTMaskProb = 0.15
+	}
+	if t.Batch == 0 {
+		t.Batch = 8
+	}
+	if t.Accum == 0 {
+		t.Accum = 1
+	}
+	if t.Steps == 0 {
+		t.Steps = 1000
+	}
+	if t.LR == 0 {
+		t.LR = 3e-3
+	}
+	if t.WarmupSteps == 0 {
+		t.WarmupSteps = max(1, t.Steps/20)
+	}
+	if t.EvalEvery == 0 {
+		t.EvalEvery = 100
+	}
+	if t.EvalRecords == 0 {
+		t.EvalRecords = 256
+	}
+	if t.CheckpointEvery == 0 {
+		t.CheckpointEvery = 200
+	}
+	if t.KeepCheckpoints == 0 {
+		t.KeepCheckpoints = 2
+	}
+	if t.ShuffleBuffer == 0 {
+		t.ShuffleBuffer = 2
+	}
+	if c.Probe.Batch == 0 {
+		c.Probe.Batch = 64
+	}
+	if len(c.Probe.L2) == 0 {
+		c.Probe.L2 = []float64{1e-1, 1e-2, 1e-3, 1e-4, 1e-5}
+	}
+	if c.Probe.Baselines == nil {
+		b := true
+		c.Probe.Baselines = &b
+	}
 	if c.Quantize.ValFraction == nil {
 		v := 0.1
 		c.Quantize.ValFraction = &v
@@ -191,6 +306,22 @@ func (c *Config) validate() error {
 	}
 	if v := *c.Quantize.ValFraction; v < 0 || v >= 1 {
 		return fmt.Errorf("quantize.val_fraction must be in [0, 1), got %v", v)
+	}
+	if t := c.Train; t.Objective != "ar" && t.Objective != "bert" {
+		return fmt.Errorf("train.objective must be ar or bert, got %q", t.Objective)
+	} else if t.Batch < 1 || t.Accum < 1 || t.Steps < 1 || t.WarmupSteps < 0 || t.WarmupSteps > t.Steps || t.LR <= 0 {
+		return fmt.Errorf("train: batch, accum and steps must be positive, 0 <= warmup_steps <= steps and lr > 0 (got batch %d accum %d steps %d warmup %d lr %v)",
+			t.Batch, t.Accum, t.Steps, t.WarmupSteps, t.LR)
+	} else if t.BERTMaskProb <= 0 || t.BERTMaskProb >= 1 || t.Clip < 0 || t.WeightDecay < 0 || t.Threads < 0 {
+		return fmt.Errorf("train: bert_mask_prob must be in (0, 1) and clip, weight_decay, threads not negative")
+	}
+	for _, l := range c.Probe.L2 {
+		if l <= 0 {
+			return fmt.Errorf("probe.l2 values must be positive, got %v", c.Probe.L2)
+		}
+	}
+	if c.Probe.Batch < 1 || c.Probe.MaxTrain < 0 || c.Probe.MaxPerShard < 0 {
+		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard not negative")
 	}
 	for split, n := range c.Quantize.Shards {
 		if n <= 0 {

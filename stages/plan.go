@@ -196,7 +196,9 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	log := opt.logger().With("stage", name, "key", st.Key)
 	// Outputs without a manifest are leftovers of an interrupted run; a
 	// forced rerun replaces finished ones. Either way start clean.
-	if !opt.DryRun {
+	if r, ok := st.Stage.(Resumable); ok && r.Resumable() && !opt.Force {
+		log.Info("stage resumes from its own checkpoints if any", "dir", st.Dir)
+	} else if !opt.DryRun {
 		if err := storage.RemoveAll(ctx, st.Dir); err != nil {
 			return fmt.Errorf("stages: %s: clear %s: %w", name, st.Dir, err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/pipelines"
 )
 
 // ShowTokens draws the first n records of a Tokens shard (or of a quantize
@@ -61,26 +62,15 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 }
 
 func readTokens(ctx context.Context, path string, n int) ([]records.Tokens, error) {
-	rc, err := storage.Open(ctx, path)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	r, err := records.NewReader(rc, path)
-	if err != nil {
-		return nil, err
-	}
 	var out []records.Tokens
-	for len(out) < n {
-		var t records.Tokens
-		if err := r.Next(&t); err == io.EOF {
-			break
-		} else if err != nil {
-			return nil, err
+	err := pipelines.ScanShard(ctx, path, func(t records.Tokens) error {
+		if len(out) >= n {
+			return io.EOF
 		}
 		out = append(out, t)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // findImages scans the download output for the originals of toks by key.
@@ -94,30 +84,15 @@ func findImages(ctx context.Context, dl *Manifest, toks []records.Tokens) (map[s
 		if f.Split == "" || len(found) == len(want) {
 			continue
 		}
-		rc, err := storage.Open(ctx, dl.Path(f.Name))
-		if err != nil {
-			return nil, err
-		}
-		r, err := records.NewReader(rc, dl.Path(f.Name))
-		if err != nil {
-			rc.Close()
-			return nil, err
-		}
-		for {
-			var img records.Image
-			err := r.Next(&img)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				rc.Close()
-				return nil, err
-			}
+		err := pipelines.ScanShard(ctx, dl.Path(f.Name), func(img records.Image) error {
 			if want[img.Key] {
 				found[img.Key] = img
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		rc.Close()
 	}
 	return found, nil
 }

@@ -38,6 +38,13 @@ type Stage interface {
 	Run(ctx context.Context, rc *RunContext) (*Output, error)
 }
 
+// Resumable is implemented by stages that continue an interrupted run from
+// what they left in their folder (the train stage's checkpoints) instead of
+// starting clean; --force still starts them clean.
+type Resumable interface {
+	Resumable() bool
+}
+
 // RunContext is what a stage's Run receives.
 type RunContext struct {
 	Config *Config

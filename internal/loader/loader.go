@@ -137,36 +137,20 @@ func (l *Loader) Batch(ctx context.Context, tok []int32, labels []int32, B, T in
 	return nil
 }
 
-// ReadShard streams a Tokens shard's records to fn.
+// ReadShard streams a Tokens shard's records to fn; fn may return io.EOF
+// to stop early.
 func ReadShard(ctx context.Context, path string, fn func(records.Tokens) error) error {
 	rc, err := storage.Open(ctx, path)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	r, err := records.NewReader(rc, path)
-	if err != nil {
-		return err
-	}
-	if r.Kind() != records.KindTokens {
-		return fmt.Errorf("loader: %s holds %s records, want Tokens (point the stage at a quantize output)", path, r.Kind())
-	}
-	for {
+	return records.Scan(rc, path, func(t records.Tokens) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var t records.Tokens
-		err := r.Next(&t)
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(t); err != nil {
-			return err
-		}
-	}
+		return fn(t)
+	})
 }
 
 // ReadAll reads up to limit records (all if limit <= 0) of files in order:
@@ -181,7 +165,7 @@ func ReadAll(ctx context.Context, files []string, limit int) ([]records.Tokens, 
 			out = append(out, t)
 			return nil
 		})
-		if err != nil && err != io.EOF {
+		if err != nil {
 			return nil, err
 		}
 		if limit > 0 && len(out) >= limit {

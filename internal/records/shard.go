@@ -328,3 +328,30 @@ func Verify(r io.Reader, name string) (Header, int, error) {
 		n++
 	}
 }
+
+// Record is the union of the record types.
+type Record interface{ Image | Tokens | Features }
+
+// Scan reads a whole shard, passing each record to fn in order. fn may
+// return io.EOF to stop early without error.
+func Scan[T Record](r io.Reader, name string, fn func(T) error) error {
+	sr, err := NewReader(r, name)
+	if err != nil {
+		return err
+	}
+	for {
+		var x T
+		err := sr.Next(&x)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(x); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+}

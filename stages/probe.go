@@ -1,0 +1,227 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/probe"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/model"
+	"github.com/igpt/igpt/pipelines"
+)
+
+func init() { Register(probeStage{}) }
+
+// Files of the probe stage.
+const (
+	ReportJSON = "report.json"
+	ReportMD   = "report.md"
+	ProbePNG   = "probe.png"
+)
+
+// probeStage measures the trained model's representations: features of
+// every layer from a batched Beam pipeline, then one logistic-regression
+// probe per layer, with raw-pixel and random-init baselines.
+type probeStage struct{}
+
+func (probeStage) Name() string           { return "probe" }
+func (probeStage) Version() int           { return 1 }
+func (probeStage) Upstream() []string     { return []string{"download", "quantize", "train"} }
+func (probeStage) Params(cfg *Config) any { return cfg.Probe }
+
+func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	pc := rc.Config.Probe
+	dl, qm, tm := rc.Inputs["download"], rc.Inputs["quantize"], rc.Inputs["train"]
+	ckpt, _ := tm.Meta["checkpoint"].(string)
+	weights := tm.Path(storage.Join(ckpt, WeightsFile))
+	b, err := storage.ReadFile(ctx, weights)
+	if err != nil {
+		return nil, fmt.Errorf("probe: the train stage's final checkpoint: %w", err)
+	}
+	params, _, err := model.LoadCheckpoint(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("probe: %s: %w", weights, err)
+	}
+	mc := params.Config
+	var inputs []pipelines.ShardInput
+	for _, f := range qm.Files {
+		if f.Split != "" {
+			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
+		}
+	}
+	objective := rc.Config.Train.Objective
+	extract := func(dir, weights string) (string, error) {
+		p, s := beam.NewPipelineWithRoot()
+		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: inputs, Weights: weights, Config: mc, Seed: pc.Seed,
+			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, Dir: dir}); err != nil {
+			return "", err
+		}
+		return runPipeline(ctx, rc.Runner, p)
+	}
+	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log}
+	start := time.Now()
+	featDir := storage.Join(rc.Dir, "features")
+	job, err := extract(featDir, weights)
+	if err != nil {
+		return nil, err
+	}
+	extractS := time.Since(start).Seconds()
+	sets, err := readFeatureSets(ctx, featDir, pc.MaxTrain)
+	if err != nil {
+		return nil, err
+	}
+	splits, err := probe.AssembleSplits(sets["train"], sets["val"], sets["test"], 0.1, pc.Seed)
+	if err != nil {
+		return nil, err
+	}
+	records := sets["train"].Len(0) + sets["test"].Len(0)
+	if sets["val"] != nil {
+		records += sets["val"].Len(0)
+	}
+	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
+		"images_per_s", float64(records)/extractS)
+	start = time.Now()
+	rep, err := probe.ProbeLayers(splits, pc.L2, opts)
+	if err != nil {
+		return nil, err
+	}
+	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, objective, rc.Config.Dataset.Name)
+	if *pc.Baselines {
+		if err := addBaselines(ctx, rc, rep, sets, dl, extract, pc, opts); err != nil {
+			return nil, err
+		}
+	}
+	fitS := time.Since(start).Seconds()
+	out := &Output{JobID: job, Meta: map[string]any{"extract_s": extractS, "images_per_s": float64(records) / extractS,
+		"fit_s": fitS, "model": mc, "weights": weights}}
+	if best, ok := rep.Best(); ok {
+		out.Meta["best_layer"], out.Meta["best_test_acc"] = best.Layer, best.TestAcc
+	}
+	for _, w := range []struct {
+		name  string
+		write func(io.Writer) error
+	}{{ReportJSON, rep.WriteJSON}, {ReportMD, rep.WriteMarkdown}, {ProbePNG, rep.PlotPNG}} {
+		var buf bytes.Buffer
+		if err := w.write(&buf); err != nil {
+			return nil, fmt.Errorf("probe: %s: %w", w.name, err)
+		}
+		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, w.name), buf.Bytes()); err != nil {
+			return nil, err
+		}
+		out.Files = append(out.Files, FileInfo{Name: w.name, Bytes: int64(buf.Len())})
+	}
+	return out, nil
+}
+
+// readFeatureSets reads every Features shard of a folder into one set per
+// split, keeping at most maxTrain train records (by key order) when set.
+func readFeatureSets(ctx context.Context, dir string, maxTrain int) (map[string]*probe.FeatureSet, error) {
+	st, err := pipelines.ReadDownloadStats(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	sets := map[string]*probe.FeatureSet{}
+	for _, sh := range st.Shards {
+		if sets[sh.Split] == nil {
+			sets[sh.Split] = probe.NewFeatureSet(sh.Split)
+		}
+		set := sets[sh.Split]
+		if err := pipelines.ScanShard(ctx, storage.Join(dir, sh.Name), func(f records.Features) error {
+			if sh.Split == "train" && maxTrain > 0 && set.Len(f.Layer) >= maxTrain {
+				return nil
+			}
+			return set.Add(f)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if sets["train"] == nil || sets["test"] == nil {
+		return nil, fmt.Errorf("probe: features need a train and a test split, found %v", keysOf(sets))
+	}
+	return sets, nil
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// addBaselines probes raw pixels and a randomly initialised model of the
+// same config on the same images and splits.
+func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
+	dl *Manifest, extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.ProbeOptions) error {
+	// Raw pixels: the original images, scaled to [0, 1] and flattened,
+	// split exactly as the tokens were.
+	splitOf := map[string]string{}
+	for split, set := range sets {
+		_, _, keys, err := set.Matrix(0)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			splitOf[k] = split
+		}
+	}
+	raw := map[string]*probe.FeatureSet{}
+	for split := range sets {
+		raw[split] = probe.NewFeatureSet("raw " + split)
+	}
+	for _, f := range dl.Files {
+		if f.Split == "" {
+			continue
+		}
+		err := pipelines.ScanShard(ctx, dl.Path(f.Name), func(img records.Image) error {
+			split, ok := splitOf[img.Key]
+			if !ok {
+				return nil
+			}
+			vec := make([]float32, len(img.Pix))
+			for i, v := range img.Pix {
+				vec[i] = float32(v) / 255
+			}
+			return raw[split].Add(records.Features{Key: img.Key, Label: img.Label, Vec: vec})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	rawSplits, err := probe.AssembleSplits(raw["train"], raw["val"], raw["test"], 0.1, pc.Seed)
+	if err != nil {
+		return fmt.Errorf("probe: raw-pixel baseline: %w", err)
+	}
+	row, err := probe.ProbeBaseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
+	if err != nil {
+		return err
+	}
+	rep.AddBaseline(row)
+
+	// Random init: the same pipeline with untrained weights.
+	dir := storage.Join(rc.Dir, "features-random-init")
+	if _, err := extract(dir, ""); err != nil {
+		return err
+	}
+	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)
+	if err != nil {
+		return err
+	}
+	rsplits, err := probe.AssembleSplits(rsets["train"], rsets["val"], rsets["test"], 0.1, pc.Seed)
+	if err != nil {
+		return err
+	}
+	rrep, err := probe.ProbeLayers(rsplits, pc.L2, opts)
+	if err != nil {
+		return err
+	}
+	if row, ok := probe.BaselineFromBest(probe.RandomInitPrefix, rrep); ok {
+		rep.AddBaseline(row)
+	}
+	return nil
+}

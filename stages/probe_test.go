@@ -1,0 +1,126 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/model"
+	"github.com/igpt/igpt/pipelines"
+)
+
+// TestProbeEndToEnd runs the whole workflow on a tiny folder dataset and
+// checks the report: a row per layer, both baselines, the plot.
+func TestProbeEndToEnd(t *testing.T) {
+	root := t.TempDir()
+	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) + "probe: {batch: 5, l2: [0.1, 0.001]}\n"
+	p, err := runAll(t, yaml, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := p.byName["probe"].Manifest
+	var rep struct {
+		Rows []struct {
+			Layer   int
+			Name    string
+			TestAcc float64 `json:"test_acc"`
+		} `json:"rows"`
+		Baselines []struct{ Name string } `json:"baselines"`
+	}
+	b, err := os.ReadFile(pm.Path(ReportJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 3 { // embedding + 2 layers
+		t.Fatalf("report rows: %s", b)
+	}
+	names := fmt.Sprint(rep.Baselines)
+	if !strings.Contains(names, "raw pixels") || !strings.Contains(names, "random init") {
+		t.Fatalf("baselines: %s", names)
+	}
+	md, _ := os.ReadFile(pm.Path(ReportMD))
+	if !strings.Contains(string(md), "| ") || !strings.Contains(string(md), "raw pixels") {
+		t.Fatalf("report.md:\n%s", md)
+	}
+	if png, _ := os.ReadFile(pm.Path(ProbePNG)); len(png) < 1000 {
+		t.Fatal("probe.png missing or empty")
+	}
+}
+
+// TestProbeFeaturesBatchInvariant extracts features with batch 1 and batch
+// 64: every feature must be the same.
+func TestProbeFeaturesBatchInvariant(t *testing.T) {
+	root := t.TempDir()
+	p, err := runAll(t, trainYAML(root, folderArchive(t, 8, nil), 10, 32, 2, 0.01)+"probe: {baselines: false, l2: [0.01]}\n", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, qm := p.byName["train"].Manifest, p.byName["quantize"].Manifest
+	var inputs []pipelines.ShardInput
+	for _, f := range qm.Files {
+		inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
+	}
+	cfgOf := func(batch int, dir string) pipelines.ProbeConfig {
+		var mc struct{ Layers, D, Heads, Seq, Vocab int }
+		b, _ := json.Marshal(tm.Meta["model"])
+		json.Unmarshal(b, &mc)
+		return pipelines.ProbeConfig{Inputs: inputs, Weights: tm.Path(filepath.Join(tm.Meta["checkpoint"].(string), WeightsFile)),
+			Objective: "ar", Batch: batch, Dir: dir, Config: modelConfig(mc.Layers, mc.D, mc.Heads, mc.Seq, mc.Vocab)}
+	}
+	feats := map[int]map[string][]float32{}
+	for _, batch := range []int{1, 64} {
+		dir := t.TempDir()
+		if err := runProbePipeline(cfgOf(batch, dir)); err != nil {
+			t.Fatal(err)
+		}
+		feats[batch] = map[string][]float32{}
+		files, _ := filepath.Glob(filepath.Join(dir, "*.msgpack"))
+		for _, f := range files {
+			err := pipelines.ScanShard(context.Background(), f, func(x records.Features) error {
+				feats[batch][fmt.Sprintf("%s@%d", x.Key, x.Layer)] = x.Vec
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(feats[1]) == 0 || len(feats[1]) != len(feats[64]) {
+		t.Fatalf("%d features with batch 1, %d with batch 64", len(feats[1]), len(feats[64]))
+	}
+	worst := 0.0
+	for k, a := range feats[1] {
+		b := feats[64][k]
+		for i := range a {
+			worst = math.Max(worst, math.Abs(float64(a[i]-b[i]))/(1e-6+math.Abs(float64(a[i]))))
+		}
+	}
+	if worst > 1e-5 {
+		t.Fatalf("features differ between batch 1 and 64: worst relative difference %g", worst)
+	}
+	t.Logf("worst relative difference between batch 1 and 64: %g", worst)
+}
+
+// runProbePipeline runs the feature-extraction pipeline alone on prism.
+func runProbePipeline(cfg pipelines.ProbeConfig) error {
+	p, s := beam.NewPipelineWithRoot()
+	if err := pipelines.Probe(s, cfg); err != nil {
+		return err
+	}
+	_, err := runPipeline(context.Background(), "prism", p)
+	return err
+}
+
+func modelConfig(layers, d, heads, seq, vocab int) model.Config {
+	return model.Config{Layers: layers, D: d, Heads: heads, Seq: seq, Vocab: vocab}
+}
