@@ -29,7 +29,7 @@ import (
 var (
 	force    = flag.Bool("force", false, "rerun stages even when their outputs exist")
 	numRecs  = flag.Int("n", 3, "inspect: records to print; show: images to draw")
-	outPath  = flag.String("out", "", "show: PNG file to write")
+	outPath  = flag.String("out", "", "show: PNG file to write; export-hf: folder; import-hf: checkpoint file")
 	scale    = flag.Int("scale", 2, "show: pixel magnification")
 	root     = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
 	source   = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
@@ -158,6 +158,32 @@ func dispatch(ctx context.Context, args []string) error {
 			return err
 		}
 		return os.WriteFile(*outPath, png, 0o644)
+	case "export-hf":
+		if err := need(1, "RUN (a train stage folder)"); err != nil {
+			return err
+		}
+		out := *outPath
+		if out == "" {
+			out = strings.TrimSuffix(args[0], "/") + "/hf"
+		}
+		if err := stages.ExportHF(ctx, args[0], out); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s/config.json and %s/model.safetensors (transformers ImageGPTForCausalImageModeling layout)\n", out, out)
+		return nil
+	case "import-hf":
+		if err := need(1, "DIR (config.json + model.safetensors)"); err != nil {
+			return err
+		}
+		if *outPath == "" {
+			return fmt.Errorf("import-hf: give --out FILE.safetensors")
+		}
+		cfg, err := stages.ImportHF(ctx, args[0], *outPath)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s: %v\n", *outPath, cfg)
+		return nil
 	case "stages":
 		for _, n := range stages.Names() {
 			fmt.Println(n)
@@ -167,7 +193,7 @@ func dispatch(ctx context.Context, args []string) error {
 		flag.Usage()
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (run, stage, status, inspect, show, stages)", cmd)
+	return fmt.Errorf("unknown command %q (run, stage, status, inspect, show, export-hf, import-hf, stages)", cmd)
 }
 
 func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {

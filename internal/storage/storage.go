@@ -359,6 +359,11 @@ func (w *Writer) Close() error {
 		return wrap("close", w.path, err)
 	}
 	f := w.w.(*os.File)
+	if err := f.Chmod(0o644); err != nil { // CreateTemp makes files 0600
+		f.Close()
+		os.Remove(w.tmp)
+		return wrap("chmod", w.path, err)
+	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		os.Remove(w.tmp)

@@ -160,3 +160,14 @@ func TestRetry(t *testing.T) {
 		})
 	}
 }
+
+func TestPublishedFileMode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := storage.WriteFile(context.Background(), p, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v, %v; want 0644", st.Mode().Perm(), err)
+	}
+}
