@@ -17,3 +17,8 @@ func ScanShard[T records.Record](ctx context.Context, path string, fn func(T) er
 	defer rc.Close()
 	return records.Scan(rc, path, fn)
 }
+
+// WriteTokens writes Tokens records, in order, as the file name in dir.
+func WriteTokens(ctx context.Context, dir, name string, toks []records.Tokens) (ShardStats, error) {
+	return writeNamedShard(ctx, dir, name, "", records.KindTokens, toks, func(x *records.Tokens) int { return x.Label })
+}

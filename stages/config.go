@@ -23,6 +23,7 @@ type Config struct {
 	Quantize QuantizeConfig `yaml:"quantize"`
 	Train    TrainConfig    `yaml:"train"`
 	Probe    ProbeConfig    `yaml:"probe"`
+	Sample   SampleConfig   `yaml:"sample"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -156,6 +157,24 @@ type ProbeConfig struct {
 	Seed uint64 `yaml:"seed" json:"seed"`
 }
 
+// SampleConfig configures the sample stage's PNG grids.
+type SampleConfig struct {
+	// Unconditional samples to draw (default 16).
+	Unconditional int `yaml:"unconditional" json:"unconditional"`
+	// Images of the test split to complete (default 8), Completions of
+	// each (default 4), keeping the top Keep fraction of rows (default 0.5).
+	Images      int     `yaml:"images" json:"images"`
+	Completions int     `yaml:"completions" json:"completions"`
+	Keep        float64 `yaml:"keep" json:"keep"`
+	// Temperature (default 1), TopK and TopP (0: off) shape the draws.
+	Temperature float64 `yaml:"temperature" json:"temperature"`
+	TopK        int     `yaml:"top_k" json:"top_k,omitempty"`
+	TopP        float64 `yaml:"top_p" json:"top_p,omitempty"`
+	Seed        uint64  `yaml:"seed" json:"seed"`
+	// Scale magnifies pixels in the PNGs (default 4).
+	Scale int `yaml:"scale" json:"scale"`
+}
+
 // DefaultRoot is where outputs go when a config names no root.
 const DefaultRoot = "./igpt-data"
 
@@ -265,6 +284,25 @@ func (c *Config) fillDefaults() {
 		b := true
 		c.Probe.Baselines = &b
 	}
+	sc := &c.Sample
+	if sc.Unconditional == 0 {
+		sc.Unconditional = 16
+	}
+	if sc.Images == 0 {
+		sc.Images = 8
+	}
+	if sc.Completions == 0 {
+		sc.Completions = 4
+	}
+	if sc.Keep == 0 {
+		sc.Keep = 0.5
+	}
+	if sc.Temperature == 0 {
+		sc.Temperature = 1
+	}
+	if sc.Scale == 0 {
+		sc.Scale = 4
+	}
 	if c.Quantize.ValFraction == nil {
 		v := 0.1
 		c.Quantize.ValFraction = &v
@@ -322,6 +360,9 @@ func (c *Config) validate() error {
 	}
 	if c.Probe.Batch < 1 || c.Probe.MaxTrain < 0 || c.Probe.MaxPerShard < 0 {
 		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard not negative")
+	}
+	if sc := c.Sample; sc.Keep <= 0 || sc.Keep >= 1 || sc.Unconditional < 0 || sc.Images < 0 || sc.Completions < 0 || sc.Scale < 1 {
+		return fmt.Errorf("sample: keep must be in (0, 1); counts and scale positive")
 	}
 	for split, n := range c.Quantize.Shards {
 		if n <= 0 {

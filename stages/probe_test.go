@@ -124,3 +124,41 @@ func runProbePipeline(cfg pipelines.ProbeConfig) error {
 func modelConfig(layers, d, heads, seq, vocab int) model.Config {
 	return model.Config{Layers: layers, D: d, Heads: heads, Seq: seq, Vocab: vocab}
 }
+
+// TestSampleStage draws samples and completions from a tiny trained model:
+// the grids exist and every completion keeps its image's top half.
+func TestSampleStage(t *testing.T) {
+	root := t.TempDir()
+	yaml := trainYAML(root, folderArchive(t, 8, nil), 10, 32, 2, 0.01) + "probe: {baselines: false, l2: [0.01]}\nsample: {unconditional: 3, images: 2, completions: 2, scale: 2}\n"
+	p, err := runAll(t, yaml, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, qm := p.byName["sample"].Manifest, p.byName["quantize"].Manifest
+	for _, f := range []string{SamplesPNG, CompletionsPNG} {
+		if b, err := os.ReadFile(sm.Path(f)); err != nil || len(b) < 100 {
+			t.Fatalf("%s: %d bytes, %v", f, len(b), err)
+		}
+	}
+	originals := map[string]records.Tokens{}
+	for _, tk := range readAllTokens(t, qm, "test") {
+		originals[tk.Key] = tk
+	}
+	n := 0
+	err = pipelines.ScanShard(context.Background(), sm.Path(SamplesFile), func(tk records.Tokens) error {
+		if !strings.HasPrefix(tk.Key, "completion/") {
+			return nil
+		}
+		key := strings.TrimPrefix(tk.Key, "completion/")
+		orig := originals[key[:strings.LastIndexByte(key, '/')]]
+		half := len(tk.Tok) / 2
+		if fmt.Sprint(tk.Tok[:half]) != fmt.Sprint(orig.Tok[:half]) {
+			t.Errorf("%s does not keep the top half of its image", tk.Key)
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 4 {
+		t.Fatalf("%d completions, %v", n, err)
+	}
+}

@@ -23,17 +23,24 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
+	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/stages"
 )
 
 var (
-	force    = flag.Bool("force", false, "rerun stages even when their outputs exist")
-	numRecs  = flag.Int("n", 3, "inspect: records to print; show: images to draw")
-	outPath  = flag.String("out", "", "show: PNG file to write; export-hf: folder; import-hf: checkpoint file")
-	scale    = flag.Int("scale", 2, "show: pixel magnification")
-	root     = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
-	source   = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
-	logLevel = flag.String("log_level", "info", "debug, info, warn or error")
+	force       = flag.Bool("force", false, "rerun stages even when their outputs exist")
+	numRecs     = flag.Int("n", 3, "inspect: records to print; show: images to draw")
+	outPath     = flag.String("out", "", "show: PNG file to write; export-hf: folder; import-hf: checkpoint file")
+	scale       = flag.Int("scale", 2, "show: pixel magnification")
+	complete    = flag.String("complete", "", "sample: a PNG or JPEG picture whose bottom part the model completes")
+	keep        = flag.Float64("keep", 0.5, "sample: fraction of the picture's rows kept")
+	temperature = flag.Float64("temperature", 1, "sample: softmax temperature")
+	topK        = flag.Int("top_k", 0, "sample: keep the k most likely tokens (0: all)")
+	topP        = flag.Float64("top_p", 0, "sample: nucleus mass (0: off)")
+	seed        = flag.Uint64("seed", 0, "sample: random seed")
+	root        = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
+	source      = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
+	logLevel    = flag.String("log_level", "info", "debug, info, warn or error")
 )
 
 const usage = `igpt: image GPT as a workflow of rerunnable stages.
@@ -54,7 +61,7 @@ Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
 func main() {
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
-		for _, name := range []string{"force", "dry_run", "n", "out", "scale", "root", "source", "log_level", "runner"} {
+		for _, name := range []string{"force", "dry_run", "n", "out", "scale", "complete", "keep", "temperature", "top_k", "top_p", "seed", "root", "source", "log_level", "runner"} {
 			if f := flag.Lookup(name); f != nil {
 				fmt.Fprintf(os.Stderr, "  --%s\t%s\n", f.Name, f.Usage)
 			}
@@ -154,6 +161,29 @@ func dispatch(ctx context.Context, args []string) error {
 			return fmt.Errorf("show: give --out FILE.png")
 		}
 		png, err := stages.ShowTokens(ctx, args[1], *numRecs, *scale)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*outPath, png, 0o644)
+	case "sample":
+		if err := need(1, "RUN (a train stage folder)"); err != nil {
+			return err
+		}
+		if *outPath == "" {
+			return fmt.Errorf("sample: give --out FILE.png")
+		}
+		opt := model.SampleOptions{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed}
+		var png []byte
+		var err error
+		if *complete != "" {
+			pic, rerr := os.ReadFile(*complete)
+			if rerr != nil {
+				return rerr
+			}
+			png, err = stages.CompletePicture(ctx, args[0], pic, *numRecs, *keep, opt, *scale)
+		} else {
+			png, err = stages.SampleGrid(ctx, args[0], *numRecs, opt, *scale)
+		}
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,355 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/jpeg" // user pictures may be JPEG
+	"image/png"
+	"io"
+	"time"
+
+	"github.com/igpt/igpt/internal/imgproc"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/kmeans"
+	"github.com/igpt/igpt/model"
+	"github.com/igpt/igpt/pipelines"
+)
+
+func init() { Register(sampleStage{}) }
+
+// Files of the sample stage.
+const (
+	SamplesPNG     = "samples.png"
+	CompletionsPNG = "completions.png"
+	SamplesFile    = "samples.msgpack"
+)
+
+// sampleStage draws unconditional samples and half-image completions of
+// test images from the trained model, as PNG grids and Tokens records.
+type sampleStage struct{}
+
+func (sampleStage) Name() string           { return "sample" }
+func (sampleStage) Version() int           { return 1 }
+func (sampleStage) Upstream() []string     { return []string{"palette", "quantize", "train"} }
+func (sampleStage) Params(cfg *Config) any { return cfg.Sample }
+
+// Run is a Beam-free local stage.
+func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	sc := rc.Config.Sample
+	m, err := loadTrained(ctx, rc.Inputs["train"])
+	if err != nil {
+		return nil, err
+	}
+	pal, _, err := ReadPalette(ctx, rc.Inputs["palette"])
+	if err != nil {
+		return nil, err
+	}
+	qm := rc.Inputs["quantize"]
+	side := imageSide(m.Config.Seq)
+	opt := model.SampleOptions{Temperature: sc.Temperature, TopK: sc.TopK, TopP: sc.TopP, Seed: sc.Seed}
+	out := &Output{Meta: map[string]any{}}
+	var recs []records.Tokens
+
+	if n := sc.Unconditional; n > 0 {
+		start := time.Now()
+		toks, err := m.Sample(nil, n, m.Config.Seq, opt)
+		if err != nil {
+			return nil, err
+		}
+		el := time.Since(start).Seconds()
+		out.Meta["unconditional_tokens_per_s"] = float64(n*m.Config.Seq) / el
+		var rows [][][]uint16
+		for b := 0; b < n; b++ {
+			t := toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])
+			rows = append(rows, [][]uint16{t})
+			recs = append(recs, records.Tokens{Key: fmt.Sprintf("sample/%04d", b), Label: -1, H: side, W: side, Vocab: pal.K, Tok: t})
+		}
+		png, err := tokenImageGrid(regroup(rows, 8), side, side, pal, sc.Scale, 0)
+		if err != nil {
+			return nil, err
+		}
+		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, SamplesPNG), png); err != nil {
+			return nil, err
+		}
+		out.Files = append(out.Files, FileInfo{Name: SamplesPNG, Bytes: int64(len(png))})
+	}
+	if sc.Images > 0 && sc.Completions > 0 {
+		var test []records.Tokens
+		for _, f := range qm.Split("test") {
+			err := pipelines.ScanShard(ctx, qm.Path(f.Name), func(t records.Tokens) error {
+				if len(test) >= sc.Images {
+					return io.EOF
+				}
+				test = append(test, t)
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		grid, comp, err := Complete(m, test, sc.Completions, sc.Keep, opt, pal, sc.Scale)
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range comp {
+			recs = append(recs, records.Tokens{Key: fmt.Sprintf("completion/%s/%d", test[i/sc.Completions].Key, i%sc.Completions),
+				Label: test[i/sc.Completions].Label, H: side, W: side, Vocab: pal.K, Tok: c})
+		}
+		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, CompletionsPNG), grid); err != nil {
+			return nil, err
+		}
+		out.Files = append(out.Files, FileInfo{Name: CompletionsPNG, Bytes: int64(len(grid))})
+	}
+	st, err := pipelines.WriteTokens(ctx, rc.Dir, SamplesFile, recs)
+	if err != nil {
+		return nil, err
+	}
+	out.Files = append(out.Files, FileInfo{Name: SamplesFile, Split: "samples", Kind: "Tokens", Records: st.Records, Bytes: st.Bytes})
+	return out, nil
+}
+
+// loadTrained loads a train stage's final model.
+func loadTrained(ctx context.Context, tm *Manifest) (*model.Model, error) {
+	w, err := TrainedWeights(ctx, tm.Dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := storage.ReadFile(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := model.LoadCheckpoint(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", w, err)
+	}
+	return model.FromParams(p), nil
+}
+
+// imageSide is the side of the square token grid of a context of seq.
+func imageSide(seq int) int {
+	s := 1
+	for s*s < seq {
+		s++
+	}
+	return s
+}
+
+func toU16(x []int32) []uint16 {
+	out := make([]uint16, len(x))
+	for i, v := range x {
+		out[i] = uint16(v)
+	}
+	return out
+}
+
+func regroup(items [][][]uint16, perRow int) [][][]uint16 {
+	var rows [][][]uint16
+	for i := 0; i < len(items); i += perRow {
+		var row [][]uint16
+		for _, it := range items[i:min(i+perRow, len(items))] {
+			row = append(row, it...)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// Complete keeps the top keep fraction of each image's rows and samples
+// the rest n times, returning the grid (per row: the occluded input, the n
+// completions, the original) and the completions in order.
+func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt model.SampleOptions, pal *records.Palette, scale int) ([]byte, [][]uint16, error) {
+	if len(imgs) == 0 {
+		return nil, nil, fmt.Errorf("sample: no images to complete")
+	}
+	h, w := imgs[0].H, imgs[0].W
+	T := m.Config.Seq
+	if h*w != T {
+		return nil, nil, fmt.Errorf("sample: images of %d×%d tokens, the model's context is %d", h, w, T)
+	}
+	P := int(float64(h)*keep) * w
+	prefix := make([]int32, 0, len(imgs)*n*P)
+	for _, img := range imgs {
+		for c := 0; c < n; c++ {
+			for _, v := range img.Tok[:P] {
+				prefix = append(prefix, int32(v))
+			}
+		}
+	}
+	toks, err := m.Sample(prefix, len(imgs)*n, T, opt)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rows [][][]uint16
+	var comps [][]uint16
+	for i, img := range imgs {
+		row := [][]uint16{img.Tok[:P]}
+		for c := 0; c < n; c++ {
+			t := toU16(toks[(i*n+c)*T : (i*n+c+1)*T])
+			row = append(row, t)
+			comps = append(comps, t)
+		}
+		rows = append(rows, append(row, img.Tok))
+	}
+	png, err := tokenImageGrid(rows, h, w, pal, scale, 1)
+	return png, comps, err
+}
+
+// tokenImageGrid draws rows of token images; a sequence shorter than h×w
+// (an occluded input) is drawn with its missing pixels grey. When sep > 0 a
+// wider gap follows the first column and precedes the last.
+func tokenImageGrid(rows [][][]uint16, h, w int, pal *records.Palette, scale, sep int) ([]byte, error) {
+	const gap = 4
+	cols := 0
+	for _, r := range rows {
+		cols = max(cols, len(r))
+	}
+	cw, ch := w*scale+gap, h*scale+gap
+	extra := 0
+	if sep > 0 {
+		extra = 2 * 2 * gap
+	}
+	img := image.NewRGBA(image.Rect(0, 0, cols*cw+extra, len(rows)*ch))
+	for i := range img.Pix {
+		img.Pix[i] = 255
+	}
+	for r, row := range rows {
+		for c, toks := range row {
+			x0 := c * cw
+			if sep > 0 && c > 0 {
+				x0 += 2 * gap
+			}
+			if sep > 0 && c == len(row)-1 {
+				x0 += 2 * gap
+			}
+			y0 := r * ch
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					col := color.RGBA{128, 128, 128, 255}
+					if i := y*w + x; i < len(toks) {
+						c := pal.Colour(toks[i])
+						col = color.RGBA{c[0], c[1], c[2], 255}
+					}
+					fill(img, x0+x*scale, y0+y*scale, scale, col)
+				}
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// CompletePicture completes the user's own picture: decoded (PNG or JPEG),
+// centre-cropped to a square, resized to the model's grid with an area
+// filter and quantized with the run's palette, then completed n times.
+func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, keep float64, opt model.SampleOptions, scale int) ([]byte, error) {
+	tm, err := ReadManifest(ctx, runDir)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
+	}
+	m, err := loadTrained(ctx, tm)
+	if err != nil {
+		return nil, err
+	}
+	pm, err := runInput(ctx, tm, "quantize", "palette")
+	if err != nil {
+		return nil, err
+	}
+	pal, _, err := ReadPalette(ctx, pm)
+	if err != nil {
+		return nil, err
+	}
+	side := imageSide(m.Config.Seq)
+	src, _, err := image.Decode(bytes.NewReader(picture))
+	if err != nil {
+		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
+	}
+	pix, hh, ww := squareRGB(src)
+	small, err := imgproc.Resize(pix, hh, ww, 3, side, side)
+	if err != nil {
+		return nil, err
+	}
+	lut, err := kmeans.NewLUT(pal.Centres)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := pipelines.Tokenize(records.Image{Key: "picture", H: side, W: side, C: 3, Pix: small}, lut, pal.K, [2]int{})
+	if err != nil {
+		return nil, err
+	}
+	png, _, err := Complete(m, []records.Tokens{tok}, n, keep, opt, pal, scale)
+	return png, err
+}
+
+// runInput follows a manifest's inputs back: from tm through the named
+// stages (e.g. train → quantize → palette).
+func runInput(ctx context.Context, m *Manifest, path ...string) (*Manifest, error) {
+	root := storage.Dir(storage.Dir(m.Dir))
+	for _, stage := range path {
+		var next *Manifest
+		for _, in := range m.Inputs {
+			if in.Stage == stage {
+				var err error
+				if next, err = ReadManifest(ctx, storage.Join(root, in.Stage, in.Key)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if next == nil {
+			return nil, fmt.Errorf("sample: %s has no %s input", m.Dir, stage)
+		}
+		m = next
+	}
+	return m, nil
+}
+
+// squareRGB centre-crops an image to a square and returns its RGB bytes.
+func squareRGB(src image.Image) ([]byte, int, int) {
+	b := src.Bounds()
+	s := min(b.Dx(), b.Dy())
+	x0, y0 := b.Min.X+(b.Dx()-s)/2, b.Min.Y+(b.Dy()-s)/2
+	pix := make([]byte, 0, s*s*3)
+	for y := y0; y < y0+s; y++ {
+		for x := x0; x < x0+s; x++ {
+			r, g, bb, _ := src.At(x, y).RGBA()
+			pix = append(pix, uint8(r>>8), uint8(g>>8), uint8(bb>>8))
+		}
+	}
+	return pix, s, s
+}
+
+// SampleGrid draws n unconditional samples from a train folder's model.
+func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptions, scale int) ([]byte, error) {
+	tm, err := ReadManifest(ctx, runDir)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
+	}
+	m, err := loadTrained(ctx, tm)
+	if err != nil {
+		return nil, err
+	}
+	pm, err := runInput(ctx, tm, "quantize", "palette")
+	if err != nil {
+		return nil, err
+	}
+	pal, _, err := ReadPalette(ctx, pm)
+	if err != nil {
+		return nil, err
+	}
+	toks, err := m.Sample(nil, n, m.Config.Seq, opt)
+	if err != nil {
+		return nil, err
+	}
+	side := imageSide(m.Config.Seq)
+	var items [][][]uint16
+	for b := 0; b < n; b++ {
+		items = append(items, [][]uint16{toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])})
+	}
+	return tokenImageGrid(regroup(items, 8), side, side, pal, scale, 0)
+}
