@@ -142,6 +142,31 @@ func (p *Plan) RunAll(ctx context.Context, opt Options) error {
 	return p.run(ctx, names, opt, false)
 }
 
+// RunUntil runs the named stage and every stage it depends on, in order,
+// skipping those that are done (as RunAll does for the whole graph).
+func (p *Plan) RunUntil(ctx context.Context, name string, opt Options) error {
+	st, err := p.Step(name)
+	if err != nil {
+		return err
+	}
+	need := map[*Step]bool{}
+	var mark func(*Step)
+	mark = func(s *Step) {
+		need[s] = true
+		for _, u := range s.Upstream {
+			mark(u)
+		}
+	}
+	mark(st)
+	var names []string
+	for _, s := range p.Steps {
+		if need[s] {
+			names = append(names, s.Stage.Name())
+		}
+	}
+	return p.run(ctx, names, opt, false)
+}
+
 // RunOne runs one stage; its upstream stages must be done already.
 func (p *Plan) RunOne(ctx context.Context, name string, opt Options) error {
 	return p.run(ctx, []string{name}, opt, true)

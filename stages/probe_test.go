@@ -21,7 +21,7 @@ import (
 func TestProbeEndToEnd(t *testing.T) {
 	root := t.TempDir()
 	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) + "probe: {batch: 5, l2: [0.1, 0.001]}\n"
-	p, err := runAll(t, yaml, Options{})
+	p, err := runUntil(t, yaml, "probe", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestProbeEndToEnd(t *testing.T) {
 // 64: every feature must be the same.
 func TestProbeFeaturesBatchInvariant(t *testing.T) {
 	root := t.TempDir()
-	p, err := runAll(t, trainYAML(root, folderArchive(t, 8, nil), 10, 32, 2, 0.01)+"probe: {baselines: false, l2: [0.01]}\n", Options{})
+	p, err := runUntil(t, trainYAML(root, folderArchive(t, 8, nil), 10, 32, 2, 0.01), "train", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func modelConfig(layers, d, heads, seq, vocab int) model.Config {
 func TestSampleStage(t *testing.T) {
 	root := t.TempDir()
 	yaml := trainYAML(root, folderArchive(t, 8, nil), 10, 32, 2, 0.01) + "probe: {baselines: false, l2: [0.01]}\nsample: {unconditional: 3, images: 2, completions: 2, scale: 2}\n"
-	p, err := runAll(t, yaml, Options{})
+	p, err := runUntil(t, yaml, "sample", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func finalFiles(t *testing.T, dir string, step int) (w, o []byte) {
 func TestTrainRunsAndResumesInProcess(t *testing.T) {
 	src := folderArchive(t, 8, nil)
 	root := t.TempDir()
-	p, err := runAll(t, trainYAML(root, src, 20, 32, 2, 0.01), Options{})
+	p, err := runUntil(t, trainYAML(root, src, 20, 32, 2, 0.01), "train", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestTrainRunsAndResumesInProcess(t *testing.T) {
 // rate: the run stops naming the step and keeps the last good checkpoint.
 func TestTrainDivergesCleanly(t *testing.T) {
 	src := folderArchive(t, 8, nil)
-	_, err := runAll(t, trainYAML(t.TempDir(), src, 60, 32, 2, 1e30), Options{})
+	_, err := runUntil(t, trainYAML(t.TempDir(), src, 60, 32, 2, 1e30), "train", Options{})
 	if err == nil || !strings.Contains(err.Error(), "lower train.lr") || !(strings.Contains(err.Error(), "NaN") || strings.Contains(err.Error(), "Inf")) {
 		t.Fatalf("diverging run: %v", err)
 	}
@@ -119,7 +119,7 @@ func TestTrainKilledResumesBitIdentical(t *testing.T) {
 		cfg := filepath.Join(root, "exp.yaml")
 		os.WriteFile(cfg, []byte(trainYAML(root, src, steps, 64, 4, 0.01)), 0o644)
 		for attempt := 0; ; attempt++ {
-			cmd := exec.Command(bin, "run", cfg, "--log_level=warn")
+			cmd := exec.Command(bin, "run", cfg, "--until=train", "--log_level=warn")
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {

@@ -29,6 +29,7 @@ import (
 
 var (
 	force       = flag.Bool("force", false, "rerun stages even when their outputs exist")
+	until       = flag.String("until", "", "run: stop after this stage (and the stages it needs)")
 	numRecs     = flag.Int("n", 3, "inspect: records to print; show: images to draw")
 	outPath     = flag.String("out", "", "show: PNG file to write; export-hf: folder; import-hf: checkpoint file")
 	scale       = flag.Int("scale", 2, "show: pixel magnification")
@@ -46,7 +47,7 @@ var (
 const usage = `igpt: image GPT as a workflow of rerunnable stages.
 
 Usage:
-  igpt run CONFIG [flags]          run every stage not yet done
+  igpt run CONFIG [--until STAGE]  run every stage not yet done (or only those STAGE needs)
   igpt stage NAME CONFIG [flags]   run one stage; its upstream stages must be done
   igpt status CONFIG               show each stage's key, state and record counts
   igpt inspect PATH [--n N]        show a shard (local or gs://) or a stage folder
@@ -61,7 +62,7 @@ Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
 func main() {
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
-		for _, name := range []string{"force", "dry_run", "n", "out", "scale", "complete", "keep", "temperature", "top_k", "top_p", "seed", "root", "source", "log_level", "runner"} {
+		for _, name := range []string{"force", "until", "dry_run", "n", "out", "scale", "complete", "keep", "temperature", "top_k", "top_p", "seed", "root", "source", "log_level", "runner"} {
 			if f := flag.Lookup(name); f != nil {
 				fmt.Fprintf(os.Stderr, "  --%s\t%s\n", f.Name, f.Usage)
 			}
@@ -124,6 +125,9 @@ func dispatch(ctx context.Context, args []string) error {
 		plan, err := loadPlan(ctx, args[0])
 		if err != nil {
 			return err
+		}
+		if *until != "" {
+			return plan.RunUntil(ctx, *until, runOptions())
 		}
 		return plan.RunAll(ctx, runOptions())
 	case "stage":
