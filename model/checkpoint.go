@@ -1,7 +1,6 @@
 package model
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -242,38 +241,4 @@ func (o *Optimizer) LoadState(r io.Reader) error {
 	}
 	o.Step = step
 	return nil
-}
-
-// TrainerState is the trainer's position, saved beside a checkpoint as JSON:
-// the step reached, the state of its random generator (as its
-// MarshalBinary gives it, e.g. math/rand/v2's PCG) and where in the data
-// the next batch starts.
-type TrainerState struct {
-	Step   int64  `json:"step"`
-	RNG    []byte `json:"rng,omitempty"` // base64 in JSON
-	Epoch  int    `json:"epoch"`
-	Shard  int    `json:"shard"`  // index in the manifest's shard list
-	Record int64  `json:"record"` // records of that shard already consumed
-	// Extra holds anything else the trainer wants back (schedule, losses…).
-	Extra map[string]string `json:"extra,omitempty"`
-}
-
-// Marshal encodes the state as indented JSON.
-func (s *TrainerState) Marshal() ([]byte, error) {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("model: trainer state: %w", err)
-	}
-	return append(b, '\n'), nil
-}
-
-// ParseTrainerState decodes what Marshal wrote (unknown fields are errors).
-func ParseTrainerState(b []byte) (*TrainerState, error) {
-	var s TrainerState
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("model: trainer state: %w", err)
-	}
-	return &s, nil
 }

@@ -123,36 +123,6 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestTrainerState(t *testing.T) {
-	pcg := rand.NewPCG(5, 6)
-	r := rand.New(pcg)
-	r.Uint64()
-	rb, err := pcg.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := TrainerState{Step: 1234, RNG: rb, Epoch: 2, Shard: 7, Record: 99, Extra: map[string]string{"lr": "0.003"}}
-	b, err := s.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParseTrainerState(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcg2 := rand.NewPCG(0, 0)
-	if err := pcg2.UnmarshalBinary(got.RNG); err != nil {
-		t.Fatal(err)
-	}
-	if got.Step != 1234 || got.Epoch != 2 || got.Shard != 7 || got.Record != 99 || got.Extra["lr"] != "0.003" ||
-		pcg2.Uint64() != pcg.Uint64() {
-		t.Errorf("trainer state round trip: %+v", got)
-	}
-	if _, err := ParseTrainerState([]byte(`{"step": 1, "bogus": 2}`)); err == nil {
-		t.Error("unknown field: no error")
-	}
-}
-
 func TestHFRoundTrip(t *testing.T) {
 	cfg := Config{Layers: 3, D: 16, Heads: 4, Seq: 8, Vocab: 12}
 	p, _ := NewParams(cfg)
