@@ -261,7 +261,7 @@ func (j *attnStep) run(task int) {
 	}
 	var sum float32
 	for i, v := range s {
-		e := exp32(v - mx)
+		e := kernels.Exp32(v - mx)
 		s[i] = e
 		sum += e
 	}
@@ -306,29 +306,6 @@ func axpy32(y []float32, alpha float32, x []float32) {
 	for ; i < len(y); i++ {
 		y[i] += alpha * x[i]
 	}
-}
-
-// exp32 is e^x in float32 (x <= 0 here): Cephes expf, the range reduction
-// and polynomial internal/kernels uses, so the cached attention rounds like
-// the fused kernel's to ~1 ulp.
-func exp32(x float32) float32 {
-	if x < -87.336544 {
-		x = -87.336544
-	} else if x > 88.72284 {
-		x = 88.72284
-	}
-	n := float32(math.RoundToEven(float64(x * 1.44269504)))
-	x = x - n*0.693359375
-	x = x - n*-2.12194440e-4
-	y := float32(1.9875691500e-4)
-	y = y*x + 1.3981999507e-3
-	y = y*x + 8.3334519073e-3
-	y = y*x + 4.1665795894e-2
-	y = y*x + 1.6666665459e-1
-	y = y*x + 5.0000001201e-1
-	y = y*x + 1
-	y = y*x + 1
-	return y * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
 // taskRunner is one parallel operation of a workerPool: run(i) for tasks

@@ -249,19 +249,7 @@ func tokenImageGrid(rows [][][]uint16, h, w int, pal *records.Palette, scale, se
 // centre-cropped to a square, resized to the model's grid with an area
 // filter and quantized with the run's palette, then completed n times.
 func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, keep float64, opt model.SampleOptions, scale int) ([]byte, error) {
-	tm, err := ReadManifest(ctx, runDir)
-	if err != nil {
-		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
-	}
-	m, err := loadTrained(ctx, tm)
-	if err != nil {
-		return nil, err
-	}
-	pm, err := runInput(ctx, tm, "quantize", "palette")
-	if err != nil {
-		return nil, err
-	}
-	pal, _, err := ReadPalette(ctx, pm)
+	m, pal, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +275,25 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	return png, err
 }
 
+// loadRun loads a train folder's final model and the palette its tokens
+// were made with.
+func loadRun(ctx context.Context, runDir string) (*model.Model, *records.Palette, error) {
+	tm, err := ReadManifest(ctx, runDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
+	}
+	m, err := loadTrained(ctx, tm)
+	if err != nil {
+		return nil, nil, err
+	}
+	pm, err := runInput(ctx, tm, "quantize", "palette")
+	if err != nil {
+		return nil, nil, err
+	}
+	pal, _, err := ReadPalette(ctx, pm)
+	return m, pal, err
+}
+
 // runInput follows a manifest's inputs back: from tm through the named
 // stages (e.g. train → quantize → palette).
 func runInput(ctx context.Context, m *Manifest, path ...string) (*Manifest, error) {
@@ -302,7 +309,7 @@ func runInput(ctx context.Context, m *Manifest, path ...string) (*Manifest, erro
 			}
 		}
 		if next == nil {
-			return nil, fmt.Errorf("sample: %s has no %s input", m.Dir, stage)
+			return nil, fmt.Errorf("%s has no %s input", m.Dir, stage)
 		}
 		m = next
 	}
@@ -326,19 +333,7 @@ func squareRGB(src image.Image) ([]byte, int, int) {
 
 // SampleGrid draws n unconditional samples from a train folder's model.
 func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptions, scale int) ([]byte, error) {
-	tm, err := ReadManifest(ctx, runDir)
-	if err != nil {
-		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
-	}
-	m, err := loadTrained(ctx, tm)
-	if err != nil {
-		return nil, err
-	}
-	pm, err := runInput(ctx, tm, "quantize", "palette")
-	if err != nil {
-		return nil, err
-	}
-	pal, _, err := ReadPalette(ctx, pm)
+	m, pal, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}

@@ -36,17 +36,15 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("show: %s: the shard's stage folder has no manifest: %w", path, err)
 	}
-	root := storage.Dir(storage.Dir(qm.Dir))
-	inputs := map[string]*Manifest{}
-	for _, in := range qm.Inputs {
-		if inputs[in.Stage], err = ReadManifest(ctx, storage.Join(root, in.Stage, in.Key)); err != nil {
-			return nil, fmt.Errorf("show: input %s/%s of %s: %w", in.Stage, in.Key, qm.Dir, err)
-		}
+	pm, err := runInput(ctx, qm, "palette")
+	if err != nil {
+		return nil, fmt.Errorf("show: %s is not a quantize output: %w", qm.Dir, err)
 	}
-	if inputs["palette"] == nil || inputs["download"] == nil {
-		return nil, fmt.Errorf("show: %s is not a quantize output (its inputs are %v)", qm.Dir, qm.Inputs)
+	dl, err := runInput(ctx, qm, "download")
+	if err != nil {
+		return nil, fmt.Errorf("show: %s is not a quantize output: %w", qm.Dir, err)
 	}
-	pal, _, err := ReadPalette(ctx, inputs["palette"])
+	pal, _, err := ReadPalette(ctx, pm)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +52,7 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	originals, err := findImages(ctx, inputs["download"], toks)
+	originals, err := findImages(ctx, dl, toks)
 	if err != nil {
 		return nil, err
 	}

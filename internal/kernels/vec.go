@@ -12,8 +12,11 @@ type vecOps struct {
 	geluBwd   func(dx, x, dy *float32, n int)
 }
 
-// exp32 is e^x in float32 (Cephes expf: the same range reduction and
-// polynomial as the assembly, so every path rounds alike to ~1 ulp).
+// Exp32 is e^x in float32 (Cephes expf: the same range reduction and
+// polynomial as the assembly, so every path, and callers outside the
+// package such as the sampler's attention, round alike to ~1 ulp).
+func Exp32(x float32) float32 { return exp32(x) }
+
 func exp32(x float32) float32 {
 	if x < -87.336544 {
 		x = -87.336544
