@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -160,5 +161,13 @@ func TestSampleStage(t *testing.T) {
 	})
 	if err != nil || n != 4 {
 		t.Fatalf("%d completions, %v", n, err)
+	}
+	// A user's own picture, of another size, is resized, quantized and completed.
+	grid, err := CompletePicture(context.Background(), p.byName["train"].Dir, pngBytes(20, 13, 90), 3, 0.5, model.SampleOptions{Seed: 1}, 2)
+	if err != nil || !bytes.HasPrefix(grid, []byte("\x89PNG")) {
+		t.Fatalf("completing a picture: %d bytes, %v", len(grid), err)
+	}
+	if _, err := CompletePicture(context.Background(), p.byName["train"].Dir, []byte("not an image"), 1, 0.5, model.SampleOptions{}, 1); err == nil || !strings.Contains(err.Error(), "PNG or JPEG") {
+		t.Fatalf("a non-image picture: %v", err)
 	}
 }
