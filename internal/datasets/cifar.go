@@ -170,21 +170,14 @@ type cifarConfig struct {
 	classes int  // labels must be below this
 }
 
-// readCIFARRecords reads whole CIFAR records from r until EOF and emits
-// them. Read errors go through errf; a partial last record is an error.
-func readCIFARRecords(ctx context.Context, r io.Reader, cfg cifarConfig, errf func(error) error, emit func(Item) error) (int, error) {
-	rec := cifarRecSize(cfg.format)
-	labelAt, pixAt := 0, 1
-	if cfg.format == FormatCIFAR100 {
-		pixAt = 2
-		if cfg.fine {
-			labelAt = 1
-		}
-	}
-	buf := make([]byte, rec)
-	const plane = cifarSide * cifarSide
+// readFixedRecords reads records of size bytes from r until EOF and passes
+// each, with its index, to fn (buf is reused). A partial last record goes
+// through errf, naming the record (what) that is cut short; ctx is checked
+// every `every` records.
+func readFixedRecords(ctx context.Context, r io.Reader, size, every int, what string, errf func(error) error, fn func(i int, buf []byte) error) (int, error) {
+	buf := make([]byte, size)
 	for i := 0; ; i++ {
-		if i%64 == 0 {
+		if i%every == 0 {
 			if err := ctx.Err(); err != nil {
 				return i, err
 			}
@@ -197,12 +190,31 @@ func readCIFARRecords(ctx context.Context, r io.Reader, cfg cifarConfig, errf fu
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return i, err
 			}
-			return i, errf(fmt.Errorf("record %d: %w", i, err))
+			return i, errf(fmt.Errorf("%s %d: %w", what, i, err))
 		}
+		if err := fn(i, buf); err != nil {
+			return i, err
+		}
+	}
+}
+
+// readCIFARRecords reads whole CIFAR records from r until EOF and emits
+// them. Read errors go through errf; a partial last record is an error.
+func readCIFARRecords(ctx context.Context, r io.Reader, cfg cifarConfig, errf func(error) error, emit func(Item) error) (int, error) {
+	rec := cifarRecSize(cfg.format)
+	labelAt, pixAt := 0, 1
+	if cfg.format == FormatCIFAR100 {
+		pixAt = 2
+		if cfg.fine {
+			labelAt = 1
+		}
+	}
+	const plane = cifarSide * cifarSide
+	return readFixedRecords(ctx, r, rec, 64, "record", errf, func(i int, buf []byte) error {
 		source := fmt.Sprintf("%s@record %d (offset %d)", cfg.source, i, i*rec)
 		label := int(buf[labelAt])
 		if label >= cfg.classes {
-			return i, fmt.Errorf("datasets: read %s: label %d, but there are only %d classes: %w", source, label, cfg.classes, ErrCorrupt)
+			return fmt.Errorf("datasets: read %s: label %d, but there are only %d classes: %w", source, label, cfg.classes, ErrCorrupt)
 		}
 		pix := make([]byte, cifarPixels)
 		p := buf[pixAt:]
@@ -219,8 +231,6 @@ func readCIFARRecords(ctx context.Context, r io.Reader, cfg cifarConfig, errf fu
 			H:      cifarSide, W: cifarSide, C: 3,
 			Pix: pix,
 		}
-		if err := emit(it); err != nil {
-			return i, err
-		}
-	}
+		return emit(it)
+	})
 }

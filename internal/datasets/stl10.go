@@ -2,7 +2,6 @@ package datasets
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -150,32 +149,16 @@ type stlConfig struct {
 // readSTLRecords reads 96×96×3 images stored as three column-major planes
 // until EOF and emits them in HWC order.
 func readSTLRecords(ctx context.Context, r io.Reader, cfg stlConfig, errf func(error) error, emit func(Item) error) (int, error) {
-	buf := make([]byte, stlRecord)
-	for i := 0; ; i++ {
-		if i%16 == 0 {
-			if err := ctx.Err(); err != nil {
-				return i, err
-			}
-		}
-		_, err := io.ReadFull(r, buf)
-		if err == io.EOF {
-			return i, nil
-		}
-		if err != nil {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				return i, err
-			}
-			return i, errf(fmt.Errorf("image %d: %w", i, err))
-		}
+	return readFixedRecords(ctx, r, stlRecord, 16, "image", errf, func(i int, buf []byte) error {
 		source := fmt.Sprintf("%s@image %d (offset %d)", cfg.source, i, i*stlRecord)
 		label := -1
 		if cfg.labels != nil {
 			if i >= len(cfg.labels) {
-				return i, fmt.Errorf("datasets: read %s: more images than the %d labels: %w", source, len(cfg.labels), ErrCorrupt)
+				return fmt.Errorf("datasets: read %s: more images than the %d labels: %w", source, len(cfg.labels), ErrCorrupt)
 			}
 			l := int(cfg.labels[i])
 			if l < 1 || l > cfg.classes {
-				return i, fmt.Errorf("datasets: read %s: label %d outside 1..%d: %w", source, l, cfg.classes, ErrCorrupt)
+				return fmt.Errorf("datasets: read %s: label %d outside 1..%d: %w", source, l, cfg.classes, ErrCorrupt)
 			}
 			label = l - 1
 		}
@@ -197,8 +180,6 @@ func readSTLRecords(ctx context.Context, r io.Reader, cfg stlConfig, errf func(e
 			H:      stlSide, W: stlSide, C: 3,
 			Pix: pix,
 		}
-		if err := emit(it); err != nil {
-			return i, err
-		}
-	}
+		return emit(it)
+	})
 }
