@@ -74,12 +74,6 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	for _, sh := range st.Shards {
 		out.Files = append(out.Files, FileInfo{Name: sh.Name, Split: sh.Split, Kind: "Image", Records: sh.Records, Bytes: sh.Bytes})
 	}
-	for split, want := range spec.Splits {
-		if got := out.Meta["records"].(map[string]int64)[split]; got != int64(want) && got != 0 {
-			rc.Log.Warn("download: split size differs from the dataset's published size (a subset or a different release?)",
-				"split", split, "records", got, "published", want)
-		}
-	}
 	if len(st.Skipped) > 0 {
 		rc.Log.Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
 	}

@@ -315,11 +315,19 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			s.Best.Name, s.Best.Layer, r.Rows[len(r.Rows)-1].Layer, pct(s.Best.ValAcc), pct(s.Best.TestAcc))
 		if s.MarginOverRawPixels != nil {
 			raw, _ := r.Baseline(RawPixels)
-			fmt.Fprintf(&b, "; %+.1f points over the raw-pixel baseline (test acc %s)", *s.MarginOverRawPixels, pct(raw.TestAcc))
+			m, side := *s.MarginOverRawPixels, "above"
+			if m < 0 {
+				m, side = -m, "below"
+			}
+			fmt.Fprintf(&b, "; %.1f points %s the raw-pixel baseline (test acc %s)", m, side, pct(raw.TestAcc))
 		} else {
 			b.WriteString("; no raw-pixel baseline")
 		}
-		fmt.Fprintf(&b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
+		if s.LastLayerDrop >= 0 {
+			fmt.Fprintf(&b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
+		} else {
+			fmt.Fprintf(&b, "; the last layer is %.1f points above it (on test).\n", -s.LastLayerDrop)
+		}
 	}
 	var unconverged []string
 	for _, row := range append(slices.Clone(r.Rows), r.Baselines...) {

@@ -142,7 +142,7 @@ func TestReportMarkdown(t *testing.T) {
 		"| 2 | **layer 2** | 64 | 55.00% | 52.00% | 70.00% | 0.001 | 0.25 | 120 | 1.50 |",
 		"| – | baseline: raw pixels | 3072 | 41.00% | 40.00% |",
 		"| – | baseline: random init / layer 1 | 64 |",
-		"Best layer: layer 2 (layer 2 of 3), val acc 55.00%, test acc 52.00%; +12.0 points over the raw-pixel baseline (test acc 40.00%); the last layer is 8.0 points below it.",
+		"Best layer: layer 2 (layer 2 of 3), val acc 55.00%, test acc 52.00%; 12.0 points above the raw-pixel baseline (test acc 40.00%); the last layer is 8.0 points below it.",
 		"Not converged at the iteration limit: layer 3.",
 	} {
 		if !strings.Contains(md, want) {
