@@ -70,10 +70,8 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &Output{JobID: job, Meta: downloadMeta(spec, layout.Classes, st, src)}
-	for _, sh := range st.Shards {
-		out.Files = append(out.Files, FileInfo{Name: sh.Name, Split: sh.Split, Kind: "Image", Records: sh.Records, Bytes: sh.Bytes})
-	}
+	files, meta := downloadMeta(spec, layout.Classes, st, src)
+	out := &Output{JobID: job, Files: files, Meta: meta}
 	if len(st.Skipped) > 0 {
 		rc.Log.Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
 	}
@@ -88,11 +86,14 @@ func datasetOptions(d DatasetConfig) datasets.Options {
 	return opt
 }
 
-// downloadMeta summarises the written dataset for the manifest.
-func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadStats, src string) map[string]any {
+// summarizeShards lists written shards as manifest files of kind and
+// counts their records per split and per split and class name.
+func summarizeShards(shards []pipelines.ShardStats, classes []string, kind string) ([]FileInfo, map[string]int64, map[string]map[string]int64) {
+	var files []FileInfo
 	records := map[string]int64{}
 	perClass := map[string]map[string]int64{}
-	for _, sh := range st.Shards {
+	for _, sh := range shards {
+		files = append(files, FileInfo{Name: sh.Name, Split: sh.Split, Kind: kind, Records: sh.Records, Bytes: sh.Bytes})
 		records[sh.Split] += sh.Records
 		if perClass[sh.Split] == nil {
 			perClass[sh.Split] = map[string]int64{}
@@ -107,6 +108,12 @@ func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadSt
 			perClass[sh.Split][name] += n
 		}
 	}
+	return files, records, perClass
+}
+
+// downloadMeta summarises the written dataset for the manifest.
+func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadStats, src string) ([]FileInfo, map[string]any) {
+	files, records, perClass := summarizeShards(st.Shards, classes, "Image")
 	meta := map[string]any{
 		"dataset": spec.Name, "format": spec.Format, "license": spec.License, "citation": spec.Citation,
 		"source": src, "classes": classes, "records": records, "class_counts": perClass,
@@ -114,7 +121,7 @@ func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadSt
 	if len(st.Skipped) > 0 {
 		meta["skipped"] = st.Skipped
 	}
-	return meta
+	return files, meta
 }
 
 // shardCounts gives every split of units a shard count: configured, else

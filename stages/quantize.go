@@ -3,7 +3,6 @@ package stages
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/igpt/igpt/pipelines"
@@ -82,24 +81,13 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &Output{JobID: job}
-	records := map[string]int64{}
-	classCounts := map[string]map[string]int64{}
-	classes, _ := dl.Meta["classes"].([]any)
-	for _, sh := range st.Shards {
-		out.Files = append(out.Files, FileInfo{Name: sh.Name, Split: sh.Split, Kind: "Tokens", Records: sh.Records, Bytes: sh.Bytes})
-		records[sh.Split] += sh.Records
-		if classCounts[sh.Split] == nil {
-			classCounts[sh.Split] = map[string]int64{}
-		}
-		for label, n := range sh.Labels {
-			name := strconv.Itoa(label)
-			if label >= 0 && label < len(classes) {
-				name = fmt.Sprint(classes[label])
-			}
-			classCounts[sh.Split][name] += n
-		}
+	var classes []string
+	names, _ := dl.Meta["classes"].([]any)
+	for _, c := range names {
+		classes = append(classes, fmt.Sprint(c))
 	}
+	files, records, classCounts := summarizeShards(st.Shards, classes, "Tokens")
+	out := &Output{JobID: job, Files: files}
 	out.Meta = map[string]any{
 		"vocab": pal.K, "records": records, "class_counts": classCounts, "classes": classes,
 		"val_fraction": valFrac, "resize": qc.Resize,
