@@ -36,7 +36,7 @@ func (probeStage) Params(cfg *Config) any { return cfg.Probe }
 
 func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Probe
-	dl, qm, tm := rc.Inputs["download"], rc.Inputs["quantize"], rc.Inputs["train"]
+	qm, tm := rc.Inputs["quantize"], rc.Inputs["train"]
 	ckpt, _ := tm.Meta["checkpoint"].(string)
 	weights := tm.Path(storage.Join(ckpt, WeightsFile))
 	b, err := storage.ReadFile(ctx, weights)
@@ -92,7 +92,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, objective, rc.Config.Dataset.Name)
 	if *pc.Baselines {
-		if err := addBaselines(ctx, rc, rep, sets, dl, extract, pc, opts); err != nil {
+		if err := addBaselines(ctx, rc, rep, sets, extract, pc, opts, mc); err != nil {
 			return nil, err
 		}
 	}
@@ -155,25 +155,42 @@ func keysOf[V any](m map[string]V) []string {
 }
 
 // addBaselines probes raw pixels and a randomly initialised model of the
-// same config on the same images and splits.
+// same config on the same images and splits, reusing either row from the
+// root's baseline cache when an earlier run fitted it on the same inputs.
 func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	dl *Manifest, extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.ProbeOptions) error {
-	// Raw pixels: the original images, scaled to [0, 1] and flattened,
-	// split exactly as the tokens were.
+	extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.ProbeOptions, mc model.Config) error {
+	keys := splitKeysHash(sets)
+	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
+		return rawPixelBaseline(ctx, rc, sets, pc, opts)
+	})
+	if err != nil {
+		return err
+	}
+	rep.AddBaseline(row)
+	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, keys), func() (probe.Row, error) {
+		return randomInitBaseline(ctx, rc, extract, pc, opts)
+	})
+	if err != nil {
+		return err
+	}
+	rep.AddBaseline(row)
+	return nil
+}
+
+// rawPixelBaseline probes the original images, scaled to [0, 1] and
+// flattened, split exactly as the tokens were.
+func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeConfig,
+	opts probe.ProbeOptions) (probe.Row, error) {
 	splitOf := map[string]string{}
+	raw := map[string]*probe.FeatureSet{}
 	for split, set := range sets {
-		_, _, keys, err := set.Matrix(0)
-		if err != nil {
-			return err
-		}
+		keys, _ := set.Keys()
 		for _, k := range keys {
 			splitOf[k] = split
 		}
-	}
-	raw := map[string]*probe.FeatureSet{}
-	for split := range sets {
 		raw[split] = probe.NewFeatureSet("raw " + split)
 	}
+	dl := rc.Inputs["download"]
 	for _, f := range dl.Files {
 		if f.Split == "" {
 			continue
@@ -190,38 +207,39 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 			return raw[split].Add(records.Features{Key: img.Key, Label: img.Label, Vec: vec})
 		})
 		if err != nil {
-			return err
+			return probe.Row{}, err
 		}
 	}
 	rawSplits, err := probe.AssembleSplits(raw["train"], raw["val"], raw["test"], 0.1, pc.Seed)
 	if err != nil {
-		return fmt.Errorf("probe: raw-pixel baseline: %w", err)
+		return probe.Row{}, fmt.Errorf("probe: raw-pixel baseline: %w", err)
 	}
-	row, err := probe.ProbeBaseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
-	if err != nil {
-		return err
-	}
-	rep.AddBaseline(row)
+	return probe.ProbeBaseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
+}
 
-	// Random init: the same pipeline with untrained weights.
+// randomInitBaseline runs the same pipeline with untrained weights and
+// returns its best layer's row.
+func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, weights string) (string, error),
+	pc ProbeConfig, opts probe.ProbeOptions) (probe.Row, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
 	if _, err := extract(dir, ""); err != nil {
-		return err
+		return probe.Row{}, err
 	}
 	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)
 	if err != nil {
-		return err
+		return probe.Row{}, err
 	}
 	rsplits, err := probe.AssembleSplits(rsets["train"], rsets["val"], rsets["test"], 0.1, pc.Seed)
 	if err != nil {
-		return err
+		return probe.Row{}, err
 	}
 	rrep, err := probe.ProbeLayers(rsplits, pc.L2, opts)
 	if err != nil {
-		return err
+		return probe.Row{}, err
 	}
-	if row, ok := probe.BaselineFromBest(probe.RandomInitPrefix, rrep); ok {
-		rep.AddBaseline(row)
+	row, ok := probe.BaselineFromBest(probe.RandomInitPrefix, rrep)
+	if !ok {
+		return probe.Row{}, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
-	return nil
+	return row, nil
 }

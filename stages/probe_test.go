@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/probe"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/pipelines"
@@ -169,5 +170,76 @@ func TestSampleStage(t *testing.T) {
 	}
 	if _, err := CompletePicture(context.Background(), p.byName["train"].Dir, []byte("not an image"), 1, 0.5, model.SampleOptions{}, 1); err == nil || !strings.Contains(err.Error(), "PNG or JPEG") {
 		t.Fatalf("a non-image picture: %v", err)
+	}
+}
+
+// TestProbeBaselineCache probes three models of the same data in one root:
+// the second reuses both baseline rows fitted by the first, the third finds
+// the cache entries corrupt, fits again to the same result and repairs them.
+func TestProbeBaselineCache(t *testing.T) {
+	root, src := t.TempDir(), folderArchive(t, 8, nil)
+	probeYAML := "probe: {batch: 5, l2: [0.1, 0.001]}\n"
+	report := func(steps int) (probe.Report, string) {
+		t.Helper()
+		p, err := runUntil(t, trainYAML(root, src, steps, 32, 2, 0.01)+probeYAML, "probe", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm := p.byName["probe"].Manifest
+		b, err := os.ReadFile(pm.Path(ReportJSON))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep probe.Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		md, _ := os.ReadFile(pm.Path(ReportMD))
+		if len(rep.Baselines) != 2 {
+			t.Fatalf("steps %d: baselines %+v", steps, rep.Baselines)
+		}
+		return rep, string(md)
+	}
+	same := func(a, b probe.Row) bool {
+		return a.Name == b.Name && a.ValAcc == b.ValAcc && a.TestAcc == b.TestAcc && a.L2 == b.L2 && a.Dim == b.Dim
+	}
+
+	first, _ := report(20)
+	for _, row := range first.Baselines {
+		if row.Cached != "" {
+			t.Fatalf("first run: %q came from the cache %s", row.Name, row.Cached)
+		}
+	}
+	entries, _ := filepath.Glob(filepath.Join(root, BaselineCacheDir, "*.json"))
+	if len(entries) != 2 {
+		t.Fatalf("cache entries after the first run: %v", entries)
+	}
+
+	second, md := report(21) // another model (one more step), the same images and splits
+	for i, row := range second.Baselines {
+		if row.Cached == "" || !same(row, first.Baselines[i]) {
+			t.Fatalf("second run: baseline %+v, want the first run's %+v from the cache", row, first.Baselines[i])
+		}
+	}
+	if !strings.Contains(md, "reused from") {
+		t.Fatalf("report.md does not say a baseline was reused:\n%s", md)
+	}
+
+	for _, e := range entries {
+		if err := os.WriteFile(e, []byte(`{"id": `), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third, _ := report(22)
+	for i, row := range third.Baselines {
+		if row.Cached != "" || !same(row, first.Baselines[i]) {
+			t.Fatalf("third run: baseline %+v, want a refit equal to %+v", row, first.Baselines[i])
+		}
+	}
+	for _, e := range entries {
+		var v struct{ Row probe.Row }
+		if b, err := os.ReadFile(e); err != nil || json.Unmarshal(b, &v) != nil || v.Row.Name == "" {
+			t.Fatalf("cache entry %s not repaired: %v", e, err)
+		}
 	}
 }

@@ -105,6 +105,16 @@ func (s *FeatureSet) Len(layer int) int {
 	return 0
 }
 
+// Keys returns every key of the set in sorted order, with its label.
+func (s *FeatureSet) Keys() ([]string, []int) {
+	keys := slices.Sorted(maps.Keys(s.labels))
+	y := make([]int, len(keys))
+	for i, k := range keys {
+		y[i] = s.labels[k]
+	}
+	return keys, y
+}
+
 // Matrix returns a layer's features, one row per key in sorted key order,
 // with the labels and keys in the same order.
 func (s *FeatureSet) Matrix(layer int) (*Matrix, []int, []string, error) {

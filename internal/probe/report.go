@@ -95,6 +95,9 @@ type Row struct {
 	FitSeconds  float64     `json:"fit_seconds"`
 	GridSeconds float64     `json:"grid_seconds"`
 	Grid        []GridPoint `json:"grid,omitempty"`
+	// Cached names the file a baseline row was reused from, when it was
+	// fitted by an earlier run on the same inputs.
+	Cached string `json:"cached,omitempty"`
 }
 
 // LayerName is "embedding" for layer 0 and "layer l" otherwise.
@@ -327,6 +330,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
 		} else {
 			fmt.Fprintf(&b, "; the last layer is %.1f points above it (on test).\n", -s.LastLayerDrop)
+		}
+	}
+	for _, row := range r.Baselines {
+		if row.Cached != "" {
+			fmt.Fprintf(&b, "\nBaseline %q was fitted by an earlier run on the same images, splits and settings; "+
+				"its row (fit times included) is reused from %s.\n", row.Name, row.Cached)
 		}
 	}
 	var unconverged []string
