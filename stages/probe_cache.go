@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"slices"
 
@@ -37,15 +39,14 @@ type baselineID struct {
 	Seed        uint64        `json:"seed"`
 	Grid        []float64     `json:"grid"`
 	Standardize bool          `json:"standardize"`
-	MaxTrain    int           `json:"max_train,omitempty"`
-	Keys        string        `json:"keys"` // hash of every split's keys and labels
+	Keys        string        `json:"keys"` // hash of every split's keys and labels (after max_train)
 }
 
 // rawPixelsID identifies the raw-pixel baseline: the downloaded images,
 // the splits (keysHash, from splitKeysHash) and the fit settings.
 func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RawPixels, Version: baselineCacheVersion, Source: rc.Inputs["download"].Key,
-		Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize, MaxTrain: pc.MaxTrain, Keys: keysHash}
+		Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize, Keys: keysHash}
 }
 
 // randomInitID identifies the random-init baseline: the tokens, the model
@@ -53,7 +54,7 @@ func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHa
 func randomInitID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, mc model.Config, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RandomInitPrefix, Version: baselineCacheVersion, Source: rc.Inputs["quantize"].Key,
 		Model: &mc, Objective: rc.Config.Train.Objective, Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize,
-		MaxTrain: pc.MaxTrain, Keys: keysHash}
+		Keys: keysHash}
 }
 
 // splitKeysHash hashes the keys and labels of every split, so a cached row
@@ -85,9 +86,8 @@ func cachedBaseline(ctx context.Context, rc *RunContext, id baselineID, compute 
 		ID  json.RawMessage `json:"id"`
 		Row probe.Row       `json:"row"`
 	}
-	if ok, err := storage.Exists(ctx, path); err == nil && ok {
+	if b, err := storage.ReadFile(ctx, path); !errors.Is(err, fs.ErrNotExist) {
 		var e entry
-		b, err := storage.ReadFile(ctx, path)
 		if err == nil {
 			err = json.Unmarshal(b, &e)
 		}
