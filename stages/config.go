@@ -126,7 +126,21 @@ type TrainConfig struct {
 	// the last KeepCheckpoints are kept.
 	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
 	KeepCheckpoints int `yaml:"keep_checkpoints" json:"keep_checkpoints"`
-	// Seed of initialisation, data order and BERT masks.
+	// HFlip is the probability that a training sequence is mirrored left
+	// to right (its token grid's columns reversed): horizontal-flip
+	// augmentation. It is exact for palette tokens, which quantize each
+	// pixel on its own; VQ-VAE codes are not flip-equivariant.
+	HFlip float64 `yaml:"hflip" json:"hflip,omitempty"`
+	// InitFrom starts training from another run's weights instead of a
+	// random initialisation, with a fresh optimiser and schedule (continued
+	// pretraining). It names a .safetensors file, a checkpoint folder
+	// holding model.safetensors, or a train stage folder, whose newest
+	// checkpoint is used; a relative path is taken from the root (so
+	// "train/<key>" names another run under the same root). The model
+	// config must match. The path is part of the stage key; the weights'
+	// sha256 is recorded in the manifest.
+	InitFrom string `yaml:"init_from" json:"init_from,omitempty"`
+	// Seed of initialisation, data order, flips and BERT masks.
 	Seed uint64 `yaml:"seed" json:"seed"`
 	// ShuffleBuffer is the number of shards whose records are shuffled
 	// together (default 2).
@@ -352,6 +366,8 @@ func (c *Config) validate() error {
 			t.Batch, t.Accum, t.Steps, t.WarmupSteps, t.LR)
 	} else if t.BERTMaskProb <= 0 || t.BERTMaskProb >= 1 || t.Clip < 0 || t.WeightDecay < 0 || t.Threads < 0 {
 		return fmt.Errorf("train: bert_mask_prob must be in (0, 1) and clip, weight_decay, threads not negative")
+	} else if t.HFlip < 0 || t.HFlip > 1 {
+		return fmt.Errorf("train.hflip is a probability in [0, 1], got %v", t.HFlip)
 	}
 	for _, l := range c.Probe.L2 {
 		if l <= 0 {

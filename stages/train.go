@@ -3,6 +3,8 @@ package stages
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,6 +61,9 @@ type TrainState struct {
 	RNG      []byte          `json:"rng"` // BERT mask generator (PCG state)
 	Threads  int             `json:"threads"`
 	Time     time.Time       `json:"time"`
+	// InitSHA256 is the sha256 of the weights train.init_from named, when
+	// the run started from them.
+	InitSHA256 string `json:"init_sha256,omitempty"`
 }
 
 // Metric is one line of metrics.jsonl.
@@ -109,7 +116,9 @@ type trainer struct {
 	rngState []byte          // mask generator state after the last completed step
 	step     int
 	tokens   int64
-	lastGood int // step of the newest checkpoint
+	lastGood int    // step of the newest checkpoint
+	gridW    int    // token grid width, for horizontal flips
+	initSHA  string // sha256 of the train.init_from weights, if any
 }
 
 func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
@@ -173,6 +182,7 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 		sched: model.Schedule{LR: tc.LR, Warmup: tc.WarmupSteps, Total: tc.Steps},
 		rng:   rand.NewPCG(tc.Seed, 0xb5ad4eceda1ce2a9),
 		tok:   make([]int32, tc.Batch*mc.Seq),
+		gridW: first[0].W,
 	}
 	if obj == model.BERT {
 		tr.mask = make([]bool, tc.Batch*mc.Seq)
@@ -182,9 +192,14 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 	if err != nil {
 		return nil, err
 	}
-	if resumed != nil {
-		pos = resumed.Position
-	} else {
+	switch {
+	case resumed != nil:
+		pos, tr.initSHA = resumed.Position, resumed.InitSHA256
+	case tc.InitFrom != "":
+		if err := tr.initFrom(ctx, tc.InitFrom); err != nil {
+			return nil, err
+		}
+	default:
 		m.Params.Init(tc.Seed)
 	}
 	if err := m.Reserve(tc.Batch, mc.Seq); err != nil {
@@ -294,6 +309,9 @@ func (tr *trainer) trainStep(ctx context.Context, maskRNG *rand.Rand, start time
 		if err := tr.data.Batch(ctx, tr.tok, nil, tc.Batch, T); err != nil {
 			return err
 		}
+		if tc.HFlip > 0 {
+			hflip(tr.tok, tc.Batch, tr.gridW, tc.HFlip, maskRNG)
+		}
 		if tr.mask != nil {
 			model.FillBERTMask(tr.mask, maskRNG, tc.BERTMaskProb)
 		}
@@ -386,7 +404,8 @@ func (tr *trainer) checkpoint(ctx context.Context) error {
 	if err := storage.WriteFile(ctx, storage.Join(dir, OptimFile), buf.Bytes()); err != nil {
 		return err
 	}
-	st := TrainState{Step: tr.step, Model: tr.m.Config, Position: tr.pos, RNG: tr.rngState, Threads: kernels.Threads(), Time: time.Now().UTC()}
+	st := TrainState{Step: tr.step, Model: tr.m.Config, Position: tr.pos, RNG: tr.rngState, Threads: kernels.Threads(),
+		Time: time.Now().UTC(), InitSHA256: tr.initSHA}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := storage.WriteFile(ctx, storage.Join(dir, StateFile), b); err != nil {
 		return err
@@ -533,6 +552,9 @@ func (tr *trainer) output(ctx context.Context) (*Output, error) {
 		"model": tr.m.Config, "params": tr.m.Config.NumParams(), "steps": tr.step, "tokens": tr.tokens,
 		"checkpoint": final, "objective": tr.tc.Objective,
 	}
+	if tr.initSHA != "" {
+		meta["init_from"], meta["init_sha256"] = tr.tc.InitFrom, tr.initSHA
+	}
 	if n := len(tr.metrics); n > 0 {
 		meta["final_loss"] = tr.metrics[n-1].Loss
 		for i := n - 1; i >= 0; i-- {
@@ -551,4 +573,59 @@ func (tr *trainer) output(ctx context.Context) (*Output, error) {
 		out.Files = append(out.Files, FileInfo{Name: f, Bytes: n})
 	}
 	return out, nil
+}
+
+// hflip mirrors each of the B sequences in tok [B, T] left to right with
+// probability p: the columns of its token grid (rows of w tokens, raster
+// order) are reversed. One draw from rng per sequence, flipped or not, so
+// the generator's state depends only on B.
+func hflip(tok []int32, B, w int, p float64, rng *rand.Rand) {
+	T := len(tok) / B
+	for b := range B {
+		if rng.Float64() >= p {
+			continue
+		}
+		seq := tok[b*T : (b+1)*T]
+		for r := 0; r < T; r += w {
+			slices.Reverse(seq[r : r+w])
+		}
+	}
+}
+
+// initFrom loads the starting weights named by train.init_from: a
+// .safetensors file, a checkpoint folder, or a train stage folder (its
+// newest checkpoint); a relative path is taken from the root. The
+// optimiser and schedule start fresh.
+func (tr *trainer) initFrom(ctx context.Context, from string) error {
+	path := from
+	if !storage.IsGCS(path) && !filepath.IsAbs(path) {
+		path = storage.Join(tr.rc.Config.Root, path)
+	}
+	if !strings.HasSuffix(path, ".safetensors") {
+		latest, err := storage.ReadFile(ctx, storage.Join(path, CheckpointDir, LatestFile))
+		switch {
+		case err == nil:
+			path = storage.Join(path, CheckpointDir, strings.TrimSpace(string(latest)), WeightsFile)
+		case errors.Is(err, storage.ErrNotExist):
+			path = storage.Join(path, WeightsFile)
+		default:
+			return fmt.Errorf("train.init_from: %w", err)
+		}
+	}
+	w, err := storage.ReadFile(ctx, path)
+	if err != nil {
+		return fmt.Errorf("train.init_from %s: %w (name a .safetensors file, a checkpoint folder or a train stage folder)", from, err)
+	}
+	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
+	if err != nil {
+		return fmt.Errorf("train.init_from: %s: %w", path, err)
+	}
+	if p.Config != tr.m.Config {
+		return fmt.Errorf("train.init_from: %s holds model %v, the config asks for %v: set train.layers, d and heads to match", path, p.Config, tr.m.Config)
+	}
+	copy(tr.m.Params.Data, p.Data)
+	sum := sha256.Sum256(w)
+	tr.initSHA = hex.EncodeToString(sum[:])
+	tr.rc.Log.Info("train: starting from", "weights", path, "sha256", tr.initSHA)
+	return nil
 }

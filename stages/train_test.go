@@ -3,16 +3,22 @@ package stages
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/igpt/igpt/model"
 )
 
 // trainYAML is a tiny but real experiment: an 8×8 image folder, a 16-colour
@@ -205,3 +211,116 @@ func lastLine(s string) string {
 }
 
 var _ = context.Background
+
+func TestHFlip(t *testing.T) {
+	// Two sequences of a 2×3 grid.
+	base := []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	mirrored := []int32{3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10}
+	for _, tc := range []struct {
+		name string
+		p    float64
+		want []int32
+	}{
+		{"never", 0, base},
+		{"always", 1, mirrored},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := slices.Clone(base)
+			hflip(tok, 2, 3, tc.p, rand.New(rand.NewPCG(1, 2)))
+			if !slices.Equal(tok, tc.want) {
+				t.Fatalf("got %v, want %v", tok, tc.want)
+			}
+		})
+	}
+	// With p = 0.5 each sequence is either untouched or mirrored, about
+	// half of them mirrored, and the same seed flips the same ones.
+	const B, w = 1000, 4
+	seq := []int32{0, 1, 2, 3, 4, 5, 6, 7}
+	flipped := []int32{3, 2, 1, 0, 7, 6, 5, 4}
+	run := func() []int32 {
+		tok := make([]int32, 0, B*len(seq))
+		for range B {
+			tok = append(tok, seq...)
+		}
+		hflip(tok, B, w, 0.5, rand.New(rand.NewPCG(7, 7)))
+		return tok
+	}
+	tok, n := run(), 0
+	for b := range B {
+		s := tok[b*len(seq) : (b+1)*len(seq)]
+		switch {
+		case slices.Equal(s, flipped):
+			n++
+		case !slices.Equal(s, seq):
+			t.Fatalf("sequence %d is %v: neither the original nor its mirror", b, s)
+		}
+	}
+	if n < 430 || n > 570 {
+		t.Fatalf("%d of %d sequences flipped at p = 0.5", n, B)
+	}
+	if !slices.Equal(run(), tok) {
+		t.Fatal("the same seed flipped different sequences")
+	}
+}
+
+// TestTrainInitFrom continues a trained run: with a learning rate too small
+// to move the weights, the continued run's weights equal the first run's,
+// its manifest names the starting weights by sha256, and a model of another
+// shape is refused with a message that says what to change.
+func TestTrainInitFrom(t *testing.T) {
+	src := folderArchive(t, 8, nil)
+	root := t.TempDir()
+	if _, err := runUntil(t, trainYAML(root, src, 20, 32, 2, 0.01), "train", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	first := trainDir(t, root)
+	wantW, _ := finalFiles(t, first, 20)
+	var firstLast Metric
+	ms := strings.Split(strings.TrimSpace(string(must(os.ReadFile(filepath.Join(first, MetricsFile))))), "\n")
+	json.Unmarshal([]byte(ms[len(ms)-1]), &firstLast)
+
+	cont := func(d int, lr float64) string {
+		y := strings.Replace(trainYAML(root, src, 2, d, 2, lr), "warmup_steps: 5", "warmup_steps: 0", 1)
+		return strings.Replace(y, "threads: 2}", fmt.Sprintf("threads: 2, hflip: 0.5, init_from: %s}", first), 1)
+	}
+	p, err := runUntil(t, cont(32, 1e-12), "train", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.byName["train"].Manifest
+	sum := sha256.Sum256(wantW)
+	if m.Meta["init_sha256"] != hex.EncodeToString(sum[:]) || m.Meta["init_from"] != first {
+		t.Fatalf("manifest meta %v does not name the starting weights", m.Meta)
+	}
+	w, _ := finalFiles(t, m.Dir, 2)
+	pa, _, err := model.LoadCheckpoint(bytes.NewReader(w))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _, _ := model.LoadCheckpoint(bytes.NewReader(wantW))
+	for i := range pa.Data {
+		if d := math.Abs(float64(pa.Data[i] - pb.Data[i])); d > 1e-6 {
+			t.Fatalf("weight %d moved by %g at lr 1e-12: the run did not start from init_from", i, d)
+		}
+	}
+	var got Metric
+	json.NewDecoder(bytes.NewReader(must(os.ReadFile(filepath.Join(m.Dir, MetricsFile))))).Decode(&got)
+	if got.Loss > firstLast.Loss+0.5 {
+		t.Fatalf("continued run's first loss %v, the first run ended at %v", got.Loss, firstLast.Loss)
+	}
+
+	if _, err := runUntil(t, cont(64, 0.01), "train", Options{}); err == nil || !strings.Contains(err.Error(), "train.init_from") || !strings.Contains(err.Error(), "set train.layers") {
+		t.Fatalf("init_from a model of another width: %v", err)
+	}
+	// A relative path is taken from the root.
+	rel := strings.Replace(cont(32, 1e-12), first, filepath.Join("train", filepath.Base(first)), 1)
+	if p, err = runUntil(t, rel, "train", Options{}); err != nil {
+		t.Fatal(err)
+	} else if m := p.byName["train"].Manifest; m.Meta["init_sha256"] != hex.EncodeToString(sum[:]) {
+		t.Fatalf("init_from relative to the root: meta %v", m.Meta)
+	}
+	missing := strings.Replace(cont(32, 0.01), first, filepath.Join(root, "nowhere"), 1)
+	if _, err := runUntil(t, missing, "train", Options{}); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Fatalf("init_from a missing folder: %v", err)
+	}
+}
