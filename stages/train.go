@@ -58,7 +58,7 @@ type TrainState struct {
 	Step     int             `json:"step"`
 	Model    model.Config    `json:"model"`
 	Position loader.Position `json:"data_position"`
-	RNG      []byte          `json:"rng"` // BERT mask generator (PCG state)
+	RNG      []byte          `json:"rng"` // flip and BERT mask generator (PCG state)
 	Threads  int             `json:"threads"`
 	Time     time.Time       `json:"time"`
 	// InitSHA256 is the sha256 of the weights train.init_from named, when
