@@ -471,14 +471,9 @@ func (tr *trainer) resume(ctx context.Context) (*TrainState, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
-	if err != nil {
-		return nil, fmt.Errorf("train: %s: %w", storage.Join(dir, WeightsFile), err)
+	if err := tr.loadWeights(w, storage.Join(dir, WeightsFile), "train", ""); err != nil {
+		return nil, err
 	}
-	if p.Config != tr.m.Config {
-		return nil, fmt.Errorf("train: %s holds model %v, want %v", storage.Join(dir, WeightsFile), p.Config, tr.m.Config)
-	}
-	copy(tr.m.Params.Data, p.Data)
 	o, err := storage.ReadFile(ctx, storage.Join(dir, OptimFile))
 	if err != nil {
 		return nil, err
@@ -616,16 +611,26 @@ func (tr *trainer) initFrom(ctx context.Context, from string) error {
 	if err != nil {
 		return fmt.Errorf("train.init_from %s: %w (name a .safetensors file, a checkpoint folder or a train stage folder)", from, err)
 	}
-	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
-	if err != nil {
-		return fmt.Errorf("train.init_from: %s: %w", path, err)
+	if err := tr.loadWeights(w, path, "train.init_from", ": set train.layers, d and heads to match"); err != nil {
+		return err
 	}
-	if p.Config != tr.m.Config {
-		return fmt.Errorf("train.init_from: %s holds model %v, the config asks for %v: set train.layers, d and heads to match", path, p.Config, tr.m.Config)
-	}
-	copy(tr.m.Params.Data, p.Data)
 	sum := sha256.Sum256(w)
 	tr.initSHA = hex.EncodeToString(sum[:])
 	tr.rc.Log.Info("train: starting from", "weights", path, "sha256", tr.initSHA)
+	return nil
+}
+
+// loadWeights parses a weights file read from path into the model's
+// parameters; it must hold the model's config. what prefixes errors, hint
+// follows a config mismatch's message.
+func (tr *trainer) loadWeights(w []byte, path, what, hint string) error {
+	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", what, path, err)
+	}
+	if p.Config != tr.m.Config {
+		return fmt.Errorf("%s: %s holds model %v, the config asks for %v%s", what, path, p.Config, tr.m.Config, hint)
+	}
+	copy(tr.m.Params.Data, p.Data)
 	return nil
 }
