@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"slices"
 
@@ -86,7 +85,7 @@ func cachedBaseline(ctx context.Context, rc *RunContext, id baselineID, compute 
 		ID  json.RawMessage `json:"id"`
 		Row probe.Row       `json:"row"`
 	}
-	if b, err := storage.ReadFile(ctx, path); !errors.Is(err, fs.ErrNotExist) {
+	if b, err := storage.ReadFile(ctx, path); !errors.Is(err, storage.ErrNotExist) {
 		var e entry
 		if err == nil {
 			err = json.Unmarshal(b, &e)
