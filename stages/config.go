@@ -157,6 +157,15 @@ type ProbeConfig struct {
 	// L2 is the grid of L2 strengths λ (objective: mean cross-entropy +
 	// λ/2·|W|²) tried on the val split; default 1e-1 … 1e-5.
 	L2 []float64 `yaml:"l2" json:"l2"`
+	// MaxIter caps the L-BFGS iterations of each fit (0: scikit-learn's
+	// 1000). Weak λ values on wide features need more to converge.
+	MaxIter int `yaml:"max_iter" json:"max_iter,omitempty"`
+	// Patience stops each row's grid, fitted from the strongest λ down,
+	// after this many λ in a row score below the best validation accuracy
+	// so far (0: fit every λ). The weakest λ values cost the most
+	// iterations; where accuracy already falls (raw pixels past λ = 0.1)
+	// they only overfit further.
+	Patience int `yaml:"patience" json:"patience,omitempty"`
 	// MaxTrain caps the training records used to fit each probe (0: all).
 	MaxTrain int `yaml:"max_train" json:"max_train,omitempty"`
 	// MaxPerShard caps the records read from each Tokens shard (0: all),
@@ -374,8 +383,8 @@ func (c *Config) validate() error {
 			return fmt.Errorf("probe.l2 values must be positive, got %v", c.Probe.L2)
 		}
 	}
-	if c.Probe.Batch < 1 || c.Probe.MaxTrain < 0 || c.Probe.MaxPerShard < 0 {
-		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard not negative")
+	if c.Probe.Batch < 1 || c.Probe.MaxTrain < 0 || c.Probe.MaxPerShard < 0 || c.Probe.MaxIter < 0 || c.Probe.Patience < 0 {
+		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
 	}
 	if sc := c.Sample; sc.Keep <= 0 || sc.Keep >= 1 || sc.Unconditional < 0 || sc.Images < 0 || sc.Completions < 0 || sc.Scale < 1 {
 		return fmt.Errorf("sample: keep must be in (0, 1); counts and scale positive")

@@ -63,7 +63,8 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		}
 		return runPipeline(ctx, rc.Runner, p)
 	}
-	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log}
+	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log,
+		Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}
 	start := time.Now()
 	featDir := storage.Join(rc.Dir, "features")
 	job, err := extract(featDir, weights)

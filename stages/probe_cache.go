@@ -38,14 +38,19 @@ type baselineID struct {
 	Seed        uint64        `json:"seed"`
 	Grid        []float64     `json:"grid"`
 	Standardize bool          `json:"standardize"`
-	Keys        string        `json:"keys"` // hash of every split's keys and labels (after max_train)
+	// MaxIter (0: probe.DefaultMaxIter) and Patience (0: off) are omitted
+	// at their defaults, so rows cached before they existed still match.
+	MaxIter  int    `json:"max_iter,omitempty"`
+	Patience int    `json:"patience,omitempty"`
+	Keys     string `json:"keys"` // hash of every split's keys and labels (after max_train)
 }
 
 // rawPixelsID identifies the raw-pixel baseline: the downloaded images,
 // the splits (keysHash, from splitKeysHash) and the fit settings.
 func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RawPixels, Version: baselineCacheVersion, Source: rc.Inputs["download"].Key,
-		Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize, Keys: keysHash}
+		Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize, MaxIter: fitMaxIterID(opts), Patience: opts.Fit.Patience,
+		Keys: keysHash}
 }
 
 // randomInitID identifies the random-init baseline: the tokens, the model
@@ -53,7 +58,16 @@ func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHa
 func randomInitID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, mc model.Config, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RandomInitPrefix, Version: baselineCacheVersion, Source: rc.Inputs["quantize"].Key,
 		Model: &mc, Objective: rc.Config.Train.Objective, Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize,
-		Keys: keysHash}
+		MaxIter: fitMaxIterID(opts), Patience: opts.Fit.Patience, Keys: keysHash}
+}
+
+// fitMaxIterID is the iteration limit as the cache ID records it: 0 for the
+// default, whether it was left unset or written out.
+func fitMaxIterID(opts probe.ProbeOptions) int {
+	if opts.Fit.MaxIter == probe.DefaultMaxIter {
+		return 0
+	}
+	return opts.Fit.MaxIter
 }
 
 // splitKeysHash hashes the keys and labels of every split, so a cached row

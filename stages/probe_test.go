@@ -22,7 +22,7 @@ import (
 // checks the report: a row per layer, both baselines, the plot.
 func TestProbeEndToEnd(t *testing.T) {
 	root := t.TempDir()
-	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) + "probe: {batch: 5, l2: [0.1, 0.001]}\n"
+	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) + "probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, patience: 1}\n"
 	p, err := runUntil(t, yaml, "probe", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -32,9 +32,12 @@ func TestProbeEndToEnd(t *testing.T) {
 		Rows []struct {
 			Layer   int
 			Name    string
-			TestAcc float64 `json:"test_acc"`
+			TestAcc float64           `json:"test_acc"`
+			Grid    []probe.GridPoint `json:"grid"`
 		} `json:"rows"`
 		Baselines []struct{ Name string } `json:"baselines"`
+		MaxIter   int                     `json:"max_iter"`
+		Patience  int                     `json:"patience"`
 	}
 	b, err := os.ReadFile(pm.Path(ReportJSON))
 	if err != nil {
@@ -45,6 +48,16 @@ func TestProbeEndToEnd(t *testing.T) {
 	}
 	if len(rep.Rows) != 3 { // embedding + 2 layers
 		t.Fatalf("report rows: %s", b)
+	}
+	if rep.MaxIter != 7 || rep.Patience != 1 {
+		t.Fatalf("report max_iter %d, patience %d; the config asks for 7 and 1", rep.MaxIter, rep.Patience)
+	}
+	for _, row := range rep.Rows {
+		for _, g := range row.Grid {
+			if g.Iterations > 7 {
+				t.Fatalf("%s, λ=%g: %d iterations, max_iter is 7", row.Name, g.L2, g.Iterations)
+			}
+		}
 	}
 	names := fmt.Sprint(rep.Baselines)
 	if !strings.Contains(names, "raw pixels") || !strings.Contains(names, "random init") {

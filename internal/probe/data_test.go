@@ -337,3 +337,72 @@ func TestFeatureSetReadFrom(t *testing.T) {
 		t.Fatalf("read %d records, err %v, layer sizes %d %d", n, err, s.Len(0), s.Len(1))
 	}
 }
+
+// TestSelectL2Patience: with Patience p the grid stops after p fits in a row
+// below the best validation accuracy so far; the fits it made are the full
+// grid's, bit for bit (same warm-start path), the rest are marked Skipped,
+// and the choice is the best of the fitted prefix.
+func TestSelectL2Patience(t *testing.T) {
+	// Few noisy rows, many features: weak λ overfits, so validation accuracy
+	// peaks and then falls along the grid.
+	x, y := blobs(7, 240, 120, 2, 0.08, 1)
+	trX, trY := x.SelectRows(seq(0, 40)), y[:40]
+	vaX, vaY := x.SelectRows(seq(40, 240)), y[40:]
+	grid := DefaultGrid(1, -6)
+	full, err := SelectL2(trX, trY, vaX, vaY, grid, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("full grid val accs: %v", valAccsOf(full))
+	skippedSome := false
+	for _, patience := range []int{1, 2, 3} {
+		// Where the rule stops on the full grid's accuracies (grid descends).
+		stop, best, worse := len(grid), -1, 0
+		for i, p := range full.Points {
+			if worse >= patience {
+				stop = i
+				break
+			}
+			switch {
+			case best < 0 || p.ValAcc > full.Points[best].ValAcc:
+				best, worse = i, 0
+			case p.ValAcc == full.Points[best].ValAcc:
+				worse = 0
+			default:
+				worse++
+			}
+		}
+		skippedSome = skippedSome || stop < len(grid)
+		sel, err := SelectL2(trX, trY, vaX, vaY, grid, Options{Patience: patience})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range sel.Points {
+			want := full.Points[i]
+			if i >= stop {
+				if !p.Skipped || p.L2 != grid[i] || p.Iterations != 0 {
+					t.Errorf("patience %d, λ=%g: %+v, want skipped", patience, grid[i], p)
+				}
+				continue
+			}
+			p.FitSeconds, want.FitSeconds = 0, 0
+			if p != want {
+				t.Errorf("patience %d, λ=%g: %+v, full grid %+v", patience, grid[i], p, want)
+			}
+		}
+		if sel.Best != best || sel.Fit.Lambda != grid[best] {
+			t.Errorf("patience %d: chose λ=%g, want %g (val accs %v)", patience, grid[sel.Best], grid[best], valAccsOf(full))
+		}
+	}
+	if !skippedSome {
+		t.Fatalf("validation accuracy never fell for 1 step, nothing to stop: %v", valAccsOf(full))
+	}
+}
+
+func valAccsOf(s *Selection) []float64 {
+	var out []float64
+	for _, p := range s.Points {
+		out = append(out, p.ValAcc)
+	}
+	return out
+}

@@ -57,6 +57,12 @@ type Options struct {
 	// Init warm-starts the fit from these weights (its shape must match);
 	// nil starts from zero, like scikit-learn.
 	Init *Model
+	// Patience, used by SelectL2 only, stops the descent along the λ grid
+	// after this many consecutive λ values score below the best validation
+	// accuracy so far (0: fit every λ). Accuracy that falls as λ weakens is
+	// overfitting, which weaker λ values only deepen; the stop saves their
+	// fits, the slowest of the grid.
+	Patience int
 	// Workers bounds the goroutines of one evaluation; 0 means GOMAXPROCS.
 	// The result does not depend on it.
 	Workers int
@@ -69,6 +75,14 @@ func (o Options) logger() *slog.Logger {
 		return o.Logger
 	}
 	return slog.Default()
+}
+
+// maxIter is MaxIter with its default applied.
+func (o Options) maxIter() int {
+	if o.MaxIter > 0 {
+		return o.MaxIter
+	}
+	return DefaultMaxIter
 }
 
 func (o Options) workers() int {
@@ -346,10 +360,7 @@ func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 		return nil, fmt.Errorf("probe: fit: %d rows, %d distinct label(s): %w", len(y), c, ErrOneClass)
 	}
 	n, d := x.Rows, x.Cols
-	maxIter := opts.MaxIter
-	if maxIter <= 0 {
-		maxIter = DefaultMaxIter
-	}
+	maxIter := opts.maxIter()
 	gtol := opts.GradTol
 	if gtol <= 0 {
 		tol := opts.Tol

@@ -115,7 +115,11 @@ type Report struct {
 	Rows      []Row     `json:"rows"`
 	Baselines []Row     `json:"baselines,omitempty"`
 	Grid      []float64 `json:"grid"` // λ values tried
-	Created   time.Time `json:"created"`
+	// MaxIter is the L-BFGS iteration limit of every fit; Patience the
+	// early stop along the grid (Options.Patience; 0: off).
+	MaxIter  int       `json:"max_iter,omitempty"`
+	Patience int       `json:"patience,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 // ProbeLayers probes every layer in layers: a fit per grid value λ on the
@@ -126,7 +130,8 @@ func ProbeLayers(layers map[int]Split, grid []float64, opts ProbeOptions) (*Repo
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("probe: no layers to probe")
 	}
-	rep := &Report{Grid: append([]float64(nil), grid...), Created: time.Now().UTC()}
+	rep := &Report{Grid: append([]float64(nil), grid...), Created: time.Now().UTC(),
+		MaxIter: opts.Fit.maxIter(), Patience: max(opts.Fit.Patience, 0)}
 	for _, l := range slices.Sorted(maps.Keys(layers)) {
 		row, err := probeOne(l, LayerName(l), layers[l], grid, opts)
 		if err != nil {
@@ -299,7 +304,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "# %s\n\n", title)
 	fmt.Fprintf(&b, "Multinomial logistic regression (L-BFGS) on the mean over positions of norm(h_l); "+
-		"L2 strength chosen on validation accuracy from %s.\n\n", formatGrid(r.Grid))
+		"L2 strength chosen on validation accuracy from %s", formatGrid(r.Grid))
+	if r.MaxIter > 0 {
+		fmt.Fprintf(&b, "; at most %d iterations per fit", r.MaxIter)
+	}
+	if r.Patience > 0 {
+		fmt.Fprintf(&b, "; each grid, fitted from the strongest λ down, stops after %d λ in a row "+
+			"score below the best validation accuracy so far", r.Patience)
+	}
+	b.WriteString(".\n\n")
 	b.WriteString("| layer | features | dim | val acc | test acc | train acc | chosen L2 | C | iterations | fit s |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	best, haveBest := r.Best()
@@ -336,6 +349,17 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if row.Cached != "" {
 			fmt.Fprintf(&b, "\nBaseline %q was fitted by an earlier run on the same images, splits and settings; "+
 				"its row (fit times included) is reused from %s.\n", row.Name, row.Cached)
+		}
+	}
+	for _, row := range append(slices.Clone(r.Rows), r.Baselines...) {
+		var skipped []string
+		for _, p := range row.Grid {
+			if p.Skipped {
+				skipped = append(skipped, fmt.Sprintf("%g", p.L2))
+			}
+		}
+		if len(skipped) > 0 {
+			fmt.Fprintf(&b, "\n%s: grid stopped early, λ ∈ {%s} not fitted.\n", row.Name, strings.Join(skipped, ", "))
 		}
 	}
 	var unconverged []string

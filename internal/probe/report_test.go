@@ -159,6 +159,22 @@ func TestReportMarkdown(t *testing.T) {
 	if !strings.Contains(b.String(), "; no raw-pixel baseline") {
 		t.Errorf("markdown without baseline:\n%s", b.String())
 	}
+	// The fit settings, and where a grid stopped early, are stated.
+	r = fixedReport()
+	r.MaxIter, r.Patience = 3000, 2
+	r.Baselines[0].Grid = []GridPoint{{L2: 1e-2, ValAcc: 0.41}, {L2: 1e-3, ValAcc: 0.40}, {L2: 1e-4, Skipped: true}}
+	b.Reset()
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"λ ∈ {0.01, 0.001, 0.0001}; at most 3000 iterations per fit; each grid, fitted from the strongest λ down, stops after 2 λ in a row",
+		"raw pixels: grid stopped early, λ ∈ {0.0001} not fitted.",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
+	}
 }
 
 func TestReportJSON(t *testing.T) {

@@ -16,6 +16,9 @@ type GridPoint struct {
 	Converged  bool    `json:"converged"`
 	Objective  float64 `json:"objective"`
 	FitSeconds float64 `json:"fit_seconds"`
+	// Skipped marks a λ that was not fitted: the grid stopped early (see
+	// Options.Patience). Only L2 and C are set.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // Selection is the outcome of SelectL2.
@@ -55,7 +58,9 @@ func GridFromC(cs []float64, n int) []float64 {
 // λ with the best accuracy on (valX, valY); ties go to the larger λ. Fits run
 // from the strongest λ to the weakest, each warm-started from the previous
 // solution (the first from opts.Init or zero), which changes iteration counts
-// but not the optimum being sought.
+// but not the optimum being sought. With opts.Patience > 0 the path stops
+// once that many consecutive λ values have scored below the best validation
+// accuracy so far; the weaker λ values left are marked Skipped.
 func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []float64, opts Options) (*Selection, error) {
 	if len(grid) == 0 {
 		return nil, fmt.Errorf("probe: select L2: empty grid")
@@ -82,7 +87,16 @@ func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []flo
 
 	sel := &Selection{Points: make([]GridPoint, len(grid)), Best: -1}
 	fits := make([]*FitResult, len(grid))
-	for _, gi := range order {
+	worse := 0 // consecutive fits below the best validation accuracy so far
+	for oi, gi := range order {
+		if opts.Patience > 0 && worse >= opts.Patience {
+			for _, si := range order[oi:] {
+				sel.Points[si] = GridPoint{L2: grid[si], C: CFromLambda(grid[si], trainX.Rows), Skipped: true}
+			}
+			opts.logger().Debug("probe: grid stopped early", "patience", opts.Patience,
+				"best_lambda", grid[sel.Best], "skipped", len(order)-oi)
+			break
+		}
 		res, err := Fit(trainX, trainY, grid[gi], opts)
 		if err != nil {
 			return nil, fmt.Errorf("probe: select L2: λ=%g: %w", grid[gi], err)
@@ -106,6 +120,11 @@ func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []flo
 		b := sel.Best
 		if b < 0 || val > sel.Points[b].ValAcc || (val == sel.Points[b].ValAcc && grid[gi] > grid[b]) {
 			sel.Best = gi
+		}
+		if sel.Best == gi || val >= sel.Points[sel.Best].ValAcc {
+			worse = 0
+		} else {
+			worse++
 		}
 	}
 	sel.Fit = fits[sel.Best]
