@@ -60,8 +60,9 @@ type Options struct {
 	// Patience, used by SelectL2 only, stops the descent along the λ grid
 	// after this many consecutive λ values score below the best validation
 	// accuracy so far (0: fit every λ). Accuracy that falls as λ weakens is
-	// overfitting, which weaker λ values only deepen; the stop saves their
-	// fits, the slowest of the grid.
+	// usually overfitting, which weaker λ values deepen; the stop saves
+	// their fits, the slowest of the grid, at the risk of missing a later
+	// rise (the report names the λ it skipped).
 	Patience int
 	// Workers bounds the goroutines of one evaluation; 0 means GOMAXPROCS.
 	// The result does not depend on it.
