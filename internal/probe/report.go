@@ -351,7 +351,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				"its row (fit times included) is reused from %s.\n", row.Name, row.Cached)
 		}
 	}
-	for _, row := range append(slices.Clone(r.Rows), r.Baselines...) {
+	all := append(slices.Clone(r.Rows), r.Baselines...)
+	for _, row := range all {
 		var skipped []string
 		for _, p := range row.Grid {
 			if p.Skipped {
@@ -363,7 +364,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 	}
 	var unconverged []string
-	for _, row := range append(slices.Clone(r.Rows), r.Baselines...) {
+	for _, row := range all {
 		if !row.Converged {
 			unconverged = append(unconverged, row.Name)
 		}
