@@ -121,7 +121,7 @@ func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []flo
 		if b < 0 || val > sel.Points[b].ValAcc || (val == sel.Points[b].ValAcc && grid[gi] > grid[b]) {
 			sel.Best = gi
 		}
-		if sel.Best == gi || val >= sel.Points[sel.Best].ValAcc {
+		if val >= sel.Points[sel.Best].ValAcc { // a new best, or a tie with it
 			worse = 0
 		} else {
 			worse++
