@@ -5,33 +5,28 @@
 package pipelines
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/igpt/igpt/internal/datasets"
+	"github.com/igpt/igpt/internal/imgproc"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 )
 
 func init() {
-	beam.RegisterType(reflect.TypeOf((*datasets.Item)(nil)).Elem())
 	beam.RegisterType(reflect.TypeOf((*records.Image)(nil)).Elem())
 
-	register.DoFn3x1[context.Context, string, func(datasets.Item), error](&ReadUnitFn{})
-	register.DoFn3x1[datasets.Item, func(string, records.Image), func(string), error](&DecodeFn{})
-	register.DoFn4x1[context.Context, string, func(*records.Image) bool, func(string), error](&WriteShardFn{})
+	register.DoFn3x1[context.Context, string, func(string), error](&ReadLinesFn{})
+	register.DoFn3x1[context.Context, string, func(string), error](&ReadUnitFn{})
 	register.DoFn3x1[context.Context, int, func(*string) bool, error](&WriteStatsFn{})
-	register.Function1x1(skippedEvent)
-	register.Emitter1[datasets.Item]()
-	register.Emitter2[string, records.Image]()
 	register.Emitter1[string]()
 	register.Iter1[records.Image]()
 	register.Iter1[string]()
@@ -43,10 +38,24 @@ const StatsName = "_stats.json"
 
 // DownloadConfig is the download pipeline's input.
 type DownloadConfig struct {
-	Units   []datasets.Unit  // from datasets.Inspect; paths readable by workers
-	Options datasets.Options // decoding policy
-	Shards  map[string]int   // shards per split; every split of Units must be present
-	Dir     string           // output folder (local or gs://)
+	// Units is a file of JSON lines, one UnitTask each, written by the
+	// launcher (WriteLines): the job graph carries its path only, so its
+	// size does not grow with the source.
+	Units string
+	// ShardBytes is the decoded pixel bytes after which a unit's output
+	// shard is closed and the next one begun.
+	ShardBytes int64
+	// Resize, when > 0, scales every image so its short side is Resize and
+	// crops the centre Resize×Resize square, in the workers.
+	Resize int
+	Dir    string // output folder (local or gs://)
+}
+
+// UnitTask is one line of DownloadConfig.Units: a unit and its index among
+// its split's units (which names its shards).
+type UnitTask struct {
+	Index int           `json:"index"`
+	Unit  datasets.Unit `json:"unit"`
 }
 
 // ShardStats describes one written shard.
@@ -64,146 +73,194 @@ type DownloadStats struct {
 	Skipped []string     `json:"skipped"` // one line per skipped image: source and reason
 }
 
-// Download reads every unit of a dataset source in parallel, decodes its
-// images, assigns each to one of N shards of its split by a hash of its key,
-// and writes each shard sorted by key (so a retried bundle rewrites the same
-// bytes), then StatsName.
+// Download reads every unit of a dataset source in parallel. One worker
+// streams one unit from its source (local or gs://, never copied whole),
+// decodes its images and writes them in source order to that unit's own
+// shards, each closed after ShardBytes of pixels: no image crosses a
+// shuffle, so memory per worker is one image plus write buffers whatever
+// the dataset's size, and a retried unit rewrites the same bytes. Then
+// StatsName lists the shards and skipped images.
 func Download(s beam.Scope, cfg DownloadConfig) error {
 	s = s.Scope("download")
-	var units []string
-	for _, u := range cfg.Units {
-		if cfg.Shards[u.Split] <= 0 {
-			return fmt.Errorf("pipelines: download: no shard count for split %q", u.Split)
-		}
-		b, err := json.Marshal(u)
-		if err != nil {
-			return fmt.Errorf("pipelines: download: encode unit: %w", err)
-		}
-		units = append(units, string(b))
+	if cfg.Units == "" || cfg.ShardBytes <= 0 {
+		return fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
 	}
-	if len(units) == 0 {
-		return fmt.Errorf("pipelines: download: the source has no units to read")
-	}
-	col := beam.CreateList(s.Scope("ListUnits"), units)
-	col = beam.Reshuffle(s.Scope("SpreadUnits"), col)
-	items := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{}, col)
-	items = beam.Reshuffle(s.Scope("SpreadItems"), items)
-	keyed, skipped := beam.ParDo2(s.Scope("Decode"), &DecodeFn{Options: cfg.Options, Shards: cfg.Shards}, items)
-	grouped := beam.GroupByKey(s.Scope("GroupShards"), keyed)
-	written := beam.ParDo(s.Scope("WriteShards"), &WriteShardFn{Dir: cfg.Dir, Shards: cfg.Shards}, grouped)
-	events := beam.Flatten(s.Scope("Events"), written, beam.ParDo(s, skippedEvent, skipped))
+	units := beam.Reshuffle(s.Scope("SpreadUnits"), CreateFromFile(s.Scope("ListUnits"), cfg.Units))
+	events := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{Dir: cfg.Dir, ShardBytes: cfg.ShardBytes, Resize: cfg.Resize}, units)
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, events))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards}, all)
+	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
 	return nil
 }
 
-// ReadUnitFn streams the items of one JSON-encoded datasets.Unit.
-type ReadUnitFn struct{}
+// CreateFromFile is beam.CreateList for a list the launcher wrote to a
+// file with WriteLines: the lines become the PCollection, and the job graph
+// holds the file's path, not the list.
+func CreateFromFile(s beam.Scope, path string) beam.PCollection {
+	return beam.ParDo(s, &ReadLinesFn{}, beam.Create(s, path))
+}
+
+// WriteLines writes one JSON value a line to path, for CreateFromFile.
+func WriteLines[T any](ctx context.Context, path string, items []T) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, it := range items {
+		if err := enc.Encode(it); err != nil {
+			return fmt.Errorf("pipelines: encode %s: %w", path, err)
+		}
+	}
+	return storage.WriteFile(ctx, path, b.Bytes())
+}
+
+// ReadLinesFn emits the non-empty lines of a file.
+type ReadLinesFn struct{}
+
+// ProcessElement reads the file at path.
+func (f *ReadLinesFn) ProcessElement(ctx context.Context, path string, emit func(string)) error {
+	data, err := storage.ReadFile(ctx, path)
+	if err != nil {
+		return err
+	}
+	for line := range bytes.Lines(data) {
+		if l := strings.TrimSpace(string(line)); l != "" {
+			emit(l)
+		}
+	}
+	return nil
+}
+
+// ReadUnitFn reads, decodes and writes one unit (a JSON UnitTask) and emits
+// a stats event (JSON) per written shard and skipped image.
+type ReadUnitFn struct {
+	Dir        string
+	ShardBytes int64
+	Resize     int
+}
 
 // ProcessElement reads one unit.
-func (f *ReadUnitFn) ProcessElement(ctx context.Context, unitJSON string, emit func(datasets.Item)) error {
-	var u datasets.Unit
-	if err := json.Unmarshal([]byte(unitJSON), &u); err != nil {
+func (f *ReadUnitFn) ProcessElement(ctx context.Context, taskJSON string, emit func(string)) error {
+	var t UnitTask
+	if err := json.Unmarshal([]byte(taskJSON), &t); err != nil {
 		return fmt.Errorf("download: decode unit: %w", err)
 	}
-	var err error
-	if u.Path, err = localize(ctx, u.Path); err != nil {
-		return err
-	}
-	if u.LabelPath != "" {
-		if u.LabelPath, err = localize(ctx, u.LabelPath); err != nil {
+	u := t.Unit
+	if !datasets.ReadsInPlace(u.Format) {
+		// The older readers need a local file; a copy is made on this
+		// worker, never by the launcher.
+		var err error
+		if u.Path, err = localize(ctx, u.Path); err != nil {
 			return err
 		}
+		if u.LabelPath != "" {
+			if u.LabelPath, err = localize(ctx, u.LabelPath); err != nil {
+				return err
+			}
+		}
 	}
-	return datasets.ReadUnit(ctx, u, func(it datasets.Item) error {
-		emit(it)
-		return nil
-	})
-}
-
-// DecodeFn decodes items into images keyed by their shard, "split|index".
-type DecodeFn struct {
-	Options datasets.Options
-	Shards  map[string]int
-}
-
-// ProcessElement decodes one item; bad images go to skip under the "skip"
-// policy and fail the pipeline under "fail".
-func (f *DecodeFn) ProcessElement(it datasets.Item, emit func(string, records.Image), skip func(string)) error {
-	img, err := datasets.Decode(it, f.Options)
-	if err != nil {
+	w := &unitWriter{dir: f.Dir, split: u.Split, unit: t.Index, limit: f.ShardBytes, emit: emit}
+	err := datasets.ReadUnit(ctx, u, func(it datasets.Item) error {
+		img, err := datasets.Decode(it, u.Options)
 		if isSkipped(err) {
-			skip(err.Error())
+			emit(skippedEvent(err.Error()))
 			return nil
 		}
-		return err
-	}
-	emit(ShardKey(it.Split, ShardOf(img.Key, f.Shards[it.Split])), img)
-	return nil
-}
-
-// ShardOf assigns a record key to one of n shards by FNV-1a hash.
-func ShardOf(key string, n int) int {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	return int(h.Sum64() % uint64(n))
-}
-
-// ShardKey joins a split and a shard index.
-func ShardKey(split string, i int) string { return split + "|" + strconv.Itoa(i) }
-
-func parseShardKey(k string) (string, int, error) {
-	i := strings.LastIndexByte(k, '|')
-	if i < 0 {
-		return "", 0, fmt.Errorf("bad shard key %q", k)
-	}
-	n, err := strconv.Atoi(k[i+1:])
-	return k[:i], n, err
-}
-
-// WriteShardFn writes one shard's images, sorted by key, and emits its
-// ShardStats as JSON.
-type WriteShardFn struct {
-	Dir    string
-	Shards map[string]int
-}
-
-// ProcessElement writes one shard.
-func (f *WriteShardFn) ProcessElement(ctx context.Context, key string, iter func(*records.Image) bool, emit func(string)) error {
-	split, idx, err := parseShardKey(key)
-	if err != nil {
-		return err
-	}
-	var imgs []records.Image
-	var img records.Image
-	for iter(&img) {
-		imgs = append(imgs, img)
-		img = records.Image{}
-	}
-	sort.Slice(imgs, func(i, j int) bool { return imgs[i].Key < imgs[j].Key })
-	for i := 1; i < len(imgs); i++ {
-		if imgs[i].Key == imgs[i-1].Key {
-			return fmt.Errorf("download: two images with key %q in split %s", imgs[i].Key, split)
+		if err != nil {
+			return err
 		}
+		if f.Resize > 0 && (img.H != f.Resize || img.W != f.Resize) {
+			if img.Pix, err = imgproc.ShortSideCrop(img.Pix, img.H, img.W, img.C, f.Resize); err != nil {
+				return fmt.Errorf("download: %s: %w", it.Source, err)
+			}
+			img.H, img.W = f.Resize, f.Resize
+		}
+		return w.write(ctx, &img)
+	})
+	if err == nil {
+		err = w.close()
 	}
-	st, err := writeImageShard(ctx, f.Dir, split, idx, f.Shards[split], imgs)
 	if err != nil {
+		w.abort()
 		return fmt.Errorf("download: %w", err)
 	}
-	b, _ := json.Marshal(statsEvent{Shard: &st})
-	emit(string(b))
 	return nil
+}
+
+// unitWriter streams one unit's images into shards named
+// <split>-<unit>-part<NNNN>.msgpack, starting a new shard once the current
+// one holds limit bytes of pixels.
+type unitWriter struct {
+	dir, split string
+	unit       int
+	limit      int64
+	emit       func(string)
+
+	part   int
+	pixels int64
+	w      *storage.Writer
+	rw     *records.Writer
+	st     ShardStats
+}
+
+// UnitShardName names part of the shards written for unit of split.
+func UnitShardName(split string, unit, part int) string {
+	return fmt.Sprintf("%s-%05d-part%04d.msgpack", split, unit, part)
+}
+
+func (u *unitWriter) write(ctx context.Context, img *records.Image) error {
+	if u.w == nil {
+		name := UnitShardName(u.split, u.unit, u.part)
+		w, err := storage.Create(ctx, storage.Join(u.dir, name))
+		if err != nil {
+			return err
+		}
+		rw, err := records.NewWriter(w, records.KindImage)
+		if err != nil {
+			w.Abort()
+			return fmt.Errorf("write %s: %w", w.Path(), err)
+		}
+		u.w, u.rw = w, rw
+		u.st = ShardStats{Name: name, Split: u.split, Labels: map[int]int64{}}
+	}
+	if err := u.rw.Write(img); err != nil {
+		return fmt.Errorf("write %s: %w", u.w.Path(), err)
+	}
+	u.st.Labels[img.Label]++
+	u.pixels += int64(len(img.Pix))
+	if u.pixels >= u.limit {
+		return u.close()
+	}
+	return nil
+}
+
+// close publishes the open shard, if any, and emits its stats.
+func (u *unitWriter) close() error {
+	if u.w == nil {
+		return nil
+	}
+	if err := u.rw.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", u.w.Path(), err)
+	}
+	if err := u.w.Close(); err != nil {
+		return err
+	}
+	u.st.Records, u.st.Bytes = int64(u.rw.Count()), u.rw.Bytes()
+	b, _ := json.Marshal(statsEvent{Shard: &u.st})
+	u.emit(string(b))
+	u.w, u.rw, u.pixels = nil, nil, 0
+	u.part++
+	return nil
+}
+
+func (u *unitWriter) abort() {
+	if u.w != nil {
+		u.w.Abort()
+		u.w = nil
+	}
 }
 
 // statsEvent is what WriteStatsFn gathers: a written shard or a skipped image.
 type statsEvent struct {
 	Shard   *ShardStats `json:"shard,omitempty"`
 	Skipped string      `json:"skipped,omitempty"`
-}
-
-// writeImageShard writes images to shard idx of n of split in dir.
-func writeImageShard(ctx context.Context, dir, split string, idx, n int, imgs []records.Image) (ShardStats, error) {
-	return writeShard(ctx, dir, split, idx, n, records.KindImage, imgs, func(x *records.Image) int { return x.Label })
 }
 
 // writeShard writes recs, in order, as shard idx of n of split in dir,
@@ -248,12 +305,11 @@ func skippedEvent(reason string) string {
 }
 
 // WriteStatsFn gathers every shard's stats and skipped image, writes empty
-// shards (of Kind, default Image) for indices that received no record, so
+// Tokens shards for the indices of Shards that received no record, so
 // "of-N" names hold, and writes StatsName.
 type WriteStatsFn struct {
 	Dir    string
-	Shards map[string]int
-	Kind   records.Kind
+	Shards map[string]int // nil: no empty shards to fill
 }
 
 // ProcessElement runs once, on the single fixed key.
@@ -280,13 +336,7 @@ func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*str
 			if hasShard(out.Shards, name) {
 				continue
 			}
-			var st ShardStats
-			var err error
-			if f.Kind == records.KindTokens {
-				st, err = writeShard(ctx, f.Dir, split, i, n, records.KindTokens, []records.Tokens(nil), func(x *records.Tokens) int { return x.Label })
-			} else {
-				st, err = writeImageShard(ctx, f.Dir, split, i, n, nil)
-			}
+			st, err := writeShard(ctx, f.Dir, split, i, n, records.KindTokens, []records.Tokens(nil), func(x *records.Tokens) int { return x.Label })
 			if err != nil {
 				return err
 			}

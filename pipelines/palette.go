@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 
@@ -24,8 +25,10 @@ func init() {
 
 // PaletteConfig is the palette pipeline's input.
 type PaletteConfig struct {
-	Shards    []string // Image shards to count (the training split)
-	Histogram string   // where to write the colour histogram (msgpack)
+	// Shards is a file of ShardInput JSON lines (WriteLines): the Image
+	// shards to count, the training split.
+	Shards    string
+	Histogram string // where to write the colour histogram (msgpack)
 }
 
 // Palette builds the exact colour histogram of every pixel of the given
@@ -33,11 +36,11 @@ type PaletteConfig struct {
 // k-means that turns it into a palette runs in the driver: it needs only
 // the distinct colours and their counts.
 func Palette(s beam.Scope, cfg PaletteConfig) error {
-	if len(cfg.Shards) == 0 {
-		return fmt.Errorf("pipelines: palette: no shards to read")
+	if cfg.Shards == "" {
+		return fmt.Errorf("pipelines: palette: no shard list to read")
 	}
 	s = s.Scope("palette")
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), beam.CreateList(s.Scope("ListShards"), cfg.Shards))
+	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Shards))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
 	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
 	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
@@ -48,8 +51,12 @@ func Palette(s beam.Scope, cfg PaletteConfig) error {
 type ReadImagesFn struct{}
 
 // ProcessElement reads one shard.
-func (f *ReadImagesFn) ProcessElement(ctx context.Context, path string, emit func(records.Image)) error {
-	return readImages(ctx, path, func(img records.Image) error { emit(img); return nil })
+func (f *ReadImagesFn) ProcessElement(ctx context.Context, input string, emit func(records.Image)) error {
+	var in ShardInput
+	if err := json.Unmarshal([]byte(input), &in); err != nil {
+		return fmt.Errorf("palette: bad input %q: %w", input, err)
+	}
+	return readImages(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
 }
 
 // readImages streams the Image records of a shard to fn.

@@ -35,7 +35,7 @@ func writeRandomShards(t *testing.T, n, perShard int) ([]string, map[uint32]uint
 			}
 			imgs = append(imgs, records.Image{Key: fmt.Sprintf("k%d-%d", s, i), H: 4, W: 4, C: 3, Pix: pix})
 		}
-		st, err := writeImageShard(context.Background(), dir, "train", s, n, imgs)
+		st, err := writeShard(context.Background(), dir, "train", s, n, records.KindImage, imgs, func(x *records.Image) int { return x.Label })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,8 +49,16 @@ func writeRandomShards(t *testing.T, n, perShard int) ([]string, map[uint32]uint
 func TestPaletteHistogram(t *testing.T) {
 	paths, want := writeRandomShards(t, 5, 40)
 	out := filepath.Join(t.TempDir(), "hist.msgpack")
+	var inputs []ShardInput
+	for _, p := range paths {
+		inputs = append(inputs, ShardInput{Path: p, Split: "train"})
+	}
+	list := filepath.Join(t.TempDir(), "inputs.jsonl")
+	if err := WriteLines(context.Background(), list, inputs); err != nil {
+		t.Fatal(err)
+	}
 	p, s := beam.NewPipelineWithRoot()
-	if err := Palette(s, PaletteConfig{Shards: paths, Histogram: out}); err != nil {
+	if err := Palette(s, PaletteConfig{Shards: list, Histogram: out}); err != nil {
 		t.Fatal(err)
 	}
 	ptest.RunAndValidate(t, p)
@@ -95,9 +103,9 @@ func TestShardAssignment(t *testing.T) {
 	counts := make([]int, 8)
 	for i := 0; i < 8000; i++ {
 		k := fmt.Sprintf("train/%06d", i)
-		s := ShardOf(k, 8)
-		if s != ShardOf(k, 8) {
-			t.Fatal("ShardOf is not deterministic")
+		s := seededHash(3, "shard", k) % 8
+		if s != seededHash(3, "shard", k)%8 {
+			t.Fatal("seededHash is not deterministic")
 		}
 		counts[s]++
 	}

@@ -65,7 +65,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) error {
 	grouped := beam.GroupByKey(s.Scope("GroupLayers"), feats)
 	written := beam.ParDo(s.Scope("WriteFeatures"), &WriteFeaturesFn{Dir: cfg.Dir}, grouped)
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Kind: records.KindFeatures}, all)
+	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
 	return nil
 }
 

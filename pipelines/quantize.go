@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -34,7 +36,7 @@ type ShardInput struct {
 
 // QuantizeConfig is the quantize pipeline's input.
 type QuantizeConfig struct {
-	Inputs  []ShardInput
+	Inputs  string // a file of ShardInput JSON lines (WriteLines)
 	Palette []byte // an encoded records.Palette; becomes a side input
 	// Resize, when set, scales every image to [h, w] (area filter) first.
 	Resize [2]int
@@ -52,19 +54,14 @@ type QuantizeConfig struct {
 // spread over shards and ordered within each shard by a seeded hash of
 // their key: a deterministic shuffle.
 func Quantize(s beam.Scope, cfg QuantizeConfig) error {
-	if len(cfg.Inputs) == 0 {
-		return fmt.Errorf("pipelines: quantize: no input shards")
+	if cfg.Inputs == "" {
+		return fmt.Errorf("pipelines: quantize: no input shard list")
 	}
 	if _, err := records.DecodePalette(cfg.Palette, "side input"); err != nil {
 		return fmt.Errorf("pipelines: quantize: %w", err)
 	}
 	s = s.Scope("quantize")
-	var inputs []string
-	for _, in := range cfg.Inputs {
-		b, _ := json.Marshal(in)
-		inputs = append(inputs, string(b))
-	}
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), beam.CreateList(s.Scope("ListShards"), inputs))
+	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadSplitImagesFn{}, paths)
 	palette := beam.Create(s.Scope("Palette"), cfg.Palette)
 	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards},
@@ -72,7 +69,7 @@ func Quantize(s beam.Scope, cfg QuantizeConfig) error {
 	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
 	written := beam.ParDo(s.Scope("WriteShards"), &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}, grouped)
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards, Kind: records.KindTokens}, all)
+	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards}, all)
 	return nil
 }
 
@@ -169,6 +166,18 @@ func lutFor(palette []byte) (*kmeans.LUT, *records.Palette, error) {
 	clear(lutCache) // one palette per pipeline: keep memory at one table
 	lutCache[key] = &cachedLUT{lut, p}
 	return lut, p, nil
+}
+
+// ShardKey joins a split and a shard index.
+func ShardKey(split string, i int) string { return split + "|" + strconv.Itoa(i) }
+
+func parseShardKey(k string) (string, int, error) {
+	i := strings.LastIndexByte(k, '|')
+	if i < 0 {
+		return "", 0, fmt.Errorf("bad shard key %q", k)
+	}
+	n, err := strconv.Atoi(k[i+1:])
+	return k[:i], n, err
 }
 
 // seededHash is FNV-1a over the seed, a purpose tag and a key.

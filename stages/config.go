@@ -51,15 +51,31 @@ type DatasetConfig struct {
 	OnBadImage string `yaml:"on_bad_image" json:"on_bad_image,omitempty"`
 	// CIFAR100Label picks CIFAR-100's "fine" (default) or "coarse" labels.
 	CIFAR100Label string `yaml:"cifar100_label" json:"cifar100_label,omitempty"`
+	// Splits maps split names to their own source patterns (webdataset:
+	// {train: "gs://b/train-{000000..000146}.tar", test: "gs://b/val-*.tar"}).
+	Splits map[string]string `yaml:"splits" json:"splits,omitempty"`
 }
 
 // DownloadConfig tunes the download stage's output.
 type DownloadConfig struct {
-	// Shards per split, e.g. {train: 8, test: 2}. Splits left out get
-	// one shard per 32 MiB of pixels when the dataset's size is known,
-	// else 4.
-	Shards map[string]int `yaml:"shards" json:"shards,omitempty"`
+	// ShardMiB is the decoded pixels, in MiB, after which a source unit's
+	// output shard is closed and the next begun (default 128). It bounds a
+	// worker's memory and sets the parallelism of the stages that follow.
+	ShardMiB int `yaml:"shard_mib" json:"shard_mib,omitempty"`
+	// Resize, when > 0, scales every image so its short side is Resize and
+	// crops the centre Resize×Resize square, in the workers (the paper's
+	// preparation of ImageNet at 32, 48 and 64).
+	Resize int `yaml:"resize" json:"resize,omitempty"`
+	// Shards was the shard count per split before shards followed source
+	// units; it is refused with a pointer to ShardMiB.
+	Shards map[string]int `yaml:"shards" json:"-"`
 }
+
+// defaultShardMiB is download.shard_mib's default.
+const defaultShardMiB = 128
+
+// maxDownloadResize bounds download.resize (a 4096² RGB image is 48 MiB).
+const maxDownloadResize = 4096
 
 // PaletteConfig tunes the palette stage's k-means.
 type PaletteConfig struct {
@@ -351,10 +367,14 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("dataset.on_bad_image must be fail or skip, got %q", d.OnBadImage)
 	}
-	for split, n := range c.Download.Shards {
-		if n <= 0 {
-			return fmt.Errorf("download.shards.%s must be positive, got %d", split, n)
-		}
+	if len(c.Download.Shards) > 0 {
+		return fmt.Errorf("download.shards is no longer used: each source unit now writes its own shards; set download.shard_mib (MiB of pixels per shard, default %d) instead", defaultShardMiB)
+	}
+	if c.Download.ShardMiB < 0 || c.Download.ShardMiB > 4096 {
+		return fmt.Errorf("download.shard_mib must be in 1..4096 (MiB of pixels per shard), got %d", c.Download.ShardMiB)
+	}
+	if c.Download.Resize < 0 || c.Download.Resize > maxDownloadResize {
+		return fmt.Errorf("download.resize must be in 1..%d (the short side, then a centre crop), got %d", maxDownloadResize, c.Download.Resize)
 	}
 	if c.Palette.K < 2 || c.Palette.K > 65536 {
 		return fmt.Errorf("palette.k must be in 2..65536 (tokens are uint16), got %d", c.Palette.K)

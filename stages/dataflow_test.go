@@ -64,7 +64,7 @@ func TestDataflowDryRun(t *testing.T) {
 	if !strings.Contains(all, "Dry-run: not submitting job") {
 		t.Fatalf("no dry-run job printed; Beam logged:\n%.2000s", all)
 	}
-	for _, transform := range []string{"download/ReadUnits", "download/Decode", "download/GroupShards", "download/WriteShards", "download/WriteStats"} {
+	for _, transform := range []string{"download/ListUnits", "download/ReadUnits", "download/Collect", "download/WriteStats"} {
 		if !strings.Contains(all, transform) {
 			t.Errorf("the Dataflow job does not name transform %s", transform)
 		}

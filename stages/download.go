@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -22,7 +23,7 @@ func init() { Register(downloadStage{}) }
 type downloadStage struct{}
 
 func (downloadStage) Name() string       { return "download" }
-func (downloadStage) Version() int       { return 1 }
+func (downloadStage) Version() int       { return 2 }
 func (downloadStage) Upstream() []string { return nil }
 
 func (downloadStage) Params(cfg *Config) any {
@@ -32,9 +33,13 @@ func (downloadStage) Params(cfg *Config) any {
 	}{cfg.Dataset, cfg.Download}
 }
 
-// shardTarget is the pixel bytes per shard used when a split's shard count
-// is not configured.
-const shardTarget = 32 << 20
+// UnitsName is the file, in the download stage's folder, that lists the
+// source units for the workers; the job graph holds only its path.
+const UnitsName = "_units.jsonl"
+
+// InputsName is the file, in a Beam stage's folder, that lists its input
+// shards for the workers, for the same reason.
+const InputsName = "_inputs.jsonl"
 
 func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	cfg := rc.Config
@@ -42,24 +47,20 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := datasetOptions(cfg.Dataset)
-	src, err := fetchSource(ctx, rc, spec)
+	src, layout, err := planSource(ctx, rc, spec)
 	if err != nil {
 		return nil, err
 	}
-	layout, err := datasets.Inspect(ctx, spec, src, opt)
-	if err != nil {
+	tasks := unitTasks(layout.Units)
+	unitsPath := storage.Join(rc.Dir, UnitsName)
+	if err := pipelines.WriteLines(ctx, unitsPath, tasks); err != nil {
 		return nil, err
 	}
-	units, err := remoteUnits(ctx, rc, layout.Units)
-	if err != nil {
-		return nil, err
-	}
-	shards := shardCounts(cfg.Download.Shards, spec, layout)
-	rc.Log.Info("download: reading source", "source", src, "units", len(units), "classes", len(layout.Classes), "shards", shards)
+	shardMiB := cmp.Or(cfg.Download.ShardMiB, defaultShardMiB)
+	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
 
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: units, Options: opt, Shards: shards, Dir: rc.Dir}); err != nil {
+	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc.Runner, p)
@@ -70,12 +71,72 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, meta := downloadMeta(spec, layout.Classes, st, src)
+	classes := layout.Classes
+	if classes == nil {
+		classes = numericClasses(st)
+	}
+	files, meta := downloadMeta(spec, classes, st, src)
+	meta["units"] = len(tasks)
 	out := &Output{JobID: job, Files: files, Meta: meta}
 	if len(st.Skipped) > 0 {
 		rc.Log.Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
 	}
 	return out, nil
+}
+
+// planSource lists the source's units. A source read in place (imagenet,
+// webdataset, the npz batches) is only listed here, never downloaded or
+// read; the others are fetched and verified as before.
+func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string, datasets.Layout, error) {
+	opt := datasetOptions(rc.Config.Dataset)
+	if datasets.ReadsInPlace(spec.Format) {
+		src := strings.TrimPrefix(rc.Config.Dataset.Source, "file://")
+		if src == "" && len(rc.Config.Dataset.Splits) == 0 {
+			return "", datasets.Layout{}, fmt.Errorf("dataset.source is required for %s: the folder, gs:// prefix or pattern holding its files (%s)", spec.Name, spec.Homepage)
+		}
+		if rc.Config.Dataset.SHA256 != "" {
+			return "", datasets.Layout{}, fmt.Errorf("dataset.sha256 cannot be checked for %s: its files are read in place by the workers, never downloaded whole; remove it", spec.Name)
+		}
+		layout, err := datasets.InspectInPlace(ctx, spec, src, rc.Config.Dataset.Splits, opt)
+		return src, layout, err
+	}
+	src, err := fetchSource(ctx, rc, spec)
+	if err != nil {
+		return "", datasets.Layout{}, err
+	}
+	layout, err := datasets.Inspect(ctx, spec, src, opt)
+	if err != nil {
+		return "", datasets.Layout{}, err
+	}
+	layout.Units, err = remoteUnits(ctx, rc, layout.Units)
+	return src, layout, err
+}
+
+// unitTasks numbers each unit within its split, in the layout's order.
+func unitTasks(units []datasets.Unit) []pipelines.UnitTask {
+	next := map[string]int{}
+	tasks := make([]pipelines.UnitTask, len(units))
+	for i, u := range units {
+		tasks[i] = pipelines.UnitTask{Index: next[u.Split], Unit: u}
+		next[u.Split]++
+	}
+	return tasks
+}
+
+// numericClasses names the labels of a source without class names
+// (WebDataset's .cls integers) by their number, 0 … the largest seen.
+func numericClasses(st *pipelines.DownloadStats) []string {
+	top := -1
+	for _, sh := range st.Shards {
+		for l := range sh.Labels {
+			top = max(top, l)
+		}
+	}
+	c := make([]string, top+1)
+	for i := range c {
+		c[i] = strconv.Itoa(i)
+	}
+	return c
 }
 
 func datasetOptions(d DatasetConfig) datasets.Options {
@@ -122,33 +183,6 @@ func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadSt
 		meta["skipped"] = st.Skipped
 	}
 	return files, meta
-}
-
-// shardCounts gives every split of units a shard count: configured, else
-// one per shardTarget bytes of pixels (counting the images Inspect found,
-// or the published split size), else 4.
-func shardCounts(conf map[string]int, spec datasets.Spec, layout datasets.Layout) map[string]int {
-	counts := layout.SplitCounts()
-	pixels := spec.H * spec.W * spec.C
-	if pixels == 0 {
-		pixels = 32 * 32 * 3 // folders of unknown size: assume CIFAR-sized images
-	}
-	out := map[string]int{}
-	for _, split := range layout.Splits() {
-		n := conf[split]
-		if n == 0 {
-			count := counts[split]
-			if count == 0 {
-				count = spec.Splits[split]
-			}
-			n = 4
-			if count > 0 {
-				n = max(1, (count*pixels+shardTarget-1)/shardTarget)
-			}
-		}
-		out[split] = n
-	}
-	return out
 }
 
 // cacheDir is where fetched sources are kept between runs: under the root

@@ -140,7 +140,7 @@ func TestDownloadIDX(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			src := testutil.SharedData(t, tc.dir)
-			st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: %s, source: %s}\ndownload: {shards: {train: 3, test: 1}}\n", t.TempDir(), tc.name, src), Options{})
+			st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: %s, source: %s}\ndownload: {shard_mib: 16}\n", t.TempDir(), tc.name, src), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +242,7 @@ func serveFile(t *testing.T, data []byte, fail func(n int, w http.ResponseWriter
 func TestDownloadCIFAR10BinaryOverHTTP(t *testing.T) {
 	archive, train, test := cifarBinaryArchive(t)
 	srv, _ := serveFile(t, archive, nil)
-	st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: cifar10, source: %s/cifar-10-binary.tar.gz, sha256: %s}\ndownload: {shards: {train: 4, test: 2}}\n",
+	st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: cifar10, source: %s/cifar-10-binary.tar.gz, sha256: %s}\ndownload: {shard_mib: 1}\n",
 		t.TempDir(), srv.URL, sha(archive)), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -408,7 +408,7 @@ func TestDownloadFolderPolicies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s, image_size: [8, 8], on_bad_image: %s}\ndownload: {shards: {train: 2, test: 1}}\n", t.TempDir(), tc.src, tc.policy), Options{})
+			st, err := runDownload(t, fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s, image_size: [8, 8], on_bad_image: %s}\ndownload: {shard_mib: 1}\n", t.TempDir(), tc.src, tc.policy), Options{})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one naming %q", err, tc.wantErr)
@@ -437,7 +437,7 @@ func TestDownloadFolderPolicies(t *testing.T) {
 // TestRerunSkipsAndForce checks that a second run skips the finished stage
 // quickly, that --force reruns it, and that the outputs are byte-identical.
 func TestRerunSkipsAndForce(t *testing.T) {
-	yaml := fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s}\ndownload: {shards: {train: 2, test: 1}}\n", t.TempDir(), folderArchive(t, 8, nil))
+	yaml := fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s}\ndownload: {shard_mib: 1}\n", t.TempDir(), folderArchive(t, 8, nil))
 	st, err := runDownload(t, yaml, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -469,7 +469,7 @@ func TestRerunSkipsAndForce(t *testing.T) {
 
 func TestDownloadToGCS(t *testing.T) {
 	testutil.FakeGCS(t, "bkt")
-	yaml := fmt.Sprintf("root: gs://bkt/igpt\ndataset: {name: folder, source: %s}\ndownload: {shards: {train: 2, test: 1}}\n", folderArchive(t, 8, nil))
+	yaml := fmt.Sprintf("root: gs://bkt/igpt\ndataset: {name: folder, source: %s}\ndownload: {shard_mib: 1}\n", folderArchive(t, 8, nil))
 	st, err := runDownload(t, yaml, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -493,7 +493,7 @@ func TestDownloadToGCS(t *testing.T) {
 }
 
 func TestInspectCorruptShard(t *testing.T) {
-	yaml := fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s}\ndownload: {shards: {train: 1, test: 1}}\n", t.TempDir(), folderArchive(t, 8, nil))
+	yaml := fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s}\ndownload: {shard_mib: 1}\n", t.TempDir(), folderArchive(t, 8, nil))
 	st, err := runDownload(t, yaml, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -515,7 +515,7 @@ func TestRunnersAgree(t *testing.T) {
 	src := folderArchive(t, 8, nil)
 	var shards [2]map[string][]byte
 	for i, runner := range []string{"prism", "direct"} {
-		yaml := fmt.Sprintf("root: %s\nrunner: %s\ndataset: {name: folder, source: %s}\ndownload: {shards: {train: 3, test: 2}}\n", t.TempDir(), runner, src)
+		yaml := fmt.Sprintf("root: %s\nrunner: %s\ndataset: {name: folder, source: %s}\ndownload: {shard_mib: 1}\n", t.TempDir(), runner, src)
 		st, err := runDownload(t, yaml, Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", runner, err)
@@ -528,7 +528,7 @@ func TestRunnersAgree(t *testing.T) {
 			shards[i][f.Name], _ = os.ReadFile(st.Manifest.Path(f.Name))
 		}
 	}
-	if len(shards[0]) != 5 || len(shards[0]) != len(shards[1]) {
+	if len(shards[0]) != 2 || len(shards[0]) != len(shards[1]) { // one unit (the tar) per split
 		t.Fatalf("prism wrote %d shards, direct %d", len(shards[0]), len(shards[1]))
 	}
 	for name, b := range shards[0] {

@@ -40,17 +40,21 @@ func (paletteStage) Params(cfg *Config) any { return cfg.Palette }
 func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Palette
 	dl := rc.Inputs["download"]
-	var shards []string
+	var shards []pipelines.ShardInput
 	for _, f := range dl.Split(pc.Split) {
-		shards = append(shards, dl.Path(f.Name))
+		shards = append(shards, pipelines.ShardInput{Path: dl.Path(f.Name), Split: f.Split})
 	}
 	if len(shards) == 0 {
 		return nil, fmt.Errorf("palette: download output %s has no %q split to learn colours from (set palette.split)", dl.Dir, pc.Split)
 	}
 	histPath := storage.Join(rc.Dir, HistogramFile)
 	start := time.Now()
+	list := storage.Join(rc.Dir, InputsName)
+	if err := pipelines.WriteLines(ctx, list, shards); err != nil {
+		return nil, err
+	}
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: shards, Histogram: histPath}); err != nil {
+	if err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Histogram: histPath}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc.Runner, p)

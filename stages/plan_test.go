@@ -56,7 +56,7 @@ func chain(runs map[string]*int) map[string]Stage {
 }
 
 func testConfig(t *testing.T) *Config {
-	cfg, err := ParseConfig([]byte("root: " + t.TempDir() + "\ndataset: {name: cifar10}\ndownload: {shards: {train: 2}}\n"))
+	cfg, err := ParseConfig([]byte("root: " + t.TempDir() + "\ndataset: {name: cifar10}\ndownload: {shard_mib: 2}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestKeysPropagateDownstreamOnly(t *testing.T) {
 		changed []string
 	}{
 		{"root and runner change nothing", func(c *Config) { c.Root = t.TempDir(); c.Runner = "direct" }, nil},
-		{"download.shards changes b and c", func(c *Config) { c.Download.Shards["train"] = 3 }, []string{"b", "c"}},
+		{"download.shard_mib changes b and c", func(c *Config) { c.Download.ShardMiB = 3 }, []string{"b", "c"}},
 		{"dataset.name changes all", func(c *Config) { c.Dataset.Name = "mnist" }, []string{"a", "b", "c"}},
 	}
 	for _, tc := range tests {
@@ -198,7 +198,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"dataset: {name: folder}\n", "dataset.source is required"},
 		{"dataset: {name: folder, source: x, image_size: [32]}\n", "image_size"},
 		{"dataset: {name: folder, source: x, on_bad_image: ignore}\n", "on_bad_image"},
-		{"dataset: {name: cifar10}\ndownload: {shards: {train: 0}}\n", "download.shards.train"},
+		{"dataset: {name: cifar10}\ndownload: {shards: {train: 2}}\n", "download.shards is no longer used"},
+		{"dataset: {name: cifar10}\ndownload: {shard_mib: -1}\n", "download.shard_mib"},
+		{"dataset: {name: cifar10}\ndownload: {resize: 100000}\n", "download.resize"},
 	}
 	for _, tc := range tests {
 		_, err := ParseConfig([]byte(tc.yaml))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/pipelines"
 )
 
@@ -67,9 +68,13 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	rc.Log.Info("quantize: starting", "inputs", len(inputs), "k", pal.K, "val_fraction", valFrac, "shards", shards)
 
+	list := storage.Join(rc.Dir, InputsName)
+	if err := pipelines.WriteLines(ctx, list, inputs); err != nil {
+		return nil, err
+	}
 	p, s := beam.NewPipelineWithRoot()
 	if err := pipelines.Quantize(s, pipelines.QuantizeConfig{
-		Inputs: inputs, Palette: palBytes, Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
+		Inputs: list, Palette: palBytes, Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
 	}); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ import (
 func trainYAML(root, src string, steps, d, batch int, lr float64) string {
 	return fmt.Sprintf(`root: %s
 dataset: {name: folder, source: %s}
-download: {shards: {train: 2, test: 1}}
+download: {shard_mib: 1}
 palette: {k: 16}
 quantize: {val_fraction: 0.25, shards: {train: 3}}
 train: {model: nano, layers: 2, d: %d, heads: 4, batch: %d, steps: %d, warmup_steps: 5, lr: %g, eval_every: 10, eval_records: 4, checkpoint_every: 7, threads: 2}

@@ -172,6 +172,34 @@ var registry = map[string]Spec{
 		Name:   "folder",
 		Format: FormatFolder,
 	},
+	"imagenet": {
+		Name:     "imagenet",
+		Format:   FormatImageNet,
+		License:  "ImageNet terms of access: non-commercial research and education only (see homepage); download it yourself after accepting them",
+		Homepage: "https://image-net.org/download.php",
+		Citation: "Olga Russakovsky et al. ImageNet Large Scale Visual Recognition Challenge. IJCV 115(3), 2015.",
+		Splits:   map[string]int{"train": 1281167, "test": 50000},
+	},
+	"imagenet32": downsampledImageNet("imagenet32", 32),
+	"imagenet64": downsampledImageNet("imagenet64", 64),
+	"webdataset": {
+		Name:   "webdataset",
+		Format: FormatWebDataset,
+	},
+}
+
+// downsampledImageNet is the registry entry of Chrabaszcz et al.'s
+// downsampled ImageNet at side×side (the paper's 32×32 and 64×64 inputs).
+func downsampledImageNet(name string, side int) Spec {
+	return Spec{
+		Name:     name,
+		Format:   FormatNPZ,
+		License:  "ImageNet terms of access: non-commercial research and education only (see homepage)",
+		Homepage: "https://image-net.org/download-images.php",
+		Citation: "Patryk Chrabaszcz, Ilya Loshchilov, Frank Hutter. A Downsampled Variant of ImageNet as an Alternative to the CIFAR datasets. arXiv:1707.08819, 2017.",
+		H:        side, W: side, C: 3,
+		Splits: map[string]int{"train": 1281167, "test": 50000},
+	}
 }
 
 var aliases = map[string]string{
@@ -181,6 +209,8 @@ var aliases = map[string]string{
 	"fashionmnist":  "fashion-mnist",
 	"stl-10":        "stl10",
 	"imagefolder":   "folder",
+	"ilsvrc2012":    "imagenet",
+	"wds":           "webdataset",
 }
 
 // Lookup returns the registered dataset called name (case-insensitive; a few

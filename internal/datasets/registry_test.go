@@ -7,13 +7,24 @@ import (
 )
 
 func TestRegistry(t *testing.T) {
-	want := []string{"cifar10", "cifar100", "fashion-mnist", "folder", "mnist", "stl10"}
-	if got := Names(); !slices.Equal(got, want) {
-		t.Fatalf("Names() = %v, want %v", got, want)
+	all := []string{"cifar10", "cifar100", "fashion-mnist", "folder", "imagenet", "imagenet32", "imagenet64", "mnist", "stl10", "webdataset"}
+	if got := Names(); !slices.Equal(got, all) {
+		t.Fatalf("Names() = %v, want %v", got, all)
 	}
+	inPlace := map[string]string{"imagenet": FormatImageNet, "imagenet32": FormatNPZ, "imagenet64": FormatNPZ, "webdataset": FormatWebDataset}
+	for name, format := range inPlace {
+		s, err := Lookup(name)
+		if err != nil || s.Format != format || !ReadsInPlace(s.Format) || len(s.Files) != 0 {
+			t.Errorf("%s: %+v, %v: want format %s, read in place, no download files", name, s, err, format)
+		}
+	}
+	want := []string{"cifar10", "cifar100", "fashion-mnist", "folder", "mnist", "stl10"}
 	formats := map[string]string{"cifar10": FormatCIFAR10, "cifar100": FormatCIFAR100, "mnist": FormatIDX,
 		"fashion-mnist": FormatIDX, "stl10": FormatSTL10, "folder": FormatFolder}
 	for _, name := range want {
+		if ReadsInPlace(formats[name]) {
+			t.Errorf("%s: read in place", name)
+		}
 		s, err := Lookup(name)
 		if err != nil {
 			t.Fatal(err)
@@ -44,8 +55,8 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Lookup(%q) = %q, %v", alias, s.Name, err)
 		}
 	}
-	_, err := Lookup("imagenet")
-	mustContain(t, err, `"imagenet"`, strings.Join(want, ", "))
+	_, err := Lookup("imagenet-21k")
+	mustContain(t, err, `"imagenet-21k"`, strings.Join(all, ", "))
 
 	// Lookup returns copies.
 	s, _ := Lookup("mnist")

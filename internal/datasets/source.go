@@ -66,6 +66,15 @@ type Unit struct {
 	// Root is, for an image-folder archive, the wrapper directory its
 	// <split>/<class>/ tree sits in ("photos/"), or "".
 	Root string `json:",omitempty"`
+	// Member is, for a unit that is one member of an archive read in place
+	// (an ImageNet class tar), that member's name; Offset and Size are the
+	// byte range of its data in Path. Size is the file's size otherwise.
+	Member string `json:",omitempty"`
+	Offset int64  `json:",omitempty"`
+	Size   int64  `json:",omitempty"`
+	// Class is the class name of a unit that holds one class (ImageNet).
+	Class string `json:",omitempty"`
+
 	// Count is the number of records Inspect found in the unit (before any
 	// image is skipped by Decode); 0 if unknown. ReadUnit checks it.
 	Count int `json:",omitempty"`
@@ -177,6 +186,8 @@ func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 		return readSTL10Unit(ctx, u, emit)
 	case FormatFolder:
 		return readFolderUnit(ctx, u, emit)
+	case FormatImageNet, FormatWebDataset, FormatNPZ:
+		return readInPlaceUnit(ctx, u, emit)
 	}
 	return fmt.Errorf("datasets: read unit %s of %s: unknown format %q", u.Split, u.Path, u.Format)
 }

@@ -78,3 +78,28 @@ func ToRGB(pix []byte, c int) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("imgproc: %d channels: want 1 (grey) or 3 (RGB)", c)
 }
+
+// ShortSideCrop scales an h×w×c image so that its short side is side (area
+// filter, as Resize) and cuts the centre side×side square out of it: the
+// paper's preparation of ImageNet at 32, 48 and 64 pixels.
+func ShortSideCrop(pix []byte, h, w, c, side int) ([]byte, error) {
+	if side <= 0 {
+		return nil, fmt.Errorf("imgproc: short-side crop to %d: side must be > 0", side)
+	}
+	nh, nw := side, side
+	if h < w {
+		nw = max(side, (w*side+h/2)/h) // round to nearest, never below side
+	} else {
+		nh = max(side, (h*side+w/2)/w)
+	}
+	scaled, err := Resize(pix, h, w, c, nh, nw)
+	if err != nil {
+		return nil, err
+	}
+	y0, x0 := (nh-side)/2, (nw-side)/2
+	out := make([]byte, side*side*c)
+	for y := range side {
+		copy(out[y*side*c:(y+1)*side*c], scaled[((y0+y)*nw+x0)*c:])
+	}
+	return out, nil
+}

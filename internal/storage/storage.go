@@ -115,7 +115,11 @@ func openOnce(ctx context.Context, p string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.OpenRead(ctx, p)
+	rc, err := f.OpenRead(ctx, p)
+	if err != nil || !IsGCS(p) {
+		return rc, err
+	}
+	return countingRC{rc}, nil
 }
 
 // ReadFile reads all of p.
