@@ -16,12 +16,13 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/igpt/igpt/internal/imgproc"
 	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/kmeans"
 )
 
 func init() {
 	register.DoFn3x1[context.Context, string, func(string, records.Image), error](&ReadSplitImagesFn{})
-	register.DoFn4x1[string, records.Image, []byte, func(string, records.Tokens), error](&QuantizeFn{})
+	register.DoFn3x1[string, records.Image, func(string, records.Tokens), error](&QuantizeFn{})
 	register.DoFn4x1[context.Context, string, func(*records.Tokens) bool, func(string), error](&WriteTokensShardFn{})
 	register.Emitter2[string, records.Tokens]()
 	register.Iter1[records.Tokens]()
@@ -37,7 +38,9 @@ type ShardInput struct {
 // QuantizeConfig is the quantize pipeline's input.
 type QuantizeConfig struct {
 	Inputs  string // a file of ShardInput JSON lines (WriteLines)
-	Palette []byte // an encoded records.Palette; becomes a side input
+	// Palette is the path of the palette file (records.EncodePalette);
+	// each worker reads it once in Setup, so the job graph holds its path.
+	Palette string
 	// Resize, when set, scales every image to [h, w] (area filter) first.
 	Resize [2]int
 	// ValFraction of the train split goes to a "val" split, chosen by a
@@ -57,15 +60,13 @@ func Quantize(s beam.Scope, cfg QuantizeConfig) error {
 	if cfg.Inputs == "" {
 		return fmt.Errorf("pipelines: quantize: no input shard list")
 	}
-	if _, err := records.DecodePalette(cfg.Palette, "side input"); err != nil {
-		return fmt.Errorf("pipelines: quantize: %w", err)
+	if cfg.Palette == "" {
+		return fmt.Errorf("pipelines: quantize: no palette")
 	}
 	s = s.Scope("quantize")
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadSplitImagesFn{}, paths)
-	palette := beam.Create(s.Scope("Palette"), cfg.Palette)
-	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards},
-		imgs, beam.SideInput{Input: palette})
+	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Palette: cfg.Palette, Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards}, imgs)
 	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
 	written := beam.ParDo(s.Scope("WriteShards"), &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}, grouped)
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
@@ -87,18 +88,22 @@ func (f *ReadSplitImagesFn) ProcessElement(ctx context.Context, input string, em
 
 // QuantizeFn turns one image into Tokens keyed by its output shard.
 type QuantizeFn struct {
+	Palette     string // path of the palette file
 	Resize      [2]int
 	ValFraction float64
 	Seed        uint64
 	Shards      map[string]int
+
+	lut *kmeans.LUT
+	pal *records.Palette
 }
 
 // ProcessElement quantizes one image.
-func (f *QuantizeFn) ProcessElement(split string, img records.Image, palette []byte, emit func(string, records.Tokens)) error {
-	lut, p, err := lutFor(palette)
-	if err != nil {
-		return err
+func (f *QuantizeFn) ProcessElement(split string, img records.Image, emit func(string, records.Tokens)) error {
+	if f.lut == nil {
+		return fmt.Errorf("quantize: no palette loaded (Setup was not run)")
 	}
+	lut, p := f.lut, f.pal
 	tok, err := Tokenize(img, lut, p.K, f.Resize)
 	if err != nil {
 		return err
@@ -112,6 +117,16 @@ func (f *QuantizeFn) ProcessElement(split string, img records.Image, palette []b
 	}
 	emit(ShardKey(split, int(seededHash(f.Seed, "shard", img.Key)%uint64(n))), tok)
 	return nil
+}
+
+// Setup reads the palette and builds (or reuses) this worker's table.
+func (f *QuantizeFn) Setup(ctx context.Context) error {
+	data, err := storage.ReadFile(ctx, f.Palette)
+	if err != nil {
+		return fmt.Errorf("quantize: read the palette: %w", err)
+	}
+	f.lut, f.pal, err = lutFor(data, f.Palette)
+	return err
 }
 
 // Tokenize maps an image (resized first when resize is set) to palette
@@ -148,14 +163,14 @@ type cachedLUT struct {
 
 // lutFor returns the lookup table of an encoded palette, built once per
 // worker process and shared by every DoFn instance.
-func lutFor(palette []byte) (*kmeans.LUT, *records.Palette, error) {
+func lutFor(palette []byte, name string) (*kmeans.LUT, *records.Palette, error) {
 	key := sha256.Sum256(palette)
 	lutMu.Lock()
 	defer lutMu.Unlock()
 	if c, ok := lutCache[key]; ok {
 		return c.lut, c.p, nil
 	}
-	p, err := records.DecodePalette(palette, "side input")
+	p, err := records.DecodePalette(palette, name)
 	if err != nil {
 		return nil, nil, err
 	}

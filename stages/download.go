@@ -63,7 +63,7 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
-	job, err := runPipeline(ctx, rc.Runner, p)
+	job, err := runPipeline(ctx, rc, p)
 	if err != nil {
 		return nil, err
 	}

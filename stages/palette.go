@@ -57,7 +57,7 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Histogram: histPath}); err != nil {
 		return nil, err
 	}
-	job, err := runPipeline(ctx, rc.Runner, p)
+	job, err := runPipeline(ctx, rc, p)
 	if err != nil {
 		return nil, err
 	}

@@ -237,11 +237,17 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	start := time.Now()
 	out, err := st.Stage.Run(ctx, rc)
 	if errors.Is(err, ErrDryRun) {
-		log.Info("stage not submitted (--dry_run); no manifest written")
+		log.Info("stage not submitted (--dry_run); no manifest written", "pipeline_proto_bytes", rc.GraphBytes)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
+	}
+	if rc.GraphBytes > 0 {
+		if out.Meta == nil {
+			out.Meta = map[string]any{}
+		}
+		out.Meta["graph_bytes"] = rc.GraphBytes
 	}
 	params, err := canonicalJSON(st.Params)
 	if err != nil {

@@ -61,7 +61,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, Dir: dir}); err != nil {
 			return "", err
 		}
-		return runPipeline(ctx, rc.Runner, p)
+		return runPipeline(ctx, rc, p)
 	}
 	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log,
 		Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}

@@ -132,7 +132,7 @@ func runProbePipeline(cfg pipelines.ProbeConfig) error {
 	if err := pipelines.Probe(s, cfg); err != nil {
 		return err
 	}
-	_, err := runPipeline(context.Background(), "prism", p)
+	_, err := runPipeline(context.Background(), &RunContext{Runner: "prism"}, p)
 	return err
 }
 

@@ -30,7 +30,7 @@ const tokensPerShard = 8192
 func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	qc := rc.Config.Quantize
 	dl, pm := rc.Inputs["download"], rc.Inputs["palette"]
-	pal, palBytes, err := ReadPalette(ctx, pm)
+	pal, _, err := ReadPalette(ctx, pm)
 	if err != nil {
 		return nil, err
 	}
@@ -74,11 +74,11 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	p, s := beam.NewPipelineWithRoot()
 	if err := pipelines.Quantize(s, pipelines.QuantizeConfig{
-		Inputs: list, Palette: palBytes, Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
+		Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
 	}); err != nil {
 		return nil, err
 	}
-	job, err := runPipeline(ctx, rc.Runner, p)
+	job, err := runPipeline(ctx, rc, p)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,10 @@ type RunContext struct {
 	Inputs map[string]*Manifest // upstream manifests by stage name
 	Runner string               // Beam runner name
 	Log    *slog.Logger
+
+	// GraphBytes is set by runPipeline: the size of the stage's Beam job
+	// graph (its pipeline proto), written to the manifest as graph_bytes.
+	GraphBytes int
 }
 
 // Output describes what a stage wrote.

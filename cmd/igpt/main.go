@@ -23,6 +23,7 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
+	"github.com/igpt/igpt/internal/beamboot"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/stages"
 )
@@ -68,6 +69,7 @@ func main() {
 			}
 		}
 	}
+	beamboot.MaybeBoot() // started by a worker pool: become a Beam worker
 	args := parseInterspersed(os.Args[1:])
 	beam.Init() // on a worker this runs the harness and never returns
 	setLogLevel(*logLevel)

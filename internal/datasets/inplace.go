@@ -161,6 +161,7 @@ func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error
 		return Layout{}, err
 	}
 	defer ra.Close()
+	ra.NoCache() // read the headers only, never a class tar's data
 	sr := io.NewSectionReader(ra, 0, ra.Size())
 	tr := tar.NewReader(sr)
 	var l Layout

@@ -18,20 +18,34 @@ import (
 	"google.golang.org/api/iterator"
 )
 
-// gcsBytesRead counts the bytes this process has read from gs:// objects
-// through this package. A launcher that only plans must leave it near zero.
-var gcsBytesRead atomic.Int64
+// gcsBytesRead counts, per bucket, the bytes this process has read from
+// gs:// objects through this package: a launcher that only plans must leave
+// the count of a source's bucket near zero.
+var gcsBytesRead sync.Map // bucket → *atomic.Int64
 
-// GCSBytesRead returns the bytes this process has read from gs:// objects.
-func GCSBytesRead() int64 { return gcsBytesRead.Load() }
+// GCSBytesRead returns the bytes this process has read from objects of the
+// bucket.
+func GCSBytesRead(bucket string) int64 {
+	if c, ok := gcsBytesRead.Load(bucket); ok {
+		return c.(*atomic.Int64).Load()
+	}
+	return 0
+}
 
 type countingRC struct {
 	io.ReadCloser
+	n *atomic.Int64
+}
+
+func countReads(p string, rc io.ReadCloser) io.ReadCloser {
+	b, _, _ := splitGCS(p)
+	c, _ := gcsBytesRead.LoadOrStore(b, new(atomic.Int64))
+	return countingRC{rc, c.(*atomic.Int64)}
 }
 
 func (c countingRC) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	gcsBytesRead.Add(int64(n))
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -99,7 +113,7 @@ func OpenRange(ctx context.Context, p string, off, length int64) (io.ReadCloser,
 		if err != nil {
 			return err
 		}
-		rc = countingRC{r}
+		rc = countReads(p, r)
 		return nil
 	})
 	return rc, wrap("open", p, err)
@@ -120,6 +134,7 @@ type ReaderAt struct {
 	size int64
 	f    *os.File // local only
 
+	noCache  bool // GCS: fetch exactly what is asked (see NoCache)
 	mu       sync.Mutex
 	blockOff int64  // GCS: offset of the cached block
 	block    []byte // GCS: the last block read, for small sequential reads
@@ -151,6 +166,10 @@ func OpenReaderAt(ctx context.Context, p string) (*ReaderAt, error) {
 	return &ReaderAt{ctx: ctx, path: p, size: size}, nil
 }
 
+// NoCache makes every read fetch exactly the bytes asked for: for walking
+// the headers of an archive without reading its members' data.
+func (r *ReaderAt) NoCache() { r.noCache = true }
+
 // Size is the file's size in bytes.
 func (r *ReaderAt) Size() int64 { return r.size }
 
@@ -165,7 +184,7 @@ func (r *ReaderAt) ReadAt(b []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
-	if len(b) < readAtBlock/4 {
+	if len(b) < readAtBlock/4 && !r.noCache {
 		return r.readSmall(b, off)
 	}
 	return r.readRange(b, off)

@@ -119,7 +119,7 @@ func openOnce(ctx context.Context, p string) (io.ReadCloser, error) {
 	if err != nil || !IsGCS(p) {
 		return rc, err
 	}
-	return countingRC{rc}, nil
+	return countReads(p, rc), nil
 }
 
 // ReadFile reads all of p.

@@ -1,0 +1,175 @@
+// Package beamboot starts igpt's Beam workers the way Beam's own container
+// boot program does on Dataflow: a worker process is started with the
+// runner's provision endpoint, fetches its pipeline options from it and
+// runs the SDK harness. It also holds an external worker pool (Beam's
+// BeamFnExternalWorkerPool service) that starts each worker as a separate
+// OS process, so local runs and tests exercise the same path as Dataflow:
+// nothing is shared with the launcher but what goes through the runner.
+package beamboot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/apache/beam/sdks/v2/go/container/tools"
+	fnpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/fnexecution_v1"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/util/grpcx"
+	"google.golang.org/grpc"
+)
+
+// bootFlags are the flags a worker pool passes to the program it starts.
+var bootFlags = []string{"id", "control_endpoint", "artifact_endpoint", "provision_endpoint", "logging_endpoint"}
+
+// MaybeBoot turns this process into a Beam worker when it was started by a
+// worker pool (its arguments hold --provision_endpoint): it fetches the
+// pipeline options from the provision service, writes them where the
+// harness reads them, and executes itself again in worker mode (--worker,
+// as the Dataflow boot program does). Otherwise it returns at once. Call it
+// first in main and in a test binary's TestMain.
+func MaybeBoot() {
+	args := parseBootArgs(os.Args[1:])
+	if args["provision_endpoint"] == "" {
+		return
+	}
+	if err := boot(args); err != nil {
+		fmt.Fprintf(os.Stderr, "igpt worker boot: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func parseBootArgs(argv []string) map[string]string {
+	out := map[string]string{}
+	for _, a := range argv {
+		a = strings.TrimLeft(a, "-")
+		k, v, ok := strings.Cut(a, "=")
+		if ok {
+			for _, f := range bootFlags {
+				if k == f {
+					out[k] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+func boot(args map[string]string) error {
+	ctx := grpcx.WriteWorkerID(context.Background(), args["id"])
+	info, err := tools.ProvisionInfo(ctx, args["provision_endpoint"])
+	if err != nil {
+		return fmt.Errorf("provision info from %s: %w", args["provision_endpoint"], err)
+	}
+	options, err := tools.ProtoToJSON(info.GetPipelineOptions())
+	if err != nil {
+		return fmt.Errorf("pipeline options: %w", err)
+	}
+	if err := tools.MakePipelineOptionsFileAndEnvVar(options); err != nil {
+		return fmt.Errorf("pipeline options file: %w", err)
+	}
+	logging, control := args["logging_endpoint"], args["control_endpoint"]
+	if u := info.GetLoggingEndpoint().GetUrl(); u != "" {
+		logging = u
+	}
+	if u := info.GetControlEndpoint().GetUrl(); u != "" {
+		control = u
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	argv := []string{exe, "--worker=true", "--id=" + args["id"], "--logging_endpoint=" + logging, "--control_endpoint=" + control}
+	return syscall.Exec(exe, argv, os.Environ())
+}
+
+// Pool is an external worker pool on the loopback interface: the runner
+// asks it to start workers, and it starts each as a process of Program.
+type Pool struct {
+	fnpb.UnimplementedBeamFnExternalWorkerPoolServer
+
+	Program string // the executable started for each worker (it must call MaybeBoot)
+
+	lis net.Listener
+	srv *grpc.Server
+
+	mu      sync.Mutex
+	workers map[string]*exec.Cmd
+	started int
+}
+
+// StartPool serves a worker pool on 127.0.0.1 at a free port.
+func StartPool(program string) (*Pool, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("beamboot: worker pool: %w", err)
+	}
+	p := &Pool{Program: program, lis: lis, srv: grpc.NewServer(), workers: map[string]*exec.Cmd{}}
+	fnpb.RegisterBeamFnExternalWorkerPoolServer(p.srv, p)
+	go p.srv.Serve(lis)
+	return p, nil
+}
+
+// Addr is the pool's address, for --environment_config.
+func (p *Pool) Addr() string { return p.lis.Addr().String() }
+
+// Started is the number of worker processes started so far.
+func (p *Pool) Started() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started
+}
+
+// StartWorker starts one worker process.
+func (p *Pool) StartWorker(_ context.Context, req *fnpb.StartWorkerRequest) (*fnpb.StartWorkerResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.workers == nil {
+		return &fnpb.StartWorkerResponse{Error: "worker pool is stopped"}, nil
+	}
+	if _, ok := p.workers[req.GetWorkerId()]; ok {
+		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("worker %q already exists", req.GetWorkerId())}, nil
+	}
+	cmd := exec.Command(p.Program,
+		"--id="+req.GetWorkerId(),
+		"--control_endpoint="+req.GetControlEndpoint().GetUrl(),
+		"--artifact_endpoint="+req.GetArtifactEndpoint().GetUrl(),
+		"--provision_endpoint="+req.GetProvisionEndpoint().GetUrl(),
+		"--logging_endpoint="+req.GetLoggingEndpoint().GetUrl())
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("start worker %v: %v", req.GetWorkerId(), err)}, nil
+	}
+	slog.Debug("beamboot: started worker", "id", req.GetWorkerId(), "pid", cmd.Process.Pid)
+	p.workers[req.GetWorkerId()] = cmd
+	p.started++
+	go cmd.Wait()
+	return &fnpb.StartWorkerResponse{}, nil
+}
+
+// StopWorker ends one worker process.
+func (p *Pool) StopWorker(_ context.Context, req *fnpb.StopWorkerRequest) (*fnpb.StopWorkerResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cmd, ok := p.workers[req.GetWorkerId()]; ok {
+		cmd.Process.Kill()
+		delete(p.workers, req.GetWorkerId())
+	}
+	return &fnpb.StopWorkerResponse{}, nil
+}
+
+// Stop ends every worker and the service.
+func (p *Pool) Stop() {
+	p.mu.Lock()
+	for _, cmd := range p.workers {
+		cmd.Process.Kill()
+	}
+	p.workers = nil
+	p.mu.Unlock()
+	p.srv.Stop()
+}

@@ -1,0 +1,233 @@
+package stages
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/igpt/igpt/internal/beamboot"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/internal/testutil"
+)
+
+// jpegBytes encodes a small random-coloured JPEG of h×w.
+func jpegBytes(rng *rand.Rand, h, w int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	base := color.RGBA{uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255}
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.RGBA{base.R + uint8(x*4), base.G + uint8(y*4), base.B, 255})
+		}
+	}
+	var b bytes.Buffer
+	jpeg.Encode(&b, img, &jpeg.Options{Quality: 80})
+	return b.Bytes()
+}
+
+// tarOf writes members (name → data, in order) as a tar.
+func tarOf(names []string, data [][]byte) []byte {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for i, n := range names {
+		tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(data[i])), Typeflag: tar.TypeReg})
+		tw.Write(data[i])
+	}
+	tw.Close()
+	return b.Bytes()
+}
+
+func putObject(srv *fakestorage.Server, bucket, name string, data []byte) {
+	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: data})
+}
+
+// imageNetSource uploads an ImageNet-shaped source under gs://bucket/prefix:
+// ILSVRC2012_img_train.tar holding one tar per class of perClass JPEGs of
+// varied sizes, ILSVRC2012_img_val.tar and validation_labels.txt. It
+// returns the total bytes of the class tars.
+func imageNetSource(t *testing.T, srv *fakestorage.Server, bucket, prefix string, classes, perClass, val int) int64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(classes), uint64(perClass)))
+	var names []string
+	var tars [][]byte
+	var inner int64
+	wnids := make([]string, classes)
+	for c := range classes {
+		wnids[c] = fmt.Sprintf("n%08d", 1000000+c*37)
+		var mn []string
+		var md [][]byte
+		for i := range perClass {
+			mn = append(mn, fmt.Sprintf("%s_%d.JPEG", wnids[c], i))
+			md = append(md, jpegBytes(rng, 12+rng.IntN(12), 12+rng.IntN(12)))
+		}
+		b := tarOf(mn, md)
+		inner += int64(len(b))
+		names = append(names, wnids[c]+".tar")
+		tars = append(tars, b)
+	}
+	putObject(srv, bucket, prefix+"/ILSVRC2012_img_train.tar", tarOf(names, tars))
+	var vn []string
+	var vd [][]byte
+	var labels strings.Builder
+	for i := range val {
+		vn = append(vn, fmt.Sprintf("ILSVRC2012_val_%08d.JPEG", i+1))
+		vd = append(vd, jpegBytes(rng, 16, 20))
+		fmt.Fprintln(&labels, wnids[rng.IntN(classes)])
+	}
+	putObject(srv, bucket, prefix+"/ILSVRC2012_img_val.tar", tarOf(vn, vd))
+	putObject(srv, bucket, prefix+"/validation_labels.txt", []byte(labels.String()))
+	return inner
+}
+
+// webDatasetSource uploads shards of samples (000123.jpg + 000123.cls).
+func webDatasetSource(srv *fakestorage.Server, bucket, prefix string, shards, per, classes int) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for s := range shards {
+		var names []string
+		var data [][]byte
+		for i := range per {
+			key := fmt.Sprintf("%06d", s*per+i)
+			names = append(names, key+".jpg", key+".cls")
+			data = append(data, jpegBytes(rng, 16, 16), []byte(fmt.Sprint(rng.IntN(classes))))
+		}
+		putObject(srv, bucket, fmt.Sprintf("%s/train-%06d.tar", prefix, s), tarOf(names, data))
+	}
+}
+
+// externalWorkers serves a worker pool that starts this test binary as
+// separate worker processes and points the runner at it.
+func externalWorkers(t *testing.T) *beamboot.Pool {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := beamboot.StartPool(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Stop)
+	setFlags(t, map[string]string{"environment_type": "EXTERNAL", "environment_config": pool.Addr(), "worker_binary": exe})
+	return pool
+}
+
+func planFor(t *testing.T, yaml string) *Plan {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Path = "scale.yaml"
+	p, err := NewPlan(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestScaleImageNetWorkerProcesses runs download → palette → quantize of an
+// ImageNet-shaped source on the GCS emulator with the workers as separate
+// processes started through an external worker pool, as on Dataflow. The
+// launcher must only list the source (its reads from the source bucket are
+// tar headers, not images), every class tar must be its own unit, and each
+// stage's job graph must be small and the same at two dataset sizes.
+func TestScaleImageNetWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scale test: runs worker processes")
+	}
+	srv := testutil.FakeGCS(t, "data", "out")
+	const classes = 120
+	sizes := []int{10, 20} // images per class
+	var graphs []map[string]any
+	for run, perClass := range sizes {
+		prefix := fmt.Sprintf("imagenet%d", run)
+		inner := imageNetSource(t, srv, "data", prefix, classes, perClass, 2*classes)
+		pool := externalWorkers(t)
+		before := storage.GCSBytesRead("data")
+		p := planFor(t, fmt.Sprintf(`root: gs://out/run%d
+dataset: {name: imagenet, source: gs://data/%s}
+download: {resize: 16, shard_mib: 1}
+palette: {k: 16}
+quantize: {val_fraction: 0.1}
+`, run, prefix))
+		if err := p.RunUntil(context.Background(), "quantize", Options{}); err != nil {
+			t.Fatalf("%d per class: %v", perClass, err)
+		}
+		read := storage.GCSBytesRead("data") - before
+		if pool.Started() == 0 {
+			t.Fatal("no worker process was started: the pipeline ran in the launcher")
+		}
+		// Per class tar the launcher reads its 512-byte header, the last
+		// byte of its data (tar's skip) and its padding.
+		if read > int64(classes)*1100 || read*20 > inner {
+			t.Errorf("%d per class: the launcher read %d bytes of the source (class tars hold %d): it must only list and read headers", perClass, read, inner)
+		}
+		dl, _ := p.Step("download")
+		m := dl.Manifest
+		if m.Records("train") != int64(classes*perClass) || m.Records("test") != int64(2*classes) {
+			t.Errorf("records train %d test %d, want %d and %d", m.Records("train"), m.Records("test"), classes*perClass, 2*classes)
+		}
+		if u := m.Meta["units"]; u != float64(classes+1) {
+			t.Errorf("units %v, want one per class tar plus the val tar: %d", u, classes+1)
+		}
+		units := map[string]bool{}
+		for _, f := range m.Files {
+			units[f.Name[:strings.LastIndex(f.Name, "-part")]] = true
+		}
+		if len(units) != classes+1 {
+			t.Errorf("shards come from %d units, want %d", len(units), classes+1)
+		}
+		g := map[string]any{}
+		for _, name := range []string{"download", "palette", "quantize"} {
+			st, _ := p.Step(name)
+			b, ok := st.Manifest.Meta["graph_bytes"].(float64)
+			if !ok || b <= 0 || b > 1<<20 {
+				t.Errorf("%s: graph_bytes %v, want a size under 1 MiB", name, st.Manifest.Meta["graph_bytes"])
+			}
+			g[name] = b
+		}
+		t.Logf("%d images per class: launcher read %d source bytes (class tars %d); job graph bytes %v; %d worker processes", perClass, read, inner, g, pool.Started())
+		graphs = append(graphs, g)
+	}
+	for _, name := range []string{"download", "palette", "quantize"} {
+		if graphs[0][name] != graphs[1][name] {
+			t.Errorf("%s: job graph %v bytes at %d images per class, %v at %d: it grows with the data", name, graphs[0][name], sizes[0], graphs[1][name], sizes[1])
+		}
+	}
+}
+
+// TestScaleWebDatasetWorkerProcesses: a brace pattern of tar shards on
+// GCS, each shard one unit read by a worker process; the launcher lists
+// and reads nothing of them.
+func TestScaleWebDatasetWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scale test: runs worker processes")
+	}
+	srv := testutil.FakeGCS(t, "data", "out")
+	webDatasetSource(srv, "data", "wds", 5, 200, 100)
+	externalWorkers(t)
+	before := storage.GCSBytesRead("data")
+	p := planFor(t, "root: gs://out/wds\ndataset: {name: webdataset, source: 'gs://data/wds/train-{000000..000004}.tar'}\ndownload: {shard_mib: 1}\n")
+	if err := p.RunUntil(context.Background(), "download", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if read := storage.GCSBytesRead("data") - before; read != 0 {
+		t.Errorf("the launcher read %d bytes of the WebDataset shards; it must only list them", read)
+	}
+	dl, _ := p.Step("download")
+	m := dl.Manifest
+	if m.Records("train") != 1000 || m.Meta["units"] != float64(5) {
+		t.Errorf("records %d, units %v; want 1000 and 5", m.Records("train"), m.Meta["units"])
+	}
+	if c, _ := m.Meta["classes"].([]any); len(c) == 0 || len(c) > 100 {
+		t.Errorf("classes %v: want the numbers 0 … the largest .cls", m.Meta["classes"])
+	}
+}
