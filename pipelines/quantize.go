@@ -37,7 +37,7 @@ type ShardInput struct {
 
 // QuantizeConfig is the quantize pipeline's input.
 type QuantizeConfig struct {
-	Inputs  string // a file of ShardInput JSON lines (WriteLines)
+	Inputs string // a file of ShardInput JSON lines (WriteLines)
 	// Palette is the path of the palette file (records.EncodePalette);
 	// each worker reads it once in Setup, so the job graph holds its path.
 	Palette string
