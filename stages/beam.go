@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +37,11 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 	runner := rc.Runner
 	if !beam.Initialized() {
 		beam.Init()
+	}
+	if runner == "dataflow" {
+		if err := checkDataflowFlags(rc.logger()); err != nil {
+			return "", err
+		}
 	}
 	if n, err := GraphBytes(p); err == nil {
 		rc.GraphBytes = n
@@ -73,4 +79,56 @@ func (rc *RunContext) logger() *slog.Logger {
 		return rc.Log
 	}
 	return slog.Default()
+}
+
+// Dataflow worker defaults that fit 128 MiB download shards: four in
+// flight on a 16 GB n2-standard-4, and a disk for logs and the binary only
+// (sources and shards are streamed, never staged whole).
+const (
+	defaultMachineType = "n2-standard-4"
+	defaultDiskGB      = "50"
+)
+
+// checkDataflowFlags refuses --async (each stage's manifest is written
+// after its job ends), checks the prebuilt worker binary before anything is
+// submitted, and fills in the worker defaults.
+func checkDataflowFlags(log *slog.Logger) error {
+	if f := flag.Lookup("async"); f != nil && f.Value.String() == "true" {
+		return errors.New("dataflow: --async is refused: igpt waits for each job, then reads its outputs and writes the stage's manifest; run igpt itself in the background instead")
+	}
+	if f := flag.Lookup("worker_binary"); f != nil {
+		if path := f.Value.String(); path != "" {
+			if err := CheckWorkerBinary(path); err != nil {
+				return err
+			}
+		} else {
+			log.Warn("dataflow: no --worker_binary: Beam compiles one now, which takes minutes; build it once with infra/build.sh")
+		}
+	}
+	for name, def := range map[string]string{"worker_machine_type": defaultMachineType, "disk_size_gb": defaultDiskGB} {
+		if f := flag.Lookup(name); f != nil && (f.Value.String() == "" || f.Value.String() == "0") {
+			flag.Set(name, def)
+			log.Info("dataflow: worker default", name, def)
+		}
+	}
+	return nil
+}
+
+// CheckWorkerBinary checks that path is what Dataflow's Go container can
+// run: a static linux/amd64 executable (built with CGO_ENABLED=0).
+func CheckWorkerBinary(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("dataflow: --worker_binary %s: %w (build it with infra/build.sh)", path, err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || f.OSABI != elf.ELFOSABI_NONE && f.OSABI != elf.ELFOSABI_LINUX {
+		return fmt.Errorf("dataflow: --worker_binary %s is for %v, not linux/amd64: build it with GOOS=linux GOARCH=amd64 (infra/build.sh)", path, f.Machine)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("dataflow: --worker_binary %s is dynamically linked: build it with CGO_ENABLED=0 (infra/build.sh)", path)
+		}
+	}
+	return nil
 }

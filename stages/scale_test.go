@@ -8,11 +8,14 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
+	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/igpt/igpt/internal/beamboot"
 	"github.com/igpt/igpt/internal/storage"
@@ -229,5 +232,49 @@ func TestScaleWebDatasetWorkerProcesses(t *testing.T) {
 	}
 	if c, _ := m.Meta["classes"].([]any); len(c) == 0 || len(c) > 100 {
 		t.Errorf("classes %v: want the numbers 0 … the largest .cls", m.Meta["classes"])
+	}
+}
+
+// TestDataflowDryRunImageNet prepares a small ImageNet-shaped source on
+// prism, then builds every Beam stage's Dataflow job with --dry_run (with a
+// prebuilt worker binary checked first): each job is printed, not
+// submitted, its graph size is reported, and no manifest is rewritten.
+func TestDataflowDryRunImageNet(t *testing.T) {
+	srv := testutil.FakeGCS(t, "data", "out")
+	imageNetSource(t, srv, "data", "imagenet", 24, 4, 24)
+	yaml := "root: gs://out/dry\ndataset: {name: imagenet, source: gs://data/imagenet}\ndownload: {resize: 16}\npalette: {k: 8}\n"
+	p := planFor(t, yaml)
+	if err := p.RunUntil(context.Background(), "quantize", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	worker := filepath.Join(buildInfra(t), "igpt-worker")
+	setFlags(t, map[string]string{
+		"dry_run": "true", "project": "igpt-test", "region": "us-central1",
+		"staging_location": "gs://out/staging", "worker_binary": worker,
+		"environment_type": "", // prism set it to loopback in this process
+	})
+	for _, name := range []string{"download", "palette", "quantize"} {
+		logs := &captureLog{}
+		beamlog.SetLogger(logs)
+		var out bytes.Buffer
+		p := planFor(t, yaml)
+		st, _ := p.Step(name)
+		finished := st.Manifest.Finished
+		err := p.RunOne(context.Background(), name, Options{DryRun: true, Runner: "dataflow", Force: true, Log: slog.New(slog.NewTextHandler(&out, nil))})
+		beamlog.SetLogger(&beamlog.Standard{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		all := strings.Join(logs.msgs, "\n")
+		if !strings.Contains(all, "Dry-run: not submitting job") || !strings.Contains(all, name+"/") {
+			t.Errorf("%s: no dry-run job naming the stage's transforms; Beam logged:\n%.1500s", name, all)
+		}
+		if !strings.Contains(out.String(), "pipeline_proto_bytes=") {
+			t.Errorf("%s: the job's size is not reported; igpt logged:\n%s", name, out.String())
+		}
+		m, err := ReadManifest(context.Background(), st.Dir)
+		if err != nil || !m.Finished.Equal(finished) {
+			t.Errorf("%s: the dry run changed the manifest: %v", name, err)
+		}
 	}
 }
