@@ -302,7 +302,7 @@ func (j *convJob) im2col(lo, hi int) {
 		img := x[n*g.H*g.W*C : (n+1)*g.H*g.W*C]
 		for ox := 0; ox < ow; ox++ {
 			dst := j.dst[(r*ow+ox)*K : (r*ow+ox+1)*K]
-			x0 := ox*g.Stride - g.Pad + 0
+			x0 := ox*g.Stride - g.Pad
 			for ky := 0; ky < g.KH; ky++ {
 				iy := oy*g.Stride - g.Pad + ky
 				seg := dst[ky*KW*C : (ky+1)*KW*C]
@@ -343,7 +343,7 @@ func (j *convJob) col2im(lo, hi int) {
 			for ox := 0; ox < ow; ox++ {
 				r := (n*oh+oy)*ow + ox
 				src := j.src[r*K : (r+1)*K]
-				x0 := ox*g.Stride - g.Pad + 0
+				x0 := ox*g.Stride - g.Pad
 				for ky := 0; ky < g.KH; ky++ {
 					iy := oy*g.Stride - g.Pad + ky
 					if iy < 0 || iy >= g.H {
