@@ -201,10 +201,10 @@ def init_params(c, g):
     P = {}
     H, Hr, D = c['hidden'], c['res_hidden'], c['code_dim']
 
-    def add(name, k, cin, cout):
+    def add(name, k, cin, cout, nbias=None):
         bound = 1 / math.sqrt(k * k * cin)
         P[name + '.weight'] = ((torch.rand(k, k, cin, cout, generator=g) * 2 - 1) * bound).requires_grad_()
-        P[name + '.bias'] = ((torch.rand(cout, generator=g) * 2 - 1) * bound).requires_grad_()
+        P[name + '.bias'] = ((torch.rand(nbias or cout, generator=g) * 2 - 1) * bound).requires_grad_()
 
     L = levels(c)
     cin = 3
@@ -224,7 +224,7 @@ def init_params(c, g):
     cin = H
     for i in range(L):
         cout = 3 if i == L - 1 else H // 2
-        add(f'decoder.up.{i}', 4, cout, cin)  # [KH, KW, C_out, C_in]
+        add(f'decoder.up.{i}', 4, cout, cin, nbias=cout)  # [KH, KW, C_out, C_in], bias [C_out]
         cin = cout
     return P
 
