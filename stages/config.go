@@ -24,6 +24,7 @@ type Config struct {
 	Train    TrainConfig    `yaml:"train"`
 	Probe    ProbeConfig    `yaml:"probe"`
 	Sample   SampleConfig   `yaml:"sample"`
+	VQVAE    VQVAEConfig    `yaml:"vqvae"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -261,6 +262,7 @@ func ParseConfig(data []byte) (*Config, error) {
 // fillDefaults writes default values into the config, so that a default
 // written out and a default left out give the same stage keys.
 func (c *Config) fillDefaults() {
+	c.VQVAE.fillDefaults()
 	if c.Palette.K == 0 {
 		c.Palette.K = 512
 	}
@@ -349,6 +351,9 @@ func (c *Config) fillDefaults() {
 }
 
 func (c *Config) validate() error {
+	if err := c.VQVAE.validate(); err != nil {
+		return err
+	}
 	d := c.Dataset
 	if d.Name == "" {
 		return fmt.Errorf("dataset.name is required (cifar10, cifar100, mnist, fashion-mnist, stl10 or folder)")

@@ -1,0 +1,685 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/igpt/igpt/internal/kernels"
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/vqvae"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+func init() { Register(vqvaeTrainStage{}) }
+
+// Files of the vqvae-train stage's folder (beside those it shares with
+// train: metrics.jsonl, loss.png, checkpoints/LATEST, state.json,
+// optimizer.safetensors).
+const (
+	VQVAEWeightsFile = "vqvae.safetensors"
+	ReconPNGFile     = "reconstructions.png"
+	CodebookPlotFile = "codebook.png"
+)
+
+// VQVAEConfig is the vqvae: section: the model (package vqvae) and its
+// training.
+type VQVAEConfig struct {
+	Hidden    int     `yaml:"hidden" json:"hidden"`
+	ResHidden int     `yaml:"res_hidden" json:"res_hidden"`
+	ResBlocks int     `yaml:"res_blocks" json:"res_blocks"`
+	Codes     int     `yaml:"codes" json:"codes"`
+	CodeDim   int     `yaml:"code_dim" json:"code_dim"`
+	Factor    int     `yaml:"factor" json:"factor"`
+	Beta      float64 `yaml:"beta" json:"beta"`
+	Decay     float64 `yaml:"decay" json:"decay"`
+	Epsilon   float64 `yaml:"epsilon" json:"epsilon"`
+	DeadAfter *int    `yaml:"dead_after" json:"dead_after"`
+
+	Batch           int     `yaml:"batch" json:"batch"`
+	Steps           int     `yaml:"steps" json:"steps"`
+	LR              float64 `yaml:"lr" json:"lr"`
+	Seed            uint64  `yaml:"seed" json:"seed"`
+	EvalEvery       int     `yaml:"eval_every" json:"eval_every"`
+	EvalImages      int     `yaml:"eval_images" json:"eval_images"`
+	CheckpointEvery int     `yaml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int     `yaml:"keep_checkpoints" json:"keep_checkpoints"`
+	Threads         int     `yaml:"threads" json:"threads"`
+}
+
+func (v *VQVAEConfig) fillDefaults() {
+	d := vqvae.DefaultConfig()
+	def := func(p *int, x int) {
+		if *p == 0 {
+			*p = x
+		}
+	}
+	deff := func(p *float64, x float64) {
+		if *p == 0 {
+			*p = x
+		}
+	}
+	def(&v.Hidden, d.Hidden)
+	def(&v.ResHidden, d.ResHidden)
+	def(&v.ResBlocks, d.ResBlocks)
+	def(&v.Codes, d.K)
+	def(&v.CodeDim, d.D)
+	def(&v.Factor, d.Factor)
+	deff(&v.Beta, d.Beta)
+	deff(&v.Decay, d.Decay)
+	deff(&v.Epsilon, d.Epsilon)
+	if v.DeadAfter == nil {
+		n := d.DeadAfter
+		v.DeadAfter = &n
+	}
+	def(&v.Batch, 32)
+	def(&v.Steps, 1000)
+	deff(&v.LR, 3e-4)
+	def(&v.EvalEvery, 100)
+	def(&v.EvalImages, 1000)
+	def(&v.CheckpointEvery, 200)
+	def(&v.KeepCheckpoints, 2)
+}
+
+// Model returns the vqvae.Config of the section.
+func (v VQVAEConfig) Model() vqvae.Config {
+	return vqvae.Config{Hidden: v.Hidden, ResHidden: v.ResHidden, ResBlocks: v.ResBlocks, K: v.Codes, D: v.CodeDim,
+		Factor: v.Factor, Beta: v.Beta, Decay: v.Decay, Epsilon: v.Epsilon, DeadAfter: *v.DeadAfter}
+}
+
+func (v VQVAEConfig) validate() error {
+	if err := v.Model().Validate(); err != nil {
+		return fmt.Errorf("%s", strings.Replace(err.Error(), "vqvae: ", "vqvae.", 1))
+	}
+	if v.Batch < 1 || v.Steps < 1 || !(v.LR > 0) || v.EvalEvery < 1 || v.EvalImages < 1 || v.CheckpointEvery < 1 || v.KeepCheckpoints < 1 || v.Threads < 0 {
+		return fmt.Errorf("vqvae: batch, steps, lr, eval_every, eval_images, checkpoint_every and keep_checkpoints must be positive and threads not negative (got batch %d steps %d lr %v eval_every %d eval_images %d checkpoint_every %d keep_checkpoints %d threads %d)",
+			v.Batch, v.Steps, v.LR, v.EvalEvery, v.EvalImages, v.CheckpointEvery, v.KeepCheckpoints, v.Threads)
+	}
+	return nil
+}
+
+// vqvaeTrainStage trains the VQ-VAE on the download stage's images, on one
+// machine; it resumes from its newest checkpoint.
+type vqvaeTrainStage struct{}
+
+func (vqvaeTrainStage) Name() string           { return "vqvae-train" }
+func (vqvaeTrainStage) Version() int           { return 1 }
+func (vqvaeTrainStage) Upstream() []string     { return []string{"download"} }
+func (vqvaeTrainStage) Params(cfg *Config) any { return cfg.VQVAE }
+func (vqvaeTrainStage) Resumable() bool        { return true }
+
+// VQVAEState is a checkpoint's position: the step and the data order.
+type VQVAEState struct {
+	Step    int       `json:"step"`
+	Epoch   int       `json:"epoch"`
+	Index   int       `json:"index"` // next position in the epoch's permutation
+	Threads int       `json:"threads"`
+	Time    time.Time `json:"time"`
+}
+
+// VQVAEMetric is one line of metrics.jsonl. Eval fields are set every
+// eval_every steps and at the end, on the val (else test) split.
+type VQVAEMetric struct {
+	Step       int      `json:"step"`
+	Loss       float64  `json:"loss"`
+	Recon      float64  `json:"recon"`      // MSE / data variance
+	MSE255     float64  `json:"mse_255"`    // per pixel and channel, 0–255 units
+	Perplexity float64  `json:"perplexity"` // of the batch's codes
+	CodesUsed  int      `json:"codes_used"` // in the batch
+	Restarted  int      `json:"restarted"`  // dead codes restarted this step
+	ImagesPS   float64  `json:"images_per_s"`
+	ElapsedS   float64  `json:"elapsed_s"`
+	EvalMSE255 *float64 `json:"eval_mse_255,omitempty"`
+	EvalPSNR   *float64 `json:"eval_psnr,omitempty"`
+	EvalPerp   *float64 `json:"eval_perplexity,omitempty"`
+	EvalUsed   *int     `json:"eval_codes_used,omitempty"`
+}
+
+// imageSet is a split's images as float32 pixel/255 − 0.5, [N, H, W, 3].
+type imageSet struct {
+	n, h, w int
+	x       []float32
+}
+
+func (s *imageSet) image(i int) []float32 { return s.x[i*s.h*s.w*3 : (i+1)*s.h*s.w*3] }
+
+// readImageSet reads up to limit (0: all) RGB images of a split.
+func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*imageSet, error) {
+	s := &imageSet{}
+	stop := errors.New("enough")
+	for _, f := range m.Split(split) {
+		path := m.Path(f.Name)
+		rc, err := storage.Open(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		err = records.Scan(rc, path, func(im records.Image) error {
+			if im.C != 3 {
+				return fmt.Errorf("vqvae-train: %s: image %s has %d channels; the VQ-VAE takes RGB", path, im.Key, im.C)
+			}
+			if s.n == 0 {
+				s.h, s.w = im.H, im.W
+			} else if im.H != s.h || im.W != s.w {
+				return fmt.Errorf("vqvae-train: %s: image %s is %d×%d, the others %d×%d", path, im.Key, im.H, im.W, s.h, s.w)
+			}
+			for _, p := range im.Pix {
+				s.x = append(s.x, float32(p)/255-0.5)
+			}
+			s.n++
+			if limit > 0 && s.n >= limit {
+				return stop
+			}
+			return nil
+		})
+		rc.Close()
+		if errors.Is(err, stop) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+type vqTrainer struct {
+	rc         *RunContext
+	vc         VQVAEConfig
+	m          *vqvae.Model
+	opt        *vqvae.Adam
+	train      *imageSet
+	eval       *imageSet
+	dataVar    float64
+	perm       []int
+	st         VQVAEState
+	lastGood   int
+	batch      []float32
+	metrics    []VQVAEMetric
+	evalCounts []int // code counts of the last evaluation
+}
+
+func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	vc := rc.Config.VQVAE
+	if vc.Threads > 0 {
+		kernels.SetThreads(vc.Threads)
+	}
+	dl := rc.Inputs["download"]
+	train, err := readImageSet(ctx, dl, "train", 0)
+	if err != nil {
+		return nil, err
+	}
+	if train.n == 0 {
+		return nil, fmt.Errorf("vqvae-train: download output %s has no train images", dl.Dir)
+	}
+	if err := vc.Model().CheckImage(train.h, train.w); err != nil {
+		return nil, fmt.Errorf("vqvae.factor = %d must divide the dataset's %d×%d images", vc.Factor, train.h, train.w)
+	}
+	evalSplit := "val"
+	if len(dl.Split(evalSplit)) == 0 {
+		evalSplit = "test"
+	}
+	eval, err := readImageSet(ctx, dl, evalSplit, vc.EvalImages)
+	if err != nil {
+		return nil, err
+	}
+	if eval.n > 0 && (eval.h != train.h || eval.w != train.w) {
+		return nil, fmt.Errorf("vqvae-train: %s images are %d×%d, train images %d×%d", evalSplit, eval.h, eval.w, train.h, train.w)
+	}
+	m, err := vqvae.New(vc.Model(), vc.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("vqvae-train: %w", err)
+	}
+	tr := &vqTrainer{rc: rc, vc: vc, m: m, opt: vqvae.NewAdam(m, float32(vc.LR), 0.9, 0.999, 1e-8),
+		train: train, eval: eval, dataVar: variance(train.x), batch: make([]float32, vc.Batch*train.h*train.w*3)}
+	if err := tr.resume(ctx); err != nil {
+		return nil, err
+	}
+	tr.perm = epochPerm(vc.Seed, tr.st.Epoch, train.n)
+	rc.Log.Info("vqvae-train: data", "train_images", train.n, "eval_split", evalSplit, "eval_images", eval.n,
+		"size", fmt.Sprintf("%dx%d", train.h, train.w), "data_variance", tr.dataVar, "resumed_at", tr.st.Step, "threads", kernels.Threads())
+	if err := tr.loop(ctx); err != nil {
+		return nil, err
+	}
+	return tr.output(ctx)
+}
+
+// variance is the variance of the training pixels (the loss's normaliser).
+func variance(x []float32) float64 {
+	var s, ss float64
+	for _, v := range x {
+		s += float64(v)
+		ss += float64(v) * float64(v)
+	}
+	n := float64(len(x))
+	return ss/n - (s/n)*(s/n)
+}
+
+// epochPerm is the order of the training images in an epoch: a shuffle
+// seeded by (seed, epoch), so that a resumed run continues it exactly.
+func epochPerm(seed uint64, epoch, n int) []int {
+	return rand.New(rand.NewPCG(seed, uint64(epoch)+0x9e3779b97f4a7c15)).Perm(n)
+}
+
+// nextBatch fills tr.batch with the next Batch images of the epoch order.
+func (tr *vqTrainer) nextBatch() {
+	sz := tr.train.h * tr.train.w * 3
+	for b := 0; b < tr.vc.Batch; b++ {
+		if tr.st.Index == len(tr.perm) {
+			tr.st.Epoch++
+			tr.st.Index = 0
+			tr.perm = epochPerm(tr.vc.Seed, tr.st.Epoch, tr.train.n)
+		}
+		copy(tr.batch[b*sz:(b+1)*sz], tr.train.image(tr.perm[tr.st.Index]))
+		tr.st.Index++
+	}
+}
+
+func (tr *vqTrainer) loop(ctx context.Context) error {
+	vc := tr.vc
+	out := io.Discard
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		out = os.Stderr
+	}
+	bar := progressbar.NewOptions(vc.Steps, progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("vqvae-train"),
+		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(500*time.Millisecond))
+	bar.Set(tr.st.Step)
+	start, startStep := time.Now(), tr.st.Step
+	h, w := tr.train.h, tr.train.w
+	for tr.st.Step < vc.Steps {
+		if err := ctx.Err(); err != nil {
+			if serr := tr.checkpoint(context.WithoutCancel(ctx)); serr != nil {
+				return errors.Join(err, serr)
+			}
+			return fmt.Errorf("vqvae-train: interrupted after step %d; checkpoint saved in %s: rerun the same command to resume: %w", tr.st.Step, tr.rc.Dir, err)
+		}
+		tr.nextBatch()
+		s, restarted, err := vqvae.TrainStep(tr.m, tr.opt, tr.batch, vc.Batch, h, w, tr.dataVar)
+		if err != nil {
+			return fmt.Errorf("vqvae-train: %w", err)
+		}
+		if math.IsNaN(s.Loss) || math.IsInf(s.Loss, 0) {
+			where := "no checkpoint was written yet"
+			if tr.lastGood > 0 {
+				where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", tr.lastGood, storage.Join(tr.rc.Dir, CheckpointDir, ckptName(tr.lastGood)))
+			}
+			return fmt.Errorf("vqvae-train: loss is %v at step %d; %s; lower vqvae.lr, then rerun to resume from it", s.Loss, tr.st.Step+1, where)
+		}
+		tr.st.Step++
+		el := time.Since(start).Seconds()
+		met := VQVAEMetric{Step: tr.st.Step, Loss: s.Loss, Recon: s.Recon, MSE255: s.MSE * 255 * 255, Perplexity: s.Perplexity,
+			CodesUsed: s.Used, Restarted: restarted, ImagesPS: float64((tr.st.Step-startStep)*vc.Batch) / el, ElapsedS: el}
+		if tr.st.Step%vc.EvalEvery == 0 || tr.st.Step == vc.Steps {
+			if err := tr.evaluate(&met); err != nil {
+				return err
+			}
+		}
+		tr.metrics = append(tr.metrics, met)
+		bar.Describe(fmt.Sprintf("vqvae-train loss %.4f mse %.1f perplexity %.0f", met.Loss, met.MSE255, met.Perplexity))
+		bar.Set(tr.st.Step)
+		if out == io.Discard && (tr.st.Step%max(1, vc.Steps/10) == 0) {
+			tr.rc.Log.Info("vqvae-train", "step", met.Step, "loss", met.Loss, "mse_255", met.MSE255, "perplexity", met.Perplexity, "images_per_s", met.ImagesPS)
+		}
+		if tr.st.Step%vc.CheckpointEvery == 0 || tr.st.Step == vc.Steps {
+			if err := tr.checkpoint(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	bar.Finish()
+	fmt.Fprintln(out)
+	return nil
+}
+
+// evaluate reconstructs the eval images (batches of Batch) and records
+// MSE, PSNR, perplexity and codes used.
+func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
+	e := tr.eval
+	if e.n == 0 {
+		return nil
+	}
+	f := tr.vc.Factor
+	per := (e.h / f) * (e.w / f)
+	codes := make([]uint16, tr.vc.Batch*per)
+	rec := make([]float32, tr.vc.Batch*e.h*e.w*3)
+	counts := make([]int, tr.vc.Codes)
+	var se float64
+	for i := 0; i < e.n; i += tr.vc.Batch {
+		n := min(tr.vc.Batch, e.n-i)
+		x := e.x[i*e.h*e.w*3 : (i+n)*e.h*e.w*3]
+		if err := tr.m.Encode(codes, x, n, e.h, e.w); err != nil {
+			return fmt.Errorf("vqvae-train: eval: %w", err)
+		}
+		for _, c := range codes[:n*per] {
+			counts[c]++
+		}
+		if err := tr.m.Decode(rec, codes, n, e.h/f, e.w/f); err != nil {
+			return fmt.Errorf("vqvae-train: eval: %w", err)
+		}
+		for j, v := range x {
+			d := float64(clampPix(rec[j]) - clampPix(v))
+			se += d * d
+		}
+	}
+	mse := se / float64(len(e.x))
+	psnr := 10 * math.Log10(255*255/mse)
+	var ent float64
+	used := 0
+	total := float64(e.n * per)
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / total
+			ent -= p * math.Log(p)
+			used++
+		}
+	}
+	perp := math.Exp(ent)
+	met.EvalMSE255, met.EvalPSNR, met.EvalPerp, met.EvalUsed = &mse, &psnr, &perp, &used
+	tr.evalCounts = counts
+	return nil
+}
+
+// clampPix maps a model value back to a 0–255 pixel value (as a float,
+// rounded to the nearest integer, as a saved image would be).
+func clampPix(v float32) float32 {
+	p := math.Round(float64(v+0.5) * 255)
+	return float32(min(255, max(0, p)))
+}
+
+func (tr *vqTrainer) checkpoint(ctx context.Context) error {
+	if tr.st.Step == tr.lastGood {
+		return nil
+	}
+	dir := storage.Join(tr.rc.Dir, CheckpointDir, ckptName(tr.st.Step))
+	var buf bytes.Buffer
+	if err := tr.m.Save(&buf); err != nil {
+		return err
+	}
+	if err := storage.WriteFile(ctx, storage.Join(dir, VQVAEWeightsFile), buf.Bytes()); err != nil {
+		return err
+	}
+	buf.Reset()
+	if err := tr.opt.Save(&buf, tr.m); err != nil {
+		return err
+	}
+	if err := storage.WriteFile(ctx, storage.Join(dir, OptimFile), buf.Bytes()); err != nil {
+		return err
+	}
+	st := tr.st
+	st.Threads, st.Time = kernels.Threads(), time.Now().UTC()
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := storage.WriteFile(ctx, storage.Join(dir, StateFile), b); err != nil {
+		return err
+	}
+	if err := tr.writeMetrics(ctx); err != nil {
+		return err
+	}
+	if err := storage.WriteFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile), []byte(ckptName(tr.st.Step)+"\n")); err != nil {
+		return err
+	}
+	tr.lastGood = tr.st.Step
+	return pruneCheckpoints(ctx, tr.rc.Dir, tr.vc.KeepCheckpoints)
+}
+
+// pruneCheckpoints removes all but the newest keep checkpoint folders.
+func pruneCheckpoints(ctx context.Context, dir string, keep int) error {
+	t := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}}
+	return t.prune(ctx)
+}
+
+func (tr *vqTrainer) resume(ctx context.Context) error {
+	latest, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile))
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	dir := storage.Join(tr.rc.Dir, CheckpointDir, strings.TrimSpace(string(latest)))
+	b, err := storage.ReadFile(ctx, storage.Join(dir, StateFile))
+	if err != nil {
+		return fmt.Errorf("vqvae-train: checkpoint %s is incomplete (%w); delete %s to start over", dir, err, tr.rc.Dir)
+	}
+	var st VQVAEState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("vqvae-train: %s: %w", storage.Join(dir, StateFile), err)
+	}
+	wb, err := storage.ReadFile(ctx, storage.Join(dir, VQVAEWeightsFile))
+	if err != nil {
+		return err
+	}
+	m, err := vqvae.Load(bytes.NewReader(wb))
+	if err != nil {
+		return fmt.Errorf("vqvae-train: %s: %w", storage.Join(dir, VQVAEWeightsFile), err)
+	}
+	if m.Cfg != tr.m.Cfg {
+		return fmt.Errorf("vqvae-train: checkpoint %s is for %+v, the config asks for %+v", dir, m.Cfg, tr.m.Cfg)
+	}
+	ob, err := storage.ReadFile(ctx, storage.Join(dir, OptimFile))
+	if err != nil {
+		return err
+	}
+	opt := vqvae.NewAdam(m, tr.opt.LR, tr.opt.Beta1, tr.opt.Beta2, tr.opt.Eps)
+	if err := opt.Load(bytes.NewReader(ob), m); err != nil {
+		return fmt.Errorf("vqvae-train: %s: %w", storage.Join(dir, OptimFile), err)
+	}
+	if opt.Step != st.Step {
+		return fmt.Errorf("vqvae-train: checkpoint %s: optimizer is at step %d, state at %d", dir, opt.Step, st.Step)
+	}
+	if st.Threads != kernels.Threads() {
+		tr.rc.Log.Warn("vqvae-train: resuming with another thread count: results stay correct but may not be bit-identical",
+			"checkpoint_threads", st.Threads, "threads", kernels.Threads())
+	}
+	tr.m, tr.opt, tr.st, tr.lastGood = m, opt, st, st.Step
+	if err := tr.readMetrics(ctx); err != nil {
+		return err
+	}
+	tr.rc.Log.Info("vqvae-train: resuming", "step", st.Step, "checkpoint", dir)
+	return nil
+}
+
+func (tr *vqTrainer) writeMetrics(ctx context.Context) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, m := range tr.metrics {
+		enc.Encode(m)
+	}
+	return storage.WriteFile(ctx, storage.Join(tr.rc.Dir, MetricsFile), buf.Bytes())
+}
+
+func (tr *vqTrainer) readMetrics(ctx context.Context) error {
+	b, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, MetricsFile))
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for {
+		var m VQVAEMetric
+		if dec.Decode(&m) != nil {
+			break
+		}
+		if m.Step <= tr.st.Step {
+			tr.metrics = append(tr.metrics, m)
+		}
+	}
+	return nil
+}
+
+func (tr *vqTrainer) output(ctx context.Context) (*Output, error) {
+	if err := tr.writeMetrics(ctx); err != nil {
+		return nil, err
+	}
+	if tr.evalCounts == nil && tr.eval.n > 0 {
+		var met VQVAEMetric // resumed at the end: counts for the plot
+		if err := tr.evaluate(&met); err != nil {
+			return nil, err
+		}
+	}
+	files := map[string]func() ([]byte, error){
+		LossPlotFile:     func() ([]byte, error) { return vqvaeLossPlot(tr.metrics) },
+		ReconPNGFile:     tr.reconstructionsPNG,
+		CodebookPlotFile: func() ([]byte, error) { return codebookPlot(tr.evalCounts) },
+	}
+	for name, f := range files {
+		b, err := f()
+		if err != nil {
+			return nil, fmt.Errorf("vqvae-train: %s: %w", name, err)
+		}
+		if err := storage.WriteFile(ctx, storage.Join(tr.rc.Dir, name), b); err != nil {
+			return nil, err
+		}
+	}
+	final := storage.Join(CheckpointDir, ckptName(tr.st.Step))
+	meta := map[string]any{"model": tr.m.Cfg, "steps": tr.st.Step, "checkpoint": storage.Join(final, VQVAEWeightsFile),
+		"data_variance": tr.dataVar, "image_size": []int{tr.train.h, tr.train.w}}
+	for i := len(tr.metrics) - 1; i >= 0; i-- {
+		if m := tr.metrics[i]; m.EvalMSE255 != nil {
+			meta["eval_mse_255"], meta["eval_psnr"], meta["eval_perplexity"], meta["eval_codes_used"] = *m.EvalMSE255, *m.EvalPSNR, *m.EvalPerp, *m.EvalUsed
+			break
+		}
+	}
+	out := &Output{Meta: meta}
+	for _, f := range []string{storage.Join(final, VQVAEWeightsFile), storage.Join(final, OptimFile), storage.Join(final, StateFile),
+		MetricsFile, LossPlotFile, ReconPNGFile, CodebookPlotFile} {
+		n, err := storage.Size(ctx, storage.Join(tr.rc.Dir, f))
+		if err != nil {
+			return nil, err
+		}
+		out.Files = append(out.Files, FileInfo{Name: f, Bytes: n})
+	}
+	return out, nil
+}
+
+// reconstructionsPNG shows up to 16 eval images (train images without an
+// eval split), originals above their reconstructions, in rows of 8.
+func (tr *vqTrainer) reconstructionsPNG() ([]byte, error) {
+	set := tr.eval
+	if set.n == 0 {
+		set = tr.train
+	}
+	n := min(16, set.n)
+	h, w := set.h, set.w
+	rec := make([]float32, n*h*w*3)
+	if err := tr.m.Reconstruct(rec, set.x[:n*h*w*3], n, h, w); err != nil {
+		return nil, err
+	}
+	const cols, gap = 8, 2
+	rows := (n + cols - 1) / cols
+	img := image.NewRGBA(image.Rect(0, 0, cols*(w+gap)+gap, rows*2*(h+gap)+gap))
+	for i := range img.Pix {
+		img.Pix[i] = 255
+	}
+	for i := 0; i < n; i++ {
+		for k, src := range [][]float32{set.image(i), rec[i*h*w*3 : (i+1)*h*w*3]} {
+			x0, y0 := gap+(i%cols)*(w+gap), gap+((i/cols)*2+k)*(h+gap)
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					p := src[(y*w+x)*3:]
+					img.SetRGBA(x0+x, y0+y, color.RGBA{uint8(clampPix(p[0])), uint8(clampPix(p[1])), uint8(clampPix(p[2])), 255})
+				}
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func plotPNG(p *plot.Plot) ([]byte, error) {
+	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// vqvaeLossPlot draws the training reconstruction MSE and the eval MSE
+// (0–255 units) against the step.
+func vqvaeLossPlot(ms []VQVAEMetric) ([]byte, error) {
+	p := plot.New()
+	p.Title.Text = "VQ-VAE reconstruction error"
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "MSE per pixel and channel (0–255 units)"
+	p.Add(plotter.NewGrid())
+	var train, eval plotter.XYs
+	for _, m := range ms {
+		train = append(train, plotter.XY{X: float64(m.Step), Y: m.MSE255})
+		if m.EvalMSE255 != nil {
+			eval = append(eval, plotter.XY{X: float64(m.Step), Y: *m.EvalMSE255})
+		}
+	}
+	for i, s := range []struct {
+		name string
+		xy   plotter.XYs
+	}{{"train batch", train}, {"eval", eval}} {
+		if len(s.xy) == 0 {
+			continue
+		}
+		l, pts, err := plotter.NewLinePoints(s.xy)
+		if err != nil {
+			return nil, err
+		}
+		l.Color, pts.Color = plotColor(i), plotColor(i)
+		if i == 0 {
+			pts.Radius = 0
+		}
+		p.Add(l, pts)
+		p.Legend.Add(s.name, l)
+	}
+	p.Legend.Top = true
+	return plotPNG(p)
+}
+
+// codebookPlot draws how often each code was chosen on the eval images,
+// codes sorted by frequency.
+func codebookPlot(counts []int) ([]byte, error) {
+	p := plot.New()
+	used := 0
+	var xy plotter.XYs
+	sorted := append([]int(nil), counts...)
+	sort.Sort(sort.Reverse(sort.IntSlice(sorted)))
+	for i, c := range sorted {
+		if c > 0 {
+			used++
+		}
+		xy = append(xy, plotter.XY{X: float64(i), Y: float64(c)})
+	}
+	p.Title.Text = fmt.Sprintf("codebook usage on eval images: %d of %d codes used", used, len(counts))
+	p.X.Label.Text = "code rank"
+	p.Y.Label.Text = "times chosen"
+	p.Add(plotter.NewGrid())
+	if len(xy) > 0 {
+		l, err := plotter.NewLine(xy)
+		if err != nil {
+			return nil, err
+		}
+		l.Color = plotColor(0)
+		p.Add(l)
+	}
+	return plotPNG(p)
+}
