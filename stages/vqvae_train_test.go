@@ -15,7 +15,7 @@ import (
 func vqvaeYAML(root, src string, extra string) string {
 	return fmt.Sprintf(`root: %s
 dataset: {name: folder, source: %s}
-download: {shards: {train: 2, test: 1}}
+download: {shard_mib: 1}
 vqvae: {hidden: 8, res_hidden: 4, res_blocks: 1, codes: 16, code_dim: 4, factor: 4, dead_after: 3, batch: 4, steps: 12, lr: 0.003, eval_every: 5, eval_images: 8, checkpoint_every: 4, threads: 2%s}
 `, root, src, extra)
 }
