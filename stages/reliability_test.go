@@ -1,0 +1,432 @@
+package stages
+
+// The reliability suite (docs/reliability.md lists every case): each
+// TestReliability<N>_… turns defect N of issue 15 into a test that asserts
+// an error naming the file, key or record, no panic, no unbounded
+// allocation, and no finished output lost or marked done when incomplete.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/internal/testutil"
+)
+
+func init() {
+	// Waiters poll often in tests; staleness stays long so a slow
+	// machine never makes a live lock look stale.
+	LockTuning = storage.LockOptions{Heartbeat: 50 * time.Millisecond, StaleAfter: time.Minute, Poll: 5 * time.Millisecond}
+}
+
+// slowStage writes n files, one at a time with a pause, into its folder
+// and counts its runs and how many run at once.
+type slowStage struct {
+	name     string
+	ups      []string
+	n        int
+	pause    time.Duration
+	resume   bool
+	fail     *atomic.Bool
+	runs     *atomic.Int32
+	inFlight *atomic.Int32
+	maxIn    *atomic.Int32
+	skip     string // a listed file not written
+}
+
+func newSlow(name string, ups ...string) slowStage {
+	return slowStage{name: name, ups: ups, n: 4, pause: 2 * time.Millisecond, fail: new(atomic.Bool),
+		runs: new(atomic.Int32), inFlight: new(atomic.Int32), maxIn: new(atomic.Int32)}
+}
+
+func (s slowStage) Name() string         { return s.name }
+func (s slowStage) Version() int         { return 1 }
+func (s slowStage) Upstream() []string   { return s.ups }
+func (s slowStage) Params(c *Config) any { return c.Dataset }
+func (s slowStage) Resumable() bool      { return s.resume }
+func (s slowStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	s.runs.Add(1)
+	in := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for {
+		m := s.maxIn.Load()
+		if in <= m || s.maxIn.CompareAndSwap(m, in) {
+			break
+		}
+	}
+	out := &Output{}
+	for i := 0; i < s.n; i++ {
+		name := fmt.Sprintf("part-%d.txt", i)
+		if s.fail.Load() && i == s.n/2 {
+			return nil, errors.New("injected failure half way")
+		}
+		time.Sleep(s.pause)
+		if name != s.skip {
+			if err := storage.WriteFile(ctx, storage.Join(rc.Dir, name), []byte(rc.Key)); err != nil {
+				return nil, err
+			}
+		}
+		out.Files = append(out.Files, FileInfo{Name: name, Split: "train", Records: 1, Bytes: int64(len(rc.Key))})
+	}
+	return out, nil
+}
+
+func slowChain() (map[string]Stage, slowStage, slowStage) {
+	a, b := newSlow("a"), newSlow("b", "a")
+	return map[string]Stage{"a": a, "b": b}, a, b
+}
+
+// assertDoneComplete checks that every done step's manifest lists files
+// that exist.
+func assertDoneComplete(t *testing.T, cfg *Config, reg map[string]Stage) {
+	t.Helper()
+	p, err := newPlan(context.Background(), cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range p.Steps {
+		if !st.Done() {
+			continue
+		}
+		for _, f := range st.Manifest.Files {
+			if _, err := os.Stat(st.Manifest.Path(f.Name)); err != nil {
+				t.Errorf("stage %s is done but %v", st.Stage.Name(), err)
+			}
+		}
+	}
+}
+
+// TestReliability1_ConcurrentRuns runs the same config from several
+// goroutines at once, each with its own plan (as separate `igpt run`
+// processes would). In every interleaving: all succeed, each stage runs
+// once in all, never two runs of one stage at a time, and every manifest
+// lists only files that exist.
+func TestReliability1_ConcurrentRuns(t *testing.T) {
+	for trial := 0; trial < 10; trial++ {
+		reg, a, b := slowChain()
+		cfg := testConfig(t)
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := newPlan(context.Background(), cfg, reg)
+				if err == nil {
+					err = p.RunAll(context.Background(), Options{})
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("trial %d: run %d: %v", trial, i, err)
+			}
+		}
+		for _, s := range []slowStage{a, b} {
+			if s.runs.Load() != 1 || s.maxIn.Load() != 1 {
+				t.Fatalf("trial %d: stage %s ran %d times, %d at once", trial, s.name, s.runs.Load(), s.maxIn.Load())
+			}
+		}
+		assertDoneComplete(t, cfg, reg)
+	}
+}
+
+// TestReliability1_ConcurrentForce: forced reruns racing each other and a
+// plain run never run one stage twice at a time, and leave it done and
+// complete.
+func TestReliability1_ConcurrentForce(t *testing.T) {
+	reg, a, _ := slowChain()
+	cfg := testConfig(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := newPlan(context.Background(), cfg, reg)
+			if err == nil {
+				err = p.RunOne(context.Background(), "a", Options{Force: i%2 == 0})
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if a.maxIn.Load() != 1 {
+		t.Fatalf("%d runs of stage a at once", a.maxIn.Load())
+	}
+	assertDoneComplete(t, cfg, reg)
+}
+
+// TestReliability1_LockHeldNamesHolder: a live lock makes a run wait, and
+// giving up names the holder.
+func TestReliability1_LockHeldNamesHolder(t *testing.T) {
+	reg, _, _ := slowChain()
+	cfg := testConfig(t)
+	p, _ := newPlan(context.Background(), cfg, reg)
+	dir := p.byName["a"].Dir
+	ctx := context.Background()
+	held, err := storage.TryLock(ctx, lockPath(dir), LockTuning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err = p.RunOne(tctx, "a", Options{})
+	if err == nil || !strings.Contains(err.Error(), lockPath(dir)) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("run against a held lock: %v", err)
+	}
+	if p.byName["a"].Done() {
+		t.Fatal("stage done while another run held its lock")
+	}
+}
+
+// deadPID returns the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("cannot start a process: %v", err)
+	}
+	return cmd.Process.Pid
+}
+
+// TestReliability1_StaleLockRecovered: a lock left by a dead process on
+// this host, or one not refreshed for StaleAfter, is taken over.
+func TestReliability1_StaleLockRecovered(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		name string
+		info string
+		age  time.Duration
+	}{
+		{"dead pid", fmt.Sprintf(`{"pid":%d,"host":%q,"time":"2020-01-01T00:00:00Z","token":"dead"}`, deadPID(t), host), 0},
+		{"old, other host", `{"pid":1,"host":"elsewhere","time":"2020-01-01T00:00:00Z","token":"old"}`, 2 * time.Minute},
+		{"garbled and old", `{"pi`, 2 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg, a, _ := slowChain()
+			cfg := testConfig(t)
+			p, _ := newPlan(context.Background(), cfg, reg)
+			lp := lockPath(p.byName["a"].Dir)
+			os.MkdirAll(filepath.Dir(lp), 0o755)
+			os.WriteFile(lp, []byte(tc.info), 0o644)
+			old := time.Now().Add(-tc.age)
+			os.Chtimes(lp, old, old)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.RunAll(ctx, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if a.runs.Load() != 1 {
+				t.Fatalf("stage a ran %d times", a.runs.Load())
+			}
+			if _, err := os.Stat(lp); !os.IsNotExist(err) {
+				t.Fatalf("lock not released: %v", err)
+			}
+		})
+	}
+	// A live lock of another host, fresh, is not stale.
+	t.Run("fresh, other host", func(t *testing.T) {
+		lp := filepath.Join(t.TempDir(), "x.lock")
+		os.WriteFile(lp, []byte(`{"pid":1,"host":"elsewhere","time":"2020-01-01T00:00:00Z","token":"live"}`), 0o644)
+		_, err := storage.TryLock(context.Background(), lp, LockTuning)
+		if !errors.Is(err, storage.ErrLockHeld) || !strings.Contains(err.Error(), "pid 1 on elsewhere") {
+			t.Fatalf("TryLock on a fresh lock: %v", err)
+		}
+	})
+}
+
+// TestReliability1_GCSLock: the lock object is created with the
+// precondition DoesNotExist, so a second taker fails; a stale one is
+// taken over by a generation-conditioned delete.
+func TestReliability1_GCSLock(t *testing.T) {
+	testutil.FakeGCS(t, "bkt")
+	ctx := context.Background()
+	p := "gs://bkt/root/a/0123456789ab.lock"
+	l1, err := storage.TryLock(ctx, p, LockTuning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.TryLock(ctx, p, LockTuning); !errors.Is(err, storage.ErrLockHeld) {
+		t.Fatalf("second TryLock of a held GCS lock: %v", err)
+	}
+	if err := l1.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := storage.TryLock(ctx, p, LockTuning)
+	if err != nil {
+		t.Fatalf("TryLock after release: %v", err)
+	}
+	// l2 is never released: with a short StaleAfter it is stale at once
+	// for another taker, who takes it over; l2 then knows it lost it.
+	time.Sleep(20 * time.Millisecond)
+	short := LockTuning
+	short.StaleAfter = 10 * time.Millisecond
+	short.Heartbeat = time.Hour
+	l3, err := storage.TryLock(ctx, p, short)
+	if err != nil {
+		t.Fatalf("take over a stale GCS lock: %v", err)
+	}
+	if err := l2.Check(ctx); !errors.Is(err, storage.ErrLockLost) {
+		t.Fatalf("the old holder's Check after a takeover: %v", err)
+	}
+	if err := l3.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2.Release(ctx) // stops its heartbeat; the lock is no longer its own
+}
+
+// TestReliability1_ManifestListsMissingFile: a stage that lists a file it
+// did not write is not marked done.
+func TestReliability1_ManifestListsMissingFile(t *testing.T) {
+	a := newSlow("a")
+	a.skip = "part-2.txt"
+	reg := map[string]Stage{"a": a}
+	cfg := testConfig(t)
+	p, _ := newPlan(context.Background(), cfg, reg)
+	err := p.RunAll(context.Background(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "part-2.txt") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("stage listing an unwritten file: %v", err)
+	}
+	if p.byName["a"].Done() {
+		t.Fatal("marked done")
+	}
+	if _, err := os.Stat(filepath.Join(p.byName["a"].Dir, ManifestName)); !os.IsNotExist(err) {
+		t.Fatalf("manifest written: %v", err)
+	}
+}
+
+// TestReliability2_ForceFailureKeepsOutput: a --force rerun that fails
+// leaves the finished output, manifest and files, in place and done; for
+// a resumable stage too.
+func TestReliability2_ForceFailureKeepsOutput(t *testing.T) {
+	for _, resume := range []bool{false, true} {
+		t.Run(fmt.Sprintf("resumable=%v", resume), func(t *testing.T) {
+			a := newSlow("a")
+			a.resume = resume
+			reg := map[string]Stage{"a": a}
+			cfg := testConfig(t)
+			ctx := context.Background()
+			p, _ := newPlan(ctx, cfg, reg)
+			if err := p.RunAll(ctx, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			dir := p.byName["a"].Dir
+			before, _ := os.ReadFile(filepath.Join(dir, ManifestName))
+			a.fail.Store(true)
+			err := p.RunOne(ctx, "a", Options{Force: true})
+			if err == nil || !strings.Contains(err.Error(), "injected failure") {
+				t.Fatalf("failing forced rerun: %v", err)
+			}
+			after, _ := os.ReadFile(filepath.Join(dir, ManifestName))
+			if len(before) == 0 || string(after) != string(before) {
+				t.Fatal("the failed --force rerun changed or removed the finished manifest")
+			}
+			p2, _ := newPlan(ctx, cfg, reg)
+			if !p2.byName["a"].Done() {
+				t.Fatal("stage not done after a failed --force rerun")
+			}
+			assertDoneComplete(t, cfg, reg)
+			// A successful forced rerun replaces it.
+			a.fail.Store(false)
+			if err := p2.RunOne(ctx, "a", Options{Force: true}); err != nil {
+				t.Fatal(err)
+			}
+			if a.runs.Load() != 3 {
+				t.Fatalf("%d runs", a.runs.Load())
+			}
+			assertDoneComplete(t, cfg, reg)
+			if _, err := os.Stat(attemptDir(dir)); !os.IsNotExist(err) {
+				t.Fatalf("attempt folder left after a successful swap: %v", err)
+			}
+		})
+	}
+}
+
+// TestReliability2_InterruptedSwapCompleted: a run killed between moving
+// the old output aside and moving the new one in leaves a finished
+// attempt folder; the next run completes the swap instead of losing both.
+func TestReliability2_InterruptedSwapCompleted(t *testing.T) {
+	a := newSlow("a")
+	reg := map[string]Stage{"a": a}
+	cfg := testConfig(t)
+	ctx := context.Background()
+	p, _ := newPlan(ctx, cfg, reg)
+	if err := p.RunAll(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := p.byName["a"].Dir
+	// Recreate the moment of the kill: a finished attempt, the old
+	// output moved aside, no stage folder.
+	if err := os.Rename(dir, attemptDir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(oldDir(dir), 0o755)
+	p2, _ := newPlan(ctx, cfg, reg)
+	if err := p2.RunAll(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if a.runs.Load() != 1 {
+		t.Fatalf("stage reran (%d runs) instead of completing the swap", a.runs.Load())
+	}
+	for _, d := range []string{attemptDir(dir), oldDir(dir)} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("%s left: %v", d, err)
+		}
+	}
+	assertDoneComplete(t, cfg, reg)
+}
+
+// TestReliability2_ForceOnGCSKeepsOutput: the same on gs://.
+func TestReliability2_ForceOnGCSKeepsOutput(t *testing.T) {
+	testutil.FakeGCS(t, "bkt")
+	a := newSlow("a")
+	reg := map[string]Stage{"a": a}
+	cfg, err := ParseConfig([]byte("root: gs://bkt/r\ndataset: {name: cifar10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, _ := newPlan(ctx, cfg, reg)
+	if err := p.RunAll(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	a.fail.Store(true)
+	if err := p.RunOne(ctx, "a", Options{Force: true}); err == nil {
+		t.Fatal("no error")
+	}
+	p2, err := newPlan(ctx, cfg, reg)
+	if err != nil || !p2.byName["a"].Done() {
+		t.Fatalf("not done after a failed --force on GCS: %v", err)
+	}
+	a.fail.Store(false)
+	if err := p2.RunOne(ctx, "a", Options{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := p2.byName["a"].Manifest
+	for _, f := range m.Files {
+		if ok, err := storage.Exists(ctx, m.Path(f.Name)); !ok || err != nil {
+			t.Fatalf("%s missing after the GCS swap: %v", f.Name, err)
+		}
+	}
+	if files, _ := storage.List(ctx, attemptDir(m.Dir)); len(files) != 0 {
+		t.Fatalf("attempt objects left: %v", files)
+	}
+	if ok, _ := storage.Exists(ctx, lockPath(m.Dir)); ok {
+		t.Fatal("lock object left")
+	}
+}
