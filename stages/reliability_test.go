@@ -430,3 +430,103 @@ func TestReliability2_ForceOnGCSKeepsOutput(t *testing.T) {
 		t.Fatal("lock object left")
 	}
 }
+
+// TestReliability3_KeepCheckpoints: keep_checkpoints below 1 is refused
+// naming the key, and prune never deletes the checkpoint LATEST names or
+// the newest, whatever it is given.
+func TestReliability3_KeepCheckpoints(t *testing.T) {
+	for _, k := range []string{"-1", "-100"} {
+		_, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {keep_checkpoints: " + k + "}\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), "train.keep_checkpoints is "+k) {
+			t.Errorf("keep_checkpoints %s: %v", k, err)
+		}
+	}
+	for _, keep := range []int{-1, 0, 1} {
+		dir := t.TempDir()
+		for _, s := range []int{1, 2, 3} {
+			p := filepath.Join(dir, CheckpointDir, ckptName(s), StateFile)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, []byte("{}"), 0o644)
+		}
+		tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}, lastGood: 3}
+		if err := tr.prune(context.Background()); err != nil {
+			t.Fatalf("keep %d: prune: %v", keep, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
+			t.Fatalf("keep %d: prune deleted the newest checkpoint: %v", keep, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(1))); !os.IsNotExist(err) {
+			t.Fatalf("keep %d: prune kept an old checkpoint", keep)
+		}
+	}
+	// A leftover folder newer than LATEST (a killed write) does not push
+	// LATEST's checkpoint out.
+	dir := t.TempDir()
+	for _, s := range []int{2, 3, 9} {
+		p := filepath.Join(dir, CheckpointDir, ckptName(s), StateFile)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte("{}"), 0o644)
+	}
+	tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: 1}, lastGood: 3}
+	tr.prune(context.Background())
+	if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
+		t.Fatalf("prune deleted LATEST's checkpoint beside a newer leftover: %v", err)
+	}
+}
+
+// TestReliability9_ConfigMemoryLimits: sizes that would exhaust memory are
+// refused at config time (or, for the model, before train allocates),
+// naming the key.
+func TestReliability9_ConfigMemoryLimits(t *testing.T) {
+	for _, tc := range []struct{ yaml, key string }{
+		{"quantize: {resize: [100000, 100000]}", "quantize.resize"},
+		{"quantize: {resize: [1, 100000000]}", "quantize.resize"},
+		{"sample: {scale: 100000}", "sample.scale"},
+	} {
+		_, err := ParseConfig([]byte("dataset: {name: cifar10}\n" + tc.yaml + "\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.key) {
+			t.Errorf("%s: %v, want an error starting with %s", tc.yaml, err, tc.key)
+		}
+	}
+	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
+	machineMemory = func() (float64, bool) { return 23e9, true }
+	for _, tc := range []struct {
+		train TrainConfig
+		key   string
+	}{
+		{TrainConfig{Model: "nano", Batch: 100_000_000}, "train.batch 100000000"},
+		{TrainConfig{Model: "XL", Batch: 1}, "train.model XL"},
+	} {
+		mc, err := ModelConfig(tc.train, 1024, 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkTrainMemory(mc, tc.train)
+		if err == nil || !strings.Contains(strings.SplitN(err.Error(), "\n", 2)[0], tc.key) {
+			t.Errorf("%+v on 23 GB: %v, want it to name %s", tc.train, err, tc.key)
+		}
+	}
+	// What fits is accepted: the shipped default on a 23 GB machine.
+	mc, _ := ModelConfig(TrainConfig{Model: "nano"}, 1024, 512)
+	if err := checkTrainMemory(mc, TrainConfig{Model: "nano", Batch: 8}); err != nil {
+		t.Errorf("nano, batch 8 on 23 GB: %v", err)
+	}
+}
+
+// TestReliability13_NaNConfig: NaN and Inf config values are refused
+// naming their key, before anything is encoded or compared.
+func TestReliability13_NaNConfig(t *testing.T) {
+	for _, tc := range []struct{ yaml, key string }{
+		{"train: {lr: .nan}", "train.lr"},
+		{"train: {clip: .inf}", "train.clip"},
+		{"train: {hflip: -.inf}", "train.hflip"},
+		{"probe: {l2: [0.1, .nan]}", "probe.l2[1]"},
+		{"quantize: {val_fraction: .nan}", "quantize.val_fraction"},
+		{"sample: {top_p: .NaN}", "sample.top_p"},
+	} {
+		_, err := ParseConfig([]byte("dataset: {name: cifar10}\n" + tc.yaml + "\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.key+" is ") {
+			t.Errorf("%s: %v, want an error starting with %q", tc.yaml, err, tc.key)
+		}
+	}
+}

@@ -164,6 +164,9 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTrainMemory(mc, tc); err != nil {
+		return nil, err
+	}
 	obj, err := model.ParseObjective(tc.Objective)
 	if err != nil {
 		return nil, err
@@ -438,7 +441,13 @@ func (tr *trainer) prune(ctx context.Context) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for i := 0; i+tr.tc.KeepCheckpoints < len(names); i++ {
+	// Never the newest, nor the one LATEST names (a rerun resumes from
+	// it), whatever keep_checkpoints says.
+	keep := max(1, tr.tc.KeepCheckpoints)
+	for i := 0; i+keep < len(names); i++ {
+		if names[i] == ckptName(tr.lastGood) {
+			continue
+		}
 		if err := storage.RemoveAll(ctx, storage.Join(tr.rc.Dir, CheckpointDir, names[i])); err != nil {
 			return err
 		}
