@@ -6,9 +6,12 @@ package stages
 // allocation, and no finished output lost or marked done when incomplete.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/internal/testutil"
 )
@@ -528,5 +532,123 @@ func TestReliability13_NaNConfig(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tc.key+" is ") {
 			t.Errorf("%s: %v, want an error starting with %q", tc.yaml, err, tc.key)
 		}
+	}
+}
+
+// fakeQuantize writes recs as a one-shard quantize output whose palette
+// has vocab colours, with its manifest read back as a stage would.
+func fakeQuantize(t *testing.T, vocab int, recs ...records.Tokens) *Manifest {
+	t.Helper()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "quantize", "0123456789ab")
+	var buf bytes.Buffer
+	w, err := records.NewWriter(&buf, records.KindTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	name := "train-00000-of-00001.tokens"
+	if err := storage.WriteFile(ctx, filepath.Join(dir, name), buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manifest{Stage: "quantize", Key: "0123456789ab", Dir: dir, Meta: map[string]any{"vocab": vocab},
+		Files: []FileInfo{{Name: name, Split: "train", Records: int64(len(recs))}}}
+	if err := writeManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = ReadManifest(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func tinyTrainContext(t *testing.T) *RunContext {
+	cfg, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {model: nano, layers: 1, d: 8, heads: 1, batch: 2, steps: 2, threads: 1, eval_records: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &RunContext{Config: cfg, Key: "0123456789ab", Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}
+}
+
+func tokRec(key string, h, w, vocab int, fill uint16) records.Tokens {
+	tok := make([]uint16, h*w)
+	for i := range tok {
+		tok[i] = fill
+	}
+	return records.Tokens{Key: key, H: h, W: w, Vocab: vocab, Tok: tok}
+}
+
+// TestReliability11_TokensRecords: a valid-CRC Tokens record that lies
+// (token past its vocab, a vocab that is not the palette's, h·w that
+// wraps) is refused naming the file and record, before training.
+func TestReliability11_TokensRecords(t *testing.T) {
+	wrap := tokRec("wrap", 2, 2, 16, 1)
+	wrap.H, wrap.W = 1<<56+1, 256
+	wrap.Tok = make([]uint16, 256)
+	for _, tc := range []struct {
+		name string
+		recs []records.Tokens
+		want []string
+	}{
+		{"token past vocab", []records.Tokens{tokRec("a", 2, 2, 16, 600)}, []string{"train-00000-of-00001.tokens", `"a"`, "token 600"}},
+		{"vocab not the palette's", []records.Tokens{tokRec("b", 2, 2, 65535, 600)}, []string{"train-00000-of-00001.tokens", `"b"`, "vocab 65535", "16 colours"}},
+		{"later record's vocab", []records.Tokens{tokRec("c", 2, 2, 16, 1), tokRec("d", 2, 2, 17, 1), tokRec("e", 2, 2, 16, 1)}, []string{"train-00000-of-00001.tokens", `"d"`, "vocab 17"}},
+		{"h·w wraps", []records.Tokens{wrap}, []string{"train-00000-of-00001.tokens", `"wrap"`, "h×w"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			qm := fakeQuantize(t, 16, tc.recs...)
+			rc := tinyTrainContext(t)
+			rc.Inputs = map[string]*Manifest{"quantize": qm}
+			_, err := trainStage{}.Run(context.Background(), rc)
+			if err == nil {
+				t.Fatal("trained on it")
+			}
+			first := strings.SplitN(err.Error(), "\n", 2)[0]
+			for _, w := range tc.want {
+				if !strings.Contains(first, w) {
+					t.Errorf("error does not name %s: %v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestReliability8_ResumeStateOutOfRange: a checkpoint whose state.json
+// data position does not fit the data is refused naming the file, not a
+// slice-bounds panic.
+func TestReliability8_ResumeStateOutOfRange(t *testing.T) {
+	ctx := context.Background()
+	for _, pos := range []string{`{"epoch":0,"group":99,"record":0}`, `{"epoch":0,"group":0,"record":-5}`, `{"epoch":-1,"group":0,"record":0}`} {
+		t.Run(pos, func(t *testing.T) {
+			qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
+			rc := tinyTrainContext(t)
+			tr, err := newTrainer(ctx, rc, qm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.step, tr.opt.Step = 1, 1
+			if err := tr.markStep(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(rc.Dir, CheckpointDir, ckptName(1), StateFile)
+			b, _ := os.ReadFile(state)
+			var st map[string]json.RawMessage
+			json.Unmarshal(b, &st)
+			st["data_position"] = json.RawMessage(pos)
+			b, _ = json.Marshal(st)
+			os.WriteFile(state, b, 0o644)
+			_, err = newTrainer(ctx, rc, qm)
+			if err == nil || !strings.HasPrefix(err.Error(), "train: "+state+": data_position") {
+				t.Fatalf("resume from %s: %v", pos, err)
+			}
+		})
 	}
 }
