@@ -8,9 +8,13 @@ package stages
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"image"
+	"image/png"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -24,6 +28,7 @@ import (
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/internal/testutil"
+	"github.com/igpt/igpt/model"
 )
 
 func init() {
@@ -650,5 +655,164 @@ func TestReliability8_ResumeStateOutOfRange(t *testing.T) {
 				t.Fatalf("resume from %s: %v", pos, err)
 			}
 		})
+	}
+}
+
+// fakeRun writes a minimal finished run under a fresh root: a 16-colour
+// palette, an empty download output, a quantize output holding recs (also
+// as its test split), and a train output with a tiny model for 2×2 grids.
+// It returns the quantize and train folders.
+func fakeRun(t *testing.T, recs ...records.Tokens) (qdir, rundir string) {
+	t.Helper()
+	ctx := context.Background()
+	root := t.TempDir()
+	write := func(stage, key string, files map[string][]byte, meta map[string]any, inputs ...Input) string {
+		dir := filepath.Join(root, stage, key)
+		m := &Manifest{Stage: stage, Key: key, Dir: dir, Meta: meta, Inputs: inputs}
+		for name, b := range files {
+			if err := storage.WriteFile(ctx, filepath.Join(dir, name), b); err != nil {
+				t.Fatal(err)
+			}
+			split := ""
+			if strings.HasSuffix(name, ".tokens") {
+				split = "test"
+			}
+			m.Files = append(m.Files, FileInfo{Name: name, Split: split})
+		}
+		if err := writeManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	pal := &records.Palette{K: 16}
+	for i := 0; i < 16; i++ {
+		pal.Centres = append(pal.Centres, [3]float32{float32(i * 16), 0, 0})
+	}
+	pb, err := records.EncodePalette(pal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("palette", "aaaaaaaaaaaa", map[string][]byte{PaletteFile: pb}, nil)
+	write("download", "bbbbbbbbbbbb", nil, nil)
+	var buf bytes.Buffer
+	w, _ := records.NewWriter(&buf, records.KindTokens)
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	qdir = write("quantize", "cccccccccccc", map[string][]byte{"test-00000-of-00001.tokens": buf.Bytes()}, map[string]any{"vocab": 16},
+		Input{"download", "bbbbbbbbbbbb"}, Input{"palette", "aaaaaaaaaaaa"})
+	p, err := model.NewParams(model.Config{Layers: 1, D: 8, Heads: 1, Seq: 4, Vocab: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Init(1)
+	var wb bytes.Buffer
+	if err := model.SaveCheckpoint(&wb, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	ck := storage.Join(CheckpointDir, ckptName(1))
+	rundir = write("train", "dddddddddddd", map[string][]byte{storage.Join(ck, WeightsFile): wb.Bytes()}, map[string]any{"checkpoint": ck},
+		Input{"quantize", "cccccccccccc"})
+	return qdir, rundir
+}
+
+// TestReliability6_GridsOfMixedSizes: show and sample refuse a split whose
+// records differ in size, or hold a token past the palette, naming the
+// record, where they panicked.
+func TestReliability6_GridsOfMixedSizes(t *testing.T) {
+	ctx := context.Background()
+	mixed := []records.Tokens{tokRec("small", 2, 2, 16, 1), tokRec("big", 3, 3, 16, 1)}
+	past := []records.Tokens{tokRec("ok", 2, 2, 16, 1), tokRec("past", 2, 2, 65535, 600)}
+	for _, tc := range []struct {
+		name string
+		recs []records.Tokens
+		want string
+	}{{"mixed sizes", mixed, `("big") is 3×3`}, {"token past palette", past, `("past"): token 600`}} {
+		t.Run(tc.name, func(t *testing.T) {
+			qdir, rundir := fakeRun(t, tc.recs...)
+			_, err := ShowTokens(ctx, qdir, 8, 2)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test-00000-of-00001.tokens") {
+				t.Errorf("show tokens: %v, want it to name %s and the shard", err, tc.want)
+			}
+			m, pal, err := loadRun(ctx, rundir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = Complete(m, tc.recs, 1, 0.5, model.SampleOptions{Temperature: 1}, pal, 2)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("complete: %v, want it to name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// pngClaiming returns a valid 1×1 PNG whose header claims w×h pixels.
+func pngClaiming(t *testing.T, w, h uint32) []byte {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	// signature (8), IHDR length (4), "IHDR" (4), width, height, ...
+	binary.BigEndian.PutUint32(b[16:], w)
+	binary.BigEndian.PutUint32(b[20:], h)
+	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	return b
+}
+
+// TestReliability7_SampleArguments: a picture whose header claims
+// 100000×100000 is refused before decoding (bounded allocation); keep and
+// scale outside their ranges are errors, not panics or blank PNGs.
+func TestReliability7_SampleArguments(t *testing.T) {
+	ctx := context.Background()
+	qdir, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
+	opt := model.SampleOptions{Temperature: 1}
+	huge := pngClaiming(t, 100000, 100000)
+	var err error
+	n := testutil.Allocated(func() { _, err = CompletePicture(ctx, rundir, huge, 1, 0.5, opt, 2) })
+	if err == nil || !strings.Contains(err.Error(), "100000×100000") {
+		t.Errorf("100000×100000 picture: %v", err)
+	}
+	if n > 64<<20 {
+		t.Errorf("refusing the picture allocated %d MB", n>>20)
+	}
+	small := pngClaiming(t, 1, 1)
+	if _, err := CompletePicture(ctx, rundir, small, 1, 0.5, opt, 2); err != nil {
+		t.Fatalf("a real 1×1 picture: %v", err)
+	}
+	for _, keep := range []float64{1.5, -1, 0, 1} {
+		_, err := CompletePicture(ctx, rundir, small, 1, keep, opt, 2)
+		if err == nil || !strings.Contains(err.Error(), "--keep") {
+			t.Errorf("keep %v: %v", keep, err)
+		}
+	}
+	for _, scale := range []int{1_000_000, 0, -3} {
+		for what, f := range map[string]func() error{
+			"complete": func() error { _, err := CompletePicture(ctx, rundir, small, 1, 0.5, opt, scale); return err },
+			"sample":   func() error { _, err := SampleGrid(ctx, rundir, 1, opt, scale); return err },
+			"show":     func() error { _, err := ShowTokens(ctx, qdir, 1, scale); return err },
+		} {
+			if err := f(); err == nil || !strings.Contains(err.Error(), "--scale") {
+				t.Errorf("%s --scale %d: %v", what, scale, err)
+			}
+		}
+	}
+}
+
+// TestReliability21_TrailingSlash: folders named with a trailing slash
+// work like the folder.
+func TestReliability21_TrailingSlash(t *testing.T) {
+	ctx := context.Background()
+	qdir, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
+	for _, suffix := range []string{"/", "//"} {
+		if _, err := ShowTokens(ctx, qdir+suffix, 1, 2); err != nil {
+			t.Errorf("show tokens %s%s: %v", qdir, suffix, err)
+		}
+		if _, err := SampleGrid(ctx, rundir+suffix, 1, model.SampleOptions{Temperature: 1}, 2); err != nil {
+			t.Errorf("sample %s%s: %v", rundir, suffix, err)
+		}
 	}
 }
