@@ -816,3 +816,46 @@ func TestReliability21_TrailingSlash(t *testing.T) {
 		}
 	}
 }
+
+// TestReliability15_ManifestPathsStayInside: a manifest naming a file
+// outside its folder (.., absolute), an input that leaves the root, or a
+// checkpoint outside the train folder is refused naming the manifest and
+// the field, and nothing is read from there.
+func TestReliability15_ManifestPathsStayInside(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, json, want string }{
+		{"dotdot file", `{"stage":"quantize","key":"0123456789ab","files":[{"name":"../../../../../../etc/hostname","split":"train"}]}`, "files[0].name"},
+		{"absolute file", `{"stage":"quantize","key":"0123456789ab","files":[{"name":"ok.tokens"},{"name":"/etc/hostname","split":"train"}]}`, "files[1].name"},
+		{"other root", `{"stage":"quantize","key":"0123456789ab","files":[{"name":"../../../other/quantize/0123456789ab/x.tokens"}]}`, "files[0].name"},
+		{"input leaves root", `{"stage":"quantize","key":"0123456789ab","inputs":[{"stage":"palette","key":"../../../x"}]}`, "inputs[0]"},
+		{"checkpoint outside", `{"stage":"train","key":"0123456789ab","meta":{"checkpoint":"../../../../etc"}}`, "meta.checkpoint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "quantize", "0123456789ab")
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, ManifestName), []byte(tc.json), 0o644)
+			err := func() error {
+				m, err := ReadManifest(ctx, dir)
+				if err != nil {
+					return err
+				}
+				_, err = TrainedWeights(ctx, m.Dir)
+				return err
+			}()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			first := strings.SplitN(err.Error(), "\n", 2)[0]
+			if !strings.Contains(first, filepath.Join(dir, ManifestName)) || !strings.Contains(first, tc.want) {
+				t.Errorf("error does not name the manifest and %s: %v", tc.want, err)
+			}
+		})
+	}
+	// A stage whose Run lists such a name is not marked done either.
+	for _, name := range []string{"../x", "/etc/hostname", ""} {
+		m := &Manifest{Dir: t.TempDir(), Files: []FileInfo{{Name: name}}}
+		if err := m.checkFiles(ctx); err == nil {
+			t.Errorf("checkFiles accepted %q", name)
+		}
+	}
+}
