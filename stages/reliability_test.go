@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/internal/testutil"
@@ -857,5 +859,34 @@ func TestReliability15_ManifestPathsStayInside(t *testing.T) {
 		if err := m.checkFiles(ctx); err == nil {
 			t.Errorf("checkFiles accepted %q", name)
 		}
+	}
+}
+
+func failingShardFn(x int) (int, error) {
+	return 0, fmt.Errorf("pipelines: read /data/train-00003.shard: corrupt frame at offset 12 (record 4)")
+}
+
+func init() { register.Function1x2(failingShardFn) }
+
+// TestReliability20_RunnerErrorCauseFirst: a DoFn's error comes first in
+// what a failing pipeline returns, not "prism runner: job job-001
+// failed:" with the cause a dozen lines down.
+func TestReliability20_RunnerErrorCauseFirst(t *testing.T) {
+	p, s := beam.NewPipelineWithRoot()
+	beam.ParDo(s, failingShardFn, beam.Create(s, 1, 2))
+	_, err := runPipeline(context.Background(), "prism", p)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	first := strings.SplitN(err.Error(), "\n", 2)[0]
+	if first != "pipelines: read /data/train-00003.shard: corrupt frame at offset 12 (record 4)" {
+		t.Errorf("first line %q; whole error:\n%v", first, err)
+	}
+	if !strings.Contains(err.Error(), "prism runner: job") {
+		t.Errorf("the runner's report is gone: %v", err)
+	}
+	// Reports without a cause part are kept as they are.
+	if c := rootCause("prism runner: job job-001 failed: connection refused"); c != "" {
+		t.Errorf("rootCause of a report without a cause: %q", c)
 	}
 }
