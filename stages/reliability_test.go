@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -889,4 +890,94 @@ func TestReliability20_RunnerErrorCauseFirst(t *testing.T) {
 	if c := rootCause("prism runner: job job-001 failed: connection refused"); c != "" {
 		t.Errorf("rootCause of a report without a cause: %q", c)
 	}
+}
+
+// TestReliabilityChild is the child process of the kill -9 test: it runs
+// the slow chain, forced, on the root in IGPT_RELIABILITY_ROOT.
+func TestReliabilityChild(t *testing.T) {
+	root := os.Getenv("IGPT_RELIABILITY_ROOT")
+	if root == "" {
+		t.Skip("child of TestReliability1_KillNineLoop only")
+	}
+	reg, a, b := slowChain()
+	a.pause, b.pause = 20*time.Millisecond, 20*time.Millisecond
+	reg["a"], reg["b"] = a, b
+	cfg, err := ParseConfig([]byte("root: " + root + "\ndataset: {name: cifar10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newPlan(context.Background(), cfg, reg)
+	if err == nil {
+		err = p.RunAll(context.Background(), Options{Force: true})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReliability1_KillNineLoop kills a forced run with SIGKILL at random
+// moments (while it holds the lock, mid-write, mid-swap) and checks after
+// each kill that a finished output was never lost or left incomplete, and
+// that the next run takes the dead run's lock over and finishes.
+func TestReliability1_KillNineLoop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	root := t.TempDir()
+	cfg, err := ParseConfig([]byte("root: " + root + "\ndataset: {name: cifar10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, _, _ := slowChain()
+	ctx := context.Background()
+	p, _ := newPlan(ctx, cfg, reg)
+	if err := p.RunAll(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, st := range p.Steps {
+		for _, f := range st.Manifest.Files {
+			b, _ := os.ReadFile(st.Manifest.Path(f.Name))
+			want[st.Stage.Name()+"/"+f.Name] = string(b)
+		}
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for i := 0; i < 8 && time.Now().Before(deadline); i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestReliabilityChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "IGPT_RELIABILITY_ROOT="+root)
+		if err := cmd.Start(); err != nil {
+			t.Skipf("cannot start the child: %v", err)
+		}
+		time.Sleep(time.Duration(20+i*25) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		locks, _ := filepath.Glob(filepath.Join(root, "*", "*.lock"))
+		attempts, _ := filepath.Glob(filepath.Join(root, "*", "*.attempt"))
+		t.Logf("kill %d: left %d locks, %d attempt folders", i, len(locks), len(attempts))
+		// Every stage is still done, and every file it lists exists with
+		// the same bytes (the key is the content).
+		p, err := newPlan(ctx, cfg, reg)
+		if err != nil {
+			t.Fatalf("kill %d: %v", i, err)
+		}
+		for _, st := range p.Steps {
+			if !st.Done() {
+				t.Fatalf("kill %d: stage %s lost its finished output", i, st.Stage.Name())
+			}
+			for _, f := range st.Manifest.Files {
+				b, err := os.ReadFile(st.Manifest.Path(f.Name))
+				if err != nil || string(b) != want[st.Stage.Name()+"/"+f.Name] {
+					t.Fatalf("kill %d: %s/%s: %q, %v", i, st.Stage.Name(), f.Name, b, err)
+				}
+			}
+		}
+		// The next forced run takes the dead run's lock over.
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = p.RunOne(tctx, "a", Options{Force: true})
+		cancel()
+		if err != nil {
+			t.Fatalf("kill %d: rerun after the kill: %v", i, err)
+		}
+	}
+	assertDoneComplete(t, cfg, reg)
 }
