@@ -91,6 +91,18 @@ func configOf(st *SafeTensors, heads int) (Config, error) {
 // HF name; every one must be present with its shape. It returns the names
 // in st it did not use.
 func loadParams(st *SafeTensors, cfg Config, prefix string) (*Params, map[string]bool, error) {
+	// Every parameter comes from an element of a tensor in the file, so a
+	// config needing far more than the file holds (a stray
+	// "transformer.h.1048575." name, a huge n_embd) is refused before
+	// anything is allocated. A small shortfall is left to the per-tensor
+	// checks below, which name the missing tensor.
+	var have int64
+	for _, t := range st.Tensors {
+		have += int64(len(t.Data) / stSizes[t.DType])
+	}
+	if need := cfg.NumParams(); need > have+1<<20 {
+		return nil, nil, fmt.Errorf("%v needs %d parameters but the file's tensors hold only %d values", cfg, need, have)
+	}
 	p, err := NewParams(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -56,11 +56,19 @@ func (c Config) Validate() error {
 	case c.Vocab < 1 || c.Vocab >= math.MaxInt32:
 		return fmt.Errorf("model: config %v: vocab = %d out of range", c, c.Vocab)
 	}
-	if n := c.NumParams(); n <= 0 || n > math.MaxInt64/8 {
-		return fmt.Errorf("model: config %v: parameter count overflows", c)
+	// Sizes are checked in float64 first: NumParams' int64 arithmetic
+	// wraps for widths like 3037000500, where 12·d² passes MaxInt64.
+	L, d, T, V := float64(c.Layers), float64(c.D), float64(c.Seq), float64(c.Vocab)
+	if n := (V+1)*d + T*d + L*(12*d*d+2*d) + d + V*d; n > MaxParams {
+		return fmt.Errorf("model: config %v: %.3g parameters, more than the %d this package builds (%d GB of float32); lower layers, d, seq or vocab", c, n, int64(MaxParams), int64(MaxParams)*4>>30)
 	}
 	return nil
 }
+
+// MaxParams caps a model's parameter count (16G float32 values, 64 GB per
+// copy; iGPT-XL has 6.8G). It guards every allocation sized by a config
+// read from a file.
+const MaxParams = 1 << 34
 
 func (c Config) String() string {
 	return fmt.Sprintf("L%d d%d H%d T%d V%d", c.Layers, c.D, c.Heads, c.Seq, c.Vocab)

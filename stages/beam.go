@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/exec/optimized" // reflection-free DoFn calls
@@ -29,6 +30,27 @@ func dryRunFlag() bool {
 	return f != nil && f.Value.String() == "true"
 }
 
+// rootCause digs the failing DoFn's own error out of a runner's report,
+// which reaches the driver as text: "job job-001 failed:", the bundle,
+// the plan, then "caused by:" and "DoFn[…] failed:" before the cause. It
+// returns "" when the report has no such part.
+func rootCause(report string) string {
+	i := strings.LastIndex(report, "caused by:")
+	if i < 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(report[i+len("caused by:"):]), "\n")
+	for len(lines) > 0 {
+		l := strings.TrimSpace(lines[0])
+		if l == "" || (strings.HasPrefix(l, "DoFn[") && strings.HasSuffix(l, "failed:")) {
+			lines = lines[1:]
+			continue
+		}
+		break
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
 // runPipeline runs p on the named runner and returns the job id. It logs
 // the size of the job's pipeline proto, which must stay small and must not
 // grow with the dataset (lists travel in files, not in the graph), and
@@ -49,6 +71,11 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 	}
 	res, err := beam.Run(ctx, runner, p)
 	if err != nil {
+		if cause := rootCause(err.Error()); cause != "" {
+			// The cause first: the runner's report (job, bundle, plan)
+			// follows for whoever needs it.
+			return "", fmt.Errorf("%s\n%s runner: %w", cause, runner, err)
+		}
 		return "", fmt.Errorf("%s runner: %w", runner, err)
 	}
 	if res == nil {

@@ -253,7 +253,13 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.Runner = "prism"
 	}
 	cfg.fillDefaults()
+	if err := cfg.checkFinite(); err != nil {
+		return nil, err
+	}
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkLimits(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil

@@ -20,6 +20,9 @@ func TrainedWeights(ctx context.Context, runDir string) (string, error) {
 	if m.Stage != "train" || !ok {
 		return "", fmt.Errorf("%s holds a %s stage, not a train stage", runDir, m.Stage)
 	}
+	if !localName(ckpt) {
+		return "", fmt.Errorf("manifest %s: meta.checkpoint %q is not a path inside the train folder; the manifest is damaged or forged", storage.Join(m.Dir, ManifestName), ckpt)
+	}
 	return m.Path(storage.Join(ckpt, WeightsFile)), nil
 }
 

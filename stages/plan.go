@@ -23,6 +23,8 @@ type Step struct {
 	Dir      string
 	Upstream []*Step
 	Manifest *Manifest // nil until the stage is done
+
+	lock *storage.Lock // held while the step runs
 }
 
 // Done reports whether the step's manifest exists.
@@ -73,15 +75,7 @@ func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, err
 		}
 		st.Key = key
 		st.Dir = storage.Join(cfg.Root, s.Name(), st.Key)
-		m, err := ReadManifest(ctx, st.Dir)
-		switch {
-		case err == nil:
-			if m.Key != st.Key || m.Stage != s.Name() {
-				return nil, fmt.Errorf("stages: manifest in %s is for %s/%s, not %s/%s; delete the folder", st.Dir, m.Stage, m.Key, s.Name(), st.Key)
-			}
-			st.Manifest = m
-		case errors.Is(err, storage.ErrNotExist):
-		default:
+		if st.Manifest, err = readStepManifest(ctx, st); err != nil {
 			return nil, err
 		}
 		p.byName[name] = st
@@ -219,21 +213,68 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 		inputs[u.Stage.Name()] = u.Manifest
 	}
 	log := opt.logger().With("stage", name, "key", st.Key)
-	// Outputs without a manifest are leftovers of an interrupted run; a
-	// forced rerun replaces finished ones. Either way start clean.
-	if r, ok := st.Stage.(Resumable); ok && r.Resumable() && !opt.Force {
-		log.Info("stage resumes from its own checkpoints if any", "dir", st.Dir)
-	} else if !opt.DryRun {
-		if err := storage.RemoveAll(ctx, st.Dir); err != nil {
-			return fmt.Errorf("stages: %s: clear %s: %w", name, st.Dir, err)
-		}
-	}
 	runner := opt.Runner
 	if runner == "" {
 		runner = p.Config.Runner
 	}
-	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: st.Dir, Inputs: inputs, Runner: runner, Log: log}
-	log.Info("stage starting", "dir", st.Dir, "runner", runner)
+	// The stage folder is ours while the stage runs: another run of the
+	// same stage and key waits here, then finds it done. A dry run writes
+	// nothing and takes no lock.
+	done := st.Done()
+	if !opt.DryRun {
+		lock, err := storage.AcquireLock(ctx, lockPath(st.Dir), lockOptions(log))
+		if err != nil {
+			return fmt.Errorf("stages: %s: %w", name, err)
+		}
+		defer func() {
+			st.lock = nil
+			if err := lock.Release(context.WithoutCancel(ctx)); err != nil {
+				log.Warn("stage lock not released", "err", err)
+			}
+		}()
+		if err := recoverSwap(ctx, st.Dir, log); err != nil {
+			return fmt.Errorf("stages: %s: %w", name, err)
+		}
+		m, err := readStepManifest(ctx, st)
+		if err != nil {
+			return err
+		}
+		if m != nil && !opt.Force {
+			log.Info("stage done by another run, skipping", "dir", st.Dir)
+			st.Manifest = m
+			return nil
+		}
+		done = m != nil
+		st.lock = lock
+	}
+	// A resumable stage continues in its own folder from what an
+	// interrupted run left. Everything else (and --force) runs in an
+	// attempt folder beside the stage folder, swapped in only on success:
+	// a failing run loses no finished output.
+	dir := attemptDir(st.Dir)
+	if r, ok := st.Stage.(Resumable); ok && r.Resumable() && !opt.Force {
+		log.Info("stage resumes from its own checkpoints if any", "dir", st.Dir)
+		dir = st.Dir
+	}
+	if opt.DryRun {
+		dir = st.Dir
+	}
+	if dir != st.Dir {
+		// Clear the attempt folder, and the stage folder too unless it
+		// holds a finished output: without a manifest it holds leftovers
+		// of an interrupted run.
+		clear := []string{dir}
+		if !done {
+			clear = append(clear, st.Dir)
+		}
+		for _, d := range clear {
+			if err := storage.RemoveAll(ctx, d); err != nil {
+				return fmt.Errorf("stages: %s: clear %s: %w", name, d, err)
+			}
+		}
+	}
+	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: dir, Inputs: inputs, Runner: runner, Log: log}
+	log.Info("stage starting", "dir", dir, "runner", runner)
 	start := time.Now()
 	out, err := st.Stage.Run(ctx, rc)
 	if errors.Is(err, ErrDryRun) {
@@ -256,13 +297,25 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	m := &Manifest{
 		Stage: name, Version: st.Stage.Version(), Key: st.Key, Config: json.RawMessage(params),
 		Files: out.Files, Meta: out.Meta, CodeVersion: CodeVersion(), Runner: runner, JobID: out.JobID,
-		Started: start.UTC(), Finished: time.Now().UTC(), Dir: st.Dir,
+		Started: start.UTC(), Finished: time.Now().UTC(), Dir: dir,
 	}
 	for _, u := range st.Upstream {
 		m.Inputs = append(m.Inputs, Input{Stage: u.Stage.Name(), Key: u.Key})
 	}
+	// A manifest lists only files that exist.
+	if err := m.checkFiles(ctx); err != nil {
+		return fmt.Errorf("stage %s: %w", name, err)
+	}
 	if err := writeManifest(ctx, m); err != nil {
 		return fmt.Errorf("stage %s: write manifest: %w", name, err)
+	}
+	if dir != st.Dir {
+		if err := st.lock.Check(ctx); err != nil {
+			return fmt.Errorf("stage %s: not swapping %s in: %w", name, dir, err)
+		}
+		if err := swapIn(ctx, dir, st.Dir); err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
 	}
 	// Downstream stages see the manifest as any later run will: decoded
 	// from its JSON.

@@ -99,3 +99,13 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	return out, nil
 }
+
+// TokensVocab is the vocabulary of a quantize output's Tokens records: its
+// palette's size, which every record must declare.
+func TokensVocab(m *Manifest) (int, error) {
+	v, ok := m.Meta["vocab"].(float64)
+	if !ok || v < 1 || v > 1<<16 || v != float64(int(v)) {
+		return 0, fmt.Errorf("quantize output %s: manifest meta.vocab = %v is not a palette size in 1..65536; delete the folder and rerun quantize", m.Dir, m.Meta["vocab"])
+	}
+	return int(v), nil
+}

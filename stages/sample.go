@@ -165,10 +165,19 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 	if len(imgs) == 0 {
 		return nil, nil, fmt.Errorf("sample: no images to complete")
 	}
+	if err := checkScale(scale); err != nil {
+		return nil, nil, err
+	}
+	if !(keep > 0 && keep < 1) {
+		return nil, nil, fmt.Errorf("sample: keep %v is not a fraction in (0, 1) of the rows to keep (sample.keep, --keep)", keep)
+	}
 	h, w := imgs[0].H, imgs[0].W
 	T := m.Config.Seq
 	if h*w != T {
 		return nil, nil, fmt.Errorf("sample: images of %d×%d tokens, the model's context is %d", h, w, T)
+	}
+	if err := checkGrid(imgs, h, w, pal.K); err != nil {
+		return nil, nil, fmt.Errorf("sample: %w", err)
 	}
 	P := int(float64(h)*keep) * w
 	prefix := make([]int32, 0, len(imgs)*n*P)
@@ -254,6 +263,14 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 		return nil, err
 	}
 	side := imageSide(m.Config.Seq)
+	// The header's size first: a small file can claim 100000×100000.
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(picture))
+	if err != nil {
+		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPicturePixels {
+		return nil, fmt.Errorf("sample: the picture's %s header claims %d×%d pixels; at most %d pixels are read: shrink it first", format, cfg.Width, cfg.Height, MaxPicturePixels)
+	}
 	src, _, err := image.Decode(bytes.NewReader(picture))
 	if err != nil {
 		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
@@ -273,6 +290,34 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	}
 	png, _, err := Complete(m, []records.Tokens{tok}, n, keep, opt, pal, scale)
 	return png, err
+}
+
+// MaxPicturePixels caps the picture sample --complete decodes (8192×8192).
+const MaxPicturePixels = 1 << 26
+
+// checkScale refuses a pixel magnification that draws nothing or more than
+// memory holds.
+func checkScale(scale int) error {
+	if scale < 1 || scale > MaxScale {
+		return fmt.Errorf("scale %d is outside 1..%d (--scale, sample.scale): each token becomes scale×scale pixels", scale, MaxScale)
+	}
+	return nil
+}
+
+// checkGrid checks that records drawn in one grid all have h×w tokens,
+// each inside a palette of k colours, naming the first that does not.
+func checkGrid(recs []records.Tokens, h, w, k int) error {
+	for i, r := range recs {
+		if r.H != h || r.W != w || len(r.Tok) != h*w {
+			return fmt.Errorf("record %d (%q) is %d×%d tokens, the first is %d×%d: a grid needs one size (resize them alike with quantize.resize)", i, r.Key, r.H, r.W, h, w)
+		}
+		for j, t := range r.Tok {
+			if int(t) >= k {
+				return fmt.Errorf("record %d (%q): token %d at position %d is outside the %d-colour palette", i, r.Key, t, j, k)
+			}
+		}
+	}
+	return nil
 }
 
 // loadRun loads a train folder's final model and the palette its tokens
@@ -333,6 +378,9 @@ func squareRGB(src image.Image) ([]byte, int, int) {
 
 // SampleGrid draws n unconditional samples from a train folder's model.
 func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptions, scale int) ([]byte, error) {
+	if err := checkScale(scale); err != nil {
+		return nil, err
+	}
 	m, pal, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err

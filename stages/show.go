@@ -19,6 +19,9 @@ import (
 // stage folder's first shard) as a PNG grid: each original image from the
 // download stage beside its palette-decoded version, scaled ×scale.
 func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) {
+	if err := checkScale(scale); err != nil {
+		return nil, fmt.Errorf("show: %w", err)
+	}
 	dir, shard := path, ""
 	if !strings.HasSuffix(path, ".msgpack") {
 		m, err := ReadManifest(ctx, strings.TrimSuffix(path, "/"))
@@ -51,6 +54,11 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 	toks, err := readTokens(ctx, shard, n)
 	if err != nil {
 		return nil, err
+	}
+	if len(toks) > 0 {
+		if err := checkGrid(toks, toks[0].H, toks[0].W, pal.K); err != nil {
+			return nil, fmt.Errorf("show: %s: %w", shard, err)
+		}
 	}
 	originals, err := findImages(ctx, dl, toks)
 	if err != nil {

@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/igpt/igpt/internal/storage"
@@ -189,6 +191,7 @@ func canonicalJSON(v any) ([]byte, error) {
 // ReadManifest reads the manifest in a stage folder. A missing manifest
 // gives an error wrapping storage.ErrNotExist.
 func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
+	dir = cleanDir(dir)
 	p := storage.Join(dir, ManifestName)
 	data, err := storage.ReadFile(ctx, p)
 	if err != nil {
@@ -199,7 +202,19 @@ func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
 		return nil, fmt.Errorf("stages: manifest %s is damaged (%v); delete the folder %s and rerun the stage", p, err, dir)
 	}
 	m.Dir = dir
+	if err := m.checkNames(); err != nil {
+		return nil, fmt.Errorf("stages: %w", err)
+	}
 	return &m, nil
+}
+
+// cleanDir drops trailing slashes ("QDIR/", "RUN/") so a folder named
+// with one reads like the folder, and its parents are what they seem.
+func cleanDir(dir string) string {
+	if storage.IsGCS(dir) {
+		return strings.TrimRight(dir, "/")
+	}
+	return filepath.Clean(dir)
 }
 
 func writeManifest(ctx context.Context, m *Manifest) error {

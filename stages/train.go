@@ -119,6 +119,8 @@ type trainer struct {
 	lastGood int    // step of the newest checkpoint
 	gridW    int    // token grid width, for horizontal flips
 	initSHA  string // sha256 of the train.init_from weights, if any
+
+	resumedFrom string // checkpoint folder resumed from
 }
 
 func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
@@ -160,8 +162,21 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 	if len(first) == 0 {
 		return nil, fmt.Errorf("train: %s is empty", trainFiles[0])
 	}
-	mc, err := ModelConfig(tc, first[0].H*first[0].W, first[0].Vocab)
+	// The vocabulary is the palette's, not what a record claims; every
+	// record read must declare it (the loader checks).
+	vocab, err := TokensVocab(qm)
 	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if first[0].Vocab != vocab {
+		return nil, fmt.Errorf("train: %s: record %q declares vocab %d, but the quantize output's palette has %d colours (meta.vocab of %s)",
+			trainFiles[0], first[0].Key, first[0].Vocab, vocab, storage.Join(qm.Dir, ManifestName))
+	}
+	mc, err := ModelConfig(tc, first[0].H*first[0].W, vocab)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTrainMemory(mc, tc); err != nil {
 		return nil, err
 	}
 	obj, err := model.ParseObjective(tc.Objective)
@@ -206,7 +221,10 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 		return nil, err
 	}
 	m.AllocGrads()
-	if tr.data, err = loader.New(trainFiles, loader.Options{Seed: tc.Seed, Buffer: tc.ShuffleBuffer}, pos); err != nil {
+	if tr.data, err = loader.New(trainFiles, loader.Options{Seed: tc.Seed, Buffer: tc.ShuffleBuffer, Vocab: vocab}, pos); err != nil {
+		if resumed != nil {
+			return nil, fmt.Errorf("train: %s: data_position: %w; the checkpoint does not fit the quantize output: delete %s to start over", storage.Join(tr.resumedFrom, StateFile), err, tr.rc.Dir)
+		}
 		return nil, err
 	}
 	if err := tr.loadVal(ctx, valFiles, mc); err != nil {
@@ -224,6 +242,9 @@ func (tr *trainer) loadVal(ctx context.Context, files []string, mc model.Config)
 		return err
 	}
 	for _, r := range recs {
+		if r.Vocab != mc.Vocab {
+			return fmt.Errorf("train: validation record %s declares vocab %d, the palette has %d colours", r.Key, r.Vocab, mc.Vocab)
+		}
 		if len(r.Tok) != mc.Seq {
 			return fmt.Errorf("train: validation record %s has %d tokens, want %d", r.Key, len(r.Tok), mc.Seq)
 		}
@@ -438,7 +459,13 @@ func (tr *trainer) prune(ctx context.Context) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for i := 0; i+tr.tc.KeepCheckpoints < len(names); i++ {
+	// Never the newest, nor the one LATEST names (a rerun resumes from
+	// it), whatever keep_checkpoints says.
+	keep := max(1, tr.tc.KeepCheckpoints)
+	for i := 0; i+keep < len(names); i++ {
+		if names[i] == ckptName(tr.lastGood) {
+			continue
+		}
 		if err := storage.RemoveAll(ctx, storage.Join(tr.rc.Dir, CheckpointDir, names[i])); err != nil {
 			return err
 		}
@@ -496,6 +523,7 @@ func (tr *trainer) resume(ctx context.Context) (*TrainState, error) {
 	if tr.opt.Step != st.Step {
 		return nil, fmt.Errorf("train: checkpoint %s: optimizer is at step %d, state at %d", dir, tr.opt.Step, st.Step)
 	}
+	tr.resumedFrom = dir
 	tr.rc.Log.Info("train: resuming", "step", st.Step, "checkpoint", dir)
 	return &st, nil
 }

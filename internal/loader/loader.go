@@ -31,6 +31,9 @@ type Position struct {
 type Options struct {
 	Seed   uint64
 	Buffer int // shards shuffled together; default 2
+	// Vocab, when set, is the vocabulary every record must declare (the
+	// palette's size); a record declaring another is an error naming it.
+	Vocab int
 }
 
 // Loader yields Tokens records forever, epoch after epoch.
@@ -50,7 +53,14 @@ func New(files []string, opt Options, pos Position) (*Loader, error) {
 	if opt.Buffer <= 0 {
 		opt.Buffer = 2
 	}
-	return &Loader{files: files, opt: opt, pos: pos}, nil
+	l := &Loader{files: files, opt: opt, pos: pos}
+	// A resume position comes from a file (a checkpoint's state.json):
+	// check it against the shards before it indexes anything.
+	if pos.Epoch < 0 || pos.Group < 0 || pos.Group >= l.groups() || pos.Record < 0 {
+		return nil, fmt.Errorf("loader: position %+v does not fit %d shards in %d groups of %d (want epoch >= 0, 0 <= group < %d, record >= 0)",
+			pos, len(files), l.groups(), opt.Buffer, l.groups())
+	}
+	return l, nil
 }
 
 // Position returns the position of the next record.
@@ -69,6 +79,9 @@ func (l *Loader) load(ctx context.Context) error {
 	l.group = l.group[:0]
 	for _, i := range order[lo:hi] {
 		if err := ReadShard(ctx, l.files[i], func(t records.Tokens) error {
+			if l.opt.Vocab > 0 && t.Vocab != l.opt.Vocab {
+				return fmt.Errorf("loader: %s: record %q declares vocab %d, the tokens' palette has %d colours", l.files[i], t.Key, t.Vocab, l.opt.Vocab)
+			}
 			l.group = append(l.group, t)
 			return nil
 		}); err != nil {

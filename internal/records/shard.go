@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/bits"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -277,16 +278,36 @@ func reset(v any) {
 	}
 }
 
+// product reports whether the dimensions are non-negative and multiply to
+// n exactly, without wrapping around (h = 2^56+1, w = 256 is not 256).
+func product(n int, dims ...int) bool {
+	p := uint64(1)
+	for _, d := range dims {
+		if d < 0 {
+			return false
+		}
+		hi, lo := bits.Mul64(p, uint64(d))
+		if hi != 0 {
+			return false
+		}
+		p = lo
+	}
+	return p == uint64(n)
+}
+
 // validate checks a decoded record's internal consistency.
 func validate(v any) error {
 	switch x := v.(type) {
 	case *Image:
-		if x.H < 0 || x.W < 0 || x.C < 0 || x.H*x.W*x.C != len(x.Pix) {
+		if !product(len(x.Pix), x.H, x.W, x.C) {
 			return fmt.Errorf("image %q: %d pixel bytes do not match h×w×c = %d×%d×%d", x.Key, len(x.Pix), x.H, x.W, x.C)
 		}
 	case *Tokens:
-		if x.H < 0 || x.W < 0 || x.H*x.W != len(x.Tok) {
+		if !product(len(x.Tok), x.H, x.W) {
 			return fmt.Errorf("tokens %q: %d tokens do not match h×w = %d×%d", x.Key, len(x.Tok), x.H, x.W)
+		}
+		if x.Vocab < 1 || x.Vocab > 1<<16 {
+			return fmt.Errorf("tokens %q: vocab %d is outside 1..65536 (tokens are uint16)", x.Key, x.Vocab)
 		}
 		for i, t := range x.Tok {
 			if int(t) >= x.Vocab {

@@ -62,3 +62,14 @@ func SharedData(t testing.TB, parts ...string) string {
 	}
 	return p
 }
+
+// Allocated returns the bytes the process allocated while fn ran
+// (runtime.MemStats.TotalAlloc). Reliability tests use it to show a size
+// check refused a hostile input before allocating for it.
+func Allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
