@@ -70,9 +70,18 @@ func boot(args map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("pipeline options: %w", err)
 	}
-	if err := tools.MakePipelineOptionsFileAndEnvVar(options); err != nil {
+	// The harness reads the options from PIPELINE_OPTIONS_FILE; a temp
+	// file, not the working folder Beam's helper would write it to.
+	f, err := os.CreateTemp("", "igpt-pipeline-options-*.json")
+	if err != nil {
 		return fmt.Errorf("pipeline options file: %w", err)
 	}
+	if _, err := f.WriteString(options); err != nil {
+		f.Close()
+		return fmt.Errorf("pipeline options file: %w", err)
+	}
+	f.Close()
+	os.Setenv("PIPELINE_OPTIONS_FILE", f.Name())
 	logging, control := args["logging_endpoint"], args["control_endpoint"]
 	if u := info.GetLoggingEndpoint().GetUrl(); u != "" {
 		logging = u
