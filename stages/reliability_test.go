@@ -518,6 +518,14 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 			t.Errorf("%+v on 23 GB: %v, want it to name %s", tc.train, err, tc.key)
 		}
 	}
+	// The train stage checks before it allocates the model.
+	machineMemory = func() (float64, bool) { return 1e3, true }
+	rc := tinyTrainContext(t)
+	rc.Inputs = map[string]*Manifest{"quantize": fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1))}
+	if _, err := (trainStage{}).Run(context.Background(), rc); err == nil || !strings.Contains(err.Error(), "train.batch 2") {
+		t.Errorf("train on a 1 kB machine: %v", err)
+	}
+	machineMemory = func() (float64, bool) { return 23e9, true }
 	// What fits is accepted: the shipped default on a 23 GB machine.
 	mc, _ := ModelConfig(TrainConfig{Model: "nano"}, 1024, 512)
 	if err := checkTrainMemory(mc, TrainConfig{Model: "nano", Batch: 8}); err != nil {
