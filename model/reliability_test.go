@@ -72,3 +72,31 @@ func TestReliability4_HFHugeEmbd(t *testing.T) {
 		})
 	}
 }
+
+// FuzzReadHF: any config.json and model.safetensors pair either fails or
+// loads a model whose config validates; never a panic or an allocation
+// the file does not back.
+func FuzzReadHF(f *testing.F) {
+	cfg := `{"model_type":"imagegpt","n_layer":1,"n_embd":4,"n_head":1,"n_positions":4,"vocab_size":4,
+		"activation_function":"quick_gelu","layer_norm_epsilon":1e-5,"scale_attn_weights":true}`
+	p, _ := NewParams(Config{Layers: 1, D: 4, Heads: 1, Seq: 4, Vocab: 3})
+	var st bytes.Buffer
+	WriteSafetensors(&st, paramTensors(p, ""), nil)
+	f.Add([]byte(cfg), st.Bytes())
+	f.Add([]byte(strings.Replace(cfg, `"n_embd":4`, `"n_embd":3037000500`, 1)), st.Bytes())
+	f.Add([]byte(strings.Replace(cfg, `"n_layer":1`, `"n_layer":1048576`, 1)), st.Bytes())
+	f.Fuzz(func(t *testing.T, cfg, model []byte) {
+		var p *Params
+		var err error
+		n := testutil.Allocated(func() { p, err = ReadHF(bytes.NewReader(cfg), bytes.NewReader(model)) })
+		if err != nil {
+			if n > allocBudget+uint64(8*len(model)) {
+				t.Fatalf("a refused input allocated %d MB", n>>20)
+			}
+			return
+		}
+		if err := p.Config.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

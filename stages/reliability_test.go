@@ -448,10 +448,7 @@ func TestReliability2_ForceOnGCSKeepsOutput(t *testing.T) {
 // the newest, whatever it is given.
 func TestReliability3_KeepCheckpoints(t *testing.T) {
 	for _, k := range []string{"-1", "-100"} {
-		_, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {keep_checkpoints: " + k + "}\n"))
-		if err == nil || !strings.HasPrefix(err.Error(), "train.keep_checkpoints is "+k) {
-			t.Errorf("keep_checkpoints %s: %v", k, err)
-		}
+		assertConfigError(t, "train: {keep_checkpoints: "+k+"}", "train.keep_checkpoints is "+k)
 	}
 	for _, keep := range []int{-1, 0, 1} {
 		dir := t.TempDir()
@@ -495,10 +492,7 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 		{"quantize: {resize: [1, 100000000]}", "quantize.resize"},
 		{"sample: {scale: 100000}", "sample.scale"},
 	} {
-		_, err := ParseConfig([]byte("dataset: {name: cifar10}\n" + tc.yaml + "\n"))
-		if err == nil || !strings.HasPrefix(err.Error(), tc.key) {
-			t.Errorf("%s: %v, want an error starting with %s", tc.yaml, err, tc.key)
-		}
+		assertConfigError(t, tc.yaml, tc.key)
 	}
 	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
 	machineMemory = func() (float64, bool) { return 23e9, true }
@@ -518,6 +512,14 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 			t.Errorf("%+v on 23 GB: %v, want it to name %s", tc.train, err, tc.key)
 		}
 	}
+	// The train stage checks before it allocates the model.
+	machineMemory = func() (float64, bool) { return 1e3, true }
+	rc := tinyTrainContext(t)
+	rc.Inputs = map[string]*Manifest{"quantize": fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1))}
+	if _, err := (trainStage{}).Run(context.Background(), rc); err == nil || !strings.Contains(err.Error(), "train.batch 2") {
+		t.Errorf("train on a 1 kB machine: %v", err)
+	}
+	machineMemory = func() (float64, bool) { return 23e9, true }
 	// What fits is accepted: the shipped default on a 23 GB machine.
 	mc, _ := ModelConfig(TrainConfig{Model: "nano"}, 1024, 512)
 	if err := checkTrainMemory(mc, TrainConfig{Model: "nano", Batch: 8}); err != nil {
@@ -536,10 +538,17 @@ func TestReliability13_NaNConfig(t *testing.T) {
 		{"quantize: {val_fraction: .nan}", "quantize.val_fraction"},
 		{"sample: {top_p: .NaN}", "sample.top_p"},
 	} {
-		_, err := ParseConfig([]byte("dataset: {name: cifar10}\n" + tc.yaml + "\n"))
-		if err == nil || !strings.HasPrefix(err.Error(), tc.key+" is ") {
-			t.Errorf("%s: %v, want an error starting with %q", tc.yaml, err, tc.key)
-		}
+		assertConfigError(t, tc.yaml, tc.key+" is ")
+	}
+}
+
+// assertConfigError checks that a config with the line yaml is refused
+// with an error starting with prefix (the key).
+func assertConfigError(t *testing.T, yaml, prefix string) {
+	t.Helper()
+	_, err := ParseConfig([]byte("dataset: {name: cifar10}\n" + yaml + "\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) {
+		t.Errorf("%s: %v, want an error starting with %q", yaml, err, prefix)
 	}
 }
 

@@ -197,6 +197,13 @@ func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseManifest(data, dir)
+}
+
+// parseManifest decodes the manifest of folder dir and checks that its
+// paths stay inside it.
+func parseManifest(data []byte, dir string) (*Manifest, error) {
+	p := storage.Join(dir, ManifestName)
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("stages: manifest %s is damaged (%v); delete the folder %s and rerun the stage", p, err, dir)

@@ -95,15 +95,15 @@ func (l *Lock) Path() string { return l.path }
 // has it, until ctx ends.
 func AcquireLock(ctx context.Context, p string, opt LockOptions) (*Lock, error) {
 	opt = opt.withDefaults()
-	logged := false
+	var logged time.Time
 	for {
 		l, err := TryLock(ctx, p, opt)
 		if err == nil || !errors.Is(err, ErrLockHeld) {
 			return l, err
 		}
-		if !logged {
-			opt.Log.Info("waiting for a lock another run holds", "lock", p, "err", err)
-			logged = true
+		if time.Since(logged) > time.Minute {
+			opt.Log.Warn("waiting for a lock another run holds", "lock", p, "err", err)
+			logged = time.Now()
 		}
 		select {
 		case <-ctx.Done():
