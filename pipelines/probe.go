@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
@@ -17,16 +16,17 @@ import (
 )
 
 func init() {
-	register.DoFn3x1[context.Context, string, func(string, records.Features), error](&ExtractFeaturesFn{})
-	register.DoFn4x1[context.Context, string, func(*records.Features) bool, func(string), error](&WriteFeaturesFn{})
-	register.Emitter2[string, records.Features]()
-	register.Iter1[records.Features]()
+	register.DoFn3x1[context.Context, string, func(string), error](&ExtractFeaturesFn{})
+	register.DoFn3x1[context.Context, string, func(string), error](&RawPixelsFn{})
+	register.DoFn3x1[context.Context, string, func(string), error](&IndexLinesFn{})
 	beam.RegisterType(reflectTypeOf[records.Features]())
 }
 
 // ProbeConfig is the feature-extraction pipeline's input.
 type ProbeConfig struct {
-	Inputs []ShardInput // labelled Tokens shards and their splits
+	// Inputs is a file of ShardInput JSON lines (WriteLines): the labelled
+	// Tokens shards, in order; a shard's line number names its outputs.
+	Inputs string
 	// Weights is a model checkpoint (local or gs://); empty means a model
 	// of Config initialised randomly with Seed (the random-init baseline).
 	Weights string
@@ -35,38 +35,127 @@ type ProbeConfig struct {
 	// Objective the model was trained with; a BERT model is run unmasked.
 	Objective string
 	Batch     int // records per forward pass
-	// MaxPerShard caps the records read from each shard (0: all).
-	MaxPerShard int
-	Dir         string
+	// MaxPerShard caps the records read from each shard (0: all);
+	// MaxTrainPerShard caps those of each train shard (0: all).
+	MaxPerShard, MaxTrainPerShard int
+	Dir                           string
 }
 
 // Probe extracts, for every record of every input shard, the linear-probe
 // features of every layer (the mean over positions of the normalised
 // hidden state; layer 0 is the embedding) with one batched forward pass per
-// Batch records, and writes one Features shard per split and layer,
-// sorted by key.
+// Batch records. Each worker writes its input shard's features straight to
+// one Features shard per layer, in the input's order: no feature crosses a
+// shuffle, so a worker holds one batch, whatever the split's size.
 func Probe(s beam.Scope, cfg ProbeConfig) error {
-	if len(cfg.Inputs) == 0 {
-		return fmt.Errorf("pipelines: probe: no input shards")
+	if cfg.Inputs == "" {
+		return fmt.Errorf("pipelines: probe: no input shard list")
 	}
 	if cfg.Batch <= 0 {
 		return fmt.Errorf("pipelines: probe: batch must be positive")
 	}
 	s = s.Scope("probe")
-	var inputs []string
-	for _, in := range cfg.Inputs {
-		b, _ := json.Marshal(in)
-		inputs = append(inputs, string(b))
-	}
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), beam.CreateList(s.Scope("ListShards"), inputs))
-	feats := beam.ParDo(s.Scope("ExtractFeatures"), &ExtractFeaturesFn{
-		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch, MaxPerShard: cfg.MaxPerShard,
-	}, paths)
-	grouped := beam.GroupByKey(s.Scope("GroupLayers"), feats)
-	written := beam.ParDo(s.Scope("WriteFeatures"), &WriteFeaturesFn{Dir: cfg.Dir}, grouped)
+	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
+	written := beam.ParDo(s.Scope("ExtractFeatures"), &ExtractFeaturesFn{
+		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
+		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, Dir: cfg.Dir,
+	}, tasks)
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
 	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
 	return nil
+}
+
+// indexed reads a list file and numbers its lines: each element is the
+// JSON of an IndexedInput.
+func indexed(s beam.Scope, list string) beam.PCollection {
+	return beam.ParDo(s, &IndexLinesFn{}, beam.Create(s, list))
+}
+
+// IndexedInput is an input shard and its line number in the list.
+type IndexedInput struct {
+	Index int        `json:"index"`
+	Input ShardInput `json:"input"`
+}
+
+// IndexLinesFn emits the lines of a list of ShardInput as IndexedInput JSON.
+type IndexLinesFn struct{}
+
+// ProcessElement reads the list.
+func (f *IndexLinesFn) ProcessElement(ctx context.Context, path string, emit func(string)) error {
+	i := 0
+	return (&ReadLinesFn{}).ProcessElement(ctx, path, func(line string) {
+		var in ShardInput
+		json.Unmarshal([]byte(line), &in)
+		b, _ := json.Marshal(IndexedInput{Index: i, Input: in})
+		i++
+		emit(string(b))
+	})
+}
+
+// FeaturesShardName names the Features shard of one layer of the idx-th
+// input shard of split.
+func FeaturesShardName(split string, layer, idx int) string {
+	return fmt.Sprintf("%s-layer%02d-%05d.msgpack", split, layer, idx)
+}
+
+// featureWriters writes one Features shard per layer for one input shard.
+type featureWriters struct {
+	dir, split string
+	idx        int
+	w          []*storage.Writer
+	rw         []*records.Writer
+	labels     []map[int]int64
+}
+
+func newFeatureWriters(ctx context.Context, dir, split string, idx, layers int) (*featureWriters, error) {
+	fw := &featureWriters{dir: dir, split: split, idx: idx}
+	for l := range layers {
+		w, err := storage.Create(ctx, storage.Join(dir, FeaturesShardName(split, l, idx)))
+		if err != nil {
+			fw.abort()
+			return nil, err
+		}
+		rw, err := records.NewWriter(w, records.KindFeatures)
+		if err != nil {
+			w.Abort()
+			fw.abort()
+			return nil, err
+		}
+		fw.w, fw.rw, fw.labels = append(fw.w, w), append(fw.rw, rw), append(fw.labels, map[int]int64{})
+	}
+	return fw, nil
+}
+
+func (fw *featureWriters) write(f *records.Features) error {
+	if err := fw.rw[f.Layer].Write(f); err != nil {
+		return fmt.Errorf("write %s: %w", fw.w[f.Layer].Path(), err)
+	}
+	fw.labels[f.Layer][f.Label]++
+	return nil
+}
+
+// close publishes every layer's shard and emits their stats.
+func (fw *featureWriters) close(emit func(string)) error {
+	for l, rw := range fw.rw {
+		if err := rw.Flush(); err != nil {
+			fw.abort()
+			return fmt.Errorf("write %s: %w", fw.w[l].Path(), err)
+		}
+		if err := fw.w[l].Close(); err != nil {
+			fw.abort()
+			return err
+		}
+		st := ShardStats{Name: FeaturesShardName(fw.split, l, fw.idx), Split: fw.split, Records: int64(rw.Count()), Bytes: rw.Bytes(), Labels: fw.labels[l]}
+		b, _ := json.Marshal(statsEvent{Shard: &st})
+		emit(string(b))
+	}
+	return nil
+}
+
+func (fw *featureWriters) abort() {
+	for _, w := range fw.w {
+		w.Abort()
+	}
 }
 
 // ExtractFeaturesFn runs the model over one Tokens shard in batches and
@@ -79,6 +168,9 @@ type ExtractFeaturesFn struct {
 	Objective   string
 	Batch       int
 	MaxPerShard int
+	// MaxTrainPerShard caps the records read from each train shard.
+	MaxTrainPerShard int
+	Dir              string
 
 	m *model.Model
 }
@@ -110,14 +202,23 @@ func (f *ExtractFeaturesFn) Setup(ctx context.Context) error {
 }
 
 // ProcessElement extracts the features of one shard.
-func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, input string, emit func(string, records.Features)) error {
-	var in ShardInput
-	if err := json.Unmarshal([]byte(input), &in); err != nil {
-		return fmt.Errorf("probe: bad input %q: %w", input, err)
+func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emit func(string)) error {
+	var ti IndexedInput
+	if err := json.Unmarshal([]byte(task), &ti); err != nil {
+		return fmt.Errorf("probe: bad input %q: %w", task, err)
 	}
+	in := ti.Input
 	obj, err := model.ParseObjective(f.Objective)
 	if err != nil {
 		return err
+	}
+	limit := f.MaxPerShard
+	if in.Split == "train" && f.MaxTrainPerShard > 0 && (limit == 0 || f.MaxTrainPerShard < limit) {
+		limit = f.MaxTrainPerShard
+	}
+	fw, err := newFeatureWriters(ctx, f.Dir, in.Split, ti.Index, f.Config.Layers+1)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
 	}
 	T, C, L := f.Config.Seq, f.Config.D, f.Config.Layers
 	var batch []records.Tokens
@@ -142,8 +243,10 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, input string, em
 		}
 		for l := 0; l <= L; l++ {
 			for b, r := range batch {
-				vec := append([]float32(nil), feats[(l*B+b)*C:(l*B+b+1)*C]...)
-				emit(layerKey(in.Split, l), records.Features{Key: r.Key, Label: r.Label, Layer: l, Vec: vec})
+				rec := records.Features{Key: r.Key, Label: r.Label, Layer: l, Vec: feats[(l*B+b)*C : (l*B+b+1)*C]}
+				if err := fw.write(&rec); err != nil {
+					return fmt.Errorf("probe: %w", err)
+				}
 			}
 		}
 		batch = batch[:0]
@@ -151,7 +254,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, input string, em
 	}
 	n := 0
 	err = loader.ReadShard(ctx, in.Path, func(r records.Tokens) error {
-		if n++; f.MaxPerShard > 0 && n > f.MaxPerShard {
+		if n++; limit > 0 && n > limit {
 			return io.EOF
 		}
 		if len(r.Tok) != T || r.Vocab != f.Config.Vocab {
@@ -163,41 +266,87 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, input string, em
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
+		fw.abort()
 		return err
 	}
-	return flush()
+	return fw.close(emit)
 }
 
-func layerKey(split string, layer int) string { return ShardKey(split, layer) }
+// RawPixelsFn writes the raw-pixel baseline's features of one Image
+// shard (an IndexedInput): each image whose key is in the keys file,
+// scaled to [0, 1] and flattened, as layer 0 of the split the keys file
+// gives it. The keys file (JSON lines of KeySplit) is read once per worker.
+type RawPixelsFn struct {
+	Keys string
+	Dir  string
 
-// FeaturesShardName names the Features shard of one split and layer.
-func FeaturesShardName(split string, layer int) string {
-	return records.ShardName(fmt.Sprintf("%s-layer%02d", split, layer), 0, 1)
+	split map[string]string
 }
 
-// WriteFeaturesFn writes the features of one split and layer, sorted by key.
-type WriteFeaturesFn struct{ Dir string }
+// KeySplit is one line of RawPixelsFn's keys file.
+type KeySplit struct {
+	Key   string `json:"key"`
+	Split string `json:"split"`
+}
 
-// ProcessElement writes one Features shard.
-func (f *WriteFeaturesFn) ProcessElement(ctx context.Context, key string, iter func(*records.Features) bool, emit func(string)) error {
-	split, layer, err := parseShardKey(key)
-	if err != nil {
-		return err
+// Setup reads the keys file.
+func (f *RawPixelsFn) Setup(ctx context.Context) error {
+	f.split = map[string]string{}
+	return (&ReadLinesFn{}).ProcessElement(ctx, f.Keys, func(line string) {
+		var ks KeySplit
+		if json.Unmarshal([]byte(line), &ks) == nil {
+			f.split[ks.Key] = ks.Split
+		}
+	})
+}
+
+// ProcessElement writes the features of one Image shard, one Features
+// shard per split it feeds.
+func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func(string)) error {
+	var ti IndexedInput
+	if err := json.Unmarshal([]byte(task), &ti); err != nil {
+		return fmt.Errorf("probe: bad input %q: %w", task, err)
 	}
-	var fs []records.Features
-	var x records.Features
-	for iter(&x) {
-		fs = append(fs, x)
-		x = records.Features{}
+	writers := map[string]*featureWriters{}
+	err := ScanShard(ctx, ti.Input.Path, func(img records.Image) error {
+		split, ok := f.split[img.Key]
+		if !ok {
+			return nil
+		}
+		fw := writers[split]
+		if fw == nil {
+			var err error
+			if fw, err = newFeatureWriters(ctx, f.Dir, split, ti.Index, 1); err != nil {
+				return err
+			}
+			writers[split] = fw
+		}
+		vec := make([]float32, len(img.Pix))
+		for i, v := range img.Pix {
+			vec[i] = float32(v) / 255
+		}
+		return fw.write(&records.Features{Key: img.Key, Label: img.Label, Vec: vec})
+	})
+	for _, fw := range writers {
+		if err != nil {
+			fw.abort()
+		} else if err = fw.close(emit); err != nil {
+			err = fmt.Errorf("probe: raw pixels: %w", err)
+		}
 	}
-	sort.Slice(fs, func(i, j int) bool { return fs[i].Key < fs[j].Key })
-	name := FeaturesShardName(split, layer)
-	st, err := writeNamedShard(ctx, f.Dir, name, split, records.KindFeatures, fs, func(x *records.Features) int { return x.Label })
-	if err != nil {
-		return fmt.Errorf("probe: %w", err)
-	}
-	b, _ := json.Marshal(statsEvent{Shard: &st})
-	emit(string(b))
-	return nil
+	return err
+}
+
+// RawPixels writes the raw-pixel baseline's features of the images in
+// the Image shards listed in images whose keys the keys file lists.
+func RawPixels(s beam.Scope, images, keys, dir string) {
+	s = s.Scope("rawpixels")
+	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), images))
+	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir}, tasks)
+	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
+	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: dir}, all)
 }

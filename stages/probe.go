@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -49,16 +50,30 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	mc := params.Config
 	var inputs []pipelines.ShardInput
+	trainShards := 0
 	for _, f := range qm.Files {
 		if f.Split != "" {
 			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
 		}
+		if f.Split == "train" {
+			trainShards++
+		}
+	}
+	list := storage.Join(rc.Dir, InputsName)
+	if err := pipelines.WriteLines(ctx, list, inputs); err != nil {
+		return nil, err
+	}
+	// max_train is sampled in the workers, evenly over the train shards
+	// (the driver keeps the first max_train of what they wrote).
+	maxTrainPerShard := 0
+	if pc.MaxTrain > 0 && trainShards > 0 {
+		maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
 	}
 	objective := rc.Config.Train.Objective
 	extract := func(dir, weights string) (string, error) {
 		p, s := beam.NewPipelineWithRoot()
-		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: inputs, Weights: weights, Config: mc, Seed: pc.Seed,
-			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, Dir: dir}); err != nil {
+		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
+			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
 			return "", err
 		}
 		return runPipeline(ctx, rc, p)
@@ -179,37 +194,41 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 }
 
 // rawPixelBaseline probes the original images, scaled to [0, 1] and
-// flattened, split exactly as the tokens were.
+// flattened, split exactly as the tokens were. A Beam pipeline writes their
+// features (the workers read the Image shards; the driver lists the keys).
 func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeConfig,
 	opts probe.ProbeOptions) (probe.Row, error) {
-	splitOf := map[string]string{}
-	raw := map[string]*probe.FeatureSet{}
+	var keys []pipelines.KeySplit
 	for split, set := range sets {
-		keys, _ := set.Keys()
-		for _, k := range keys {
-			splitOf[k] = split
+		ks, _ := set.Keys()
+		for _, k := range ks {
+			keys = append(keys, pipelines.KeySplit{Key: k, Split: split})
 		}
-		raw[split] = probe.NewFeatureSet("raw " + split)
 	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
+	dir := storage.Join(rc.Dir, "features-raw")
+	keysFile, imagesFile := storage.Join(dir, "_keys.jsonl"), storage.Join(dir, InputsName)
+	var images []pipelines.ShardInput
 	dl := rc.Inputs["download"]
 	for _, f := range dl.Files {
-		if f.Split == "" {
-			continue
+		if f.Split != "" {
+			images = append(images, pipelines.ShardInput{Path: dl.Path(f.Name), Split: f.Split})
 		}
-		err := pipelines.ScanShard(ctx, dl.Path(f.Name), func(img records.Image) error {
-			split, ok := splitOf[img.Key]
-			if !ok {
-				return nil
-			}
-			vec := make([]float32, len(img.Pix))
-			for i, v := range img.Pix {
-				vec[i] = float32(v) / 255
-			}
-			return raw[split].Add(records.Features{Key: img.Key, Label: img.Label, Vec: vec})
-		})
-		if err != nil {
-			return probe.Row{}, err
-		}
+	}
+	if err := pipelines.WriteLines(ctx, keysFile, keys); err != nil {
+		return probe.Row{}, err
+	}
+	if err := pipelines.WriteLines(ctx, imagesFile, images); err != nil {
+		return probe.Row{}, err
+	}
+	p, s := beam.NewPipelineWithRoot()
+	pipelines.RawPixels(s, imagesFile, keysFile, dir)
+	if _, err := runPipeline(ctx, rc, p); err != nil {
+		return probe.Row{}, err
+	}
+	raw, err := readFeatureSets(ctx, dir, 0)
+	if err != nil {
+		return probe.Row{}, err
 	}
 	rawSplits, err := probe.AssembleSplits(raw["train"], raw["val"], raw["test"], 0.1, pc.Seed)
 	if err != nil {

@@ -85,11 +85,15 @@ func TestProbeFeaturesBatchInvariant(t *testing.T) {
 	for _, f := range qm.Files {
 		inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
 	}
+	list := filepath.Join(t.TempDir(), "inputs.jsonl")
+	if err := pipelines.WriteLines(context.Background(), list, inputs); err != nil {
+		t.Fatal(err)
+	}
 	cfgOf := func(batch int, dir string) pipelines.ProbeConfig {
 		var mc struct{ Layers, D, Heads, Seq, Vocab int }
 		b, _ := json.Marshal(tm.Meta["model"])
 		json.Unmarshal(b, &mc)
-		return pipelines.ProbeConfig{Inputs: inputs, Weights: tm.Path(filepath.Join(tm.Meta["checkpoint"].(string), WeightsFile)),
+		return pipelines.ProbeConfig{Inputs: list, Weights: tm.Path(filepath.Join(tm.Meta["checkpoint"].(string), WeightsFile)),
 			Objective: "ar", Batch: batch, Dir: dir, Config: modelConfig(mc.Layers, mc.D, mc.Heads, mc.Seq, mc.Vocab)}
 	}
 	feats := map[int]map[string][]float32{}
