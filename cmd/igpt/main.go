@@ -43,6 +43,7 @@ var (
 	root        = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
 	source      = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
 	logLevel    = flag.String("log_level", "info", "debug, info, warn or error")
+	workerProcs = flag.Bool("worker_processes", false, "prism/direct: run Beam workers as separate processes through an external worker pool, as Dataflow does (the launcher then holds no pipeline data)")
 )
 
 const usage = `igpt: image GPT as a workflow of rerunnable stages.
@@ -63,7 +64,7 @@ Flags (anywhere on the line; Beam's flags such as --runner=direct|dataflow,
 func main() {
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
-		for _, name := range []string{"force", "until", "dry_run", "n", "out", "scale", "complete", "keep", "temperature", "top_k", "top_p", "seed", "root", "source", "log_level", "runner"} {
+		for _, name := range []string{"force", "until", "dry_run", "n", "out", "scale", "complete", "keep", "temperature", "top_k", "top_p", "seed", "root", "source", "log_level", "runner", "worker_processes"} {
 			if f := flag.Lookup(name); f != nil {
 				fmt.Fprintf(os.Stderr, "  --%s\t%s\n", f.Name, f.Usage)
 			}
@@ -75,7 +76,19 @@ func main() {
 	setLogLevel(*logLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := dispatch(ctx, args); err != nil {
+	if *workerProcs {
+		pool, err := startWorkerPool()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "igpt: --worker_processes: %v\n", err)
+			os.Exit(1)
+		}
+		defer pool.Stop()
+	}
+	err := dispatch(ctx, args)
+	if len(args) > 0 && (args[0] == "run" || args[0] == "stage") {
+		logPeakMemory()
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "igpt: %v\n", err)
 		os.Exit(1)
 	}
@@ -96,6 +109,35 @@ func parseInterspersed(args []string) []string {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// startWorkerPool serves an external worker pool that starts this program
+// as each Beam worker, and points the runner at it.
+func startWorkerPool() (*beamboot.Pool, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := beamboot.StartPool(exe)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]string{"environment_type": "EXTERNAL", "environment_config": pool.Addr(), "worker_binary": exe} {
+		if err := flag.Set(k, v); err != nil {
+			pool.Stop()
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
+// logPeakMemory logs this process's peak resident memory and that of its
+// largest finished child (a worker process), for sizing machines.
+func logPeakMemory() {
+	var self, kids syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	slog.Info("peak memory", "launcher_rss_mib", self.Maxrss>>10, "largest_worker_rss_mib", kids.Maxrss>>10)
 }
 
 func setLogLevel(s string) {
