@@ -2,7 +2,8 @@
 # Peak memory of the download and probe stages against dataset size, on prism
 # in one process and with the workers as separate processes
 # (--worker_processes), on generated WebDataset sources of 64×64 JPEGs.
-# Prints one line per run: stage, images, mode, launcher and largest-worker
+# Each stage runs in its own process (igpt stage NAME), so each line is that
+# stage's peak alone. Prints one line per run: stage, images, mode, launcher and largest-worker
 # peak RSS (igpt's own "peak memory" log line, from getrusage) and wall time.
 #
 #   bench/memory.sh [SIZES...]        (default: 100000 200000)
@@ -31,9 +32,9 @@ quantize: {resize: [16, 16], val_fraction: 0.05}
 train: {model: nano, steps: 5, batch: 8, eval_every: 5, eval_records: 64, checkpoint_every: 5}
 probe: {batch: 64, max_per_shard: 2000, max_train: 4000, baselines: false, l2: [0.01]}
 YAML
-    for stage in download probe; do
+    for stage in ${STAGES:-download palette quantize train probe}; do
       start=$(date +%s.%N)
-      log=$("$work/igpt" run "$work/cfg-$n.yaml" --root "$root" --until $stage "${flags[@]}" 2>&1) || { echo "$log" | tail -20; exit 1; }
+      log=$("$work/igpt" stage $stage "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) || { echo "$log" | tail -20; exit 1; }
       end=$(date +%s.%N)
       mem=$(echo "$log" | grep 'msg="peak memory"' | tail -1)
       l=$(echo "$mem" | sed -n 's/.*launcher_rss_mib=\([0-9]*\).*/\1/p')

@@ -43,7 +43,7 @@ var (
 	root        = flag.String("root", "", "override the config's root (local folder or gs://bucket/prefix)")
 	source      = flag.String("source", "", "override dataset.source: a local file or folder, file://, gs:// or https:// mirror")
 	logLevel    = flag.String("log_level", "info", "debug, info, warn or error")
-	workerProcs = flag.Bool("worker_processes", false, "prism/direct: run Beam workers as separate processes through an external worker pool, as Dataflow does (the launcher then holds no pipeline data)")
+	workerProcs = flag.Bool("worker_processes", false, "prism/direct: run Beam workers as separate processes through an external worker pool, as Dataflow does (prism itself stays in the launcher)")
 )
 
 const usage = `igpt: image GPT as a workflow of rerunnable stages.
@@ -76,9 +76,10 @@ func main() {
 	setLogLevel(*logLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var pool *beamboot.Pool
 	if *workerProcs {
-		pool, err := startWorkerPool()
-		if err != nil {
+		var err error
+		if pool, err = startWorkerPool(); err != nil {
 			fmt.Fprintf(os.Stderr, "igpt: --worker_processes: %v\n", err)
 			os.Exit(1)
 		}
@@ -86,7 +87,7 @@ func main() {
 	}
 	err := dispatch(ctx, args)
 	if len(args) > 0 && (args[0] == "run" || args[0] == "stage") {
-		logPeakMemory()
+		logPeakMemory(pool)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "igpt: %v\n", err)
@@ -131,13 +132,14 @@ func startWorkerPool() (*beamboot.Pool, error) {
 	return pool, nil
 }
 
-// logPeakMemory logs this process's peak resident memory and that of its
-// largest finished child (a worker process), for sizing machines.
-func logPeakMemory() {
-	var self, kids syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
-	slog.Info("peak memory", "launcher_rss_mib", self.Maxrss>>10, "largest_worker_rss_mib", kids.Maxrss>>10)
+// logPeakMemory logs this process's peak resident memory and, with
+// --worker_processes, that of the largest worker, for sizing machines.
+func logPeakMemory(pool *beamboot.Pool) {
+	var worker int64
+	if pool != nil {
+		worker = pool.PeakWorkerRSSKiB()
+	}
+	slog.Info("peak memory", "launcher_rss_mib", beamboot.PeakRSSKiB(os.Getpid())>>10, "largest_worker_rss_mib", worker>>10)
 }
 
 func setLogLevel(s string) {

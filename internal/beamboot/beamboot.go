@@ -14,9 +14,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/container/tools"
 	fnpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/fnexecution_v1"
@@ -110,6 +112,7 @@ type Pool struct {
 	mu      sync.Mutex
 	workers map[string]*exec.Cmd
 	started int
+	peakKiB int64 // largest VmHWM seen of any worker
 }
 
 // StartPool serves a worker pool on 127.0.0.1 at a free port.
@@ -157,8 +160,52 @@ func (p *Pool) StartWorker(_ context.Context, req *fnpb.StartWorkerRequest) (*fn
 	slog.Debug("beamboot: started worker", "id", req.GetWorkerId(), "pid", cmd.Process.Pid)
 	p.workers[req.GetWorkerId()] = cmd
 	p.started++
-	go cmd.Wait()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	go p.watch(cmd.Process.Pid, done)
 	return &fnpb.StartWorkerResponse{}, nil
+}
+
+// watch samples a worker's peak resident memory (VmHWM) until it exits.
+func (p *Pool) watch(pid int, done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if kib := PeakRSSKiB(pid); kib > 0 {
+			p.mu.Lock()
+			p.peakKiB = max(p.peakKiB, kib)
+			p.mu.Unlock()
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PeakWorkerRSSKiB is the largest peak resident memory seen of any worker.
+func (p *Pool) PeakWorkerRSSKiB() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peakKiB
+}
+
+// PeakRSSKiB reads a process's peak resident memory (VmHWM, KiB) from
+// /proc; 0 when it cannot. (getrusage's maxrss is no use for workers: a
+// child started by fork and exec keeps its parent's high-water mark.)
+func PeakRSSKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // StopWorker ends one worker process.
