@@ -44,3 +44,31 @@ func TestToRGB(t *testing.T) {
 		t.Fatal("2 channels accepted")
 	}
 }
+
+func TestShortSideCrop(t *testing.T) {
+	// 2×4 image, one channel: columns 0..3 hold 10, 20, 30, 40. Short side
+	// 2 → side 1: scale to 1×2 (means 15, 35), centre crop takes column
+	// 0 of 2 ((2-1)/2 = 0): 15.
+	pix := []byte{10, 20, 30, 40, 10, 20, 30, 40}
+	tests := []struct {
+		h, w, side int
+		want       []byte
+	}{
+		{2, 4, 1, []byte{15}},
+		{2, 4, 2, []byte{20, 30, 20, 30}}, // 2×4 kept, centre 2×2
+		{4, 2, 2, []byte{10, 20, 30, 40}}, // tall: rows 1..2 of 4 (values by row)
+	}
+	for _, tc := range tests {
+		in := pix
+		if tc.h == 4 {
+			in = []byte{0, 0, 10, 20, 30, 40, 0, 0}
+		}
+		got, err := ShortSideCrop(in, tc.h, tc.w, 1, tc.side)
+		if err != nil || !bytes.Equal(got, tc.want) {
+			t.Errorf("%dx%d to %d: %v, %v; want %v", tc.h, tc.w, tc.side, got, err, tc.want)
+		}
+	}
+	if _, err := ShortSideCrop(pix, 2, 4, 1, 0); err == nil {
+		t.Error("side 0 accepted")
+	}
+}

@@ -171,3 +171,71 @@ func TestPublishedFileMode(t *testing.T) {
 		t.Fatalf("mode %v, %v; want 0644", st.Mode().Perm(), err)
 	}
 }
+
+func TestExpandBraces(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+		err  bool
+	}{
+		{"a.tar", "[a.tar]", false},
+		{"s-{000..002}.tar", "[s-000.tar s-001.tar s-002.tar]", false},
+		{"{train,val}-{8..10}", "[train-8 train-9 train-10 val-8 val-9 val-10]", false},
+		{"x{1..0}", "", true},
+		{"x{1..", "", true},
+		{"x}", "", true},
+		{"x{0..99999999}", "", true},
+	}
+	for _, tc := range tests {
+		got, err := storage.ExpandBraces(tc.in)
+		if (err != nil) != tc.err || (!tc.err && fmt.Sprint(got) != tc.want) {
+			t.Errorf("storage.ExpandBraces(%q) = %v, %v; want %s (error %v)", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestGlobAndRanges(t *testing.T) {
+	ctx := context.Background()
+	testutil.FakeGCS(t, "bkt")
+	local := t.TempDir()
+	for _, base := range []string{local, "gs://bkt/wds"} {
+		for _, n := range []string{"train-000.tar", "train-001.tar", "train-002.tar", "val-000.tar", "notes.txt"} {
+			if err := storage.WriteFile(ctx, storage.Join(base, n), []byte("0123456789"+n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for pat, want := range map[string]int{"train-*.tar": 3, "train-{000..001}.tar": 2, "{train,val}-000.tar": 2, "*.tar": 4} {
+			got, err := storage.Glob(ctx, storage.Join(base, pat))
+			if err != nil || len(got) != want {
+				t.Errorf("Glob(%s) = %v, %v; want %d files", storage.Join(base, pat), got, err, want)
+			}
+		}
+		if _, err := storage.Glob(ctx, storage.Join(base, "train-{005..006}.tar")); err == nil {
+			t.Errorf("%s: a literal name that does not exist is not an error", base)
+		}
+		rc, err := storage.OpenRange(ctx, storage.Join(base, "train-001.tar"), 3, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(b) != "3456" {
+			t.Errorf("%s: range read %q, want 3456", base, b)
+		}
+		ra, err := storage.OpenReaderAt(ctx, storage.Join(base, "train-002.tar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 5)
+		if n, err := ra.ReadAt(buf, 18); n != 5 || err != nil || string(buf) != "2.tar" {
+			t.Errorf("%s: ReadAt = %d %q %v", base, n, buf, err)
+		}
+		if n, err := ra.ReadAt(buf, 21); n != 2 || err != io.EOF {
+			t.Errorf("%s: ReadAt past the end = %d, %v; want 2, EOF", base, n, err)
+		}
+		ra.Close()
+	}
+	if storage.GCSBytesRead("bkt") == 0 {
+		t.Error("reads from gs://bkt were not counted")
+	}
+}
