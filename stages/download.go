@@ -100,6 +100,13 @@ func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string
 		layout, err := datasets.InspectInPlace(ctx, spec, src, rc.Config.Dataset.Splits, opt)
 		return src, layout, err
 	}
+	if src := rc.Config.Dataset.Source; spec.Format == datasets.FormatFolder && datasets.IsFolderPrefix(src) {
+		if rc.Config.Dataset.SHA256 != "" {
+			return "", datasets.Layout{}, fmt.Errorf("dataset.sha256 cannot be checked for the image folder %s: its images are read in place by the workers; remove it", src)
+		}
+		layout, err := datasets.InspectFolderPrefix(ctx, src, opt)
+		return src, layout, err
+	}
 	src, err := fetchSource(ctx, rc, spec)
 	if err != nil {
 		return "", datasets.Layout{}, err

@@ -278,3 +278,35 @@ func TestDataflowDryRunImageNet(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleFolderPrefixWorkerProcesses: an image folder tree under a gs://
+// prefix is listed, never read, by the launcher; each unit is at most 1000
+// images of one class, read by worker processes.
+func TestScaleFolderPrefixWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scale test: runs worker processes")
+	}
+	srv := testutil.FakeGCS(t, "data", "out")
+	rng := rand.New(rand.NewPCG(3, 3))
+	counts := map[string]int{"train/cat": 1001, "train/dog": 40, "test/cat": 10, "test/dog": 10}
+	for dir, n := range counts {
+		for i := range n {
+			putObject(srv, "data", fmt.Sprintf("tree/%s/%04d.jpg", dir, i), jpegBytes(rng, 8, 8))
+		}
+	}
+	externalWorkers(t)
+	before := storage.GCSBytesRead("data")
+	p := planFor(t, "root: gs://out/tree\ndataset: {name: folder, source: gs://data/tree}\ndownload: {shard_mib: 1}\n")
+	if err := p.RunUntil(context.Background(), "download", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if read := storage.GCSBytesRead("data") - before; read != 0 {
+		t.Errorf("the launcher read %d bytes of the image tree; it must only list it", read)
+	}
+	dl, _ := p.Step("download")
+	m := dl.Manifest
+	if m.Records("train") != 1041 || m.Records("test") != 20 || m.Meta["units"] != float64(5) {
+		t.Errorf("records train %d test %d, units %v; want 1041, 20 and 5 (cat's 1001 train images make two units)",
+			m.Records("train"), m.Records("test"), m.Meta["units"])
+	}
+}

@@ -39,7 +39,7 @@ const (
 // where it lies, so the launcher must only list it.
 func ReadsInPlace(format string) bool {
 	switch format {
-	case FormatImageNet, FormatWebDataset, FormatNPZ:
+	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS:
 		return true
 	}
 	return false
@@ -258,6 +258,8 @@ func readInPlaceUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 		return readWebDatasetShard(ctx, u, emit)
 	case FormatNPZ:
 		return readNPZUnit(ctx, u, emit)
+	case FormatFolderGCS:
+		return readFolderPrefix(ctx, u, emit)
 	}
 	return fmt.Errorf("datasets: read unit %s: unknown format %q", u.Path, u.Format)
 }

@@ -186,7 +186,7 @@ func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 		return readSTL10Unit(ctx, u, emit)
 	case FormatFolder:
 		return readFolderUnit(ctx, u, emit)
-	case FormatImageNet, FormatWebDataset, FormatNPZ:
+	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS:
 		return readInPlaceUnit(ctx, u, emit)
 	}
 	return fmt.Errorf("datasets: read unit %s of %s: unknown format %q", u.Split, u.Path, u.Format)
