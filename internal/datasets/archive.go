@@ -258,19 +258,34 @@ func isRegular(h *tar.Header) bool {
 }
 
 // cleanMember normalises an archive member name to a slash-separated
-// relative path. It returns "" for names that cannot be used safely
-// (absolute after cleaning, or climbing out with "..").
+// relative path. It returns "" for the archive's root ("./") and for names
+// that cannot be used safely (see memberName); readers of image layouts call
+// memberName instead, which refuses the latter.
 func cleanMember(name string) string {
-	name = strings.ReplaceAll(name, "\\", "/")
-	name = strings.TrimLeft(name, "/")
-	if name == "" {
-		return ""
-	}
-	c := path.Clean(name)
-	if c == "." || c == ".." || strings.HasPrefix(c, "../") {
+	c, err := memberName("", name)
+	if err != nil {
 		return ""
 	}
 	return c
+}
+
+// memberName normalises the member name of archive to a slash-separated
+// relative path ("" for the archive's root, "./"). An absolute name
+// ("/data/imgs/x.png") or one that climbs out with ".." is an error naming
+// the member: dropping its leading "/" would shift the <split>/<class>
+// levels and every label with them, and ".." points outside the archive.
+func memberName(archive, name string) (string, error) {
+	name = strings.ReplaceAll(name, "\\", "/")
+	c := path.Clean(name)
+	switch {
+	case name == "" || c == "." || c == "/":
+		return "", nil
+	case strings.HasPrefix(c, "/"):
+		return "", fmt.Errorf("datasets: read %s: member %q is an absolute path: igpt reads only relative member names; repack the archive from inside its folder (tar -C DIR -cf x.tar . or cd DIR && zip -r x.zip .)", archive, name)
+	case c == ".." || strings.HasPrefix(c, "../"):
+		return "", fmt.Errorf("datasets: read %s: member %q climbs out of the archive with \"..\": igpt reads only members inside it; repack the archive without it", archive, name)
+	}
+	return c, nil
 }
 
 // readNames parses a class-name file: one name a line, blank lines and

@@ -134,6 +134,11 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 	for _, e := range images {
 		rel := strings.TrimPrefix(e.name, p.root)
 		parts := strings.Split(rel, "/")
+		if len(parts) >= 4 && !knownSplits[strings.ToLower(parts[0])] && knownSplits[strings.ToLower(parts[1])] {
+			// w1/w2/train/cat/x.png: read as split "w2", class "train".
+			return p, fmt.Errorf("datasets: image folder: %s: member %s: %s%s/ is a second wrapper folder around the split folder %s/ (one at most is recognised): give the folder %s%s itself as the source, or repack it as <split>/<class>/<image>",
+				src, e.orig, p.root, parts[0], parts[1], p.root, parts[0])
+		}
 		switch len(parts) {
 		case 1:
 			atTop = append(atTop, e.name)
@@ -237,9 +242,27 @@ func inspectFolder(ctx context.Context, src string, fi os.FileInfo, opt Options,
 	return inspectFolderTar(ctx, t, log)
 }
 
+// resolveInside resolves the links in p, a path under the folder source
+// whose resolved path is root, and refuses one that leads outside it: a
+// link to /etc/passwd or to another dataset is not part of the source.
+func resolveInside(root, p string) (string, error) {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("datasets: image folder: %w", err)
+	}
+	if rel, err := filepath.Rel(root, r); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", fmt.Errorf("datasets: image folder: %s is a link to %s, outside the source folder %s: igpt reads only files inside the source; copy the file in or remove the link", p, r, root)
+	}
+	return r, nil
+}
+
 func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout, error) {
+	root, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return Layout{}, fmt.Errorf("datasets: image folder: %w", err)
+	}
 	var entries []fentry
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("datasets: image folder: %w", err)
 		}
@@ -257,6 +280,9 @@ func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout
 				log.Debug("datasets: image folder: not following a link", "path", p)
 				return nil
 			}
+			if _, err := resolveInside(root, p); err != nil {
+				return err
+			}
 		} else if !d.IsDir() && !d.Type().IsRegular() {
 			return nil
 		}
@@ -270,8 +296,8 @@ func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout
 	if err != nil {
 		return Layout{}, err
 	}
-	root := filepath.Join(src, filepath.FromSlash(strings.TrimSuffix(p.root, "/")))
-	return folderUnits(p, root, "", func(e fentry) string { return strings.TrimPrefix(e.name, p.root) }), nil
+	dir := filepath.Join(src, filepath.FromSlash(strings.TrimSuffix(p.root, "/")))
+	return folderUnits(p, dir, "", func(e fentry) string { return strings.TrimPrefix(e.name, p.root) }), nil
 }
 
 // folderUnits makes one unit per (split, class), members sorted.
@@ -345,20 +371,28 @@ func newZip(name string, r io.ReaderAt, size int64) (*zipCloser, error) {
 	return &zipCloser{Reader: zr}, nil
 }
 
-func zipEntries(zr *zip.Reader) []fentry {
+func zipEntries(src string, zr *zip.Reader) ([]fentry, error) {
 	entries := make([]fentry, 0, len(zr.File))
 	for _, f := range zr.File {
 		dir := strings.HasSuffix(f.Name, "/") || f.Mode().IsDir()
 		if !dir && !f.Mode().IsRegular() {
 			continue // links and the like
 		}
-		entries = append(entries, fentry{name: cleanMember(f.Name), orig: f.Name, dir: dir})
+		name, err := memberName(src, f.Name)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, fentry{name: name, orig: f.Name, dir: dir})
 	}
-	return entries
+	return entries, nil
 }
 
 func inspectFolderZip(src string, zr *zip.Reader, log *slog.Logger) (Layout, error) {
-	p, err := planFolder(src, zipEntries(zr), log)
+	entries, err := zipEntries(src, zr)
+	if err != nil {
+		return Layout{}, err
+	}
+	p, err := planFolder(src, entries, log)
 	if err != nil {
 		return Layout{}, err
 	}
@@ -387,7 +421,11 @@ func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layo
 		if !dir && !isRegular(hdr) {
 			continue
 		}
-		entries = append(entries, fentry{name: cleanMember(hdr.Name), orig: hdr.Name, dir: dir})
+		name, err := memberName(t.name, hdr.Name)
+		if err != nil {
+			return Layout{}, err
+		}
+		entries = append(entries, fentry{name: name, orig: hdr.Name, dir: dir})
 	}
 	if err := t.drain(log); err != nil {
 		return Layout{}, err
@@ -499,13 +537,22 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 
 func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 	labels := classIndex(u.Classes)
+	root, err := filepath.EvalSymlinks(u.Path)
+	if err != nil {
+		return fmt.Errorf("datasets: read unit: %w", err)
+	}
 	n := 0
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p := filepath.Join(u.Path, filepath.FromSlash(m))
-		f, err := os.Open(p)
+		// Checked again here: the folder may have changed since Inspect.
+		r, err := resolveInside(root, p)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(r)
 		if err != nil {
 			return fmt.Errorf("datasets: read unit: %w", err)
 		}
@@ -606,7 +653,10 @@ func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) er
 		if !isRegular(hdr) {
 			continue
 		}
-		name := cleanMember(hdr.Name)
+		name, err := memberName(u.Path, hdr.Name)
+		if err != nil {
+			return err
+		}
 		if name == "" || !strings.HasPrefix(name, prefix) || hiddenPath(name) || !isImageName(name) {
 			continue
 		}

@@ -177,8 +177,14 @@ func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error
 			pos, _ := sr.Seek(0, io.SeekCurrent)
 			return Layout{}, corrupt(train.Path, fmt.Sprintf("reading the header at byte %d", pos), err)
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) {
+		if !isRegular(hdr) {
+			continue
+		}
+		name, err := memberName(train.Path, hdr.Name)
+		if err != nil {
+			return Layout{}, err
+		}
+		if name == "" || hiddenPath(name) {
 			continue
 		}
 		if !strings.HasSuffix(name, ".tar") {
@@ -311,8 +317,14 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 		if err != nil {
 			return err
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) || !isImageName(name) {
+		if !isRegular(hdr) {
+			continue
+		}
+		name, err := memberName(t.name, hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" || hiddenPath(name) || !isImageName(name) {
 			continue
 		}
 		data, err := readLimited(t.tr, hdr.Size)
@@ -420,8 +432,14 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		if err != nil {
 			return err
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) {
+		if !isRegular(hdr) {
+			continue
+		}
+		name, err := memberName(u.Path, hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" || hiddenPath(name) {
 			continue
 		}
 		dir, base := path.Split(name)

@@ -1,0 +1,156 @@
+package datasets
+
+// The dataset-reading cases of the reliability suite (docs/reliability.md):
+// each TestReliability<N>_… turns defect N of issue 15 into a test.
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// readSource inspects src as an image folder and reads every unit,
+// returning the first error.
+func readSource(ctx context.Context, spec Spec, src string) error {
+	var l Layout
+	var err error
+	if ReadsInPlace(spec.Format) {
+		l, err = InspectInPlace(ctx, spec, src, nil, Options{})
+	} else {
+		l, err = Inspect(ctx, spec, src, Options{})
+	}
+	if err != nil {
+		return err
+	}
+	for _, u := range l.Units {
+		if err := ReadUnit(ctx, u, func(Item) error { return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestReliability10_MemberNames: an absolute member (/data/imgs/x.png) used
+// to become split "data", class "imgs"; two wrapper folders (w1/w2/train/…)
+// were read as split "w2". Both are refused, naming the member, in every
+// container a folder source can be, and absolute or climbing members of the
+// in-place WebDataset format too.
+func TestReliability10_MemberNames(t *testing.T) {
+	ctx := context.Background()
+	img := pngBytes(t, testImage(2, 2, gradient(0)))
+	good := []entry{{name: "train/cat/a.png", data: img}, {name: "train/dog/b.png", data: img}}
+	folder := Spec{Name: "folder", Format: FormatFolder}
+	cases := []struct {
+		name  string
+		kinds []string
+		spec  Spec
+		es    []entry
+		want  []string
+	}{
+		{"absolute member", []string{"tar", "tar.gz", "zip"}, folder,
+			append(good, entry{name: "/data/imgs/x.png", data: img}), []string{`member "/data/imgs/x.png" is an absolute path`}},
+		{"climbing member", []string{"tar", "zip"}, folder,
+			append(good, entry{name: "train/../../x.png", data: img}), []string{`member "train/../../x.png" climbs out`}},
+		{"two wrapper folders", []string{"dir", "tar", "zip"}, folder,
+			[]entry{{name: "w1/w2/train/cat/a.png", data: img}, {name: "w1/w2/test/dog/b.png", data: img}},
+			[]string{"member w1/w2/", "w1/w2/ is a second wrapper folder around the split folder"}},
+		{"two wrapper folders, one split", []string{"dir"}, folder,
+			[]entry{{name: "w1/w2/train/cat/a.png", data: img}, {name: "w1/w2/train/cat/b.png", data: img}},
+			[]string{"w1/w2/ is a second wrapper folder"}},
+		{"webdataset absolute member", []string{"tar"}, Spec{Name: "webdataset", Format: FormatWebDataset},
+			[]entry{{name: "s0.png", data: img}, {name: "s0.cls", data: []byte("1")}, {name: "/etc/s1.png", data: img}},
+			[]string{`member "/etc/s1.png" is an absolute path`}},
+	}
+	for _, c := range cases {
+		for _, kind := range c.kinds {
+			t.Run(c.name+" "+kind, func(t *testing.T) {
+				src := filepath.Join(t.TempDir(), "src."+kind)
+				switch kind {
+				case "dir":
+					writeTree(t, src, c.es)
+				case "tar", "tar.gz":
+					writeFile(t, src, tarBytes(t, kind == "tar.gz", c.es))
+				case "zip":
+					writeFile(t, src, zipBytes(t, c.es))
+				}
+				err := readSource(ctx, c.spec, src)
+				mustContain(t, err, append(c.want, src)...)
+			})
+		}
+	}
+	// The same layouts without the bad member still read.
+	src := writeFile(t, filepath.Join(t.TempDir(), "ok.tar"), tarBytes(t, false, append(good, entry{name: "./", dir: true})))
+	if err := readSource(ctx, folder, src); err != nil {
+		t.Errorf("a clean archive: %v", err)
+	}
+	dir := t.TempDir()
+	writeTree(t, dir, []entry{{name: "w1/train/cat/a.png", data: img}, {name: "w1/test/dog/b.png", data: img}})
+	if err := readSource(ctx, folder, dir); err != nil {
+		t.Errorf("one wrapper folder: %v", err)
+	}
+}
+
+// TestReliability14_SymlinksStayInside: a file link in a folder source
+// used to be followed anywhere (an outside PNG was included, /etc/passwd
+// read). A link leaving the source is refused, naming it, when the source is
+// inspected and again when a unit is read (the folder may change in
+// between); a link to a file inside the source still works.
+func TestReliability14_SymlinksStayInside(t *testing.T) {
+	ctx := context.Background()
+	img := pngBytes(t, testImage(2, 2, gradient(0)))
+	outside := writeFile(t, filepath.Join(t.TempDir(), "outside.png"), img)
+	folder := Spec{Name: "folder", Format: FormatFolder}
+	newSrc := func(t *testing.T) string {
+		src := filepath.Join(t.TempDir(), "src")
+		writeTree(t, src, []entry{{name: "train/cat/a.png", data: img}, {name: "train/dog/b.png", data: img}})
+		return src
+	}
+	for _, target := range []string{outside, "/etc/passwd"} {
+		t.Run("inspect "+target, func(t *testing.T) {
+			src := newSrc(t)
+			link := filepath.Join(src, "train", "dog", "x.png")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(link); err != nil {
+				t.Skipf("link target not available: %v", err)
+			}
+			err := readSource(ctx, folder, src)
+			mustContain(t, err, link, "outside the source folder")
+		})
+	}
+	t.Run("read after inspect", func(t *testing.T) {
+		src := newSrc(t)
+		l, err := Inspect(ctx, folder, src, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim := filepath.Join(src, "train", "dog", "b.png")
+		if err := os.Remove(victim); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, victim); err != nil {
+			t.Fatal(err)
+		}
+		var errs []string
+		for _, u := range l.Units {
+			if err := ReadUnit(ctx, u, func(Item) error { return nil }); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		if len(errs) != 1 || !strings.Contains(errs[0], victim) || !strings.Contains(errs[0], "outside the source folder") {
+			t.Errorf("errors %q, want one naming %s", errs, victim)
+		}
+	})
+	t.Run("link inside", func(t *testing.T) {
+		src := newSrc(t)
+		if err := os.Symlink(filepath.Join("..", "cat", "a.png"), filepath.Join(src, "train", "dog", "c.png")); err != nil {
+			t.Fatal(err)
+		}
+		if err := readSource(ctx, folder, src); err != nil {
+			t.Errorf("a link inside the source: %v", err)
+		}
+	})
+}
