@@ -5,10 +5,14 @@ package datasets
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // readSource inspects src as an image folder and reads every unit,
@@ -151,6 +155,115 @@ func TestReliability14_SymlinksStayInside(t *testing.T) {
 		}
 		if err := readSource(ctx, folder, src); err != nil {
 			t.Errorf("a link inside the source: %v", err)
+		}
+	})
+}
+
+// assertNoFileOver fails if any of paths exists with more than limit bytes.
+func assertNoFileOver(t *testing.T, limit int64, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if n := fileSize(p); n > limit {
+			t.Errorf("%s holds %d bytes, more than the %d allowed", p, n, limit)
+		}
+	}
+}
+
+// TestReliability17_EndlessBody: a body that never ends used to grow .part
+// without limit (3.7 GB in 8 s) even with a known size or sha256. The
+// download stops at the known size, or at FetchOptions.MaxBytes when the
+// size is unknown, with an error naming the URL; nothing larger is kept.
+func TestReliability17_EndlessBody(t *testing.T) {
+	chunk := payload(64<<10, 3)
+	var sent atomic.Int64
+	srv := newServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		// Chunked (no Content-Length); bounded at 256 MiB so that a test
+		// without the fix ends too.
+		for range 4096 {
+			n, err := w.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil || r.Context().Err() != nil {
+				return
+			}
+		}
+	})
+	known := fileFor("f.bin", chunk[:50_000])
+	cases := []struct {
+		name  string
+		file  File
+		max   int64
+		limit int64
+		want  string
+	}{
+		{"known size", known, 0, known.Size, "more than the 50000 bytes expected"},
+		{"sha256 only", File{Name: "f.bin", SHA256: known.SHA256}, 1 << 20, 1 << 20, "goes on past 1048576 bytes"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "f.bin")
+			opt := FetchOptions{Retries: 2, Backoff: time.Millisecond, Stall: 5 * time.Second, MaxBytes: c.max}
+			sent.Store(0)
+			err := Fetch(context.Background(), srv.URL+"/f.bin", c.file, dst, opt)
+			srv.CloseClientConnections()
+			// The client stops reading at the limit: the server gets rid of
+			// little more than that and the sockets' buffers.
+			if n := sent.Load(); n > 64<<20 {
+				t.Errorf("the server sent %d bytes: the client read on past the %d allowed", n, c.limit)
+			}
+			mustContain(t, err, srv.URL+"/f.bin", c.want)
+			assertNoFileOver(t, c.limit, dst, dst+".part", dst+".bad")
+			if _, err := os.Stat(dst); err == nil {
+				t.Errorf("%s exists after a failed download", dst)
+			}
+		})
+	}
+}
+
+// TestReliability18_ShortBodyIgnoringRange: a server that sends less than
+// its Content-Length, keeps the connection open and ignores Range requests
+// used to stall 2 minutes per try, six tries. Fetch now gives up once two
+// attempts in a row get no further, saying so; and FetchOptions.Timeout
+// bounds the whole download of a URL whatever the server does.
+func TestReliability18_ShortBodyIgnoringRange(t *testing.T) {
+	data := payload(200_000, 4)
+	f := fileFor("f.bin", data)
+	t.Run("no progress", func(t *testing.T) {
+		srv := newServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.Write(data[:len(data)/2])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // until the client gives up
+		})
+		dst := filepath.Join(t.TempDir(), "f.bin")
+		opt := FetchOptions{Retries: 5, Backoff: time.Millisecond, Stall: 100 * time.Millisecond, Timeout: time.Minute}
+		err := Fetch(context.Background(), srv.URL+"/f.bin", f, dst, opt)
+		mustContain(t, err, srv.URL+"/f.bin", "without getting further", "ignores Range")
+		if n := len(srv.requests()); n != maxNoProgress+1 {
+			t.Errorf("%d requests, want %d", n, maxNoProgress+1)
+		}
+	})
+	t.Run("time limit", func(t *testing.T) {
+		srv := newServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			for i := range 1000 { // one byte every 5 ms: never stalls, never ends in time
+				if _, err := w.Write(data[i : i+1]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		})
+		dst := filepath.Join(t.TempDir(), "f.bin")
+		opt := FetchOptions{Retries: 5, Backoff: time.Millisecond, Stall: 10 * time.Second, Timeout: 300 * time.Millisecond}
+		start := time.Now()
+		err := Fetch(context.Background(), srv.URL+"/f.bin", f, dst, opt)
+		mustContain(t, err, srv.URL+"/f.bin", "gave up after 300ms", "FetchOptions.Timeout", dst+".part")
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("took %v", d)
 		}
 	})
 }
