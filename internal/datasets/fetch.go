@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -628,4 +629,78 @@ func FetchFile(ctx context.Context, f File, dst string, opt FetchOptions) error 
 
 func sizeErr(path string, got, want int64) error {
 	return &ChecksumError{Path: path, What: "size", Got: strconv.FormatInt(got, 10), Want: strconv.FormatInt(want, 10)}
+}
+
+// TreeDigestCommand computes TreeSHA256 of the current folder with
+// coreutils, for messages and docs.
+const TreeDigestCommand = `find . -xtype f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum`
+
+// TreeSHA256 is the digest of a folder source that dataset.sha256 names:
+// the sha256 of the lines "<sha256 of the file>  <path>\n" (sha256sum's
+// format), one for every file under dir (regular files and links to them,
+// hidden ones included; links to folders are not followed), paths relative
+// to dir with "/", sorted bytewise. TreeDigestCommand computes the same in
+// dir. A path holding a newline or backslash is refused (sha256sum would
+// escape it).
+func TreeSHA256(ctx context.Context, dir string) (string, error) {
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("datasets: digest of %s: %w", dir, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if strings.ContainsAny(rel, "\n\\") {
+			return fmt.Errorf("datasets: digest of %s: the file name %q holds a newline or backslash; rename it", dir, rel)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("datasets: digest of %s: %w", dir, err)
+		}
+		defer in.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, ctxReader{ctx, in}); err != nil {
+			return fmt.Errorf("datasets: digest of %s: %s: %w", dir, p, err)
+		}
+		lines = append(lines, hex.EncodeToString(h.Sum(nil))+"  "+rel+"\n")
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	slices.SortFunc(lines, func(a, b string) int { return strings.Compare(a[66:], b[66:]) })
+	h := sha256.New()
+	for _, l := range lines {
+		io.WriteString(h, l)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// VerifyTree checks a folder source against dataset.sha256 (TreeSHA256).
+func VerifyTree(ctx context.Context, dir, want string) error {
+	got, err := TreeSHA256(ctx, dir)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(got, want) {
+		return fmt.Errorf("datasets: verify folder %s: its digest is %s, expected %s (dataset.sha256 of a folder is the sha256 of the sorted sha256sum lines of its files: in the folder run %s): the folder differs from the one the digest was made of: %w",
+			dir, got, strings.ToLower(want), TreeDigestCommand, ErrChecksum)
+	}
+	return nil
 }
