@@ -126,13 +126,31 @@ func newStream(name string, r io.Reader, size int64) (*stream, error) {
 			return nil, ioErr(name, "gzip header", err)
 		}
 		s.gz = gz
-		data = gz
+		data = &inflateGuard{r: gz, raw: s.raw}
 	}
 	s.pos = &countingReader{r: data}
 	return s, nil
 }
 
 func (s *stream) Read(p []byte) (int, error) { return s.pos.Read(p) }
+
+// inflateGuard stops a gzip stream that inflates beyond inflateFloor plus
+// maxInflation times the compressed bytes read (a gzip bomb: a few MB of
+// zeros that inflate to many GB).
+type inflateGuard struct {
+	r   io.Reader
+	raw *countingReader
+	n   int64
+}
+
+func (g *inflateGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	g.n += int64(n)
+	if g.n > inflateFloor+maxInflation*g.raw.n {
+		return n, fmt.Errorf("the gzip data inflates to more than %d bytes from %d compressed (over %d times): a gzip bomb? refusing it", g.n, g.raw.n, maxInflation)
+	}
+	return n, err
+}
 
 func (s *stream) Close() error {
 	if s.closer != nil {

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // maxImageFile bounds the size of one encoded image read into memory.
@@ -334,7 +336,8 @@ func folderUnits(p folderPlan, unitPath, root string, member func(fentry) string
 // zipCloser is a zip.Reader over a file or a byte slice.
 type zipCloser struct {
 	*zip.Reader
-	c io.Closer
+	c    io.Closer
+	size int64 // of the archive
 }
 
 func (z *zipCloser) Close() error {
@@ -368,7 +371,7 @@ func newZip(name string, r io.ReaderAt, size int64) (*zipCloser, error) {
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return nil, corrupt(name, fmt.Sprintf("no valid zip directory at the end of its %d bytes", size), err)
 	}
-	return &zipCloser{Reader: zr}, nil
+	return &zipCloser{Reader: zr, size: size}, nil
 }
 
 func zipEntries(src string, zr *zip.Reader) ([]fentry, error) {
@@ -448,11 +451,72 @@ func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layo
 	return l, nil
 }
 
+// heldBudget bounds the bytes of encoded images (over gateMin each) that
+// the readers of this process hold in memory at once; see ReadUnit. A
+// variable so that tests can shrink it.
+var heldBudget = semaphore.NewWeighted(heldBytes)
+
+const (
+	heldBytes = 4 * maxImageFile // ≥ maxImageFile, or one image could never be read
+	gateMin   = 1 << 20          // smaller images pass freely
+)
+
+// held is what one ReadUnit call holds of heldBudget.
+type held struct {
+	budget *semaphore.Weighted
+	n      int64
+}
+
+type heldKey struct{}
+
+func withHeld(ctx context.Context) (context.Context, *held) {
+	h := &held{budget: heldBudget}
+	return context.WithValue(ctx, heldKey{}, h), h
+}
+
+func (h *held) release() {
+	if h.n > 0 {
+		h.budget.Release(h.n)
+		h.n = 0
+	}
+}
+
+// hold takes n bytes of the budget for the ReadUnit call of ctx (none
+// outside one), waiting while other readers hold too much.
+func hold(ctx context.Context, n int64) error {
+	h, _ := ctx.Value(heldKey{}).(*held)
+	if h == nil || n <= gateMin {
+		return nil
+	}
+	if err := h.budget.Acquire(ctx, n); err != nil {
+		return err
+	}
+	h.n += n
+	return nil
+}
+
+// maxInflation bounds how many times its compressed size a zip member, or
+// the data of a gzip or zip archive read (beyond inflateFloor), may inflate
+// to. Image files do not compress: a PNG or JPEG member of a zip stays near
+// 1×, a tar.gz of them too; deflate's most is about 1032×.
+const (
+	maxInflation = 100
+	inflateFloor = 64 << 20
+)
+
 // readLimited reads all of r, which claims to hold size bytes, refusing more
-// than maxImageFile. It does not trust size for the allocation.
-func readLimited(r io.Reader, size int64) ([]byte, error) {
+// than maxImageFile. It does not trust size for the allocation. Inside
+// ReadUnit, an image over gateMin bytes first takes its size of heldBudget.
+func readLimited(ctx context.Context, r io.Reader, size int64) ([]byte, error) {
 	if size > maxImageFile {
 		return nil, fmt.Errorf("%d bytes, more than the %d allowed for one image", size, maxImageFile)
+	}
+	w := size
+	if w < 0 {
+		w = maxImageFile
+	}
+	if err := hold(ctx, w); err != nil {
+		return nil, err
 	}
 	if size >= 0 && size <= 1<<20 {
 		buf := make([]byte, size)
@@ -525,7 +589,7 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 			return err
 		}
 		defer zr.Close()
-		return readFolderZip(ctx, u, zr.Reader, emit)
+		return readFolderZip(ctx, u, zr, emit)
 	}
 	t, err := openTar(ctx, u.Path)
 	if err != nil {
@@ -560,7 +624,7 @@ func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 		if st, err := f.Stat(); err == nil {
 			size = st.Size()
 		}
-		data, err := readLimited(f, size)
+		data, err := readLimited(ctx, f, size)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("datasets: read %s: %w", p, err)
@@ -577,7 +641,8 @@ func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 	return checkCount(u, n)
 }
 
-func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) error) error {
+func readFolderZip(ctx context.Context, u Unit, zr *zipCloser, emit func(Item) error) error {
+	var inflated uint64 // declared sizes; readLimited holds each member to its own
 	byName := make(map[string]*zip.File, len(zr.File))
 	for _, f := range zr.File {
 		byName[f.Name] = f
@@ -592,7 +657,14 @@ func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) 
 		if !ok {
 			return fmt.Errorf("datasets: read %s: member %s is missing: the source changed since Inspect; run Inspect again", u.Path, m)
 		}
-		data, err := readZipFile(u.Path, f)
+		if err := zipRatio(u.Path, f); err != nil {
+			return err
+		}
+		if inflated += f.UncompressedSize64; inflated > uint64(inflateFloor)+maxInflation*uint64(max(zr.size, 0)) {
+			return fmt.Errorf("datasets: read %s: at member %s its members inflate to %d bytes, more than %d plus %d times the archive's %d bytes: a zip bomb? refusing it: %w",
+				u.Path, f.Name, inflated, inflateFloor, maxInflation, zr.size, ErrCorrupt)
+		}
+		data, err := readZipFile(ctx, u.Path, f)
 		if err != nil {
 			return err
 		}
@@ -609,8 +681,22 @@ func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) 
 	return checkCount(u, n)
 }
 
-func readZipFile(archive string, f *zip.File) ([]byte, error) {
+// zipRatio refuses a zip member that inflates over maxInflation times,
+// before inflating it.
+func zipRatio(archive string, f *zip.File) error {
+	if f.UncompressedSize64 > gateMin && f.UncompressedSize64 > maxInflation*f.CompressedSize64 {
+		off, _ := f.DataOffset()
+		return fmt.Errorf("datasets: read %s: member %s (data at byte %d) inflates from %d to %d bytes, over %d times: no image file compresses so well (a zip bomb?); refusing it: %w",
+			archive, f.Name, off, f.CompressedSize64, f.UncompressedSize64, maxInflation, ErrCorrupt)
+	}
+	return nil
+}
+
+func readZipFile(ctx context.Context, archive string, f *zip.File) ([]byte, error) {
 	off, _ := f.DataOffset()
+	if err := zipRatio(archive, f); err != nil {
+		return nil, err
+	}
 	rc, err := f.Open()
 	if err != nil {
 		return nil, corrupt(archive, fmt.Sprintf("member %s (data at byte %d)", f.Name, off), err)
@@ -621,7 +707,7 @@ func readZipFile(archive string, f *zip.File) ([]byte, error) {
 	if f.UncompressedSize64 <= maxImageFile {
 		size = int64(f.UncompressedSize64)
 	}
-	data, err := readLimited(cr, size)
+	data, err := readLimited(ctx, cr, size)
 	if err != nil {
 		return nil, ioErr(archive, fmt.Sprintf("member %s at byte %d of %d (data at byte %d of the archive)", f.Name, cr.n, f.UncompressedSize64, off), err)
 	}
@@ -666,7 +752,7 @@ func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) er
 			}
 			delete(want, hdr.Name)
 		}
-		data, err := readLimited(t.tr, hdr.Size)
+		data, err := readLimited(ctx, t.tr, hdr.Size)
 		if err != nil {
 			return t.memberErr(err)
 		}

@@ -327,7 +327,7 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 		if name == "" || hiddenPath(name) || !isImageName(name) {
 			continue
 		}
-		data, err := readLimited(t.tr, hdr.Size)
+		data, err := readLimited(ctx, t.tr, hdr.Size)
 		if err != nil {
 			return t.memberErr(err)
 		}
@@ -451,7 +451,7 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 			}
 			cur = wdsSample{key: key, label: -1}
 		}
-		if err := cur.add(t, name, strings.ToLower(ext), hdr.Size); err != nil {
+		if err := cur.add(ctx, t, name, strings.ToLower(ext), hdr.Size); err != nil {
 			return err
 		}
 	}
@@ -464,13 +464,13 @@ type wdsSample struct {
 	label     int
 }
 
-func (s *wdsSample) add(t *tarStream, name, ext string, size int64) error {
+func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, size int64) error {
 	switch ext {
 	case "jpg", "jpeg", "png":
 		if s.image != nil {
 			return fmt.Errorf("datasets: read %s: sample %s has two images (%s and %s)", t.name, s.key, s.name, name)
 		}
-		data, err := readLimited(t.tr, size)
+		data, err := readLimited(ctx, t.tr, size)
 		if err != nil {
 			return t.memberErr(err)
 		}
@@ -479,7 +479,7 @@ func (s *wdsSample) add(t *tarStream, name, ext string, size int64) error {
 		if size > 64 {
 			return fmt.Errorf("datasets: read %s: label member %s is %d bytes; want a small integer", t.name, name, size)
 		}
-		data, err := readLimited(t.tr, size)
+		data, err := readLimited(ctx, t.tr, size)
 		if err != nil {
 			return t.memberErr(err)
 		}

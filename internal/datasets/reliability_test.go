@@ -4,15 +4,25 @@ package datasets
 // each TestReliability<N>_… turns defect N of issue 15 into a test.
 
 import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/igpt/igpt/internal/testutil"
+	"golang.org/x/sync/semaphore"
 )
 
 // readSource inspects src as an image folder and reads every unit,
@@ -264,6 +274,122 @@ func TestReliability18_ShortBodyIgnoringRange(t *testing.T) {
 		mustContain(t, err, srv.URL+"/f.bin", "gave up after 300ms", "FetchOptions.Timeout", dst+".part")
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("took %v", d)
+		}
+	})
+}
+
+// zerosZip is a zip whose members each inflate to size zero bytes, stored
+// once compressed (4 × 200 MiB make an 842 KB file).
+func zerosZip(t *testing.T, size int, names ...string) []byte {
+	t.Helper()
+	var comp bytes.Buffer
+	fw, _ := flate.NewWriter(&comp, flate.BestCompression)
+	zeros := make([]byte, 1<<20)
+	crc := uint32(0)
+	for left := size; left > 0; left -= len(zeros) {
+		n := min(left, len(zeros))
+		fw.Write(zeros[:n])
+		crc = crc32.Update(crc, crc32.IEEETable, zeros[:n])
+	}
+	fw.Close()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, name := range names {
+		w, err := zw.CreateRaw(&zip.FileHeader{Name: name, Method: zip.Deflate, CRC32: crc,
+			CompressedSize64: uint64(comp.Len()), UncompressedSize64: uint64(size)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(comp.Bytes())
+	}
+	zw.Close()
+	return buf.Bytes()
+}
+
+// TestReliability5_InflationBounded: a zip of 4 × 200 MiB zero members
+// (842 KB) once took 10 GB: each member passed the 256 MiB cap, the total
+// did not. A member inflating over maxInflation× is refused before it is
+// inflated; so is an archive whose members inflate, together, past
+// inflateFloor + maxInflation× its size, and a gzip stream doing the same;
+// and the encoded images all readers hold at once are bounded by
+// heldBudget. Each refusal names the archive and member and allocates
+// little.
+func TestReliability5_InflationBounded(t *testing.T) {
+	ctx := context.Background()
+	folder := Spec{Name: "folder", Format: FormatFolder}
+	dir := t.TempDir()
+	bomb := writeFile(t, filepath.Join(dir, "bomb.zip"), zerosZip(t, 200<<20, "train/c0/x.png", "train/c1/x.png", "train/c2/x.png", "train/c3/x.png"))
+	var many []string
+	for i := range 100 {
+		many = append(many, fmt.Sprintf("train/c/%03d.png", i))
+	}
+	total := writeFile(t, filepath.Join(dir, "many.zip"), zerosZip(t, gateMin, many...))
+	var tgz bytes.Buffer
+	zw := gzip.NewWriter(&tgz)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "train/c/x.png", Mode: 0o644, Size: 200 << 20, Typeflag: tar.TypeReg})
+	zeros := make([]byte, 1<<20)
+	for range 200 {
+		tw.Write(zeros)
+	}
+	tw.Close()
+	zw.Close()
+	gz := writeFile(t, filepath.Join(dir, "bomb.tar.gz"), tgz.Bytes())
+	for _, c := range []struct {
+		name, src string
+		want      []string
+		maxAlloc  uint64
+	}{
+		{"zip member", bomb, []string{"member train/c0/x.png", "inflates from", "to 209715200 bytes"}, 64 << 20},
+		{"zip total", total, []string{"at member train/c/", "inflate to", "more than 67108864 plus 100 times"}, 128 << 20},
+		{"gzip stream", gz, []string{"gzip bomb", "train/c/x.png"}, 64 << 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var err error
+			if a := testutil.Allocated(func() { err = readSource(ctx, folder, c.src) }); a > c.maxAlloc {
+				t.Errorf("allocated %d MB, want < %d", a>>20, c.maxAlloc>>20)
+			}
+			mustContain(t, err, append(c.want, c.src)...)
+		})
+	}
+
+	t.Run("held budget", func(t *testing.T) {
+		defer func(b *semaphore.Weighted) { heldBudget = b }(heldBudget)
+		heldBudget = semaphore.NewWeighted(4 << 20)
+		src := filepath.Join(t.TempDir(), "src")
+		var es []entry
+		for i := range 6 {
+			es = append(es, entry{name: fmt.Sprintf("train/c%d/x.png", i), data: payload(3<<20, uint64(i))})
+		}
+		writeTree(t, src, es)
+		l, err := Inspect(ctx, folder, src, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inFlight, most atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, len(l.Units))
+		for _, u := range l.Units {
+			wg.Go(func() {
+				errs <- ReadUnit(ctx, u, func(it Item) error {
+					n := inFlight.Add(int64(len(it.Encoded)))
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					<-time.After(20 * time.Millisecond) // a slow decode: others would pile up
+					inFlight.Add(-int64(len(it.Encoded)))
+					return nil
+				})
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		if m := most.Load(); m > 4<<20 {
+			t.Errorf("%d MiB of images held at once, more than the 4 MiB budget", m>>20)
 		}
 	})
 }
