@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -210,6 +212,15 @@ func cacheDir(cfg *Config, dataset string) string {
 func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string, error) {
 	d := rc.Config.Dataset
 	files := spec.Files
+	if d.SHA256 != "" && isLocalDir(strings.TrimPrefix(d.Source, "file://")) {
+		// A folder source: the digest covers the whole tree.
+		src := strings.TrimPrefix(d.Source, "file://")
+		rc.Log.Info("download: verifying dataset.sha256 over the source folder", "source", src)
+		if err := datasets.VerifyTree(ctx, src, d.SHA256); err != nil {
+			return "", fmt.Errorf("dataset.sha256: %w", err)
+		}
+		return src, nil
+	}
 	if d.SHA256 != "" {
 		if len(files) > 1 {
 			return "", fmt.Errorf("dataset.sha256 names one file, but %s has %d files; give a source folder or archive without it", spec.Name, len(files))
@@ -219,7 +230,10 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 			name = files[0].Name
 		}
 		if d.Source != "" {
-			name = storage.Base(strings.TrimSuffix(d.Source, "/"))
+			var err error
+			if name, err = sourceFileName(d.Source); err != nil {
+				return "", err
+			}
 		}
 		// A checksum in the config describes the file the user points at
 		// (a mirror, a repackaging, a subset), so it replaces the registry's.
@@ -243,10 +257,14 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 		return cache, nil
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") || storage.IsGCS(src):
 		if len(files) <= 1 {
-			f := datasets.File{Name: storage.Base(src)}
+			name, err := sourceFileName(src)
+			if err != nil {
+				return "", err
+			}
+			f := datasets.File{Name: name}
 			if len(files) == 1 {
 				f = files[0]
-				f.Name = storage.Base(src)
+				f.Name = name
 			}
 			dst := filepath.Join(cache, f.Name)
 			if err := fetchRemote(ctx, src, f, dst, fopt); err != nil {
@@ -284,6 +302,31 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 		}
 	}
 	return src, nil
+}
+
+// isLocalDir reports whether p is a local folder.
+func isLocalDir(p string) bool {
+	if p == "" || storage.IsGCS(p) || strings.Contains(p, "://") {
+		return false
+	}
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
+// sourceFileName is the name under which a dataset.source file is kept in
+// the cache: the last element of its path (of a URL's path, without query),
+// refused when it is not a file name ("", ".", ".." — a URL ending in "/.."
+// once wrote the tarball as the file <root>/_cache).
+func sourceFileName(src string) (string, error) {
+	p := src
+	if u, err := url.Parse(src); err == nil && u.Scheme != "" && u.Scheme != "file" && !storage.IsGCS(src) {
+		p = u.Path
+	}
+	name := path.Base(filepath.ToSlash(p))
+	if p == "" || strings.HasSuffix(p, "/") || name == "." || name == ".." || name == "/" || strings.ContainsAny(name, "/\\\x00") {
+		return "", fmt.Errorf("dataset.source %q does not end in a file name (it ends in %q): give the URL or path of the file itself, e.g. …/images.tar.gz", src, name)
+	}
+	return name, nil
 }
 
 // fetchRemote fetches an https:// or gs:// source file to a local path.

@@ -126,13 +126,31 @@ func newStream(name string, r io.Reader, size int64) (*stream, error) {
 			return nil, ioErr(name, "gzip header", err)
 		}
 		s.gz = gz
-		data = gz
+		data = &inflateGuard{r: gz, raw: s.raw}
 	}
 	s.pos = &countingReader{r: data}
 	return s, nil
 }
 
 func (s *stream) Read(p []byte) (int, error) { return s.pos.Read(p) }
+
+// inflateGuard stops a gzip stream that inflates beyond inflateFloor plus
+// maxInflation times the compressed bytes read (a gzip bomb: a few MB of
+// zeros that inflate to many GB).
+type inflateGuard struct {
+	r   io.Reader
+	raw *countingReader
+	n   int64
+}
+
+func (g *inflateGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	g.n += int64(n)
+	if g.n > inflateFloor+maxInflation*g.raw.n {
+		return n, fmt.Errorf("the gzip data inflates to more than %d bytes from %d compressed (over %d times): a gzip bomb? refusing it", g.n, g.raw.n, maxInflation)
+	}
+	return n, err
+}
 
 func (s *stream) Close() error {
 	if s.closer != nil {
@@ -258,19 +276,34 @@ func isRegular(h *tar.Header) bool {
 }
 
 // cleanMember normalises an archive member name to a slash-separated
-// relative path. It returns "" for names that cannot be used safely
-// (absolute after cleaning, or climbing out with "..").
+// relative path. It returns "" for the archive's root ("./") and for names
+// that cannot be used safely (see memberName); readers of image layouts call
+// memberName instead, which refuses the latter.
 func cleanMember(name string) string {
-	name = strings.ReplaceAll(name, "\\", "/")
-	name = strings.TrimLeft(name, "/")
-	if name == "" {
-		return ""
-	}
-	c := path.Clean(name)
-	if c == "." || c == ".." || strings.HasPrefix(c, "../") {
+	c, err := memberName("", name)
+	if err != nil {
 		return ""
 	}
 	return c
+}
+
+// memberName normalises the member name of archive to a slash-separated
+// relative path ("" for the archive's root, "./"). An absolute name
+// ("/data/imgs/x.png") or one that climbs out with ".." is an error naming
+// the member: dropping its leading "/" would shift the <split>/<class>
+// levels and every label with them, and ".." points outside the archive.
+func memberName(archive, name string) (string, error) {
+	name = strings.ReplaceAll(name, "\\", "/")
+	c := path.Clean(name)
+	switch {
+	case name == "" || c == "." || c == "/":
+		return "", nil
+	case strings.HasPrefix(c, "/"):
+		return "", fmt.Errorf("datasets: read %s: member %q is an absolute path: igpt reads only relative member names; repack the archive from inside its folder (tar -C DIR -cf x.tar . or cd DIR && zip -r x.zip .)", archive, name)
+	case c == ".." || strings.HasPrefix(c, "../"):
+		return "", fmt.Errorf("datasets: read %s: member %q climbs out of the archive with \"..\": igpt reads only members inside it; repack the archive without it", archive, name)
+	}
+	return c, nil
 }
 
 // readNames parses a class-name file: one name a line, blank lines and

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -58,7 +59,37 @@ type FetchOptions struct {
 	// Stall aborts an attempt (which is then retried, resuming) when no
 	// bytes arrive for this long; 0 means 2 minutes.
 	Stall time.Duration
+	// Timeout bounds the whole download of one URL, retries included; 0
+	// means 24 hours.
+	Timeout time.Duration
+	// MaxBytes bounds a download whose size is not known (no File.Size);
+	// 0 means 1 TiB. A known size bounds it to that size.
+	MaxBytes int64
 }
+
+func (o FetchOptions) timeout() time.Duration {
+	if o.Timeout <= 0 {
+		return 24 * time.Hour
+	}
+	return o.Timeout
+}
+
+// limit is the most bytes a download of f may hold: its size when known
+// and no alternative (of another size) is accepted, else MaxBytes.
+func (o FetchOptions) limit(f File) int64 {
+	if f.Size > 0 && len(f.AltSHA256) == 0 {
+		return f.Size
+	}
+	if o.MaxBytes <= 0 {
+		return 1 << 40
+	}
+	return o.MaxBytes
+}
+
+// maxNoProgress is how many attempts in a row may end, short, no further
+// than the best before, before Fetch gives up: a server that sends less than
+// its Content-Length and ignores Range requests never completes.
+const maxNoProgress = 2
 
 func (o FetchOptions) stall() time.Duration {
 	if o.Stall <= 0 {
@@ -264,6 +295,7 @@ type httpError struct {
 	err        error
 	retry      bool
 	retryAfter time.Duration
+	body       bool // the body ended early (after a 200 or 206)
 }
 
 func (e *httpError) Error() string { return e.err.Error() }
@@ -278,11 +310,20 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 	}
 	retries := opt.retries()
 	resumed := false
+	parent := ctx
+	errTimeout := fmt.Errorf("gave up after %v, the time limit for one download (FetchOptions.Timeout)", opt.timeout())
+	ctx, cancel := context.WithTimeoutCause(parent, opt.timeout(), errTimeout)
+	defer cancel()
+	start := time.Now()
+	best, noProgress := max(fileSize(part), 0), 0
 	for attempt := 0; ; attempt++ {
-		r, err := httpAttempt(ctx, client, rawURL, f, part, name, opt.Progress, opt.stall(), log)
+		r, err := httpAttempt(ctx, client, rawURL, f, part, name, opt.Progress, opt.stall(), opt.limit(f), log)
 		resumed = resumed || r
 		if err == nil {
 			return resumed, nil
+		}
+		if parent.Err() == nil && context.Cause(ctx) == errTimeout {
+			return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v): the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), part)
 		}
 		if ctx.Err() != nil {
 			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
@@ -290,6 +331,13 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 		var he *httpError
 		if !errors.As(err, &he) || !he.retry {
 			return resumed, fmt.Errorf("datasets: fetch %s: %w", rawURL, err)
+		}
+		if he.body {
+			if got := fileSize(part); got > best {
+				best, noProgress = got, 0
+			} else if noProgress++; noProgress >= maxNoProgress {
+				return resumed, fmt.Errorf("datasets: fetch %s: %d attempts in a row ended at or before byte %d without getting further (%v): the server sends less than it announces and does not resume (it ignores Range requests); giving up: try a mirror or run again later: %w", rawURL, noProgress+1, best, time.Since(start).Round(time.Millisecond), err)
+			}
 		}
 		if attempt >= retries {
 			return resumed, fmt.Errorf("datasets: fetch %s: giving up after %d attempts: %w (the partial download %s is kept; run again to resume)", rawURL, attempt+1, err, part)
@@ -300,6 +348,9 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if parent.Err() == nil && context.Cause(ctx) == errTimeout {
+				return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v), the last: %w: the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), err, part)
+			}
 			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
 		case <-t.C:
 		}
@@ -354,7 +405,10 @@ func retryAfter(h http.Header) time.Duration {
 
 // httpAttempt makes one request, appending to part when the server honours a
 // Range request. It reports whether it resumed.
-func httpAttempt(parent context.Context, client *http.Client, rawURL string, f File, part, name string, progress io.Writer, stall time.Duration, log *slog.Logger) (bool, error) {
+//
+// It writes at most limit bytes in all: a body that goes on (a server that
+// never ends it) stops there with an error.
+func httpAttempt(parent context.Context, client *http.Client, rawURL string, f File, part, name string, progress io.Writer, stall time.Duration, limit int64, log *slog.Logger) (bool, error) {
 	// The attempt is cancelled when no bytes arrive for the stall time.
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -434,7 +488,19 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 		bar.Set64(off)
 	}
 	body := &stallReader{r: resp.Body, watchdog: watchdog, stall: stall}
-	n, err := copyWithProgress(ctx, out, body, bar)
+	// One byte past the limit tells a body that goes on from one that ends.
+	n, err := copyWithProgress(ctx, out, io.LimitReader(body, limit-off+1), bar)
+	if err == nil && off+n > limit {
+		n--
+		err = out.Truncate(limit)
+		if err == nil {
+			err = out.Close()
+			if f.Size > 0 && limit == f.Size {
+				return resumed, &httpError{err: fmt.Errorf("the server sent more than the %d bytes expected; stopped there (%s holds the first %d)", f.Size, part, limit)}
+			}
+			return resumed, &httpError{err: fmt.Errorf("the body goes on past %d bytes (FetchOptions.MaxBytes, for a file of unknown size); stopped there: give the file's size in the registry or config, or raise the limit", limit)}
+		}
+	}
 	if err == nil {
 		err = out.Sync()
 	}
@@ -452,13 +518,13 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 		if errors.As(err, &pe) && pe.Path == part {
 			return resumed, &httpError{err: fmt.Errorf("writing %s: %w", part, err)}
 		}
-		return resumed, &httpError{err: fmt.Errorf("after %d bytes: %w", off+n, err), retry: true}
+		return resumed, &httpError{err: fmt.Errorf("after %d bytes: %w", off+n, err), retry: true, body: true}
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return resumed, &httpError{err: fmt.Errorf("body ended after %d of %d bytes", n, resp.ContentLength), retry: true}
+		return resumed, &httpError{err: fmt.Errorf("body ended after %d of %d bytes", n, resp.ContentLength), retry: true, body: true}
 	}
 	if f.Size > 0 && off+n < f.Size {
-		return resumed, &httpError{err: fmt.Errorf("got %d of %d bytes", off+n, f.Size), retry: true}
+		return resumed, &httpError{err: fmt.Errorf("got %d of %d bytes", off+n, f.Size), retry: true, body: true}
 	}
 	if bar != nil {
 		bar.Finish()
@@ -563,4 +629,78 @@ func FetchFile(ctx context.Context, f File, dst string, opt FetchOptions) error 
 
 func sizeErr(path string, got, want int64) error {
 	return &ChecksumError{Path: path, What: "size", Got: strconv.FormatInt(got, 10), Want: strconv.FormatInt(want, 10)}
+}
+
+// TreeDigestCommand computes TreeSHA256 of the current folder with
+// coreutils, for messages and docs.
+const TreeDigestCommand = `find . -xtype f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum`
+
+// TreeSHA256 is the digest of a folder source that dataset.sha256 names:
+// the sha256 of the lines "<sha256 of the file>  <path>\n" (sha256sum's
+// format), one for every file under dir (regular files and links to them,
+// hidden ones included; links to folders are not followed), paths relative
+// to dir with "/", sorted bytewise. TreeDigestCommand computes the same in
+// dir. A path holding a newline or backslash is refused (sha256sum would
+// escape it).
+func TreeSHA256(ctx context.Context, dir string) (string, error) {
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("datasets: digest of %s: %w", dir, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if strings.ContainsAny(rel, "\n\\") {
+			return fmt.Errorf("datasets: digest of %s: the file name %q holds a newline or backslash; rename it", dir, rel)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("datasets: digest of %s: %w", dir, err)
+		}
+		defer in.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, ctxReader{ctx, in}); err != nil {
+			return fmt.Errorf("datasets: digest of %s: %s: %w", dir, p, err)
+		}
+		lines = append(lines, hex.EncodeToString(h.Sum(nil))+"  "+rel+"\n")
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	slices.SortFunc(lines, func(a, b string) int { return strings.Compare(a[66:], b[66:]) })
+	h := sha256.New()
+	for _, l := range lines {
+		io.WriteString(h, l)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// VerifyTree checks a folder source against dataset.sha256 (TreeSHA256).
+func VerifyTree(ctx context.Context, dir, want string) error {
+	got, err := TreeSHA256(ctx, dir)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(got, want) {
+		return fmt.Errorf("datasets: verify folder %s: its digest is %s, expected %s (dataset.sha256 of a folder is the sha256 of the sorted sha256sum lines of its files: in the folder run %s): the folder differs from the one the digest was made of: %w",
+			dir, got, strings.ToLower(want), TreeDigestCommand, ErrChecksum)
+	}
+	return nil
 }

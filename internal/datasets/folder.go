@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // maxImageFile bounds the size of one encoded image read into memory.
@@ -134,6 +136,11 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 	for _, e := range images {
 		rel := strings.TrimPrefix(e.name, p.root)
 		parts := strings.Split(rel, "/")
+		if len(parts) >= 4 && !knownSplits[strings.ToLower(parts[0])] && knownSplits[strings.ToLower(parts[1])] {
+			// w1/w2/train/cat/x.png: read as split "w2", class "train".
+			return p, fmt.Errorf("datasets: image folder: %s: member %s: %s%s/ is a second wrapper folder around the split folder %s/ (one at most is recognised): give the folder %s%s itself as the source, or repack it as <split>/<class>/<image>",
+				src, e.orig, p.root, parts[0], parts[1], p.root, parts[0])
+		}
 		switch len(parts) {
 		case 1:
 			atTop = append(atTop, e.name)
@@ -237,9 +244,27 @@ func inspectFolder(ctx context.Context, src string, fi os.FileInfo, opt Options,
 	return inspectFolderTar(ctx, t, log)
 }
 
+// resolveInside resolves the links in p, a path under the folder source
+// whose resolved path is root, and refuses one that leads outside it: a
+// link to /etc/passwd or to another dataset is not part of the source.
+func resolveInside(root, p string) (string, error) {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("datasets: image folder: %w", err)
+	}
+	if rel, err := filepath.Rel(root, r); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", fmt.Errorf("datasets: image folder: %s is a link to %s, outside the source folder %s: igpt reads only files inside the source; copy the file in or remove the link", p, r, root)
+	}
+	return r, nil
+}
+
 func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout, error) {
+	root, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return Layout{}, fmt.Errorf("datasets: image folder: %w", err)
+	}
 	var entries []fentry
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("datasets: image folder: %w", err)
 		}
@@ -257,6 +282,9 @@ func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout
 				log.Debug("datasets: image folder: not following a link", "path", p)
 				return nil
 			}
+			if _, err := resolveInside(root, p); err != nil {
+				return err
+			}
 		} else if !d.IsDir() && !d.Type().IsRegular() {
 			return nil
 		}
@@ -270,8 +298,8 @@ func inspectFolderDir(ctx context.Context, src string, log *slog.Logger) (Layout
 	if err != nil {
 		return Layout{}, err
 	}
-	root := filepath.Join(src, filepath.FromSlash(strings.TrimSuffix(p.root, "/")))
-	return folderUnits(p, root, "", func(e fentry) string { return strings.TrimPrefix(e.name, p.root) }), nil
+	dir := filepath.Join(src, filepath.FromSlash(strings.TrimSuffix(p.root, "/")))
+	return folderUnits(p, dir, "", func(e fentry) string { return strings.TrimPrefix(e.name, p.root) }), nil
 }
 
 // folderUnits makes one unit per (split, class), members sorted.
@@ -308,7 +336,8 @@ func folderUnits(p folderPlan, unitPath, root string, member func(fentry) string
 // zipCloser is a zip.Reader over a file or a byte slice.
 type zipCloser struct {
 	*zip.Reader
-	c io.Closer
+	c    io.Closer
+	size int64 // of the archive
 }
 
 func (z *zipCloser) Close() error {
@@ -342,23 +371,31 @@ func newZip(name string, r io.ReaderAt, size int64) (*zipCloser, error) {
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return nil, corrupt(name, fmt.Sprintf("no valid zip directory at the end of its %d bytes", size), err)
 	}
-	return &zipCloser{Reader: zr}, nil
+	return &zipCloser{Reader: zr, size: size}, nil
 }
 
-func zipEntries(zr *zip.Reader) []fentry {
+func zipEntries(src string, zr *zip.Reader) ([]fentry, error) {
 	entries := make([]fentry, 0, len(zr.File))
 	for _, f := range zr.File {
 		dir := strings.HasSuffix(f.Name, "/") || f.Mode().IsDir()
 		if !dir && !f.Mode().IsRegular() {
 			continue // links and the like
 		}
-		entries = append(entries, fentry{name: cleanMember(f.Name), orig: f.Name, dir: dir})
+		name, err := memberName(src, f.Name)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, fentry{name: name, orig: f.Name, dir: dir})
 	}
-	return entries
+	return entries, nil
 }
 
 func inspectFolderZip(src string, zr *zip.Reader, log *slog.Logger) (Layout, error) {
-	p, err := planFolder(src, zipEntries(zr), log)
+	entries, err := zipEntries(src, zr)
+	if err != nil {
+		return Layout{}, err
+	}
+	p, err := planFolder(src, entries, log)
 	if err != nil {
 		return Layout{}, err
 	}
@@ -387,7 +424,11 @@ func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layo
 		if !dir && !isRegular(hdr) {
 			continue
 		}
-		entries = append(entries, fentry{name: cleanMember(hdr.Name), orig: hdr.Name, dir: dir})
+		name, err := memberName(t.name, hdr.Name)
+		if err != nil {
+			return Layout{}, err
+		}
+		entries = append(entries, fentry{name: name, orig: hdr.Name, dir: dir})
 	}
 	if err := t.drain(log); err != nil {
 		return Layout{}, err
@@ -410,11 +451,72 @@ func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layo
 	return l, nil
 }
 
+// heldBudget bounds the bytes of encoded images (over gateMin each) that
+// the readers of this process hold in memory at once; see ReadUnit. A
+// variable so that tests can shrink it.
+var heldBudget = semaphore.NewWeighted(heldBytes)
+
+const (
+	heldBytes = 4 * maxImageFile // ≥ maxImageFile, or one image could never be read
+	gateMin   = 1 << 20          // smaller images pass freely
+)
+
+// held is what one ReadUnit call holds of heldBudget.
+type held struct {
+	budget *semaphore.Weighted
+	n      int64
+}
+
+type heldKey struct{}
+
+func withHeld(ctx context.Context) (context.Context, *held) {
+	h := &held{budget: heldBudget}
+	return context.WithValue(ctx, heldKey{}, h), h
+}
+
+func (h *held) release() {
+	if h.n > 0 {
+		h.budget.Release(h.n)
+		h.n = 0
+	}
+}
+
+// hold takes n bytes of the budget for the ReadUnit call of ctx (none
+// outside one), waiting while other readers hold too much.
+func hold(ctx context.Context, n int64) error {
+	h, _ := ctx.Value(heldKey{}).(*held)
+	if h == nil || n <= gateMin {
+		return nil
+	}
+	if err := h.budget.Acquire(ctx, n); err != nil {
+		return err
+	}
+	h.n += n
+	return nil
+}
+
+// maxInflation bounds how many times its compressed size a zip member, or
+// the data of a gzip or zip archive read (beyond inflateFloor), may inflate
+// to. Image files do not compress: a PNG or JPEG member of a zip stays near
+// 1×, a tar.gz of them too; deflate's most is about 1032×.
+const (
+	maxInflation = 100
+	inflateFloor = 64 << 20
+)
+
 // readLimited reads all of r, which claims to hold size bytes, refusing more
-// than maxImageFile. It does not trust size for the allocation.
-func readLimited(r io.Reader, size int64) ([]byte, error) {
+// than maxImageFile. It does not trust size for the allocation. Inside
+// ReadUnit, an image over gateMin bytes first takes its size of heldBudget.
+func readLimited(ctx context.Context, r io.Reader, size int64) ([]byte, error) {
 	if size > maxImageFile {
 		return nil, fmt.Errorf("%d bytes, more than the %d allowed for one image", size, maxImageFile)
+	}
+	w := size
+	if w < 0 {
+		w = maxImageFile
+	}
+	if err := hold(ctx, w); err != nil {
+		return nil, err
 	}
 	if size >= 0 && size <= 1<<20 {
 		buf := make([]byte, size)
@@ -487,7 +589,7 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 			return err
 		}
 		defer zr.Close()
-		return readFolderZip(ctx, u, zr.Reader, emit)
+		return readFolderZip(ctx, u, zr, emit)
 	}
 	t, err := openTar(ctx, u.Path)
 	if err != nil {
@@ -499,13 +601,22 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 
 func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 	labels := classIndex(u.Classes)
+	root, err := filepath.EvalSymlinks(u.Path)
+	if err != nil {
+		return fmt.Errorf("datasets: read unit: %w", err)
+	}
 	n := 0
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p := filepath.Join(u.Path, filepath.FromSlash(m))
-		f, err := os.Open(p)
+		// Checked again here: the folder may have changed since Inspect.
+		r, err := resolveInside(root, p)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(r)
 		if err != nil {
 			return fmt.Errorf("datasets: read unit: %w", err)
 		}
@@ -513,7 +624,7 @@ func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 		if st, err := f.Stat(); err == nil {
 			size = st.Size()
 		}
-		data, err := readLimited(f, size)
+		data, err := readLimited(ctx, f, size)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("datasets: read %s: %w", p, err)
@@ -530,7 +641,8 @@ func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
 	return checkCount(u, n)
 }
 
-func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) error) error {
+func readFolderZip(ctx context.Context, u Unit, zr *zipCloser, emit func(Item) error) error {
+	var inflated uint64 // declared sizes; readLimited holds each member to its own
 	byName := make(map[string]*zip.File, len(zr.File))
 	for _, f := range zr.File {
 		byName[f.Name] = f
@@ -545,7 +657,14 @@ func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) 
 		if !ok {
 			return fmt.Errorf("datasets: read %s: member %s is missing: the source changed since Inspect; run Inspect again", u.Path, m)
 		}
-		data, err := readZipFile(u.Path, f)
+		if err := zipRatio(u.Path, f); err != nil {
+			return err
+		}
+		if inflated += f.UncompressedSize64; inflated > uint64(inflateFloor)+maxInflation*uint64(max(zr.size, 0)) {
+			return fmt.Errorf("datasets: read %s: at member %s its members inflate to %d bytes, more than %d plus %d times the archive's %d bytes: a zip bomb? refusing it: %w",
+				u.Path, f.Name, inflated, inflateFloor, maxInflation, zr.size, ErrCorrupt)
+		}
+		data, err := readZipFile(ctx, u.Path, f)
 		if err != nil {
 			return err
 		}
@@ -562,8 +681,22 @@ func readFolderZip(ctx context.Context, u Unit, zr *zip.Reader, emit func(Item) 
 	return checkCount(u, n)
 }
 
-func readZipFile(archive string, f *zip.File) ([]byte, error) {
+// zipRatio refuses a zip member that inflates over maxInflation times,
+// before inflating it.
+func zipRatio(archive string, f *zip.File) error {
+	if f.UncompressedSize64 > gateMin && f.UncompressedSize64 > maxInflation*f.CompressedSize64 {
+		off, _ := f.DataOffset()
+		return fmt.Errorf("datasets: read %s: member %s (data at byte %d) inflates from %d to %d bytes, over %d times: no image file compresses so well (a zip bomb?); refusing it: %w",
+			archive, f.Name, off, f.CompressedSize64, f.UncompressedSize64, maxInflation, ErrCorrupt)
+	}
+	return nil
+}
+
+func readZipFile(ctx context.Context, archive string, f *zip.File) ([]byte, error) {
 	off, _ := f.DataOffset()
+	if err := zipRatio(archive, f); err != nil {
+		return nil, err
+	}
 	rc, err := f.Open()
 	if err != nil {
 		return nil, corrupt(archive, fmt.Sprintf("member %s (data at byte %d)", f.Name, off), err)
@@ -574,7 +707,7 @@ func readZipFile(archive string, f *zip.File) ([]byte, error) {
 	if f.UncompressedSize64 <= maxImageFile {
 		size = int64(f.UncompressedSize64)
 	}
-	data, err := readLimited(cr, size)
+	data, err := readLimited(ctx, cr, size)
 	if err != nil {
 		return nil, ioErr(archive, fmt.Sprintf("member %s at byte %d of %d (data at byte %d of the archive)", f.Name, cr.n, f.UncompressedSize64, off), err)
 	}
@@ -606,7 +739,10 @@ func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) er
 		if !isRegular(hdr) {
 			continue
 		}
-		name := cleanMember(hdr.Name)
+		name, err := memberName(u.Path, hdr.Name)
+		if err != nil {
+			return err
+		}
 		if name == "" || !strings.HasPrefix(name, prefix) || hiddenPath(name) || !isImageName(name) {
 			continue
 		}
@@ -616,7 +752,7 @@ func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) er
 			}
 			delete(want, hdr.Name)
 		}
-		data, err := readLimited(t.tr, hdr.Size)
+		data, err := readLimited(ctx, t.tr, hdr.Size)
 		if err != nil {
 			return t.memberErr(err)
 		}

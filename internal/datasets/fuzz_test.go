@@ -165,7 +165,7 @@ func FuzzFolderZip(f *testing.F) {
 		checkFolderLayout(t, l)
 		for _, u := range l.Units {
 			// Member data may be corrupt (Inspect reads only the directory).
-			readFolderZip(ctx, u, zr.Reader, func(it Item) error {
+			readFolderZip(ctx, u, zr, func(it Item) error {
 				Decode(it, Options{Channels: 1, ImageSize: [2]int{2, 2}})
 				return nil
 			})

@@ -177,8 +177,14 @@ func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error
 			pos, _ := sr.Seek(0, io.SeekCurrent)
 			return Layout{}, corrupt(train.Path, fmt.Sprintf("reading the header at byte %d", pos), err)
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) {
+		if !isRegular(hdr) {
+			continue
+		}
+		name, err := memberName(train.Path, hdr.Name)
+		if err != nil {
+			return Layout{}, err
+		}
+		if name == "" || hiddenPath(name) {
 			continue
 		}
 		if !strings.HasSuffix(name, ".tar") {
@@ -313,11 +319,17 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 		if err != nil {
 			return err
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) || !isImageName(name) {
+		if !isRegular(hdr) {
 			continue
 		}
-		data, err := readLimited(t.tr, hdr.Size)
+		name, err := memberName(t.name, hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" || hiddenPath(name) || !isImageName(name) {
+			continue
+		}
+		data, err := readLimited(ctx, t.tr, hdr.Size)
 		if err != nil {
 			return t.memberErr(err)
 		}
@@ -422,8 +434,14 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		if err != nil {
 			return err
 		}
-		name := cleanMember(hdr.Name)
-		if !isRegular(hdr) || name == "" || hiddenPath(name) {
+		if !isRegular(hdr) {
+			continue
+		}
+		name, err := memberName(u.Path, hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" || hiddenPath(name) {
 			continue
 		}
 		dir, base := path.Split(name)
@@ -435,7 +453,7 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 			}
 			cur = wdsSample{key: key, label: -1}
 		}
-		if err := cur.add(t, name, strings.ToLower(ext), hdr.Size); err != nil {
+		if err := cur.add(ctx, t, name, strings.ToLower(ext), hdr.Size); err != nil {
 			return err
 		}
 	}
@@ -448,13 +466,13 @@ type wdsSample struct {
 	label     int
 }
 
-func (s *wdsSample) add(t *tarStream, name, ext string, size int64) error {
+func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, size int64) error {
 	switch ext {
 	case "jpg", "jpeg", "png":
 		if s.image != nil {
 			return fmt.Errorf("datasets: read %s: sample %s has two images (%s and %s)", t.name, s.key, s.name, name)
 		}
-		data, err := readLimited(t.tr, size)
+		data, err := readLimited(ctx, t.tr, size)
 		if err != nil {
 			return t.memberErr(err)
 		}
@@ -463,7 +481,7 @@ func (s *wdsSample) add(t *tarStream, name, ext string, size int64) error {
 		if size > 64 {
 			return fmt.Errorf("datasets: read %s: label member %s is %d bytes; want a small integer", t.name, name, size)
 		}
-		data, err := readLimited(t.tr, size)
+		data, err := readLimited(ctx, t.tr, size)
 		if err != nil {
 			return t.memberErr(err)
 		}

@@ -176,7 +176,19 @@ func checkCounts(spec Spec, l Layout, log *slog.Logger) {
 
 // ReadUnit streams a unit's items in order to emit. It stops at the first
 // error from emit (returned as is) or from ctx.
+//
+// The encoded images read into memory count against a budget shared by all
+// the units this process reads at once (heldBudget): an image holds its part
+// of it until emit returns, so at most that many bytes of encoded images,
+// and the decodes emit does, are in flight together.
 func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
+	ctx, h := withHeld(ctx)
+	defer h.release()
+	inner := emit
+	emit = func(it Item) error {
+		defer h.release()
+		return inner(it)
+	}
 	switch u.Format {
 	case FormatCIFAR10, FormatCIFAR100:
 		return readCIFARUnit(ctx, u, emit)
