@@ -14,6 +14,7 @@ work=${WORK:-/tmp/igpt-membench}
 mkdir -p "$work"
 go build -o "$work/igpt" ./cmd/igpt
 echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F)"
+echo "# download.shard_mib: ${SHARD_MIB:-128}"
 printf '%-9s %8s %-17s %13s %13s %8s\n' stage images mode launcher_MiB worker_MiB wall_s
 for n in "${sizes[@]}"; do
   src=$work/src$n
@@ -26,7 +27,7 @@ for n in "${sizes[@]}"; do
 dataset:
   name: webdataset
   splits: {train: $src/train/*.tar, test: $src/test/*.tar}
-download: {shard_mib: 128}
+download: {shard_mib: ${SHARD_MIB:-128}}
 palette: {k: 64}
 quantize: {resize: [16, 16], val_fraction: 0.05}
 train: {model: nano, steps: 5, batch: 8, eval_every: 5, eval_records: 64, checkpoint_every: 5}
