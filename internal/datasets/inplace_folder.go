@@ -25,6 +25,9 @@ func IsFolderPrefix(src string) bool {
 		return false
 	}
 	b := strings.ToLower(storage.Base(src))
+	if b == "." || b == ".." || strings.Contains(src, "/../") || strings.Contains(src, "/./") {
+		return false // not a usable prefix: the download stage refuses the name
+	}
 	return strings.HasSuffix(src, "/") || !(strings.HasSuffix(b, ".tar") || strings.HasSuffix(b, ".tar.gz") || strings.HasSuffix(b, ".tgz") || strings.HasSuffix(b, ".zip"))
 }
 
