@@ -110,11 +110,11 @@ func buildIgpt(t *testing.T) string {
 	return bin
 }
 
-// TestTrainKilledResumesBitIdentical kills a training process with SIGKILL
+// TestReliabilityHeld_TrainKillNineBitIdentical kills a training process with SIGKILL
 // at a random moment, then with SIGINT, restarts it each time, and checks
 // that the final weights and optimiser state are byte-identical to an
 // uninterrupted run's.
-func TestTrainKilledResumesBitIdentical(t *testing.T) {
+func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and trains three times")
 	}
