@@ -46,8 +46,9 @@ func runDownload(t *testing.T, yaml string, opt Options) (*Step, error) {
 	err = p.RunOne(ctx, "download", opt)
 	if st.Manifest != nil {
 		// Check what was written, not what is in memory.
-		if st.Manifest, err = ReadManifest(ctx, st.Dir); err != nil {
-			t.Fatal(err)
+		var rerr error
+		if st.Manifest, rerr = ReadManifest(ctx, st.Dir); rerr != nil {
+			t.Fatal(rerr)
 		}
 	}
 	return st, err
