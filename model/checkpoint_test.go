@@ -259,7 +259,10 @@ func TestSafetensorsDTypes(t *testing.T) {
 	}
 }
 
-func TestSafetensorsRejects(t *testing.T) {
+// TestReliabilityHeld_SafetensorsHeaderAttacks: hostile safetensors headers
+// (bad lengths, dtypes, shapes, offsets, overlaps) are refused with an error
+// naming the tensor, never a panic (FuzzParseSafetensors widens this).
+func TestReliabilityHeld_SafetensorsHeaderAttacks(t *testing.T) {
 	mk := func(hdr string, data int) []byte {
 		var b bytes.Buffer
 		binary.Write(&b, binary.LittleEndian, uint64(len(hdr)))
@@ -282,8 +285,20 @@ func TestSafetensorsRejects(t *testing.T) {
 		"bad metadata": mk(`{"__metadata__":{"a":1}}`, 0),
 		"no offsets":   mk(`{"x":{"dtype":"F32","shape":[1]}}`, 4),
 	} {
-		if _, err := ParseSafetensors(buf); err == nil {
+		// The first line names the tensor (the key) or what in the header is wrong.
+		want := map[string]string{"short": "too short", "long header": "header length 2 runs past",
+			"not object": "not a JSON object", "overlap": `tensor "y"`, "trailing": "cover 4 of 8 data bytes",
+			"bad metadata": "__metadata__"}[name]
+		if want == "" {
+			want = `tensor "x"`
+		}
+		_, err := ParseSafetensors(buf)
+		if err == nil {
 			t.Errorf("%s: no error", name)
+			continue
+		}
+		if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.HasPrefix(first, "safetensors: ") || !strings.Contains(first, want) {
+			t.Errorf("%s: error %v, want a first line naming %s", name, err, want)
 		}
 	}
 }

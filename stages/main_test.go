@@ -16,5 +16,9 @@ func TestMain(m *testing.M) {
 	beamboot.MaybeBoot()
 	flag.Parse()
 	beam.Init()
-	os.Exit(m.Run())
+	code := m.Run()
+	if igptBin.dir != "" {
+		os.RemoveAll(igptBin.dir)
+	}
+	os.Exit(code)
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -99,22 +100,40 @@ func TestTrainDivergesCleanly(t *testing.T) {
 	}
 }
 
-// buildIgpt builds the igpt binary once per test binary.
+// buildIgpt builds the igpt binary once per test binary (TestMain removes
+// it): the kill -9 tests share it.
 func buildIgpt(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "igpt")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/igpt")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	igptBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "igpt-test-bin-")
+		if err != nil {
+			igptBin.err = err
+			return
+		}
+		igptBin.dir = dir
+		igptBin.path = filepath.Join(dir, "igpt")
+		cmd := exec.Command("go", "build", "-o", igptBin.path, "../cmd/igpt")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			igptBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if igptBin.err != nil {
+		t.Fatal(igptBin.err)
 	}
-	return bin
+	return igptBin.path
 }
 
-// TestTrainKilledResumesBitIdentical kills a training process with SIGKILL
+var igptBin struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// TestReliabilityHeld_TrainKillNineBitIdentical kills a training process with SIGKILL
 // at a random moment, then with SIGINT, restarts it each time, and checks
 // that the final weights and optimiser state are byte-identical to an
 // uninterrupted run's.
-func TestTrainKilledResumesBitIdentical(t *testing.T) {
+func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and trains three times")
 	}

@@ -82,7 +82,7 @@ func fastOpts() FetchOptions {
 	return FetchOptions{Retries: 4, Backoff: time.Millisecond}
 }
 
-func TestFetchHTTP(t *testing.T) {
+func TestReliabilityHeld_FetchHTTPFaults(t *testing.T) {
 	data := payload(300_000, 1)
 	f := fileFor("f.bin", data)
 	half := len(data) / 2
@@ -275,6 +275,9 @@ func TestFetchHTTP(t *testing.T) {
 				return
 			}
 			mustContain(t, err, c.errParts...)
+			if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.Contains(first, "f.bin") {
+				t.Errorf("first line %q does not name the file", first)
+			}
 			if _, serr := os.Stat(dst); !os.IsNotExist(serr) {
 				t.Errorf("%s exists after a failed fetch", dst)
 			}

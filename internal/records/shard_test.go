@@ -141,10 +141,10 @@ func TestReaderKeepsRecords(t *testing.T) {
 	}
 }
 
-// TestFlippedByte flips every byte of a small shard in turn: each must give a
+// TestReliabilityHeld_ShardEveryByteFlipped flips every byte of a small shard in turn: each must give a
 // CorruptError naming the file and an offset at or before the flipped byte,
 // never a silent wrong record or a panic.
-func TestFlippedByte(t *testing.T) {
+func TestReliabilityHeld_ShardEveryByteFlipped(t *testing.T) {
 	data := writeShard(t, KindImage, sampleImages(3)...)
 	for i := range data {
 		bad := append([]byte(nil), data...)
@@ -157,20 +157,23 @@ func TestFlippedByte(t *testing.T) {
 		if ce.Offset > int64(i) {
 			t.Fatalf("flip at %d: reported offset %d is past the damage", i, ce.Offset)
 		}
-		msg := err.Error()
-		if !strings.Contains(msg, "train-00000-of-00001.msgpack") || !strings.Contains(msg, "byte offset") {
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		if !strings.HasPrefix(msg, "records: train-00000-of-00001.msgpack: ") || !strings.Contains(msg, "byte offset") {
 			t.Fatalf("flip at %d: message %q does not name file and offset", i, msg)
 		}
 	}
 }
 
-func TestTruncated(t *testing.T) {
+func TestReliabilityHeld_ShardTruncated(t *testing.T) {
 	data := writeShard(t, KindImage, sampleImages(3)...)
 	for _, n := range []int{0, 3, 8, 20, len(data) - 1} {
 		_, _, err := Verify(bytes.NewReader(data[:n]), "x.msgpack")
 		var ce *CorruptError
 		if !errors.As(err, &ce) {
 			t.Fatalf("truncated to %d: %v, want *CorruptError", n, err)
+		}
+		if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.HasPrefix(first, "records: x.msgpack: ") || !strings.Contains(first, "byte offset") {
+			t.Fatalf("truncated to %d: first line %q does not name the file and offset", n, first)
 		}
 	}
 }
