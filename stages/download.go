@@ -103,10 +103,6 @@ func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string
 		return src, layout, err
 	}
 	if src := rc.Config.Dataset.Source; spec.Format == datasets.FormatFolder && datasets.IsFolderPrefix(src) {
-		// A gs:// folder may end in "/", but not in "/.." or "/." (#16).
-		if _, err := sourceFileName(strings.TrimRight(src, "/")); err != nil {
-			return "", datasets.Layout{}, err
-		}
 		if rc.Config.Dataset.SHA256 != "" {
 			return "", datasets.Layout{}, fmt.Errorf("dataset.sha256 cannot be checked for the image folder %s: its images are read in place by the workers; remove it", src)
 		}
