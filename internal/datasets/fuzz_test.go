@@ -1,10 +1,15 @@
 package datasets
 
 import (
+	"archive/tar"
+	"archive/zip"
 	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -212,6 +217,63 @@ func FuzzDecode(f *testing.F) {
 		// Raw pixels of any shape.
 		if len(data) >= 3 {
 			Decode(Item{Pix: data[3:], H: int(data[0]), W: int(data[1]), C: int(data[2] % 5)}, opt)
+		}
+	})
+}
+
+// FuzzWebDatasetShard: any bytes as a WebDataset tar shard give samples or
+// an error naming the shard, never a panic.
+func FuzzWebDatasetShard(f *testing.F) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, m := range []struct{ name, data string }{{"000001.jpg", "\xff\xd8x"}, {"000001.cls", "3"}, {"000002.png", "p"}, {"000002.cls", "x"}} {
+		tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(m.data))
+	}
+	tw.Close()
+	f.Add(b.Bytes())
+	f.Add([]byte{})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "000000.tar")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := readWebDatasetShard(context.Background(), Unit{Format: FormatWebDataset, Split: "train", Path: p}, func(it Item) error {
+			if it.Key == "" || it.Encoded == nil {
+				t.Fatalf("item without key or image: %+v", it)
+			}
+			return nil
+		})
+		if err != nil && !strings.Contains(err.Error(), p) {
+			t.Fatalf("error does not name the shard: %v", err)
+		}
+	})
+}
+
+// FuzzNPZ: any bytes as a downsampled-ImageNet batch give images or an
+// error naming the file, never a panic or a huge allocation.
+func FuzzNPZ(f *testing.F) {
+	dir := f.TempDir()
+	seed := filepath.Join(dir, "seed.npz")
+	writeNPZ(f, seed, 2, 2, []int64{1, 2}, zip.Store)
+	if b, err := os.ReadFile(seed); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("PK\x05\x06" + strings.Repeat("\x00", 18)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "train_data_batch_1.npz")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := readNPZUnit(context.Background(), Unit{Format: FormatNPZ, Split: "train", Path: p}, func(it Item) error {
+			if len(it.Pix) != it.H*it.W*3 || it.Label < 0 || it.Label >= 1000 {
+				t.Fatalf("bad item %d×%d label %d, %d bytes", it.H, it.W, it.Label, len(it.Pix))
+			}
+			return nil
+		})
+		if err != nil && !strings.Contains(err.Error(), p) {
+			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
 }

@@ -37,7 +37,7 @@ func npyBytes(descr string, shape []int, data []byte) []byte {
 
 // writeNPZ writes a downsampled-ImageNet batch: n images of side² planar
 // RGB (pixel value = image index + plane*10 + position) and labels 1-based.
-func writeNPZ(t *testing.T, path string, n, side int, labels []int64, method uint16) {
+func writeNPZ(t testing.TB, path string, n, side int, labels []int64, method uint16) {
 	t.Helper()
 	row := 3 * side * side
 	data := make([]byte, n*row)
