@@ -252,22 +252,12 @@ func isTarName(p string) bool {
 	return strings.HasSuffix(b, ".tar") || strings.HasSuffix(b, ".tar.gz") || strings.HasSuffix(b, ".tgz")
 }
 
-// readInPlaceUnit streams one unit of a source read in place.
-func readInPlaceUnit(ctx context.Context, u Unit, emit func(Item) error) error {
-	switch u.Format {
-	case FormatImageNet:
-		if u.Split == "train" {
-			return readClassTar(ctx, u, emit)
-		}
-		return readImageNetVal(ctx, u, emit)
-	case FormatWebDataset:
-		return readWebDatasetShard(ctx, u, emit)
-	case FormatNPZ:
-		return readNPZUnit(ctx, u, emit)
-	case FormatFolderGCS:
-		return readFolderPrefix(ctx, u, emit)
+// readImageNetUnit streams one class tar (train) or the validation tar.
+func readImageNetUnit(ctx context.Context, u Unit, emit func(Item) error) error {
+	if u.Split == "train" {
+		return readClassTar(ctx, u, emit)
 	}
-	return fmt.Errorf("datasets: read unit %s: unknown format %q", u.Path, u.Format)
+	return readImageNetVal(ctx, u, emit)
 }
 
 // openUnitTar streams the unit's byte range (the whole file when Size is

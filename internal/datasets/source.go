@@ -198,8 +198,14 @@ func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 		return readSTL10Unit(ctx, u, emit)
 	case FormatFolder:
 		return readFolderUnit(ctx, u, emit)
-	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS:
-		return readInPlaceUnit(ctx, u, emit)
+	case FormatImageNet:
+		return readImageNetUnit(ctx, u, emit)
+	case FormatWebDataset:
+		return readWebDatasetShard(ctx, u, emit)
+	case FormatNPZ:
+		return readNPZUnit(ctx, u, emit)
+	case FormatFolderGCS:
+		return readFolderPrefix(ctx, u, emit)
 	}
 	return fmt.Errorf("datasets: read unit %s of %s: unknown format %q", u.Split, u.Path, u.Format)
 }
