@@ -13,11 +13,6 @@ import (
 // LossPlot draws training and validation loss (nats per token) against
 // the optimiser step as a PNG.
 func LossPlot(ms []Metric) ([]byte, error) {
-	p := plot.New()
-	p.Title.Text = "iGPT training loss"
-	p.X.Label.Text = "step"
-	p.Y.Label.Text = "loss (nats/token)"
-	p.Add(plotter.NewGrid())
 	var train, val plotter.XYs
 	for _, m := range ms {
 		train = append(train, plotter.XY{X: float64(m.Step), Y: m.Loss})
@@ -25,32 +20,52 @@ func LossPlot(ms []Metric) ([]byte, error) {
 			val = append(val, plotter.XY{X: float64(m.Step), Y: *m.ValLoss})
 		}
 	}
-	if len(train) > 0 {
-		l, err := plotter.NewLine(train)
-		if err != nil {
-			return nil, fmt.Errorf("loss plot: %w", err)
-		}
-		l.Color = plotColor(0)
-		p.Add(l)
-		p.Legend.Add("train", l)
-	}
-	if len(val) > 0 {
-		l, pts, err := plotter.NewLinePoints(val)
-		if err != nil {
-			return nil, fmt.Errorf("loss plot: %w", err)
-		}
-		l.Color, pts.Color = plotColor(1), plotColor(1)
-		p.Add(l, pts)
-		p.Legend.Add("val", l)
-	}
-	p.Legend.Top = true
-	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
+	b, err := trainEvalPlot("iGPT training loss", "loss (nats/token)", "train", train, "val", val)
 	if err != nil {
 		return nil, fmt.Errorf("loss plot: %w", err)
 	}
+	return b, nil
+}
+
+// trainEvalPlot draws a training series as a line and an evaluation series
+// as a line with points, against the step, as an 8×5-inch PNG.
+func trainEvalPlot(title, yLabel, trainName string, train plotter.XYs, evalName string, eval plotter.XYs) ([]byte, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = yLabel
+	p.Add(plotter.NewGrid())
+	if len(train) > 0 {
+		l, err := plotter.NewLine(train)
+		if err != nil {
+			return nil, err
+		}
+		l.Color = plotColor(0)
+		p.Add(l)
+		p.Legend.Add(trainName, l)
+	}
+	if len(eval) > 0 {
+		l, pts, err := plotter.NewLinePoints(eval)
+		if err != nil {
+			return nil, err
+		}
+		l.Color, pts.Color = plotColor(1), plotColor(1)
+		p.Add(l, pts)
+		p.Legend.Add(evalName, l)
+	}
+	p.Legend.Top = true
+	return plotPNG(p)
+}
+
+// plotPNG renders p as an 8×5-inch PNG.
+func plotPNG(p *plot.Plot) ([]byte, error) {
+	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	if _, err := wt.WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("loss plot: %w", err)
+		return nil, err
 	}
 	return buf.Bytes(), nil
 }

@@ -25,7 +25,6 @@ import (
 	"golang.org/x/term"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 )
 
 func init() { Register(vqvaeTrainStage{}) }
@@ -606,26 +605,9 @@ func (tr *vqTrainer) reconstructionsPNG() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func plotPNG(p *plot.Plot) ([]byte, error) {
-	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
 // vqvaeLossPlot draws the training reconstruction MSE and the eval MSE
 // (0–255 units) against the step.
 func vqvaeLossPlot(ms []VQVAEMetric) ([]byte, error) {
-	p := plot.New()
-	p.Title.Text = "VQ-VAE reconstruction error"
-	p.X.Label.Text = "step"
-	p.Y.Label.Text = "MSE per pixel and channel (0–255 units)"
-	p.Add(plotter.NewGrid())
 	var train, eval plotter.XYs
 	for _, m := range ms {
 		train = append(train, plotter.XY{X: float64(m.Step), Y: m.MSE255})
@@ -633,26 +615,7 @@ func vqvaeLossPlot(ms []VQVAEMetric) ([]byte, error) {
 			eval = append(eval, plotter.XY{X: float64(m.Step), Y: *m.EvalMSE255})
 		}
 	}
-	for i, s := range []struct {
-		name string
-		xy   plotter.XYs
-	}{{"train batch", train}, {"eval", eval}} {
-		if len(s.xy) == 0 {
-			continue
-		}
-		l, pts, err := plotter.NewLinePoints(s.xy)
-		if err != nil {
-			return nil, err
-		}
-		l.Color, pts.Color = plotColor(i), plotColor(i)
-		if i == 0 {
-			pts.Radius = 0
-		}
-		p.Add(l, pts)
-		p.Legend.Add(s.name, l)
-	}
-	p.Legend.Top = true
-	return plotPNG(p)
+	return trainEvalPlot("VQ-VAE reconstruction error", "MSE per pixel and channel (0–255 units)", "train batch", train, "eval", eval)
 }
 
 // codebookPlot draws how often each code was chosen on the eval images,
