@@ -127,7 +127,7 @@ func run() error {
 	opts := probe.Options{MaxIter: *maxIter, Tol: *tol, Classes: classes}
 	chosen := *c
 	if *cGrid != "" {
-		full, err := probe.MatrixFromFloat32(tr.n, tr.d, tr.x)
+		full, err := probe.NewMatrix(tr.n, tr.d, tr.x)
 		if err != nil {
 			return err
 		}
@@ -162,11 +162,11 @@ func run() error {
 		}
 	}
 
-	xtr, err := probe.MatrixFromFloat32(tr.n, tr.d, tr.x)
+	xtr, err := probe.NewMatrix(tr.n, tr.d, tr.x)
 	if err != nil {
 		return err
 	}
-	xte, err := probe.MatrixFromFloat32(te.n, te.d, te.x)
+	xte, err := probe.NewMatrix(te.n, te.d, te.x)
 	if err != nil {
 		return err
 	}
@@ -214,8 +214,8 @@ func standardize32(train *probe.Matrix, others ...*probe.Matrix) error {
 		for i := 0; i < m.Rows; i++ {
 			r := m.Row(i)
 			for j, v := range r {
-				t := float64(float32(v - s.Mean[j]))
-				r[j] = float64(float32(t / s.Scale[j]))
+				t := float64(float32(float64(v) - s.Mean[j]))
+				r[j] = float32(t / s.Scale[j])
 			}
 		}
 	}

@@ -6,11 +6,10 @@ import "testing"
 // probe's shape (4000×3072, 10 classes).
 func BenchmarkEval(b *testing.B) {
 	x, y := blobs(1, 4000, 3072, 10, 0.1, 1)
-	obj := newObjective(x, y, 10, 1e-3, 0)
-	obj.workers = 2
+	obj := newObjective(x, y, 10, 1e-3)
 	p := randomParams(2, obj.dim(), 0.01)
 	g := make([]float64, obj.dim())
-	b.SetBytes(int64(len(x.Data) * 8 * 2))
+	b.SetBytes(int64(len(x.Data) * 4 * 2))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		obj.eval(p, g)
@@ -19,8 +18,7 @@ func BenchmarkEval(b *testing.B) {
 
 func BenchmarkEvalFuncOnly(b *testing.B) {
 	x, y := blobs(1, 4000, 3072, 10, 0.1, 1)
-	obj := newObjective(x, y, 10, 1e-3, 0)
-	obj.workers = 2
+	obj := newObjective(x, y, 10, 1e-3)
 	p := randomParams(2, obj.dim(), 0.01)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

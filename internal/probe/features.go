@@ -123,13 +123,10 @@ func (s *FeatureSet) Matrix(layer int) (*Matrix, []int, []string, error) {
 		return nil, nil, nil, fmt.Errorf("probe: %s features: no records at layer %d (layers: %v)", s.name, layer, s.Layers())
 	}
 	keys := slices.Sorted(maps.Keys(lr.rows))
-	m := &Matrix{Rows: len(keys), Cols: lr.dim, Data: make([]float64, len(keys)*lr.dim)}
+	m := &Matrix{Rows: len(keys), Cols: lr.dim, Data: make([]float32, len(keys)*lr.dim)}
 	y := make([]int, len(keys))
 	for i, k := range keys {
-		dst := m.Row(i)
-		for j, v := range lr.rows[k] {
-			dst[j] = float64(v)
-		}
+		copy(m.Row(i), lr.rows[k])
 		y[i] = s.labels[k]
 	}
 	return m, y, keys, nil

@@ -5,14 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
+	"github.com/igpt/igpt/internal/kernels"
 	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/optimize"
 )
@@ -24,8 +20,11 @@ const (
 	DefaultTol        = 1e-4    // LogisticRegression tol (SciPy gtol)
 	DefaultFuncRelTol = 2.22e-9 // SciPy L-BFGS-B ftol = factr·eps = 1e7·2.22e-16
 	DefaultMemory     = 10      // SciPy L-BFGS-B maxcor
-	rowChunk          = 64      // rows per work item in the logits pass
-	colBlock          = 64      // columns of W per work item in the gradient pass
+	maxLinesearch     = 20      // SciPy L-BFGS-B maxls: evaluations per line search
+	// noiseRelTol: a line search that fails once an iteration lowers f by
+	// no more than this relative amount has met the float32 resolution of f
+	// (logits are float32 products); the fit counts as converged.
+	noiseRelTol = 1e-6
 	armijo            = 1e-3    // SciPy's dcsrch ftol (sufficient decrease)
 	wolfe             = 0.9     // SciPy's dcsrch gtol (curvature)
 	minProb           = 1e-300  // floor for p in reported cross-entropies
@@ -64,9 +63,6 @@ type Options struct {
 	// their fits, the slowest of the grid, at the risk of missing a later
 	// rise (the report names the λ it skipped).
 	Patience int
-	// Workers bounds the goroutines of one evaluation; 0 means GOMAXPROCS.
-	// The result does not depend on it.
-	Workers int
 	// Logger receives debug lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -84,13 +80,6 @@ func (o Options) maxIter() int {
 		return o.MaxIter
 	}
 	return DefaultMaxIter
-}
-
-func (o Options) workers() int {
-	if o.Workers > 0 {
-		return o.Workers
-	}
-	return runtime.GOMAXPROCS(0)
 }
 
 // Model is a fitted multinomial logistic regression: the score of class k for
@@ -129,197 +118,18 @@ func LambdaFromC(c float64, n int) float64 { return 1 / (c * float64(n)) }
 // CFromLambda converts λ for n training rows to scikit-learn's C = 1/(λ·n).
 func CFromLambda(lambda float64, n int) float64 { return 1 / (lambda * float64(n)) }
 
-var impl gonum.Implementation
-
-// parallelFor runs fn(0..n-1) on at most workers goroutines. Each index must
-// write disjoint memory, so the result does not depend on the schedule.
-func parallelFor(workers, n int, fn func(i int)) {
-	if workers > n {
-		workers = n
-	}
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(workers)
-	for w := 0; w < workers; w++ {
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// objective evaluates f and ∇f for a fixed data set. Parameters are laid out
-// as [W (K×D row-major), b (K)]. Buffers are allocated once.
-type objective struct {
-	x       *Matrix
-	y       []int
-	n, d, k int
-	lambda  float64
-	workers int
-	chunks  int
-
-	resid     []float64 // n×K: logits, then (P − onehot)/n after a pass
-	chunkLoss []float64 // per row chunk: Σ CE over the chunk
-	chunkBias []float64 // per row chunk: Σ residuals per class
-
-	// The gonum Problem asks for f and ∇f at the same x in separate calls;
-	// one pass computes both, and Grad reuses it when x is unchanged.
-	lastX    []float64
-	lastGrad []float64
-	lastF    float64
-	haveLast bool
-	evals    int
-}
-
-func newObjective(x *Matrix, y []int, k int, lambda float64, workers int) *objective {
-	chunks := (x.Rows + rowChunk - 1) / rowChunk
-	return &objective{
-		x: x, y: y, n: x.Rows, d: x.Cols, k: k, lambda: lambda, workers: workers, chunks: chunks,
-		resid:     make([]float64, x.Rows*k),
-		chunkLoss: make([]float64, chunks),
-		chunkBias: make([]float64, chunks*k),
-	}
-}
-
-func (o *objective) dim() int { return o.k*o.d + o.k }
-
-// eval returns f(params) and, when grad is not nil, writes ∇f into it.
-func (o *objective) eval(params, grad []float64) float64 {
-	o.evals++
-	n, d, k := o.n, o.d, o.k
-	w, b := params[:k*d], params[k*d:]
-	invN := 1 / float64(n)
-	x := o.x.Data
-
-	// Pass 1, over row chunks: logits = X·Wᵀ + b, softmax, cross-entropy and
-	// the residual G = (P − onehot)/n, written over the logits.
-	parallelFor(o.workers, o.chunks, func(c int) {
-		r0 := c * rowChunk
-		r1 := min(r0+rowChunk, n)
-		rows := r1 - r0
-		z := o.resid[r0*k : r1*k]
-		// rows ≤ 64: gonum runs this GEMM serially for K ≤ 192.
-		impl.Dgemm(blas.NoTrans, blas.Trans, rows, k, d, 1, x[r0*d:], d, w, d, 0, z, k)
-		bg := o.chunkBias[c*k : (c+1)*k]
-		clear(bg)
-		loss := 0.0
-		for i := 0; i < rows; i++ {
-			zi := z[i*k : (i+1)*k]
-			m := math.Inf(-1)
-			for j := range zi {
-				zi[j] += b[j]
-				if zi[j] > m {
-					m = zi[j]
-				}
-			}
-			s := 0.0
-			for j := range zi {
-				s += math.Exp(zi[j] - m)
-			}
-			lse := m + math.Log(s)
-			yi := o.y[r0+i]
-			loss += lse - zi[yi]
-			for j := range zi {
-				g := math.Exp(zi[j] - lse)
-				if j == yi {
-					g -= 1
-				}
-				g *= invN
-				zi[j] = g
-				bg[j] += g
-			}
-		}
-		o.chunkLoss[c] = loss
-	})
-	loss := 0.0
-	for _, v := range o.chunkLoss {
-		loss += v
-	}
-	f := loss*invN + 0.5*o.lambda*floats.Dot(w, w)
-	if grad == nil {
-		return f
-	}
-
-	// Bias gradient: chunk sums added in chunk order.
-	gb := grad[k*d:]
-	clear(gb)
-	for c := 0; c < o.chunks; c++ {
-		floats.Add(gb, o.chunkBias[c*k:(c+1)*k])
-	}
-	// Pass 2, over column blocks of W: ∇W[:, j0:j1] = Gᵀ·X[:, j0:j1] + λW,
-	// as one axpy per row and class, so every entry is a sum over the rows
-	// in row order: the block width (one block per worker, for long
-	// vectors) does not change a bit of the result.
-	gw := grad[:k*d]
-	width := max(colBlock, (d+o.workers-1)/o.workers)
-	width = (width + 7) &^ 7
-	blocks := (d + width - 1) / width
-	parallelFor(o.workers, blocks, func(bi int) {
-		j0 := bi * width
-		j1 := min(j0+width, d)
-		for i := 0; i < k; i++ {
-			clear(gw[i*d+j0 : i*d+j1])
-		}
-		for l := 0; l < n; l++ {
-			xr := x[l*d+j0 : l*d+j1]
-			for i, g := range o.resid[l*k : (l+1)*k] {
-				if g != 0 {
-					floats.AddScaled(gw[i*d+j0:i*d+j1], g, xr)
-				}
-			}
-		}
-		if o.lambda != 0 {
-			for i := 0; i < k; i++ {
-				floats.AddScaled(gw[i*d+j0:i*d+j1], o.lambda, w[i*d+j0:i*d+j1])
-			}
-		}
-	})
-	return f
-}
-
-func (o *objective) problem() optimize.Problem {
-	o.lastX = make([]float64, o.dim())
-	o.lastGrad = make([]float64, o.dim())
-	return optimize.Problem{
-		Func: func(p []float64) float64 {
-			o.lastF = o.eval(p, o.lastGrad)
-			copy(o.lastX, p)
-			o.haveLast = true
-			return o.lastF
-		},
-		Grad: func(g, p []float64) {
-			if !o.haveLast || !slices.Equal(p, o.lastX) {
-				o.lastF = o.eval(p, o.lastGrad)
-				copy(o.lastX, p)
-				o.haveLast = true
-			}
-			copy(g, o.lastGrad)
-		},
-	}
-}
-
 // funcConverge is SciPy L-BFGS-B's ftol test:
 // (f_k − f_k+1) / max(|f_k|, |f_k+1|, floor) ≤ rel.
 type funcConverge struct {
 	rel, floor float64
 	prev       float64
 	first      bool
+	// lastRel is the relative decrease of the last accepted iteration
+	// (+Inf before the first).
+	lastRel float64
 }
 
-func (c *funcConverge) Init(int) { c.first = true }
+func (c *funcConverge) Init(int) { c.first, c.lastRel = true, math.Inf(1) }
 
 func (c *funcConverge) Converged(loc *optimize.Location) optimize.Status {
 	f := loc.F
@@ -330,10 +140,12 @@ func (c *funcConverge) Converged(loc *optimize.Location) optimize.Status {
 	}
 	prev := c.prev
 	c.prev = f
+	scale := math.Max(math.Max(math.Abs(prev), math.Abs(f)), c.floor)
+	c.lastRel = (prev - f) / scale
 	if c.rel < 0 {
 		return optimize.NotTerminated
 	}
-	if prev-f <= c.rel*math.Max(math.Max(math.Abs(prev), math.Abs(f)), c.floor) {
+	if prev-f <= c.rel*scale {
 		return optimize.FunctionConvergence
 	}
 	return optimize.NotTerminated
@@ -344,42 +156,12 @@ func (c *funcConverge) Converged(loc *optimize.Location) optimize.Status {
 // y labels in [0, K) with at least two distinct classes.
 func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 	start := time.Now()
-	if err := x.checkShape("fit"); err != nil {
+	k, err := checkFit(x, y, lambda, opts)
+	if err != nil {
 		return nil, err
-	}
-	if !(lambda >= 0) || math.IsInf(lambda, 0) {
-		return nil, fmt.Errorf("probe: fit: L2 strength %v is not a finite non-negative number", lambda)
-	}
-	k := opts.Classes
-	if k == 0 {
-		k = numClasses(y)
-	}
-	if err := checkData("fit: train", x, y, k); err != nil {
-		return nil, err
-	}
-	if c := distinctClasses(y); c < 2 {
-		return nil, fmt.Errorf("probe: fit: %d rows, %d distinct label(s): %w", len(y), c, ErrOneClass)
 	}
 	n, d := x.Rows, x.Cols
-	maxIter := opts.maxIter()
-	gtol := opts.GradTol
-	if gtol <= 0 {
-		tol := opts.Tol
-		if tol <= 0 {
-			tol = DefaultTol
-		}
-		gtol = tol / float64(n)
-	}
-	frel := opts.FuncRelTol
-	if frel == 0 {
-		frel = DefaultFuncRelTol
-	}
-	mem := opts.Memory
-	if mem <= 0 {
-		mem = DefaultMemory
-	}
-
-	obj := newObjective(x, y, k, lambda, opts.workers())
+	obj := newObjective(x, y, k, lambda)
 	init := make([]float64, obj.dim())
 	if m := opts.Init; m != nil {
 		if m.Classes != k || m.Dim != d || len(m.W) != k*d || len(m.B) != k {
@@ -388,17 +170,7 @@ func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 		copy(init, m.W)
 		copy(init[k*d:], m.B)
 	}
-	settings := &optimize.Settings{
-		GradientThreshold: gtol,
-		// Gonum counts the starting point as a major iteration.
-		MajorIterations: maxIter + 1,
-		Converger:       &funcConverge{rel: frel, floor: 1 / float64(n)},
-	}
-	method := &optimize.LBFGS{
-		Store:             mem,
-		GradStopThreshold: gtol,
-		Linesearcher:      &optimize.MoreThuente{DecreaseFactor: armijo, CurvatureFactor: wolfe},
-	}
+	settings, method, conv := opts.lbfgs(n)
 	res, err := optimize.Minimize(obj.problem(), init, settings, method)
 	if res == nil {
 		return nil, fmt.Errorf("probe: fit (n=%d, d=%d, K=%d, λ=%g): %w", n, d, k, lambda, err)
@@ -413,12 +185,15 @@ func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 	switch {
 	case err != nil:
 		// A line search that cannot improve f any more: keep the last
-		// accepted point, as SciPy does, but do not call it converged.
+		// accepted point, as SciPy does. It has converged when f had
+		// already stopped improving beyond float32 rounding.
 		if math.IsNaN(res.F) || math.IsInf(res.F, 0) {
 			return nil, fmt.Errorf("probe: fit (n=%d, d=%d, K=%d, λ=%g): objective %v: %w", n, d, k, lambda, res.F, err)
 		}
 		out.Status = err.Error()
-		opts.logger().Warn("probe: L-BFGS stopped early", "err", err, "iterations", out.Iterations, "objective", res.F, "lambda", lambda)
+		if out.Converged = conv.lastRel <= noiseRelTol; !out.Converged {
+			opts.logger().Warn("probe: L-BFGS stopped early", "err", err, "iterations", out.Iterations, "objective", res.F, "lambda", lambda)
+		}
 	case res.Status == optimize.GradientThreshold || res.Status == optimize.FunctionConvergence:
 		out.Converged = true
 	}
@@ -434,6 +209,91 @@ func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 		"iterations", out.Iterations, "evaluations", out.Evaluations, "converged", out.Converged,
 		"status", out.Status, "objective", out.Objective, "grad_max", out.GradNorm, "seconds", out.Seconds)
 	return out, nil
+}
+
+// checkFit validates Fit's inputs and returns the number of classes.
+func checkFit(x *Matrix, y []int, lambda float64, opts Options) (int, error) {
+	if err := x.checkShape("fit"); err != nil {
+		return 0, err
+	}
+	if !(lambda >= 0) || math.IsInf(lambda, 0) {
+		return 0, fmt.Errorf("probe: fit: L2 strength %v is not a finite non-negative number", lambda)
+	}
+	k := opts.Classes
+	if k == 0 {
+		k = numClasses(y)
+	}
+	if err := checkData("fit: train", x, y, k); err != nil {
+		return 0, err
+	}
+	if c := distinctClasses(y); c < 2 {
+		return 0, fmt.Errorf("probe: fit: %d rows, %d distinct label(s): %w", len(y), c, ErrOneClass)
+	}
+	return k, nil
+}
+
+// lbfgs returns gonum's settings and method for a fit on n rows: SciPy
+// L-BFGS-B's stopping tests (gtol on max|∇f|, ftol on the relative decrease)
+// and line search (at most maxLinesearch evaluations), with the defaults of
+// Options applied.
+func (o Options) lbfgs(n int) (*optimize.Settings, *optimize.LBFGS, *funcConverge) {
+	gtol := o.GradTol
+	if gtol <= 0 {
+		tol := o.Tol
+		if tol <= 0 {
+			tol = DefaultTol
+		}
+		gtol = tol / float64(n)
+	}
+	frel := o.FuncRelTol
+	if frel == 0 {
+		frel = DefaultFuncRelTol
+	}
+	mem := o.Memory
+	if mem <= 0 {
+		mem = DefaultMemory
+	}
+	conv := &funcConverge{rel: frel, floor: 1 / float64(n)}
+	settings := &optimize.Settings{
+		GradientThreshold: gtol,
+		// Gonum counts the starting point as a major iteration.
+		MajorIterations: o.maxIter() + 1,
+		Converger:       conv,
+	}
+	method := &optimize.LBFGS{
+		Store:             mem,
+		GradStopThreshold: gtol,
+		Linesearcher: &cappedLinesearch{max: maxLinesearch,
+			Linesearcher: &optimize.MoreThuente{DecreaseFactor: armijo, CurvatureFactor: wolfe}},
+	}
+	return settings, method, conv
+}
+
+// errLinesearchCap ends a line search that found no acceptable step in
+// maxLinesearch evaluations (SciPy's ABNORMAL_TERMINATION_IN_LNSRCH).
+var errLinesearchCap = fmt.Errorf("linesearch: no acceptable step in %d evaluations", maxLinesearch)
+
+// cappedLinesearch bounds the evaluations of one line search, as SciPy's
+// maxls does; gonum's More–Thuente has no such bound and, once f is flat to
+// rounding, can spend hundreds of evaluations before it gives up.
+type cappedLinesearch struct {
+	optimize.Linesearcher
+	max, n int
+}
+
+func (c *cappedLinesearch) Init(value, derivative, step float64) optimize.Operation {
+	c.n = 1
+	return c.Linesearcher.Init(value, derivative, step)
+}
+
+func (c *cappedLinesearch) Iterate(value, derivative float64) (optimize.Operation, float64, error) {
+	op, step, err := c.Linesearcher.Iterate(value, derivative)
+	if err == nil && op != optimize.MajorIteration {
+		if c.n++; c.n > c.max {
+			return 0, 0, errLinesearchCap
+		}
+	}
+	return op, step, err
 }
 
 // FitC is Fit with scikit-learn's C: λ = 1/(C·n).
@@ -455,7 +315,7 @@ func Objective(m *Model, x *Matrix, y []int, lambda float64) (float64, error) {
 	if err := checkData("objective", x, y, m.Classes); err != nil {
 		return 0, err
 	}
-	obj := newObjective(x, y, m.Classes, lambda, runtime.GOMAXPROCS(0))
+	obj := newObjective(x, y, m.Classes, lambda)
 	return obj.eval(append(slices.Clone(m.W), m.B...), nil), nil
 }
 
@@ -472,23 +332,26 @@ func (m *Model) check(x *Matrix, what string) error {
 	return nil
 }
 
-// Scores returns the logits X·Wᵀ + b (x.Rows×Classes, row-major).
+// Scores returns the logits X·Wᵀ + b (x.Rows×Classes, row-major), the
+// product taken in float32 as in the fit.
 func (m *Model) Scores(x *Matrix) ([]float64, error) {
 	if err := m.check(x, "scores"); err != nil {
 		return nil, err
 	}
-	k, d := m.Classes, m.Dim
-	z := make([]float64, x.Rows*k)
-	chunks := (x.Rows + rowChunk - 1) / rowChunk
-	parallelFor(runtime.GOMAXPROCS(0), chunks, func(c int) {
-		r0 := c * rowChunk
-		r1 := min(r0+rowChunk, x.Rows)
-		zc := z[r0*k : r1*k]
-		impl.Dgemm(blas.NoTrans, blas.Trans, r1-r0, k, d, 1, x.Data[r0*d:], d, m.W, d, 0, zc, k)
-		for i := 0; i < r1-r0; i++ {
-			floats.Add(zc[i*k:(i+1)*k], m.B)
+	k, d, n := m.Classes, m.Dim, x.Rows
+	w32 := make([]float32, len(m.W))
+	for i, v := range m.W {
+		w32[i] = float32(v)
+	}
+	// Zᵀ = W·Xᵀ: the wide product is the fast layout of the kernels' SGEMM.
+	zt := make([]float32, k*n)
+	kernels.Sgemm(false, true, k, n, d, 1, w32, d, x.Data, d, 0, zt, n)
+	z := make([]float64, n*k)
+	for j := 0; j < k; j++ {
+		for i, v := range zt[j*n : (j+1)*n] {
+			z[i*k+j] = float64(v) + m.B[j]
 		}
-	})
+	}
 	return z, nil
 }
 

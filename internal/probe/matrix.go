@@ -5,23 +5,29 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+
+	"gorgonia.org/tensor"
 )
 
-// Matrix is a dense row-major float64 matrix: row i is
-// Data[i*Cols : (i+1)*Cols]. One row is one example's feature vector.
+// Matrix is a dense row-major float32 matrix: row i is
+// Data[i*Cols : (i+1)*Cols]. One row is one example's feature vector. The
+// features are kept in float32, the precision they are extracted in, and the
+// fit's matrix products run on them in float32 (internal/kernels' SGEMM);
+// sums that decide the fit (loss, standardisation statistics) are float64.
 type Matrix struct {
 	Rows, Cols int
-	Data       []float64
+	Data       []float32
 }
 
 // NewMatrix wraps data (len rows*cols, row-major) without copying; a nil data
 // allocates a zero matrix.
-func NewMatrix(rows, cols int, data []float64) (*Matrix, error) {
+func NewMatrix(rows, cols int, data []float32) (*Matrix, error) {
 	if rows < 0 || cols < 0 {
 		return nil, fmt.Errorf("probe: matrix shape %d×%d is negative", rows, cols)
 	}
 	if data == nil {
-		data = make([]float64, rows*cols)
+		data = make([]float32, rows*cols)
 	}
 	if len(data) != rows*cols {
 		return nil, fmt.Errorf("probe: matrix %d×%d needs %d values, got %d", rows, cols, rows*cols, len(data))
@@ -29,48 +35,42 @@ func NewMatrix(rows, cols int, data []float64) (*Matrix, error) {
 	return &Matrix{Rows: rows, Cols: cols, Data: data}, nil
 }
 
-// MatrixFromFloat32 converts row-major float32 data (len rows*cols) to a Matrix.
-func MatrixFromFloat32(rows, cols int, data []float32) (*Matrix, error) {
-	if rows < 0 || cols < 0 || len(data) != rows*cols {
-		return nil, fmt.Errorf("probe: matrix %d×%d needs %d values, got %d", rows, cols, rows*cols, len(data))
-	}
-	m := &Matrix{Rows: rows, Cols: cols, Data: make([]float64, len(data))}
-	for i, v := range data {
-		m.Data[i] = float64(v)
-	}
-	return m, nil
+// Tensor returns the matrix as a [Rows, Cols] gorgonia tensor sharing its
+// storage (no copy).
+func (m *Matrix) Tensor() *tensor.Dense {
+	return tensor.New(tensor.WithShape(m.Rows, m.Cols), tensor.WithBacking(m.Data))
 }
 
-// MatrixFromRows copies equal-length float32 rows into a Matrix.
-func MatrixFromRows(rows [][]float32) (*Matrix, error) {
-	if len(rows) == 0 {
-		return &Matrix{}, nil
+// MatrixFromTensor wraps a contiguous 2-D float32 gorgonia tensor without
+// copying: the matrix shares the tensor's storage.
+func MatrixFromTensor(t *tensor.Dense) (*Matrix, error) {
+	if t == nil {
+		return nil, errors.New("probe: matrix from tensor: tensor is nil")
 	}
-	d := len(rows[0])
-	m := &Matrix{Rows: len(rows), Cols: d, Data: make([]float64, len(rows)*d)}
-	for i, r := range rows {
-		if len(r) != d {
-			return nil, fmt.Errorf("probe: row %d has %d features, row 0 has %d", i, len(r), d)
-		}
-		dst := m.Row(i)
-		for j, v := range r {
-			dst[j] = float64(v)
-		}
+	if t.Dtype() != tensor.Float32 {
+		return nil, fmt.Errorf("probe: matrix from tensor: dtype %v, want float32", t.Dtype())
 	}
-	return m, nil
+	s := t.Shape()
+	if len(s) != 2 {
+		return nil, fmt.Errorf("probe: matrix from tensor: shape %v is not [rows, cols]", s)
+	}
+	if t.IsView() && !t.DataOrder().IsContiguous() {
+		return nil, fmt.Errorf("probe: matrix from tensor: view of shape %v is not contiguous; Materialize it first", s)
+	}
+	return NewMatrix(s[0], s[1], t.Float32s())
 }
 
 // Row returns row i (shared storage).
-func (m *Matrix) Row(i int) []float64 { return m.Data[i*m.Cols : (i+1)*m.Cols] }
+func (m *Matrix) Row(i int) []float32 { return m.Data[i*m.Cols : (i+1)*m.Cols] }
 
 // Clone returns a deep copy.
 func (m *Matrix) Clone() *Matrix {
-	return &Matrix{Rows: m.Rows, Cols: m.Cols, Data: append([]float64(nil), m.Data...)}
+	return &Matrix{Rows: m.Rows, Cols: m.Cols, Data: slices.Clone(m.Data)}
 }
 
 // SelectRows returns a new matrix holding the given rows, in that order.
 func (m *Matrix) SelectRows(idx []int) *Matrix {
-	out := &Matrix{Rows: len(idx), Cols: m.Cols, Data: make([]float64, len(idx)*m.Cols)}
+	out := &Matrix{Rows: len(idx), Cols: m.Cols, Data: make([]float32, len(idx)*m.Cols)}
 	for r, i := range idx {
 		copy(out.Row(r), m.Row(i))
 	}
@@ -93,7 +93,7 @@ func (m *Matrix) checkShape(what string) error {
 func (m *Matrix) checkFinite(what string) error {
 	for i := 0; i < m.Rows; i++ {
 		for j, v := range m.Row(i) {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return fmt.Errorf("probe: %s: row %d, feature %d is %v", what, i, j, v)
 			}
 		}

@@ -253,9 +253,9 @@ func TestProbeLayersErrors(t *testing.T) {
 		mod  func(s *Split)
 		want string
 	}{
-		{"val width", func(s *Split) { s.ValX = &Matrix{Rows: 1, Cols: 3, Data: make([]float64, 3)}; s.ValY = []int{0} }, "probe layer 2 val: 3 features, train has 12"},
+		{"val width", func(s *Split) { s.ValX = &Matrix{Rows: 1, Cols: 3, Data: make([]float32, 3)}; s.ValY = []int{0} }, "probe layer 2 val: 3 features, train has 12"},
 		{"test labels", func(s *Split) { s.TestY = s.TestY[:5] }, "probe layer 2 test: 5 labels for 120 rows"},
-		{"NaN in test", func(s *Split) { s.TestX = s.TestX.Clone(); s.TestX.Row(17)[4] = math.NaN() }, "row 17, feature 4 is NaN"},
+		{"NaN in test", func(s *Split) { s.TestX = s.TestX.Clone(); s.TestX.Row(17)[4] = float32(math.NaN()) }, "row 17, feature 4 is NaN"},
 		{"one class", func(s *Split) { s.TrainY = make([]int, len(s.TrainY)) }, "fewer than two classes"},
 		{"nil test", func(s *Split) { s.TestX = nil }, "probe layer 2 test: matrix is nil"},
 	}

@@ -30,7 +30,7 @@ func FitStandardizer(x *Matrix) (*Standardizer, error) {
 	mean := make([]float64, d)
 	for i := 0; i < x.Rows; i++ {
 		for j, v := range x.Row(i) {
-			mean[j] += v
+			mean[j] += float64(v)
 		}
 	}
 	n := float64(x.Rows)
@@ -40,7 +40,7 @@ func FitStandardizer(x *Matrix) (*Standardizer, error) {
 	vr := make([]float64, d)
 	for i := 0; i < x.Rows; i++ {
 		for j, v := range x.Row(i) {
-			t := v - mean[j]
+			t := float64(v) - mean[j]
 			vr[j] += t * t
 		}
 	}
@@ -59,7 +59,8 @@ func FitStandardizer(x *Matrix) (*Standardizer, error) {
 
 const epsilon = 2.220446049250313e-16
 
-// Apply standardises x in place: x[i][j] = (x[i][j] − Mean[j]) / Scale[j].
+// Apply standardises x in place: x[i][j] = (x[i][j] − Mean[j]) / Scale[j],
+// computed in float64 and rounded once to float32.
 func (s *Standardizer) Apply(x *Matrix) error {
 	if err := x.checkShape("standardize"); err != nil {
 		return err
@@ -70,7 +71,7 @@ func (s *Standardizer) Apply(x *Matrix) error {
 	for i := 0; i < x.Rows; i++ {
 		r := x.Row(i)
 		for j := range r {
-			r[j] = (r[j] - s.Mean[j]) / s.Scale[j]
+			r[j] = float32((float64(r[j]) - s.Mean[j]) / s.Scale[j])
 		}
 	}
 	return nil
