@@ -25,9 +25,9 @@ const (
 	// no more than this relative amount has met the float32 resolution of f
 	// (logits are float32 products); the fit counts as converged.
 	noiseRelTol = 1e-6
-	armijo            = 1e-3    // SciPy's dcsrch ftol (sufficient decrease)
-	wolfe             = 0.9     // SciPy's dcsrch gtol (curvature)
-	minProb           = 1e-300  // floor for p in reported cross-entropies
+	armijo      = 1e-3   // SciPy's dcsrch ftol (sufficient decrease)
+	wolfe       = 0.9    // SciPy's dcsrch gtol (curvature)
+	minProb     = 1e-300 // floor for p in reported cross-entropies
 )
 
 // Options controls a fit. The zero value gives scikit-learn's settings.

@@ -1,8 +1,8 @@
 package probe
 
 import (
-	"github.com/igpt/igpt/internal/kernels"
 	"errors"
+	"github.com/igpt/igpt/internal/kernels"
 	"math"
 	"math/rand/v2"
 	"slices"

@@ -48,6 +48,12 @@ func newObjective(x *Matrix, y []int, k int, lambda float64) *objective {
 
 func (o *objective) dim() int { return o.k*o.d + o.k }
 
+// evalBlock is the number of rows of X per step of an evaluation: the
+// logits of a block, its softmax and its share of the gradient are computed
+// while the block (evalBlock·D·4 bytes) is still in cache, so X streams from
+// memory once per evaluation instead of once per GEMM.
+const evalBlock = 256
+
 // eval returns f(params) and, when grad is not nil, writes ∇f into it.
 func (o *objective) eval(params, grad []float64) float64 {
 	o.evals++
@@ -56,9 +62,23 @@ func (o *objective) eval(params, grad []float64) float64 {
 	for i, v := range w {
 		o.w32[i] = float32(v)
 	}
-	// Zᵀ[K, n] = W[K, D]·X[n, D]ᵀ.
-	kernels.Sgemm(false, true, k, n, d, 1, o.w32, d, o.x.Data, d, 0, o.zt, n)
-	loss := o.softmax(b)
+	clear(o.gb)
+	loss := 0.0
+	for r0 := 0; r0 < n; r0 += evalBlock {
+		rows := min(evalBlock, n-r0)
+		xb := o.x.Data[r0*d:]
+		// Zᵀ[K, rows] = W[K, D]·X[rows, D]ᵀ (columns r0.. of Zᵀ[K, n]).
+		kernels.Sgemm(false, true, k, rows, d, 1, o.w32, d, xb, d, 0, o.zt[r0:], n)
+		loss += o.softmax(b, r0, r0+rows)
+		if grad != nil {
+			// ∇W[K, D] += G[rows, K]ᵀ·X[rows, D], blocks added in order.
+			beta := float32(1)
+			if r0 == 0 {
+				beta = 0
+			}
+			kernels.Sgemm(true, false, k, d, rows, 1, o.g[r0*k:], k, xb, d, beta, o.gw32, d)
+		}
+	}
 	ww := 0.0
 	for _, v := range w {
 		ww += v * v
@@ -67,8 +87,6 @@ func (o *objective) eval(params, grad []float64) float64 {
 	if grad == nil {
 		return f
 	}
-	// ∇W[K, D] = G[n, K]ᵀ·X[n, D] + λW.
-	kernels.Sgemm(true, false, k, d, n, 1, o.g, k, o.x.Data, d, 0, o.gw32, d)
 	for i, v := range o.gw32 {
 		grad[i] = float64(v) + o.lambda*w[i]
 	}
@@ -76,22 +94,22 @@ func (o *objective) eval(params, grad []float64) float64 {
 	return f
 }
 
-// softmax turns the logits Zᵀ + b into the residual G = (P − onehot)/n and
-// the bias gradient Σᵢ G[i, ·], and returns Σᵢ CE, all in float64 (G is
-// stored rounded to float32 for the gradient's GEMM).
-func (o *objective) softmax(b []float64) float64 {
+// softmax turns the logits Zᵀ + b of rows i0..i1-1 into the residual
+// G = (P − onehot)/n, adds their share of the bias gradient Σᵢ G[i, ·], and
+// returns their Σᵢ CE, all in float64 (G is stored rounded to float32 for
+// the gradient's GEMM).
+func (o *objective) softmax(b []float64, i0, i1 int) float64 {
 	n, k := o.n, o.k
 	invN := 1 / float64(n)
-	clear(o.gb)
 	var buf [64]float64
-	e := buf[:0]
+	var e []float64
 	if k > len(buf) {
 		e = make([]float64, k)
 	} else {
 		e = buf[:k]
 	}
 	loss := 0.0
-	for i := 0; i < n; i++ {
+	for i := i0; i < i1; i++ {
 		m := math.Inf(-1)
 		for j := 0; j < k; j++ {
 			e[j] = float64(o.zt[j*n+i]) + b[j]
