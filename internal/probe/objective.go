@@ -27,6 +27,7 @@ type objective struct {
 	g    []float32 // n×K: the residual G = (P − onehot)/n
 	gw32 []float32 // K×D: Gᵀ·X
 	gb   []float64 // K: Σᵢ G[i, ·] in float64
+	e    []float64 // K: one row's exponentials
 
 	// The gonum Problem asks for f and ∇f at the same x in separate calls;
 	// one pass computes both, and Grad reuses it when x is unchanged.
@@ -42,7 +43,7 @@ func newObjective(x *Matrix, y []int, k int, lambda float64) *objective {
 	return &objective{
 		x: x, y: y, n: n, d: d, k: k, lambda: lambda,
 		w32: make([]float32, k*d), zt: make([]float32, k*n), g: make([]float32, n*k),
-		gw32: make([]float32, k*d), gb: make([]float64, k),
+		gw32: make([]float32, k*d), gb: make([]float64, k), e: make([]float64, k),
 	}
 }
 
@@ -101,13 +102,7 @@ func (o *objective) eval(params, grad []float64) float64 {
 func (o *objective) softmax(b []float64, i0, i1 int) float64 {
 	n, k := o.n, o.k
 	invN := 1 / float64(n)
-	var buf [64]float64
-	var e []float64
-	if k > len(buf) {
-		e = make([]float64, k)
-	} else {
-		e = buf[:k]
-	}
+	e := o.e
 	loss := 0.0
 	for i := i0; i < i1; i++ {
 		m := math.Inf(-1)
