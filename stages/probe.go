@@ -78,8 +78,8 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		}
 		return runPipeline(ctx, rc, p)
 	}
-	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log,
-		Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}
+	opts := probe.Options{Standardize: true, Logger: rc.Log,
+		Fit: probe.FitOptions{MaxIter: pc.MaxIter, Patience: pc.Patience}}
 	start := time.Now()
 	featDir := storage.Join(rc.Dir, "features")
 	job, err := extract(featDir, weights)
@@ -102,7 +102,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
 		"images_per_s", float64(records)/extractS)
 	start = time.Now()
-	rep, err := probe.ProbeLayers(splits, pc.L2, opts)
+	rep, err := probe.Layers(splits, pc.L2, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func keysOf[V any](m map[string]V) []string {
 // same config on the same images and splits, reusing either row from the
 // root's baseline cache when an earlier run fitted it on the same inputs.
 func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.ProbeOptions, mc model.Config) error {
+	extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.Options, mc model.Config) error {
 	keys := splitKeysHash(sets)
 	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
 		return rawPixelBaseline(ctx, rc, sets, pc, opts)
@@ -197,7 +197,7 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 // flattened, split exactly as the tokens were. A Beam pipeline writes their
 // features (the workers read the Image shards; the driver lists the keys).
 func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeConfig,
-	opts probe.ProbeOptions) (probe.Row, error) {
+	opts probe.Options) (probe.Row, error) {
 	var keys []pipelines.KeySplit
 	for split, set := range sets {
 		ks, _ := set.Keys()
@@ -234,13 +234,13 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 	if err != nil {
 		return probe.Row{}, fmt.Errorf("probe: raw-pixel baseline: %w", err)
 	}
-	return probe.ProbeBaseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
+	return probe.Baseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
 }
 
 // randomInitBaseline runs the same pipeline with untrained weights and
 // returns its best layer's row.
 func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, weights string) (string, error),
-	pc ProbeConfig, opts probe.ProbeOptions) (probe.Row, error) {
+	pc ProbeConfig, opts probe.Options) (probe.Row, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
 	if _, err := extract(dir, ""); err != nil {
 		return probe.Row{}, err
@@ -253,7 +253,7 @@ func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, w
 	if err != nil {
 		return probe.Row{}, err
 	}
-	rrep, err := probe.ProbeLayers(rsplits, pc.L2, opts)
+	rrep, err := probe.Layers(rsplits, pc.L2, opts)
 	if err != nil {
 		return probe.Row{}, err
 	}

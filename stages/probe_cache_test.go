@@ -25,17 +25,17 @@ func TestBaselineIDFitSettings(t *testing.T) {
 	keys := "06e5e1b16e01dcf7aaf0f5b1ef87268fdd20b72fccf1d52bdf1190191c5f531f"
 	cases := []struct {
 		name     string
-		fit      probe.Options
+		fit      probe.FitOptions
 		sameAsV1 bool
 	}{
-		{"defaults unset", probe.Options{}, true},
-		{"default max_iter written out", probe.Options{MaxIter: probe.DefaultMaxIter}, true},
-		{"more iterations", probe.Options{MaxIter: 3000}, false},
-		{"patience", probe.Options{Patience: 2}, false},
+		{"defaults unset", probe.FitOptions{}, true},
+		{"default max_iter written out", probe.FitOptions{MaxIter: probe.DefaultMaxIter}, true},
+		{"more iterations", probe.FitOptions{MaxIter: 3000}, false},
+		{"patience", probe.FitOptions{Patience: 2}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id := rawPixelsID(rc, pc, probe.ProbeOptions{Standardize: true, Fit: tc.fit}, keys)
+			id := rawPixelsID(rc, pc, probe.Options{Standardize: true, Fit: tc.fit}, keys)
 			b, err := json.Marshal(id)
 			if err != nil {
 				t.Fatal(err)

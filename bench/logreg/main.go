@@ -13,8 +13,10 @@
 //
 // -standardize fits the standardiser on train and applies it to both, rounding
 // to float32 after the subtraction and after the division as scikit-learn's
-// StandardScaler does on float32 input; the fit itself is float64, like
-// scikit-learn's lbfgs solver. -C fixes scikit-learn's C (λ = 1/(C·n)); -C-grid
+// StandardScaler does on float32 input. scikit-learn's lbfgs solver fits in
+// float64; ours keeps the features in float32 and runs the fit's two matrix
+// products in float32 (internal/kernels' SGEMM), with the loss summed and
+// L-BFGS run in float64. -C fixes scikit-learn's C (λ = 1/(C·n)); -C-grid
 // picks C by accuracy on a seeded -val-frac hold-out of train and refits on all
 // of train (our hold-out is not numpy's permutation, so grid choices are
 // comparable with the script's only in spirit).
@@ -49,6 +51,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,17 +71,27 @@ type data struct {
 	n, d int
 }
 
+type flags struct {
+	rawCIFAR, trainX, trainY, testX, testY string
+	standardize                            bool
+	c                                      float64
+	cGrid                                  string
+	valFrac                                float64
+	seed                                   uint64
+}
+
 func run() error {
-	rawCIFAR := flag.String("raw-cifar", "", "TRAIN,TEST CIFAR binary-layout files")
-	trainX := flag.String("train-x", "", "train features .npy [N, D]")
-	trainY := flag.String("train-y", "", "train labels .npy [N]")
-	testX := flag.String("test-x", "", "test features .npy [M, D]")
-	testY := flag.String("test-y", "", "test labels .npy [M]")
-	standardize := flag.Bool("standardize", false, "standardise features with train mean/std")
-	c := flag.Float64("C", 1, "scikit-learn's inverse L2 strength C (λ = 1/(C·n))")
-	cGrid := flag.String("C-grid", "", "comma-separated C values chosen on a validation hold-out of train")
-	valFrac := flag.Float64("val-frac", 0.2, "hold-out fraction for -C-grid")
-	seed := flag.Uint64("seed", 0, "hold-out seed for -C-grid")
+	var f flags
+	flag.StringVar(&f.rawCIFAR, "raw-cifar", "", "TRAIN,TEST CIFAR binary-layout files")
+	flag.StringVar(&f.trainX, "train-x", "", "train features .npy [N, D]")
+	flag.StringVar(&f.trainY, "train-y", "", "train labels .npy [N]")
+	flag.StringVar(&f.testX, "test-x", "", "test features .npy [M, D]")
+	flag.StringVar(&f.testY, "test-y", "", "test labels .npy [M]")
+	flag.BoolVar(&f.standardize, "standardize", false, "standardise features with train mean/std")
+	flag.Float64Var(&f.c, "C", 1, "scikit-learn's inverse L2 strength C (λ = 1/(C·n))")
+	flag.StringVar(&f.cGrid, "C-grid", "", "comma-separated C values chosen on a validation hold-out of train")
+	flag.Float64Var(&f.valFrac, "val-frac", 0.2, "hold-out fraction for -C-grid")
+	flag.Uint64Var(&f.seed, "seed", 0, "hold-out seed for -C-grid")
 	maxIter := flag.Int("max-iter", probe.DefaultMaxIter, "L-BFGS iteration limit")
 	tol := flag.Float64("tol", probe.DefaultTol, "scikit-learn's tol (max |gradient| of its sum-scaled objective)")
 	verbose := flag.Bool("v", false, "debug logging")
@@ -86,33 +99,9 @@ func run() error {
 	if *verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
-
-	var tr, te data
-	var err error
-	switch {
-	case *rawCIFAR != "":
-		files := strings.Split(*rawCIFAR, ",")
-		if len(files) != 2 {
-			return fmt.Errorf("-raw-cifar wants TRAIN,TEST, got %q", *rawCIFAR)
-		}
-		if tr, err = readCIFAR(files[0]); err != nil {
-			return err
-		}
-		if te, err = readCIFAR(files[1]); err != nil {
-			return err
-		}
-	case *trainX != "" && *trainY != "" && *testX != "" && *testY != "":
-		if tr, err = readNpyPair(*trainX, *trainY); err != nil {
-			return err
-		}
-		if te, err = readNpyPair(*testX, *testY); err != nil {
-			return err
-		}
-	default:
-		return errors.New("give -raw-cifar TRAIN,TEST or all of -train-x -train-y -test-x -test-y")
-	}
-	if tr.d != te.d {
-		return fmt.Errorf("train has %d features, test %d", tr.d, te.d)
+	tr, te, err := load(f)
+	if err != nil {
+		return err
 	}
 	classes := 0
 	for _, y := range [][]int{tr.y, te.y} {
@@ -122,46 +111,84 @@ func run() error {
 	}
 	fmt.Printf("# go %s GOMAXPROCS=%d\n", runtime.Version(), runtime.GOMAXPROCS(0))
 	fmt.Printf("data: train=%dx%d test=%dx%d classes=%d standardize=%d dtype=float32\n",
-		tr.n, tr.d, te.n, te.d, classes, b2i(*standardize))
-
-	opts := probe.Options{MaxIter: *maxIter, Tol: *tol, Classes: classes}
-	chosen := *c
-	if *cGrid != "" {
-		full, err := probe.NewMatrix(tr.n, tr.d, tr.x)
-		if err != nil {
+		tr.n, tr.d, te.n, te.d, classes, b2i(f.standardize))
+	opts := probe.FitOptions{MaxIter: *maxIter, Tol: *tol, Classes: classes}
+	chosen := f.c
+	if f.cGrid != "" {
+		if chosen, err = chooseC(f, tr, opts); err != nil {
 			return err
-		}
-		fx, fy, vx, vy, err := probe.HoldOut(full, tr.y, *valFrac, *seed)
-		if err != nil {
-			return err
-		}
-		if *standardize {
-			if err := standardize32(fx, vx); err != nil {
-				return err
-			}
-		}
-		bestAcc := -1.0
-		for _, s := range strings.Split(*cGrid, ",") {
-			cv, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-			if err != nil {
-				return fmt.Errorf("-C-grid %q: %w", *cGrid, err)
-			}
-			res, err := probe.FitC(fx, fy, cv, opts)
-			if err != nil {
-				return err
-			}
-			acc, err := res.Model.Accuracy(vx, vy)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("grid C=%g val_acc: %.4f fit_s: %.2f iterations: %d converged: %s\n",
-				cv, acc, res.Seconds, res.Iterations, yesNo(res.Converged))
-			if acc > bestAcc {
-				bestAcc, chosen = acc, cv
-			}
 		}
 	}
+	return fitAndReport(f, tr, te, chosen, opts)
+}
 
+// load reads the train and test sets named by the flags.
+func load(f flags) (tr, te data, err error) {
+	switch {
+	case f.rawCIFAR != "":
+		files := strings.Split(f.rawCIFAR, ",")
+		if len(files) != 2 {
+			return tr, te, fmt.Errorf("-raw-cifar wants TRAIN,TEST, got %q", f.rawCIFAR)
+		}
+		if tr, err = readCIFAR(files[0]); err != nil {
+			return tr, te, err
+		}
+		te, err = readCIFAR(files[1])
+	case f.trainX != "" && f.trainY != "" && f.testX != "" && f.testY != "":
+		if tr, err = readNpyPair(f.trainX, f.trainY); err != nil {
+			return tr, te, err
+		}
+		te, err = readNpyPair(f.testX, f.testY)
+	default:
+		err = errors.New("give -raw-cifar TRAIN,TEST or all of -train-x -train-y -test-x -test-y")
+	}
+	if err == nil && tr.d != te.d {
+		err = fmt.Errorf("train has %d features, test %d", tr.d, te.d)
+	}
+	return tr, te, err
+}
+
+// chooseC fits every C of -C-grid on a hold-out of train and returns the
+// one with the best validation accuracy (the first on ties).
+func chooseC(f flags, tr data, opts probe.FitOptions) (float64, error) {
+	full, err := probe.NewMatrix(tr.n, tr.d, slices.Clone(tr.x))
+	if err != nil {
+		return 0, err
+	}
+	fx, fy, vx, vy, err := probe.HoldOut(full, tr.y, f.valFrac, f.seed)
+	if err != nil {
+		return 0, err
+	}
+	if f.standardize {
+		if err := standardize32(fx, vx); err != nil {
+			return 0, err
+		}
+	}
+	bestAcc, chosen := -1.0, 0.0
+	for _, s := range strings.Split(f.cGrid, ",") {
+		cv, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return 0, fmt.Errorf("-C-grid %q: %w", f.cGrid, err)
+		}
+		res, err := probe.FitC(fx, fy, cv, opts)
+		if err != nil {
+			return 0, err
+		}
+		acc, err := res.Model.Accuracy(vx, vy)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Printf("grid C=%g val_acc: %.4f fit_s: %.2f iterations: %d converged: %s\n",
+			cv, acc, res.Seconds, res.Iterations, yesNo(res.Converged))
+		if acc > bestAcc {
+			bestAcc, chosen = acc, cv
+		}
+	}
+	return chosen, nil
+}
+
+// fitAndReport fits all of train at C and prints the result lines.
+func fitAndReport(f flags, tr, te data, c float64, opts probe.FitOptions) error {
 	xtr, err := probe.NewMatrix(tr.n, tr.d, tr.x)
 	if err != nil {
 		return err
@@ -170,12 +197,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if *standardize {
+	if f.standardize {
 		if err := standardize32(xtr, xte); err != nil {
 			return err
 		}
 	}
-	res, err := probe.FitC(xtr, tr.y, chosen, opts)
+	res, err := probe.FitC(xtr, tr.y, c, opts)
 	if err != nil {
 		return err
 	}
@@ -191,7 +218,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("logreg C: %g\n", chosen)
+	fmt.Printf("logreg C: %g\n", c)
 	fmt.Printf("logreg fit_s: %.3f\n", res.Seconds)
 	fmt.Printf("logreg iterations: %d (converged: %s)\n", res.Iterations, yesNo(res.Converged))
 	fmt.Printf("logreg train_acc: %.4f\n", trainAcc)
@@ -338,35 +365,42 @@ func readNpy(path string) ([]float64, []int, error) {
 		return nil, nil, fmt.Errorf("%s: data: %w", path, err)
 	}
 	out := make([]float64, count)
-	le := binary.LittleEndian
 	for i := range out {
-		b := raw[i*size : (i+1)*size]
-		switch dm[2] + dm[3] {
-		case "f4":
-			out[i] = float64(math.Float32frombits(le.Uint32(b)))
-		case "f8":
-			out[i] = math.Float64frombits(le.Uint64(b))
-		case "i1":
-			out[i] = float64(int8(b[0]))
-		case "u1":
-			out[i] = float64(b[0])
-		case "i2":
-			out[i] = float64(int16(le.Uint16(b)))
-		case "u2":
-			out[i] = float64(le.Uint16(b))
-		case "i4":
-			out[i] = float64(int32(le.Uint32(b)))
-		case "u4":
-			out[i] = float64(le.Uint32(b))
-		case "i8":
-			out[i] = float64(int64(le.Uint64(b)))
-		case "u8":
-			out[i] = float64(le.Uint64(b))
-		default:
+		v, ok := decodeNpy(dm[2]+dm[3], raw[i*size:(i+1)*size])
+		if !ok {
 			return nil, nil, fmt.Errorf("%s: dtype %s%s not supported", path, dm[2], dm[3])
 		}
+		out[i] = v
 	}
 	return out, shape, nil
+}
+
+// decodeNpy decodes one little-endian value of a .npy dtype (kind+size).
+func decodeNpy(dtype string, b []byte) (float64, bool) {
+	le := binary.LittleEndian
+	switch dtype {
+	case "f4":
+		return float64(math.Float32frombits(le.Uint32(b))), true
+	case "f8":
+		return math.Float64frombits(le.Uint64(b)), true
+	case "i1":
+		return float64(int8(b[0])), true
+	case "u1":
+		return float64(b[0]), true
+	case "i2":
+		return float64(int16(le.Uint16(b))), true
+	case "u2":
+		return float64(le.Uint16(b)), true
+	case "i4":
+		return float64(int32(le.Uint32(b))), true
+	case "u4":
+		return float64(le.Uint32(b)), true
+	case "i8":
+		return float64(int64(le.Uint64(b))), true
+	case "u8":
+		return float64(le.Uint64(b)), true
+	}
+	return 0, false
 }
 
 func b2i(b bool) int {

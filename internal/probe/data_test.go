@@ -143,7 +143,7 @@ func TestSelectL2(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			vaX, vaY := line1D(20, tc.valOnes, 2)
-			sel, err := SelectL2(trX, trY, vaX, vaY, tc.grid, Options{})
+			sel, err := SelectL2(trX, trY, vaX, vaY, tc.grid, FitOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,11 +164,11 @@ func TestSelectL2(t *testing.T) {
 		})
 	}
 	vaX, vaY := line1D(20, 10, 2)
-	if _, err := SelectL2(trX, trY, vaX, vaY, nil, Options{}); err == nil {
+	if _, err := SelectL2(trX, trY, vaX, vaY, nil, FitOptions{}); err == nil {
 		t.Error("empty grid accepted")
 	}
 	wide, _ := NewMatrix(20, 2, nil)
-	if _, err := SelectL2(trX, trY, wide, vaY, []float64{1}, Options{}); err == nil || !strings.Contains(err.Error(), "validation has 2 features, train 1") {
+	if _, err := SelectL2(trX, trY, wide, vaY, []float64{1}, FitOptions{}); err == nil || !strings.Contains(err.Error(), "validation has 2 features, train 1") {
 		t.Errorf("width mismatch: %v", err)
 	}
 }
@@ -349,7 +349,7 @@ func TestSelectL2Patience(t *testing.T) {
 	trX, trY := x.SelectRows(seq(0, 40)), y[:40]
 	vaX, vaY := x.SelectRows(seq(40, 240)), y[40:]
 	grid := DefaultGrid(1, -6)
-	full, err := SelectL2(trX, trY, vaX, vaY, grid, Options{})
+	full, err := SelectL2(trX, trY, vaX, vaY, grid, FitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestSelectL2Patience(t *testing.T) {
 			}
 		}
 		skippedSome = skippedSome || stop < len(grid)
-		sel, err := SelectL2(trX, trY, vaX, vaY, grid, Options{Patience: patience})
+		sel, err := SelectL2(trX, trY, vaX, vaY, grid, FitOptions{Patience: patience})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,8 +30,8 @@ const (
 	minProb     = 1e-300 // floor for p in reported cross-entropies
 )
 
-// Options controls a fit. The zero value gives scikit-learn's settings.
-type Options struct {
+// FitOptions controls a fit. The zero value gives scikit-learn's settings.
+type FitOptions struct {
 	// MaxIter bounds the L-BFGS iterations (accepted steps), like
 	// LogisticRegression's max_iter. 0 means DefaultMaxIter.
 	MaxIter int
@@ -67,7 +67,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o Options) logger() *slog.Logger {
+func (o FitOptions) logger() *slog.Logger {
 	if o.Logger != nil {
 		return o.Logger
 	}
@@ -75,7 +75,7 @@ func (o Options) logger() *slog.Logger {
 }
 
 // maxIter is MaxIter with its default applied.
-func (o Options) maxIter() int {
+func (o FitOptions) maxIter() int {
 	if o.MaxIter > 0 {
 		return o.MaxIter
 	}
@@ -154,7 +154,7 @@ func (c *funcConverge) Converged(loc *optimize.Location) optimize.Status {
 // Fit minimises (1/n) Σᵢ CE(softmax(W xᵢ + b), yᵢ) + (λ/2)|W|² over W and b
 // with L-BFGS, starting from zero or opts.Init. x must hold finite values and
 // y labels in [0, K) with at least two distinct classes.
-func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
+func Fit(x *Matrix, y []int, lambda float64, opts FitOptions) (*FitResult, error) {
 	start := time.Now()
 	k, err := checkFit(x, y, lambda, opts)
 	if err != nil {
@@ -212,7 +212,7 @@ func Fit(x *Matrix, y []int, lambda float64, opts Options) (*FitResult, error) {
 }
 
 // checkFit validates Fit's inputs and returns the number of classes.
-func checkFit(x *Matrix, y []int, lambda float64, opts Options) (int, error) {
+func checkFit(x *Matrix, y []int, lambda float64, opts FitOptions) (int, error) {
 	if err := x.checkShape("fit"); err != nil {
 		return 0, err
 	}
@@ -235,8 +235,8 @@ func checkFit(x *Matrix, y []int, lambda float64, opts Options) (int, error) {
 // lbfgs returns gonum's settings and method for a fit on n rows: SciPy
 // L-BFGS-B's stopping tests (gtol on max|∇f|, ftol on the relative decrease)
 // and line search (at most maxLinesearch evaluations), with the defaults of
-// Options applied.
-func (o Options) lbfgs(n int) (*optimize.Settings, *optimize.LBFGS, *funcConverge) {
+// FitOptions applied.
+func (o FitOptions) lbfgs(n int) (*optimize.Settings, *optimize.LBFGS, *funcConverge) {
 	gtol := o.GradTol
 	if gtol <= 0 {
 		tol := o.Tol
@@ -297,7 +297,7 @@ func (c *cappedLinesearch) Iterate(value, derivative float64) (optimize.Operatio
 }
 
 // FitC is Fit with scikit-learn's C: λ = 1/(C·n).
-func FitC(x *Matrix, y []int, c float64, opts Options) (*FitResult, error) {
+func FitC(x *Matrix, y []int, c float64, opts FitOptions) (*FitResult, error) {
 	if !(c > 0) || math.IsInf(c, 0) {
 		return nil, fmt.Errorf("probe: fit: C %v is not a finite positive number", c)
 	}

@@ -64,7 +64,7 @@ func TestObjectiveValueByHand(t *testing.T) {
 
 func TestSeparableReachesFullAccuracy(t *testing.T) {
 	x, y := blobs(2, 300, 10, 3, 5, 0.2)
-	res, err := Fit(x, y, 1e-4, Options{})
+	res, err := Fit(x, y, 1e-4, FitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestOptimumMatchesLongGradientDescent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// Overlapping classes: the optimum is unique and interior.
 			x, y := blobs(4, 60, 4, 3, 1, 1)
-			res, err := Fit(x, y, tc.lambda, Options{GradTol: 1e-9, FuncRelTol: -1})
+			res, err := Fit(x, y, tc.lambda, FitOptions{GradTol: 1e-9, FuncRelTol: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 	defer kernels.SetThreads(kernels.SetThreads(1))
 	for _, threads := range []int{1, 1, 2, 3} {
 		kernels.SetThreads(threads)
-		res, err := Fit(x, y, 1e-3, Options{})
+		res, err := Fit(x, y, 1e-3, FitOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,11 +168,11 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 
 func TestWarmStartAndIterationLimit(t *testing.T) {
 	x, y := blobs(6, 200, 20, 3, 0.5, 1)
-	cold, err := Fit(x, y, 1e-2, Options{})
+	cold, err := Fit(x, y, 1e-2, FitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	warm, err := Fit(x, y, 1e-2, Options{Init: cold.Model})
+	warm, err := Fit(x, y, 1e-2, FitOptions{Init: cold.Model})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,14 +182,14 @@ func TestWarmStartAndIterationLimit(t *testing.T) {
 	if warm.Objective > cold.Objective+1e-12 {
 		t.Errorf("warm start objective %.15g > cold %.15g", warm.Objective, cold.Objective)
 	}
-	capped, err := Fit(x, y, 1e-2, Options{MaxIter: 3})
+	capped, err := Fit(x, y, 1e-2, FitOptions{MaxIter: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if capped.Iterations != 3 || capped.Converged {
 		t.Errorf("MaxIter 3: %d iterations, converged %v (%s)", capped.Iterations, capped.Converged, capped.Status)
 	}
-	if _, err := Fit(x, y, 1e-2, Options{Init: &Model{Classes: 2, Dim: 20, W: make([]float64, 40), B: make([]float64, 2)}}); err == nil {
+	if _, err := Fit(x, y, 1e-2, FitOptions{Init: &Model{Classes: 2, Dim: 20, W: make([]float64, 40), B: make([]float64, 2)}}); err == nil {
 		t.Error("warm start of the wrong shape accepted")
 	}
 }
@@ -202,11 +202,11 @@ func TestLambdaCRoundTrip(t *testing.T) {
 		}
 	}
 	x, y := blobs(7, 100, 5, 2, 1, 1)
-	a, err := FitC(x, y, 0.1, Options{})
+	a, err := FitC(x, y, 0.1, FitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Fit(x, y, 1/(0.1*100), Options{})
+	b, err := Fit(x, y, 1/(0.1*100), FitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestFitErrors(t *testing.T) {
 		name string
 		x    *Matrix
 		y    []int
-		opts Options
+		opts FitOptions
 		want string
 		is   error
 	}{
@@ -235,7 +235,7 @@ func TestFitErrors(t *testing.T) {
 		{name: "NaN", x: nan, y: y, want: "row 13, feature 1 is NaN"},
 		{name: "Inf", x: inf, y: y, want: "row 4, feature 0 is +Inf"},
 		{name: "negative label", x: x, y: append([]int{-1}, y[1:]...), want: "row 0 has label -1"},
-		{name: "label beyond classes", x: x, y: y, opts: Options{Classes: 1}, want: "has label 1, want 0..0"},
+		{name: "label beyond classes", x: x, y: y, opts: FitOptions{Classes: 1}, want: "has label 1, want 0..0"},
 		{name: "no rows", x: &Matrix{Cols: 3}, y: nil, want: "no rows"},
 	}
 	for _, tc := range cases {
@@ -249,10 +249,10 @@ func TestFitErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Fit(x, y, -1, Options{}); err == nil {
+	if _, err := Fit(x, y, -1, FitOptions{}); err == nil {
 		t.Error("negative λ accepted")
 	}
-	if _, err := FitC(x, y, 0, Options{}); err == nil {
+	if _, err := FitC(x, y, 0, FitOptions{}); err == nil {
 		t.Error("C = 0 accepted")
 	}
 }

@@ -130,12 +130,12 @@ func TestFitMatchesFloat64Path(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			x, y := blobs(9, 400, 40, 5, 0.4, 1)
-			res, err := Fit(x, y, tc.lambda, Options{})
+			res, err := Fit(x, y, tc.lambda, FitOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ref := &refObjective{x: x, y: y, k: 5, lambda: tc.lambda}
-			settings, method, _ := Options{}.lbfgs(x.Rows)
+			settings, method, _ := FitOptions{}.lbfgs(x.Rows)
 			prob := optimize.Problem{Func: func(p []float64) float64 { return ref.eval(p, nil) },
 				Grad: func(g, p []float64) { ref.eval(p, g) }}
 			old, err := optimize.Minimize(prob, make([]float64, ref.dim()), settings, method)

@@ -54,11 +54,11 @@ func (s Split) check(what string) error {
 	return nil
 }
 
-// ProbeOptions controls ProbeLayers and ProbeBaseline.
-type ProbeOptions struct {
+// Options controls Layers and Baseline.
+type Options struct {
 	// Fit is passed to every fit (Init is ignored; each grid is warm-started
 	// along its own path).
-	Fit Options
+	Fit FitOptions
 	// Standardize fits a Standardizer on each layer's train split and applies
 	// it to all three splits (on copies) before fitting.
 	Standardize bool
@@ -66,7 +66,7 @@ type ProbeOptions struct {
 	Logger *slog.Logger
 }
 
-func (o ProbeOptions) logger() *slog.Logger {
+func (o Options) logger() *slog.Logger {
 	if o.Logger != nil {
 		return o.Logger
 	}
@@ -116,17 +116,17 @@ type Report struct {
 	Baselines []Row     `json:"baselines,omitempty"`
 	Grid      []float64 `json:"grid"` // λ values tried
 	// MaxIter is the L-BFGS iteration limit of every fit; Patience the
-	// early stop along the grid (Options.Patience; 0: off).
+	// early stop along the grid (FitOptions.Patience; 0: off).
 	MaxIter  int       `json:"max_iter,omitempty"`
 	Patience int       `json:"patience,omitempty"`
 	Created  time.Time `json:"created"`
 }
 
-// ProbeLayers probes every layer in layers: a fit per grid value λ on the
+// Layers probes every layer in layers: a fit per grid value λ on the
 // layer's train split, λ chosen by validation accuracy (ties to the larger
 // λ), test accuracy of that fit reported. Layers run in increasing order;
 // each fit uses all GOMAXPROCS.
-func ProbeLayers(layers map[int]Split, grid []float64, opts ProbeOptions) (*Report, error) {
+func Layers(layers map[int]Split, grid []float64, opts Options) (*Report, error) {
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("probe: no layers to probe")
 	}
@@ -142,10 +142,10 @@ func ProbeLayers(layers map[int]Split, grid []float64, opts ProbeOptions) (*Repo
 	return rep, nil
 }
 
-// ProbeBaseline probes one baseline feature set (e.g. RawPixels) like a layer
+// Baseline probes one baseline feature set (e.g. RawPixels) like a layer
 // and returns its row, marked as a baseline with Layer −1; add it to a report
 // with AddBaseline.
-func ProbeBaseline(name string, s Split, grid []float64, opts ProbeOptions) (Row, error) {
+func Baseline(name string, s Split, grid []float64, opts Options) (Row, error) {
 	row, err := probeOne(-1, name, s, grid, opts)
 	if err != nil {
 		return Row{}, err
@@ -154,7 +154,7 @@ func ProbeBaseline(name string, s Split, grid []float64, opts ProbeOptions) (Row
 	return row, nil
 }
 
-func probeOne(layer int, name string, s Split, grid []float64, opts ProbeOptions) (Row, error) {
+func probeOne(layer int, name string, s Split, grid []float64, opts Options) (Row, error) {
 	what := "probe " + name
 	if err := s.check(what); err != nil {
 		return Row{}, err

@@ -40,12 +40,12 @@ func seq(a, b int) []int {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func TestProbeLayersEndToEnd(t *testing.T) {
+func TestLayersEndToEnd(t *testing.T) {
 	seps := []float64{0.15, 0.3, 0.5, 0.9, 0.55, 0.35, 0.25}
 	layers := layeredSplits(seps)
 	grid := DefaultGrid(0, -3)
-	opts := ProbeOptions{Standardize: true, Logger: quietLogger()}
-	rep, err := ProbeLayers(layers, grid, opts)
+	opts := Options{Standardize: true, Logger: quietLogger()}
+	rep, err := Layers(layers, grid, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +69,12 @@ func TestProbeLayersEndToEnd(t *testing.T) {
 		t.Errorf("best layer %d, want 3 (val accs: %v)", best.Layer, valAccs(rep))
 	}
 	raw := layeredSplits([]float64{0.1})[0]
-	rawRow, err := ProbeBaseline(RawPixels, raw, grid, opts)
+	rawRow, err := Baseline(RawPixels, raw, grid, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep.AddBaseline(rawRow)
-	rnd, err := ProbeLayers(layeredSplits([]float64{0.05, 0.2, 0.1}), grid, opts)
+	rnd, err := Layers(layeredSplits([]float64{0.05, 0.2, 0.1}), grid, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestProbeLayersEndToEnd(t *testing.T) {
 	}
 	// Standardisation worked on copies: the caller's matrices are untouched.
 	if fresh := layeredSplits(seps)[0]; !slices.Equal(fresh.TrainX.Data, layers[0].TrainX.Data) {
-		t.Error("ProbeLayers modified the caller's train matrix")
+		t.Error("Layers modified the caller's train matrix")
 	}
 }
 
@@ -246,7 +246,7 @@ func TestReportPlot(t *testing.T) {
 	}
 }
 
-func TestProbeLayersErrors(t *testing.T) {
+func TestLayersErrors(t *testing.T) {
 	good := layeredSplits([]float64{0.5})[0]
 	cases := []struct {
 		name string
@@ -263,13 +263,13 @@ func TestProbeLayersErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good
 			tc.mod(&s)
-			_, err := ProbeLayers(map[int]Split{2: s}, []float64{0.1}, ProbeOptions{Logger: quietLogger()})
+			_, err := Layers(map[int]Split{2: s}, []float64{0.1}, Options{Logger: quietLogger()})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := ProbeLayers(nil, []float64{1}, ProbeOptions{}); err == nil {
+	if _, err := Layers(nil, []float64{1}, Options{}); err == nil {
 		t.Error("no layers accepted")
 	}
 }

@@ -17,7 +17,7 @@ type GridPoint struct {
 	Objective  float64 `json:"objective"`
 	FitSeconds float64 `json:"fit_seconds"`
 	// Skipped marks a λ that was not fitted: the grid stopped early (see
-	// Options.Patience). Only L2 and C are set.
+	// FitOptions.Patience). Only L2 and C are set.
 	Skipped bool `json:"skipped,omitempty"`
 }
 
@@ -61,7 +61,7 @@ func GridFromC(cs []float64, n int) []float64 {
 // but not the optimum being sought. With opts.Patience > 0 the path stops
 // once that many consecutive λ values have scored below the best validation
 // accuracy so far; the weaker λ values left are marked Skipped.
-func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []float64, opts Options) (*Selection, error) {
+func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []float64, opts FitOptions) (*Selection, error) {
 	if len(grid) == 0 {
 		return nil, fmt.Errorf("probe: select L2: empty grid")
 	}
