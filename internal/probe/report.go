@@ -19,6 +19,10 @@ const (
 	// RandomInitPrefix starts the name of the random-initialisation baseline,
 	// "random init / layer k" (see BaselineFromBest).
 	RandomInitPrefix = "random init"
+	// RawPixelsInput names the raw-pixel baseline at the model's input
+	// resolution (PixelFeatures at the token grid's size); the summary
+	// states the best layer's margin over it too.
+	RawPixelsInput = "raw pixels, input resolution"
 )
 
 // Split holds one feature set's train, validation and test matrices and
@@ -111,10 +115,14 @@ func LayerName(layer int) string {
 // Report is the probe's result: one row per model layer, in layer order, and
 // baseline rows.
 type Report struct {
-	Title     string    `json:"title,omitempty"`
-	Rows      []Row     `json:"rows"`
-	Baselines []Row     `json:"baselines,omitempty"`
-	Grid      []float64 `json:"grid"` // λ values tried
+	Title     string `json:"title,omitempty"`
+	Rows      []Row  `json:"rows"`
+	Baselines []Row  `json:"baselines,omitempty"`
+	// Concat holds probes of concatenated layers (ConcatRow); LowData the
+	// low-data probes (LowData).
+	Concat  []Row        `json:"concat,omitempty"`
+	LowData []LowDataRow `json:"low_data,omitempty"`
+	Grid    []float64    `json:"grid"` // λ values tried
 	// MaxIter is the L-BFGS iteration limit of every fit; Patience the
 	// early stop along the grid (FitOptions.Patience; 0: off).
 	MaxIter  int       `json:"max_iter,omitempty"`
@@ -159,26 +167,8 @@ func probeOne(layer int, name string, s Split, grid []float64, opts Options) (Ro
 	if err := s.check(what); err != nil {
 		return Row{}, err
 	}
-	if opts.Standardize {
-		st, err := FitStandardizer(s.TrainX)
-		if err != nil {
-			return Row{}, fmt.Errorf("%s: %w", what, err)
-		}
-		for _, m := range []**Matrix{&s.TrainX, &s.ValX, &s.TestX} {
-			if *m, err = st.Transform(*m); err != nil {
-				return Row{}, fmt.Errorf("%s: %w", what, err)
-			}
-		}
-	}
-	fo := opts.Fit
-	fo.Init = nil
-	if fo.Classes == 0 {
-		fo.Classes = numClasses(s.TrainY, s.ValY, s.TestY)
-	}
-	if fo.Logger == nil {
-		fo.Logger = opts.Logger
-	}
-	if err := checkData(what+": test", s.TestX, s.TestY, fo.Classes); err != nil {
+	s, fo, err := prepare(what, s, opts)
+	if err != nil {
 		return Row{}, err
 	}
 	sel, err := SelectL2(s.TrainX, s.TrainY, s.ValX, s.ValY, grid, fo)
@@ -205,11 +195,45 @@ func probeOne(layer int, name string, s Split, grid []float64, opts Options) (Ro
 	return row, nil
 }
 
+// prepare standardises a checked split (on copies) when opts asks for it and
+// returns it with the fit options every fit of the probe uses.
+func prepare(what string, s Split, opts Options) (Split, FitOptions, error) {
+	if opts.Standardize {
+		st, err := FitStandardizer(s.TrainX)
+		if err != nil {
+			return s, FitOptions{}, fmt.Errorf("%s: %w", what, err)
+		}
+		for _, m := range []**Matrix{&s.TrainX, &s.ValX, &s.TestX} {
+			if *m, err = st.Transform(*m); err != nil {
+				return s, FitOptions{}, fmt.Errorf("%s: %w", what, err)
+			}
+		}
+	}
+	fo := opts.Fit
+	fo.Init = nil
+	if fo.Classes == 0 {
+		fo.Classes = numClasses(s.TrainY, s.ValY, s.TestY)
+	}
+	if fo.Logger == nil {
+		fo.Logger = opts.Logger
+	}
+	if err := checkData(what+": test", s.TestX, s.TestY, fo.Classes); err != nil {
+		return s, FitOptions{}, err
+	}
+	return s, fo, nil
+}
+
 // AddBaseline appends a baseline row (marking it as one).
 func (r *Report) AddBaseline(row Row) {
 	row.Baseline = true
 	r.Baselines = append(r.Baselines, row)
 }
+
+// AddConcat appends the row of a concatenation of layers (see ConcatRow).
+func (r *Report) AddConcat(row Row) { r.Concat = append(r.Concat, row) }
+
+// AddLowData appends low-data rows (see LowData).
+func (r *Report) AddLowData(rows ...LowDataRow) { r.LowData = append(r.LowData, rows...) }
 
 // Best returns the layer row with the highest validation accuracy (ties to
 // the higher test accuracy, then the lower layer); false when there are no
@@ -257,6 +281,9 @@ type Summary struct {
 	// MarginOverRawPixels is 100·(best test acc − raw-pixel test acc), or nil
 	// without a RawPixels baseline.
 	MarginOverRawPixels *float64 `json:"margin_over_raw_pixels_points,omitempty"`
+	// MarginOverInputPixels is the same against the RawPixelsInput
+	// baseline, or nil without one.
+	MarginOverInputPixels *float64 `json:"margin_over_input_pixels_points,omitempty"`
 	// LastLayerDrop is 100·(best − last layer) test accuracy points.
 	LastLayerDrop float64 `json:"last_layer_drop_points"`
 }
@@ -271,6 +298,10 @@ func (r *Report) Summary() (Summary, bool) {
 	if raw, ok := r.Baseline(RawPixels); ok {
 		m := 100 * (best.TestAcc - raw.TestAcc)
 		s.MarginOverRawPixels = &m
+	}
+	if raw, ok := r.Baseline(RawPixelsInput); ok {
+		m := 100 * (best.TestAcc - raw.TestAcc)
+		s.MarginOverInputPixels = &m
 	}
 	return s, true
 }
@@ -294,25 +325,13 @@ func (r *Report) WriteJSON(w io.Writer) error {
 }
 
 // WriteMarkdown writes the report as a Markdown table (one row per layer,
-// then the baselines) followed by a line naming the best layer and its
-// margin over the raw-pixel baseline.
+// then concatenations and baselines), a line naming the best layer and its
+// margin over the raw-pixel baselines, the low-data probes' table, and notes
+// on cached, cut-short and unconverged fits.
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	title := r.Title
-	if title == "" {
-		title = "Linear probe"
-	}
-	fmt.Fprintf(&b, "# %s\n\n", title)
-	fmt.Fprintf(&b, "Multinomial logistic regression (L-BFGS) on the mean over positions of norm(h_l); "+
-		"L2 strength chosen on validation accuracy from %s", formatGrid(r.Grid))
-	if r.MaxIter > 0 {
-		fmt.Fprintf(&b, "; at most %d iterations per fit", r.MaxIter)
-	}
-	if r.Patience > 0 {
-		fmt.Fprintf(&b, "; each grid, fitted from the strongest λ down, stops after %d λ in a row "+
-			"score below the best validation accuracy so far", r.Patience)
-	}
-	b.WriteString(".\n\n")
+	r.writeIntro(&b)
+	// The table: layers (the best in bold), concatenations, baselines.
 	b.WriteString("| layer | features | dim | val acc | test acc | train acc | chosen L2 | C | iterations | fit s |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	best, haveBest := r.Best()
@@ -323,35 +342,99 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		writeRow(&b, fmt.Sprint(row.Layer), name, row)
 	}
+	for _, row := range r.Concat {
+		writeRow(&b, "–", row.Name, row)
+	}
 	for _, row := range r.Baselines {
 		writeRow(&b, "–", "baseline: "+row.Name, row)
 	}
-	if s, ok := r.Summary(); ok {
-		fmt.Fprintf(&b, "\nBest layer: %s (layer %d of %d), val acc %s, test acc %s",
-			s.Best.Name, s.Best.Layer, r.Rows[len(r.Rows)-1].Layer, pct(s.Best.ValAcc), pct(s.Best.TestAcc))
-		if s.MarginOverRawPixels != nil {
-			raw, _ := r.Baseline(RawPixels)
-			m, side := *s.MarginOverRawPixels, "above"
-			if m < 0 {
-				m, side = -m, "below"
-			}
-			fmt.Fprintf(&b, "; %.1f points %s the raw-pixel baseline (test acc %s)", m, side, pct(raw.TestAcc))
-		} else {
-			b.WriteString("; no raw-pixel baseline")
-		}
-		if s.LastLayerDrop >= 0 {
-			fmt.Fprintf(&b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
-		} else {
-			fmt.Fprintf(&b, "; the last layer is %.1f points above it (on test).\n", -s.LastLayerDrop)
-		}
+	r.writeSummary(&b)
+	r.writeLowData(&b)
+	r.writeNotes(&b)
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("probe: write report markdown: %w", err)
 	}
+	return nil
+}
+
+// writeIntro writes the title and the sentence that states the method.
+func (r *Report) writeIntro(b *strings.Builder) {
+	title := r.Title
+	if title == "" {
+		title = "Linear probe"
+	}
+	fmt.Fprintf(b, "# %s\n\n", title)
+	fmt.Fprintf(b, "Multinomial logistic regression (L-BFGS) on the mean over positions of norm(h_l); "+
+		"L2 strength chosen on validation accuracy from %s", formatGrid(r.Grid))
+	if r.MaxIter > 0 {
+		fmt.Fprintf(b, "; at most %d iterations per fit", r.MaxIter)
+	}
+	if r.Patience > 0 {
+		fmt.Fprintf(b, "; each grid, fitted from the strongest λ down, stops after %d λ in a row "+
+			"score below the best validation accuracy so far", r.Patience)
+	}
+	b.WriteString(".\n\n")
+}
+
+// writeSummary writes the best layer's line with its margins.
+func (r *Report) writeSummary(b *strings.Builder) {
+	s, ok := r.Summary()
+	if !ok {
+		return
+	}
+	fmt.Fprintf(b, "\nBest layer: %s (layer %d of %d), val acc %s, test acc %s",
+		s.Best.Name, s.Best.Layer, r.Rows[len(r.Rows)-1].Layer, pct(s.Best.ValAcc), pct(s.Best.TestAcc))
+	margin := func(label, name string, m *float64) {
+		raw, _ := r.Baseline(name)
+		v, side := *m, "above"
+		if v < 0 {
+			v, side = -v, "below"
+		}
+		fmt.Fprintf(b, "; %.1f points %s the %s baseline (test acc %s)", v, side, label, pct(raw.TestAcc))
+	}
+	if s.MarginOverRawPixels != nil {
+		margin("raw-pixel", RawPixels, s.MarginOverRawPixels)
+	} else {
+		b.WriteString("; no raw-pixel baseline")
+	}
+	if s.MarginOverInputPixels != nil {
+		margin(RawPixelsInput, RawPixelsInput, s.MarginOverInputPixels)
+	}
+	if s.LastLayerDrop >= 0 {
+		fmt.Fprintf(b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
+	} else {
+		fmt.Fprintf(b, "; the last layer is %.1f points above it (on test).\n", -s.LastLayerDrop)
+	}
+}
+
+// writeLowData writes the low-data probes' table, one row per feature set
+// and size: "low-data k/class" with the mean ± std test accuracy.
+func (r *Report) writeLowData(b *strings.Builder) {
+	if len(r.LowData) == 0 {
+		return
+	}
+	b.WriteString("\nLow-data probes: k labelled train images per class, seeded draws, L2 chosen on the full validation split.\n\n")
+	b.WriteString("| probe | features | draws | test acc mean ± std | chosen L2 per draw |\n|---|---|---|---|---|\n")
+	for _, row := range r.LowData {
+		l2 := make([]string, len(row.L2))
+		for i, v := range row.L2 {
+			l2[i] = fmt.Sprintf("%.3g", v)
+		}
+		fmt.Fprintf(b, "| low-data %d/class | %s | %d | %s ± %.2f | %s |\n",
+			row.PerClass, row.Name, row.Draws, pct(row.Mean), 100*row.Std, strings.Join(l2, ", "))
+	}
+}
+
+// writeNotes writes the notes on reused baselines, grids cut short and fits
+// that did not converge.
+func (r *Report) writeNotes(b *strings.Builder) {
 	for _, row := range r.Baselines {
 		if row.Cached != "" {
-			fmt.Fprintf(&b, "\nBaseline %q was fitted by an earlier run on the same images, splits and settings; "+
+			fmt.Fprintf(b, "\nBaseline %q was fitted by an earlier run on the same images, splits and settings; "+
 				"its row (fit times included) is reused from %s.\n", row.Name, row.Cached)
 		}
 	}
-	all := append(slices.Clone(r.Rows), r.Baselines...)
+	all := slices.Concat(r.Rows, r.Concat, r.Baselines)
 	for _, row := range all {
 		var skipped []string
 		for _, p := range row.Grid {
@@ -360,7 +443,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 		}
 		if len(skipped) > 0 {
-			fmt.Fprintf(&b, "\n%s: grid stopped early, λ ∈ {%s} not fitted.\n", row.Name, strings.Join(skipped, ", "))
+			fmt.Fprintf(b, "\n%s: grid stopped early, λ ∈ {%s} not fitted.\n", row.Name, strings.Join(skipped, ", "))
 		}
 	}
 	var unconverged []string
@@ -370,12 +453,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 	}
 	if len(unconverged) > 0 {
-		fmt.Fprintf(&b, "\nNot converged at the iteration limit: %s.\n", strings.Join(unconverged, ", "))
+		fmt.Fprintf(b, "\nNot converged at the iteration limit: %s.\n", strings.Join(unconverged, ", "))
 	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
-		return fmt.Errorf("probe: write report markdown: %w", err)
-	}
-	return nil
 }
 
 func writeRow(b *strings.Builder, layer, name string, row Row) {
