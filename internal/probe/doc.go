@@ -13,18 +13,38 @@
 //	f(W, b) = (1/n) Σᵢ CE(softmax(W xᵢ + b), yᵢ) + (λ/2) |W|²
 //
 // with the bias b not penalised and λ = 1/(C·n) for scikit-learn's C. It is
-// optimised with L-BFGS from gonum.org/v1/gonum/optimize using the analytic
-// gradient, in float64. One evaluation of f and ∇f is two GEMMs (X·Wᵀ and
-// Gᵀ·X) split over GOMAXPROCS goroutines; the split into work items does not
-// depend on the number of goroutines and every sum is reduced in a fixed
-// order, so a fit gives bit-identical weights at any GOMAXPROCS.
+// optimised with L-BFGS from gonum.org/v1/gonum/optimize (float64 weights,
+// SciPy L-BFGS-B's stopping tests and its cap of 20 evaluations per line
+// search) using the analytic gradient. The features stay in float32: one
+// evaluation of f and ∇f is two float32 GEMMs on internal/kernels' SGEMM
+// (logits Zᵀ = W·Xᵀ, gradient Gᵀ·X), run on the kernels' worker pool over
+// row blocks of X small enough to stay in cache between the two; the softmax,
+// the loss and the bias gradient are summed in float64, and an evaluation
+// allocates nothing. Every sum has a fixed order, so a fit gives
+// bit-identical weights for the same inputs, at any thread count. The
+// float32 products put f's rounding at ~1e-9 relative, the scale of SciPy's
+// own ftol test; a line search that fails once f has stopped improving
+// beyond that counts as converged.
 //
 // The pieces:
 //
-//   - Matrix, Standardizer, HoldOut: dense row-major float64 features,
-//     StandardScaler-style standardisation, a seeded validation split.
+//   - Matrix, Standardizer, HoldOut: dense row-major float32 features,
+//     StandardScaler-style standardisation (statistics in float64), a seeded
+//     validation split.
 //   - Fit / FitC, Model.Predict, Accuracy, Model.CrossEntropy: the regression.
-//   - SelectL2: one fit per grid value, chosen by validation accuracy.
-//   - ProbeLayers / ProbeBaseline and Report (JSON, Markdown, PNG plot).
+//   - SelectL2: one fit per grid value, warm-started from strong to weak λ,
+//     chosen by validation accuracy.
+//   - Layers / Baseline and Report (JSON, Markdown, PNG plot).
+//   - LowData: the low-data probe (k labels per class, seeded draws, mean ±
+//     std); Concat / ConcatRow: a probe on several layers side by side.
+//   - PixelFeatures: raw-pixel features at any resolution (area
+//     downsampling), for the baselines at the original and the input size.
 //   - FeatureSet / AssembleSplits: matrices from records.Features streams.
+//
+// Feature matrices cross the package boundary as *Matrix (rows, cols and a
+// []float32), not as gorgonia tensors: every use here is a 2-D row-major
+// float32 matrix handed to the kernels' SGEMM as a slice, and the package's
+// callers (the probe stage) only pass Splits from AssembleSplits to Layers.
+// Matrix.Tensor and MatrixFromTensor convert to and from a gorgonia
+// *tensor.Dense without copying, for callers that hold one.
 package probe
