@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/igpt/igpt/internal/records"
+	"gorgonia.org/tensor"
 )
 
 func TestDrawPerClass(t *testing.T) {
@@ -259,6 +260,35 @@ func TestPixelFeatures(t *testing.T) {
 	for i, v := range pix {
 		if got[i] != float32(v)/255 {
 			t.Fatalf("feature %d: %v, want %v", i, got[i], float32(v)/255)
+		}
+	}
+}
+
+func TestMatrixTensorZeroCopy(t *testing.T) {
+	m, _ := NewMatrix(2, 3, []float32{1, 2, 3, 4, 5, 6})
+	tn := m.Tensor()
+	if s := tn.Shape(); len(s) != 2 || s[0] != 2 || s[1] != 3 {
+		t.Fatalf("shape %v", s)
+	}
+	back, err := MatrixFromTensor(tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back.Data[4] = 50
+	if m.Data[4] != 50 || tn.Float32s()[4] != 50 {
+		t.Fatal("Tensor/MatrixFromTensor copied the data")
+	}
+	for _, tc := range []struct {
+		name string
+		t    *tensor.Dense
+		want string
+	}{
+		{"3-D", tensor.New(tensor.WithShape(1, 2, 3), tensor.WithBacking(make([]float32, 6))), "not [rows, cols]"},
+		{"float64", tensor.New(tensor.WithShape(2, 3), tensor.WithBacking(make([]float64, 6))), "want float32"},
+		{"nil", nil, "tensor is nil"},
+	} {
+		if _, err := MatrixFromTensor(tc.t); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }
