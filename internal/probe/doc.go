@@ -37,8 +37,9 @@
 //   - Layers / Baseline and Report (JSON, Markdown, PNG plot).
 //   - LowData: the low-data probe (k labels per class, seeded draws, mean ±
 //     std); Concat / ConcatRow: a probe on several layers side by side.
-//   - PixelFeatures: raw-pixel features at any resolution (area
-//     downsampling), for the baselines at the original and the input size.
+//   - PixelFeatures: raw-pixel features at any resolution (imgproc.Resize,
+//     as quantize resizes), for the baselines at the original and the
+//     model's input size.
 //   - FeatureSet / AssembleSplits: matrices from records.Features streams.
 //
 // Feature matrices cross the package boundary as *Matrix (rows, cols and a
