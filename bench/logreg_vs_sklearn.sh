@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # logreg_vs_sklearn.sh - the linear probe's logistic regression side by side: ours (bench/logreg:
-# internal/probe, L-BFGS from gonum/optimize, float64) against scikit-learn's
+# internal/probe, L-BFGS from gonum/optimize on float32 features, the gradient's two matrix
+# products in float32 on internal/kernels' SGEMM, loss and weights in float64) against scikit-learn's
 # LogisticRegression(multinomial, lbfgs) (../shared/bench/logreg_sklearn.py), on the same features
 # (raw CIFAR pixels/255, standardised on train), the same objective and the same fixed C values.
 # For each C it runs ours, then scikit-learn, and prints both train/test accuracies, the test
-# difference in points and both fit times (the final fit only; data loading excluded on both sides).
+# difference in points, both fit times (the final fit only; data loading excluded on both sides)
+# and the speed-up (scikit-learn's fit time / ours; issue 20's goal is >= 2 at every C).
 #
 # Usage (from anywhere; paths are relative to the repository root):
 #   bench/logreg_vs_sklearn.sh
@@ -16,7 +18,9 @@
 #   STANDARDIZE=1       0 to fit on pixels/255 as they are
 #   GO_ARGS=""          extra flags for bench/logreg (-max-iter, -tol, -v)
 #   SKLEARN_ARGS=""     extra flags for logreg_sklearn.py (--max-iter, --tol)
-# Exit status 0 when every |test acc difference| <= 0.5 points, 1 otherwise.
+#   ACC_LIMIT=0.1       largest |test acc difference| in points that counts as equal
+# Exit status 0 when every |test acc difference| <= ACC_LIMIT points, 1 otherwise (the speed-up
+# is reported, not checked: timings on a shared machine are too noisy to gate on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-exact-subset}
@@ -27,6 +31,7 @@ THREADS=${THREADS:-2}
 STANDARDIZE=${STANDARDIZE:-1}
 GO_ARGS=${GO_ARGS:-}
 SKLEARN_ARGS=${SKLEARN_ARGS:-}
+ACC_LIMIT=${ACC_LIMIT:-0.1}
 PY=/usr/bin/python3
 SKLEARN=../shared/bench/logreg_sklearn.py
 
@@ -67,8 +72,8 @@ for c in $CS; do
     g=$(get "$tmp/go_$c.txt" 'logreg test_acc'); s=$(get "$tmp/sk_$c.txt" 'logreg test_acc')
     gt=$(get "$tmp/go_$c.txt" 'logreg fit_s'); st=$(get "$tmp/sk_$c.txt" 'logreg fit_s')
     d=$(awk -v a="$g" -v b="$s" 'BEGIN { printf "%+.2f", 100 * (a - b) }')
-    r=$(awk -v a="$gt" -v b="$st" 'BEGIN { printf "%.2f", a / b }')
-    if awk -v d="$d" 'BEGIN { exit !(d <= 0.5 && d >= -0.5) }'; then ok=OK; else ok="DIFFERS"; status=1; fi
-    echo "C=$c: test acc ours - scikit-learn = $d points ($ok, limit 0.5); fit time ours/scikit-learn = $r"
+    r=$(awk -v a="$gt" -v b="$st" 'BEGIN { printf "%.2f", b / a }')
+    if awk -v d="$d" -v l="$ACC_LIMIT" 'BEGIN { exit !(d <= l && d >= -l) }'; then ok=OK; else ok="DIFFERS"; status=1; fi
+    echo "C=$c: test acc ours - scikit-learn = $d points ($ok, limit $ACC_LIMIT); speed-up scikit-learn/ours = ${r}x"
 done
 exit $status
