@@ -133,7 +133,7 @@ type Report struct {
 // Layers probes every layer in layers: a fit per grid value λ on the
 // layer's train split, λ chosen by validation accuracy (ties to the larger
 // λ), test accuracy of that fit reported. Layers run in increasing order;
-// each fit uses all GOMAXPROCS.
+// each fit uses the kernels' Threads() (GOMAXPROCS by default).
 func Layers(layers map[int]Split, grid []float64, opts Options) (*Report, error) {
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("probe: no layers to probe")
