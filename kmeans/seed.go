@@ -2,6 +2,7 @@ package kmeans
 
 import (
 	"fmt"
+	"github.com/igpt/igpt/internal/kernels"
 	"math"
 	"math/rand/v2"
 )
@@ -90,7 +91,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 	}
 
 	// Boxes and weights; first centre with probability proportional to weight.
-	parallelFor(ch.count, workers, func(_, c int) {
+	kernels.ParallelFor(ch.count, workers, kernels.Func(func(c, _ int) {
 		b0, b1 := blocks(c)
 		for b := b0; b < b1; b++ {
 			lo, hi := blockRange(b)
@@ -110,7 +111,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 			}
 			bPot[b] = mass
 		}
-	})
+	}))
 	total := sumOrdered(bPot)
 	if !(total > 0) {
 		return nil, fmt.Errorf("kmeans: seeding: total weight is %v, want > 0", total)
@@ -121,7 +122,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 	// update folds centre cj (shape [D]) into closest, bPot and bMax; first
 	// marks the first centre, before which nothing was chosen.
 	update := func(cj []float64, first bool) {
-		parallelFor(ch.count, workers, func(_, c int) {
+		kernels.ParallelFor(ch.count, workers, kernels.Func(func(c, _ int) {
 			b0, b1 := blocks(c)
 			for b := b0; b < b1; b++ {
 				if !first && far(b, cj) {
@@ -139,7 +140,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 				}
 				bPot[b], bMax[b] = pot, mx
 			}
-		})
+		}))
 	}
 	update(centres[:d], true)
 
@@ -156,7 +157,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 			}
 		}
 		// Potential after adding each candidate, per chunk: [chunks, trials].
-		parallelFor(ch.count, workers, func(_, c int) {
+		kernels.ParallelFor(ch.count, workers, kernels.Func(func(c, _ int) {
 			acc := candPot[c*trials : (c+1)*trials]
 			clear(acc)
 			isFar := make([]bool, trials)
@@ -183,7 +184,7 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 					}
 				}
 			}
-		})
+		}))
 		best, bestPot := 0, math.Inf(1)
 		for t := 0; t < trials; t++ {
 			var s float64
