@@ -56,12 +56,7 @@ func (f *ReadImagesFn) ProcessElement(ctx context.Context, input string, emit fu
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
 		return fmt.Errorf("palette: bad input %q: %w", input, err)
 	}
-	return readImages(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
-}
-
-// readImages streams the Image records of a shard to fn.
-func readImages(ctx context.Context, path string, fn func(records.Image) error) error {
-	return ScanShard(ctx, path, fn)
+	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
 }
 
 // HistogramFn counts the distinct RGB colours of images (grey images count

@@ -83,7 +83,7 @@ func (f *ReadSplitImagesFn) ProcessElement(ctx context.Context, input string, em
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
 		return fmt.Errorf("quantize: bad input %q: %w", input, err)
 	}
-	return readImages(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
+	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
 }
 
 // QuantizeFn turns one image into Tokens keyed by its output shard.
@@ -247,8 +247,7 @@ func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, ite
 	if err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
-	b, _ := json.Marshal(statsEvent{Shard: &st})
-	emit(string(b))
+	emit(shardEvent(st))
 	return nil
 }
 
