@@ -26,8 +26,10 @@ func init() {
 
 	register.DoFn3x1[context.Context, string, func(string), error](&ReadLinesFn{})
 	register.DoFn3x1[context.Context, string, func(string), error](&ReadUnitFn{})
-	register.DoFn3x1[context.Context, int, func(*string) bool, error](&WriteStatsFn{})
+	register.DoFn4x1[context.Context, int, func(*string) bool, func(ShardStats), error](&WriteStatsFn{})
 	register.Emitter1[string]()
+	register.Emitter1[ShardStats]()
+	beam.RegisterType(reflect.TypeOf((*ShardStats)(nil)).Elem())
 	register.Iter1[records.Image]()
 	register.Iter1[string]()
 }
@@ -79,17 +81,24 @@ type DownloadStats struct {
 // shards, each closed after ShardBytes of pixels: no image crosses a
 // shuffle, so memory per worker is one image plus write buffers whatever
 // the dataset's size, and a retried unit rewrites the same bytes. Then
-// StatsName lists the shards and skipped images.
-func Download(s beam.Scope, cfg DownloadConfig) error {
+// StatsName lists the shards and skipped images. It returns the written
+// shards, a PCollection of ShardStats.
+func Download(s beam.Scope, cfg DownloadConfig) (beam.PCollection, error) {
 	s = s.Scope("download")
 	if cfg.Units == "" || cfg.ShardBytes <= 0 {
-		return fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
+		return beam.PCollection{}, fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
 	}
 	units := beam.Reshuffle(s.Scope("SpreadUnits"), CreateFromFile(s.Scope("ListUnits"), cfg.Units))
 	events := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{Dir: cfg.Dir, ShardBytes: cfg.ShardBytes, Resize: cfg.Resize}, units)
+	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, events), nil
+}
+
+// writeStats gathers the stats events of a pipeline's writers on one worker
+// (f writes StatsName and fills empty shards) and returns every shard of
+// the output, a PCollection of ShardStats.
+func writeStats(s beam.Scope, f *WriteStatsFn, events beam.PCollection) beam.PCollection {
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, events))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
-	return nil
+	return beam.ParDo(s.Scope("WriteStats"), f, all)
 }
 
 // CreateFromFile is beam.CreateList for a list the launcher wrote to a
@@ -294,14 +303,15 @@ func skippedEvent(reason string) string {
 
 // WriteStatsFn gathers every shard's stats and skipped image, writes empty
 // Tokens shards for the indices of Shards that received no record, so
-// "of-N" names hold, and writes StatsName.
+// "of-N" names hold, writes StatsName and emits the stats of every shard
+// it lists, in name order.
 type WriteStatsFn struct {
 	Dir    string
 	Shards map[string]int // nil: no empty shards to fill
 }
 
 // ProcessElement runs once, on the single fixed key.
-func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*string) bool) error {
+func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*string) bool, emit func(ShardStats)) error {
 	var out DownloadStats
 	seen := map[string]bool{}
 	var ev string
@@ -337,7 +347,13 @@ func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*str
 	if err != nil {
 		return err
 	}
-	return storage.WriteFile(ctx, storage.Join(f.Dir, StatsName), b)
+	if err := storage.WriteFile(ctx, storage.Join(f.Dir, StatsName), b); err != nil {
+		return err
+	}
+	for _, st := range out.Shards {
+		emit(st)
+	}
+	return nil
 }
 
 func hasShard(shards []ShardStats, name string) bool {

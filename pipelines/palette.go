@@ -34,17 +34,18 @@ type PaletteConfig struct {
 // Palette builds the exact colour histogram of every pixel of the given
 // Image shards with a Beam combine and writes it to cfg.Histogram. The
 // k-means that turns it into a palette runs in the driver: it needs only
-// the distinct colours and their counts.
-func Palette(s beam.Scope, cfg PaletteConfig) error {
+// the distinct colours and their counts. It returns the histogram, a
+// single-element PCollection of *kmeans.Histogram.
+func Palette(s beam.Scope, cfg PaletteConfig) (beam.PCollection, error) {
 	if cfg.Shards == "" {
-		return fmt.Errorf("pipelines: palette: no shard list to read")
+		return beam.PCollection{}, fmt.Errorf("pipelines: palette: no shard list to read")
 	}
 	s = s.Scope("palette")
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Shards))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
 	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
 	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
-	return nil
+	return hist, nil
 }
 
 // ReadImagesFn emits every Image record of one shard.

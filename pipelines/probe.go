@@ -45,13 +45,14 @@ type ProbeConfig struct {
 // hidden state; layer 0 is the embedding) with one batched forward pass per
 // Batch records. Each worker writes its input shard's features straight to
 // one Features shard per layer, in the input's order: no feature crosses a
-// shuffle, so a worker holds one batch, whatever the split's size.
-func Probe(s beam.Scope, cfg ProbeConfig) error {
+// shuffle, so a worker holds one batch, whatever the split's size. It
+// returns the written Features shards, a PCollection of ShardStats.
+func Probe(s beam.Scope, cfg ProbeConfig) (beam.PCollection, error) {
 	if cfg.Inputs == "" {
-		return fmt.Errorf("pipelines: probe: no input shard list")
+		return beam.PCollection{}, fmt.Errorf("pipelines: probe: no input shard list")
 	}
 	if cfg.Batch <= 0 {
-		return fmt.Errorf("pipelines: probe: batch must be positive")
+		return beam.PCollection{}, fmt.Errorf("pipelines: probe: batch must be positive")
 	}
 	s = s.Scope("probe")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
@@ -59,9 +60,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) error {
 		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
 		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, Dir: cfg.Dir,
 	}, tasks)
-	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
-	return nil
+	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, written), nil
 }
 
 // indexed reads a list file and numbers its lines: each element is the
@@ -326,11 +325,11 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 }
 
 // RawPixels writes the raw-pixel baseline's features of the images in
-// the Image shards listed in images whose keys the keys file lists.
-func RawPixels(s beam.Scope, images, keys, dir string) {
+// the Image shards listed in images whose keys the keys file lists, and
+// returns the written Features shards, a PCollection of ShardStats.
+func RawPixels(s beam.Scope, images, keys, dir string) beam.PCollection {
 	s = s.Scope("rawpixels")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), images))
 	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir}, tasks)
-	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: dir}, all)
+	return writeStats(s, &WriteStatsFn{Dir: dir}, written)
 }

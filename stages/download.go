@@ -62,7 +62,7 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
 
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
+	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)
