@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -290,6 +292,28 @@ func copyLocal(ctx context.Context, src, part, name string, opt FetchOptions) er
 	return nil
 }
 
+// ErrUnreachable is wrapped by Fetch's error when the server cannot be
+// reached at all (its name does not resolve, or it refuses or cannot be
+// routed to): not retried, since waiting rarely brings a network back.
+var ErrUnreachable = errors.New("cannot reach the server (offline?)")
+
+// unreachable reports whether a request error means no connection could
+// be made: a DNS failure, a refused or unroutable connection.
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
+}
+
+// keptPart says that the partial download part is kept for a later run to
+// resume, or nothing when there is none.
+func keptPart(part string) string {
+	if fileSize(part) > 0 {
+		return "; the partial download " + part + " is kept: run again to resume"
+	}
+	return ""
+}
+
 // httpError is a failed attempt; retry says whether another may succeed.
 type httpError struct {
 	err        error
@@ -323,10 +347,10 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 			return resumed, nil
 		}
 		if parent.Err() == nil && context.Cause(ctx) == errTimeout {
-			return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v): the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v)%s; or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), keptPart(part))
 		}
 		if ctx.Err() != nil {
-			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w%s", rawURL, ctx.Err(), keptPart(part))
 		}
 		var he *httpError
 		if !errors.As(err, &he) || !he.retry {
@@ -340,7 +364,7 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 			}
 		}
 		if attempt >= retries {
-			return resumed, fmt.Errorf("datasets: fetch %s: giving up after %d attempts: %w (the partial download %s is kept; run again to resume)", rawURL, attempt+1, err, part)
+			return resumed, fmt.Errorf("datasets: fetch %s: giving up after %d attempts: %w%s", rawURL, attempt+1, err, keptPart(part))
 		}
 		delay := max(opt.backoff(attempt), min(he.retryAfter, 5*time.Minute))
 		log.Warn("datasets: fetch: transient error; retrying", "attempt", attempt+1, "of", retries+1, "in", delay, "err", err)
@@ -349,9 +373,9 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 		case <-ctx.Done():
 			t.Stop()
 			if parent.Err() == nil && context.Cause(ctx) == errTimeout {
-				return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v), the last: %w: the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), err, part)
+				return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v), the last: %w%s; or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), err, keptPart(part))
 			}
-			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w%s", rawURL, ctx.Err(), keptPart(part))
 		case <-t.C:
 		}
 	}
@@ -439,6 +463,9 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 	if err != nil {
 		if context.Cause(ctx) == errStalled {
 			err = errStalled
+		}
+		if unreachable(err) {
+			return false, &httpError{err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
 		}
 		return false, &httpError{err: err, retry: true}
 	}
