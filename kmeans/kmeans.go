@@ -3,9 +3,10 @@ package kmeans
 import (
 	"errors"
 	"fmt"
-	"github.com/igpt/igpt/internal/kernels"
 	"math"
 	"slices"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // Defaults for Options. scikit-learn uses tol 1e-4 and max_iter 300; on the

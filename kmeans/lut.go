@@ -2,8 +2,9 @@ package kmeans
 
 import (
 	"fmt"
-	"github.com/igpt/igpt/internal/kernels"
 	"math"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // LUT maps every 24-bit RGB colour to its nearest centre.

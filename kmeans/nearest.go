@@ -2,8 +2,9 @@ package kmeans
 
 import (
 	"fmt"
-	"github.com/igpt/igpt/internal/kernels"
 	"math"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // Float is the element type of input points.

@@ -2,9 +2,10 @@ package kmeans
 
 import (
 	"fmt"
-	"github.com/igpt/igpt/internal/kernels"
 	"math"
 	"math/rand/v2"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // localTrials is scikit-learn's default number of candidates per k-means++

@@ -9,8 +9,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/igpt/igpt/internal/kernels"
+	"gorgonia.org/tensor"
 )
 
 // A minimal safetensors reader and writer
@@ -252,6 +256,37 @@ func half(h uint16) float32 {
 		return f
 	}
 	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
+}
+
+// WTensorOf is the tensor to write for a float32 or float64 gorgonia
+// tensor (contiguous), sharing its memory.
+func WTensorOf(name string, d *tensor.Dense) (WTensor, error) {
+	shape := []int(d.Shape().Clone())
+	switch d.Dtype() {
+	case tensor.Float64:
+		return WTensor{Name: name, Shape: shape, F64: d.Float64s()}, nil
+	default:
+		f, err := kernels.Float32s(d)
+		if err != nil {
+			return WTensor{}, fmt.Errorf("safetensors: tensor %s: %w", name, err)
+		}
+		return WTensor{Name: name, Shape: shape, F32: f}, nil
+	}
+}
+
+// Into decodes the tensor into dst, a float32 gorgonia tensor of the same
+// shape, straight into its memory (a model's weights: no other copy).
+func (t STTensor) Into(dst *tensor.Dense) error {
+	want := []int(dst.Shape())
+	if !slices.Equal(t.Shape, want) {
+		return fmt.Errorf("safetensors: tensor is %s %v, want %v", t.DType, t.Shape, want)
+	}
+	d, err := kernels.Float32s(dst)
+	if err != nil {
+		return err
+	}
+	_, err = t.Float32s(d)
+	return err
 }
 
 // WTensor is a tensor to write: exactly one of F32 and F64 is set.
