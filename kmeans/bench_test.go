@@ -10,7 +10,7 @@ import (
 // when the shared data is present, else 1M pixels from a Gaussian mixture.
 func benchHistogram(b *testing.B) (x []float32, w []float64) {
 	var h Histogram
-	if _, err := os.Stat(cifarPath); err == nil {
+	if _, err := os.Stat(cifarPath()); err == nil {
 		if err := h.Add(readCIFAR(b, 1000)); err != nil {
 			b.Fatal(err)
 		}

@@ -10,23 +10,31 @@ import (
 	"testing"
 )
 
-// cifarPath is the exact CIFAR-10 subset shipped in ../shared/data.
-var cifarPath = filepath.Join("..", "..", "shared", "data", "cifar10-exact-subset", "data_batch_1_first4000.bin")
+// cifarPath is the exact CIFAR-10 subset of the shared data folder
+// ($IGPT_SHARED_DATA, else ../shared/data beside the repository).
+func cifarPath() string {
+	dir := os.Getenv("IGPT_SHARED_DATA")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "shared", "data")
+	}
+	return filepath.Join(dir, "cifar10-exact-subset", "data_batch_1_first4000.bin")
+}
 
 // readCIFAR returns the interleaved RGB pixels (shape [images×1024, 3]) of
 // the first n records of a CIFAR-10 binary file, or skips the test.
 func readCIFAR(tb testing.TB, n int) []byte {
 	tb.Helper()
-	raw, err := os.ReadFile(cifarPath)
+	path := cifarPath()
+	raw, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
-		tb.Skipf("CIFAR-10 exact subset not found at %s (shared data absent); skipping", cifarPath)
+		tb.Skipf("CIFAR-10 exact subset not found at %s (set IGPT_SHARED_DATA to the shared data folder to run this test)", path)
 	}
 	if err != nil {
 		tb.Fatal(err)
 	}
 	const rec = 3073
 	if len(raw)%rec != 0 {
-		tb.Fatalf("%s: %d bytes is not whole %d-byte records", cifarPath, len(raw), rec)
+		tb.Fatalf("%s: %d bytes is not whole %d-byte records", path, len(raw), rec)
 	}
 	n = min(n, len(raw)/rec)
 	pix := make([]byte, 0, n*3072)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // Defaults for Options. scikit-learn uses tol 1e-4 and max_iter 300; on the
@@ -38,7 +40,7 @@ type Options struct {
 	// the data), as scikit-learn's tol. 0: DefaultTol; < 0: iterate until no
 	// centre moves at all (or MaxIter).
 	Tol     float64
-	Workers int // goroutines; 0: GOMAXPROCS. Results do not depend on it.
+	Workers int // threads, at most kernels.Threads() (the shared pool); 0: all. Results do not depend on it.
 }
 
 // Result is the outcome of Lloyd or Fit.
@@ -193,7 +195,7 @@ func newLloyd[T Float](x []T, d int, w []float64, k, workers int) *lloyd[T] {
 func (s *lloyd[T]) stats() (meanVar, rms, total float64) {
 	d := s.d
 	sums := make([]float64, s.ch.count*(d+2)) // per chunk: [D] weighted sums, weight, weighted |x|²
-	parallelFor(s.ch.count, s.workers, func(_, c int) {
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
 		lo, hi := s.ch.bounds(c)
 		acc := sums[c*(d+2) : (c+1)*(d+2)]
 		for i := lo; i < hi; i++ {
@@ -207,7 +209,7 @@ func (s *lloyd[T]) stats() (meanVar, rms, total float64) {
 			acc[d] += wi
 			acc[d+1] += wi * sq
 		}
-	})
+	}))
 	mean := make([]float64, d)
 	var sq float64
 	for c := 0; c < s.ch.count; c++ {
@@ -226,7 +228,7 @@ func (s *lloyd[T]) stats() (meanVar, rms, total float64) {
 	}
 	// Second pass for the variance, to avoid cancellation.
 	vs := make([]float64, s.ch.count)
-	parallelFor(s.ch.count, s.workers, func(_, c int) {
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
 		lo, hi := s.ch.bounds(c)
 		var acc float64
 		for i := lo; i < hi; i++ {
@@ -237,7 +239,7 @@ func (s *lloyd[T]) stats() (meanVar, rms, total float64) {
 			}
 		}
 		vs[c] = acc
-	})
+	}))
 	return sumOrdered(vs) / total / float64(d), math.Sqrt(sq / total), total
 }
 
@@ -262,7 +264,7 @@ func (s *lloyd[T]) geometry(centres []float64, first bool) {
 		s.nbr = make([]int32, k*k)
 		s.nbrDist = make([]float64, k*k)
 	}
-	parallelFor(k, s.workers, func(_, j int) {
+	kernels.ParallelFor(k, s.workers, kernels.Func(func(j, _ int) {
 		cj := centres[j*d : (j+1)*d]
 		var keys []uint64
 		if s.hasNbr[j] {
@@ -292,7 +294,7 @@ func (s *lloyd[T]) geometry(centres []float64, first bool) {
 				rowD[t] = float64(math.Float32frombits(uint32(key >> 32)))
 			}
 		}
-	})
+	}))
 }
 
 // roundDown32 rounds a non-negative v to a float32 no greater than it.
@@ -309,10 +311,10 @@ func roundDown32(v float64) float32 {
 // labels and bounds are not yet valid.
 func (s *lloyd[T]) assign(centres []float64, first bool) *Partials {
 	s.geometry(centres, first)
-	parallelFor(s.ch.count, s.workers, func(_, c int) {
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
 		lo, hi := s.ch.bounds(c)
 		s.assignRange(centres, first, s.parts[c], s.failed[c], lo, hi)
-	})
+	}))
 	total := NewPartials(s.k, s.d)
 	for _, p := range s.parts {
 		_ = total.Merge(p) // same shape by construction
@@ -463,7 +465,7 @@ func (s *lloyd[T]) update(centres []float64, total *Partials) ([]float64, int) {
 		}
 		relocated++
 		// Farthest-first: distances now count the new centre too.
-		parallelFor(s.ch.count, s.workers, func(_, c int) {
+		kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
 			lo, hi := s.ch.bounds(c)
 			for q := lo; q < hi; q++ {
 				var s2 float64
@@ -473,7 +475,7 @@ func (s *lloyd[T]) update(centres []float64, total *Partials) ([]float64, int) {
 				}
 				s.dist2[q] = min(s.dist2[q], s2)
 			}
-		})
+		}))
 	}
 	return next, relocated
 }
@@ -483,7 +485,7 @@ func (s *lloyd[T]) update(centres []float64, total *Partials) ([]float64, int) {
 // false when that distance is 0.
 func (s *lloyd[T]) farthest() (int, bool) {
 	bestOf := make([]int, s.ch.count)
-	parallelFor(s.ch.count, s.workers, func(_, c int) {
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
 		lo, hi := s.ch.bounds(c)
 		b := -1
 		for i := lo; i < hi; i++ {
@@ -492,7 +494,7 @@ func (s *lloyd[T]) farthest() (int, bool) {
 			}
 		}
 		bestOf[c] = b
-	})
+	}))
 	b := -1
 	for _, i := range bestOf {
 		if i >= 0 && (b < 0 || s.further(i, b)) {

@@ -3,6 +3,8 @@ package kmeans
 import (
 	"fmt"
 	"math"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // LUT maps every 24-bit RGB colour to its nearest centre.
@@ -48,13 +50,13 @@ func NewLUT(centres [][3]float32) (*LUT, error) {
 	const per = 256 / lutTask
 	workers := resolveWorkers(0)
 	scratch := make([]*lutScratch, workers)
-	parallelFor(per*per*per, workers, func(w, t int) {
+	kernels.ParallelFor(per*per*per, workers, kernels.Func(func(t, w int) {
 		if scratch[w] == nil {
 			scratch[w] = newLUTScratch(k)
 		}
 		r0, g0, b0 := (t/(per*per))*lutTask, (t/per%per)*lutTask, (t%per)*lutTask
 		b.cell(r0, g0, b0, lutTask, all, scratch[w], 0)
-	})
+	}))
 	return &LUT{K: k, Table: b.table}, nil
 }
 

@@ -3,6 +3,8 @@ package kmeans
 import (
 	"fmt"
 	"math"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // Float is the element type of input points.
@@ -20,7 +22,7 @@ func Nearest[T Float](x []T, d int, centres []float64) (labels []int32, dist2 []
 	labels = make([]int32, n)
 	dist2 = make([]float64, n)
 	ch := newChunking(n)
-	parallelFor(ch.count, resolveWorkers(0), func(_, c int) {
+	kernels.ParallelFor(ch.count, resolveWorkers(0), kernels.Func(func(c, _ int) {
 		lo, hi := ch.bounds(c)
 		xf := make([]float64, d)
 		for i := lo; i < hi; i++ {
@@ -30,7 +32,7 @@ func Nearest[T Float](x []T, d int, centres []float64) (labels []int32, dist2 []
 			j, dd := nearestOne(xf, centres, k, d)
 			labels[i], dist2[i] = int32(j), dd
 		}
-	})
+	}))
 	return labels, dist2, nil
 }
 

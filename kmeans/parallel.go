@@ -1,10 +1,6 @@
 package kmeans
 
-import (
-	"runtime"
-	"sync"
-	"sync/atomic"
-)
+import "runtime"
 
 const (
 	minChunk  = 8192 // smallest chunk, in points (chunks are multiples of seedBlock)
@@ -37,39 +33,11 @@ func (ch chunking) bounds(c int) (lo, hi int) {
 	return lo, hi
 }
 
-// resolveWorkers maps Options.Workers to a goroutine count.
+// resolveWorkers maps Options.Workers to the thread limit of
+// kernels.ParallelFor (which also caps it at kernels.Threads()).
 func resolveWorkers(w int) int {
 	if w <= 0 {
 		w = runtime.GOMAXPROCS(0)
 	}
 	return max(w, 1)
-}
-
-// parallelFor runs fn(worker, task) for task in [0, tasks) on up to workers
-// goroutines. Tasks are claimed dynamically, so fn must write only to
-// per-task (or per-worker, by worker index) storage.
-func parallelFor(tasks, workers int, fn func(worker, task int)) {
-	workers = min(workers, tasks)
-	if workers <= 1 {
-		for t := 0; t < tasks; t++ {
-			fn(0, t)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for {
-				t := int(next.Add(1) - 1)
-				if t >= tasks {
-					return
-				}
-				fn(w, t)
-			}
-		}(w)
-	}
-	wg.Wait()
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/igpt/igpt/internal/kernels"
 )
 
 // localTrials is scikit-learn's default number of candidates per k-means++
@@ -56,45 +58,91 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 	if k > n {
 		return nil, fmt.Errorf("kmeans: seeding: k = %d exceeds the %d points", k, n)
 	}
-	trials := localTrials(k, opt.LocalTrials)
-	workers := resolveWorkers(opt.Workers)
+	s := newSeeder(x, d, w, localTrials(k, opt.LocalTrials), resolveWorkers(opt.Workers))
 	rng := newRNG(opt.Seed)
+	total := s.boxes()
+	if !(total > 0) {
+		return nil, fmt.Errorf("kmeans: seeding: total weight is %v, want > 0", total)
+	}
+	// First centre with probability proportional to weight.
+	first := sampleBlocks(rng.Float64()*total, s.bPot, n, func(i int) float64 { return weight(w, i) })
+	centres := appendPoint(make([]float64, 0, k*d), x, d, first) // [k, D], growing
+	s.update(centres[:d], true)
+	for len(centres) < k*d {
+		pot := sumOrdered(s.bPot)
+		if !(pot > 0) {
+			return nil, fmt.Errorf("kmeans: seeding: k = %d exceeds the %d distinct points with positive weight", k, len(centres)/d)
+		}
+		s.drawCandidates(rng, pot)
+		best := s.bestCandidate()
+		centres = append(centres, s.cand[best*d:(best+1)*d]...)
+		s.update(centres[len(centres)-d:], false)
+	}
+	return centres, nil
+}
+
+// seeder holds SeedPlusPlus's state: points x (shape [N, D]) with weights
+// w, grouped in blocks of seedBlock points, and the candidates of a step.
+type seeder[T Float] struct {
+	x       []T
+	w       []float64
+	n, d    int
+	trials  int
+	workers int
+	ch      chunking
+
+	closest []float64 // [N] squared distance to the nearest chosen centre
+	box     []float64 // [blocks, 2, D] per block: min corner, max corner
+	bPot    []float64 // [blocks] sum of weight × closest over the block
+	bMax    []float64 // [blocks] largest closest in the block
+	cand    []float64 // [trials, D]
+	candPot []float64 // [chunks, trials] potential after adding each candidate
+}
+
+func newSeeder[T Float](x []T, d int, w []float64, trials, workers int) *seeder[T] {
+	n := len(x) / d
 	ch := newChunking(n)
 	nb := (n + seedBlock - 1) / seedBlock
-
-	closest := make([]float64, n)      // [N] squared distance to the nearest chosen centre
-	box := make([]float64, 2*nb*d)     // [blocks, 2, D] per block: min corner, max corner
-	bPot := make([]float64, nb)        // [blocks] sum of weight × closest over the block
-	bMax := make([]float64, nb)        // [blocks] largest closest in the block
-	centres := make([]float64, 0, k*d) // [k, D], growing
-	cand := make([]float64, trials*d)  // [trials, D]
-	candPot := make([]float64, ch.count*trials)
-
-	// blocks returns the blocks of chunk c (chunk sizes are multiples of
-	// seedBlock).
-	blocks := func(c int) (b0, b1 int) {
-		lo, hi := ch.bounds(c)
-		return lo / seedBlock, (hi + seedBlock - 1) / seedBlock
+	return &seeder[T]{x: x, w: w, n: n, d: d, trials: trials, workers: workers, ch: ch,
+		closest: make([]float64, n), box: make([]float64, 2*nb*d),
+		bPot: make([]float64, nb), bMax: make([]float64, nb),
+		cand: make([]float64, trials*d), candPot: make([]float64, ch.count*trials),
 	}
-	blockRange := func(b int) (lo, hi int) { return b * seedBlock, min((b+1)*seedBlock, n) }
-	// far reports whether every point of block b is certainly farther from
-	// c (shape [D]) than from its nearest centre.
-	far := func(b int, c []float64) bool {
-		lo, hi := box[2*b*d:(2*b+1)*d], box[(2*b+1)*d:(2*b+2)*d]
-		var s float64
-		for t, v := range c {
-			e := max(lo[t]-v, v-hi[t], 0)
-			s += e * e
-		}
-		return s > bMax[b]*(1+1e-9)
-	}
+}
 
-	// Boxes and weights; first centre with probability proportional to weight.
-	parallelFor(ch.count, workers, func(_, c int) {
-		b0, b1 := blocks(c)
+// blocks returns the blocks of chunk c (chunk sizes are multiples of
+// seedBlock).
+func (s *seeder[T]) blocks(c int) (b0, b1 int) {
+	lo, hi := s.ch.bounds(c)
+	return lo / seedBlock, (hi + seedBlock - 1) / seedBlock
+}
+
+func (s *seeder[T]) blockRange(b int) (lo, hi int) {
+	return b * seedBlock, min((b+1)*seedBlock, s.n)
+}
+
+// far reports whether every point of block b is certainly farther from c
+// (shape [D]) than from its nearest centre.
+func (s *seeder[T]) far(b int, c []float64) bool {
+	d := s.d
+	lo, hi := s.box[2*b*d:(2*b+1)*d], s.box[(2*b+1)*d:(2*b+2)*d]
+	var sum float64
+	for t, v := range c {
+		e := max(lo[t]-v, v-hi[t], 0)
+		sum += e * e
+	}
+	return sum > s.bMax[b]*(1+1e-9)
+}
+
+// boxes computes every block's bounding box, puts its weight in bPot and
+// returns the total weight.
+func (s *seeder[T]) boxes() float64 {
+	d, x, w := s.d, s.x, s.w
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
+		b0, b1 := s.blocks(c)
 		for b := b0; b < b1; b++ {
-			lo, hi := blockRange(b)
-			bmin, bmax := box[2*b*d:(2*b+1)*d], box[(2*b+1)*d:(2*b+2)*d]
+			lo, hi := s.blockRange(b)
+			bmin, bmax := s.box[2*b*d:(2*b+1)*d], s.box[(2*b+1)*d:(2*b+2)*d]
 			var mass float64
 			for i := lo; i < hi; i++ {
 				for t, v := range x[i*d : (i+1)*d] {
@@ -108,96 +156,93 @@ func SeedPlusPlus[T Float](x []T, d int, w []float64, opt Options) ([]float64, e
 				}
 				mass += weight(w, i)
 			}
-			bPot[b] = mass
+			s.bPot[b] = mass
 		}
-	})
-	total := sumOrdered(bPot)
-	if !(total > 0) {
-		return nil, fmt.Errorf("kmeans: seeding: total weight is %v, want > 0", total)
-	}
-	first := sampleBlocks(rng.Float64()*total, bPot, n, func(i int) float64 { return weight(w, i) })
-	centres = appendPoint(centres, x, d, first)
+	}))
+	return sumOrdered(s.bPot)
+}
 
-	// update folds centre cj (shape [D]) into closest, bPot and bMax; first
-	// marks the first centre, before which nothing was chosen.
-	update := func(cj []float64, first bool) {
-		parallelFor(ch.count, workers, func(_, c int) {
-			b0, b1 := blocks(c)
-			for b := b0; b < b1; b++ {
-				if !first && far(b, cj) {
-					continue // no point of the block gets closer
-				}
-				lo, hi := blockRange(b)
-				var pot, mx float64
-				for i := lo; i < hi; i++ {
-					s := pointDist2(x[i*d:(i+1)*d], cj)
-					if first || s < closest[i] {
-						closest[i] = s
-					}
-					pot += weight(w, i) * closest[i]
-					mx = max(mx, closest[i])
-				}
-				bPot[b], bMax[b] = pot, mx
+// update folds centre cj (shape [D]) into closest, bPot and bMax; first
+// marks the first centre, before which nothing was chosen.
+func (s *seeder[T]) update(cj []float64, first bool) {
+	d, x, w := s.d, s.x, s.w
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
+		b0, b1 := s.blocks(c)
+		for b := b0; b < b1; b++ {
+			if !first && s.far(b, cj) {
+				continue // no point of the block gets closer
 			}
-		})
-	}
-	update(centres[:d], true)
+			lo, hi := s.blockRange(b)
+			var pot, mx float64
+			for i := lo; i < hi; i++ {
+				dist := pointDist2(x[i*d:(i+1)*d], cj)
+				if first || dist < s.closest[i] {
+					s.closest[i] = dist
+				}
+				pot += weight(w, i) * s.closest[i]
+				mx = max(mx, s.closest[i])
+			}
+			s.bPot[b], s.bMax[b] = pot, mx
+		}
+	}))
+}
 
-	for len(centres) < k*d {
-		pot := sumOrdered(bPot)
-		if !(pot > 0) {
-			return nil, fmt.Errorf("kmeans: seeding: k = %d exceeds the %d distinct points with positive weight", k, len(centres)/d)
+// drawCandidates draws the step's candidates, each with probability
+// proportional to weight × closest (whose sum is pot).
+func (s *seeder[T]) drawCandidates(rng *rand.Rand, pot float64) {
+	d := s.d
+	mass := func(i int) float64 { return weight(s.w, i) * s.closest[i] }
+	for t := 0; t < s.trials; t++ {
+		idx := sampleBlocks(rng.Float64()*pot, s.bPot, s.n, mass)
+		for j := 0; j < d; j++ {
+			s.cand[t*d+j] = float64(s.x[idx*d+j])
 		}
-		mass := func(i int) float64 { return weight(w, i) * closest[i] }
-		for t := 0; t < trials; t++ {
-			idx := sampleBlocks(rng.Float64()*pot, bPot, n, mass)
-			for j := 0; j < d; j++ {
-				cand[t*d+j] = float64(x[idx*d+j])
-			}
-		}
-		// Potential after adding each candidate, per chunk: [chunks, trials].
-		parallelFor(ch.count, workers, func(_, c int) {
-			acc := candPot[c*trials : (c+1)*trials]
-			clear(acc)
-			isFar := make([]bool, trials)
-			local := make([]float64, trials)
-			b0, b1 := blocks(c)
-			for b := b0; b < b1; b++ {
-				near := 0
-				for t := range isFar {
-					isFar[t] = far(b, cand[t*d:(t+1)*d])
-					if !isFar[t] {
-						near++
-					}
-				}
-				if near > 0 {
-					lo, hi := blockRange(b)
-					clear(local)
-					candidatePotentials(x, d, w, closest, cand, isFar, local, lo, hi)
-				}
-				for t := range acc {
-					if isFar[t] {
-						acc[t] += bPot[b] // every point keeps its closest
-					} else {
-						acc[t] += local[t]
-					}
-				}
-			}
-		})
-		best, bestPot := 0, math.Inf(1)
-		for t := 0; t < trials; t++ {
-			var s float64
-			for c := 0; c < ch.count; c++ {
-				s += candPot[c*trials+t]
-			}
-			if s < bestPot {
-				best, bestPot = t, s
-			}
-		}
-		centres = append(centres, cand[best*d:(best+1)*d]...)
-		update(centres[len(centres)-d:], false)
 	}
-	return centres, nil
+}
+
+// bestCandidate returns the candidate of lowest potential once added,
+// summing per-chunk potentials in chunk order.
+func (s *seeder[T]) bestCandidate() int {
+	trials, d := s.trials, s.d
+	kernels.ParallelFor(s.ch.count, s.workers, kernels.Func(func(c, _ int) {
+		acc := s.candPot[c*trials : (c+1)*trials]
+		clear(acc)
+		isFar := make([]bool, trials)
+		local := make([]float64, trials)
+		b0, b1 := s.blocks(c)
+		for b := b0; b < b1; b++ {
+			near := 0
+			for t := range isFar {
+				isFar[t] = s.far(b, s.cand[t*d:(t+1)*d])
+				if !isFar[t] {
+					near++
+				}
+			}
+			if near > 0 {
+				lo, hi := s.blockRange(b)
+				clear(local)
+				candidatePotentials(s.x, d, s.w, s.closest, s.cand, isFar, local, lo, hi)
+			}
+			for t := range acc {
+				if isFar[t] {
+					acc[t] += s.bPot[b] // every point keeps its closest
+				} else {
+					acc[t] += local[t]
+				}
+			}
+		}
+	}))
+	best, bestPot := 0, math.Inf(1)
+	for t := 0; t < trials; t++ {
+		var sum float64
+		for c := 0; c < s.ch.count; c++ {
+			sum += s.candPot[c*trials+t]
+		}
+		if sum < bestPot {
+			best, bestPot = t, sum
+		}
+	}
+	return best
 }
 
 // pointDist2 is the squared distance between a point p and c (shape [D]).

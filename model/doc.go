@@ -28,6 +28,21 @@
 // config.json + model.safetensors with transformers'
 // ImageGPTForCausalImageModeling.
 //
+// Tensors at package boundaries: where named n-d arrays leave a package,
+// they are gorgonia.org/tensor Dense tensors over the kernels' []float32
+// (tensor.WithBacking, no copy): a parameter's Tensor.Dense, the VQ-VAE's
+// Weights and optimizer moments, written with WTensorOf and read straight
+// into a model's memory with STTensor.Into. Inside the hot loops
+// (internal/kernels, the forward and backward passes, the Sampler) the
+// arrays stay []float32 with explicit shapes: gorgonia's generic
+// element access and its allocation per operation would cost speed and
+// the zero-allocation training step. Three boundaries do not use it, on
+// purpose: Params keeps one flat []float32 (one allocation, one optimizer
+// sweep, views per layer); records.Features carries a []float32 vector
+// through Beam, whose coder would have to learn a tensor type for a 1-D
+// array; and the checkpoint's F64 entries (VQ-VAE's unused counters) are
+// plain []float64.
+//
 // ../shared/bench/igpt_reference.py is the PyTorch reference these
 // computations are tested against (testdata/ holds fixtures it wrote).
 package model

@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
 	"github.com/igpt/igpt/internal/kernels"
 )
@@ -27,8 +24,8 @@ import (
 //
 // The matrix products use the internal/kernels GEMM (m = B rows); the
 // attention of the one new query against the t+1 cached keys is a short
-// loop per (b, h), spread over kernels.Threads() goroutines that the
-// Sampler owns (started once, parked on channels between steps), so a
+// loop per (b, h), spread over the kernels' worker pool
+// (kernels.ParallelFor, the Sampler's step job passed by pointer), so a
 // steady-state Step does not allocate.
 
 // Sampler decodes B sequences position by position with a key/value cache
@@ -36,8 +33,7 @@ import (
 // must not change during a decode; changing them between Reset and the
 // next Step is fine) but none of the model's workspaces, so several
 // Samplers may share a Model (their kernel calls queue on the kernels'
-// pool). A Sampler is not safe for concurrent use. Call Close when done
-// (a Sampler that is garbage collected is closed anyway).
+// pool). A Sampler is not safe for concurrent use; it owns no goroutines.
 type Sampler struct {
 	m     *Model
 	batch int // B: sequences decoded together
@@ -55,8 +51,8 @@ type Sampler struct {
 	k, v   []float32
 	scores []float32 // [B, H, maxT] attention probabilities of the new query
 
-	job  attnStep
-	pool *workerPool
+	job   attnStep
+	limit int // thread limit of the attention step (0: all; 1 after Close)
 }
 
 // NewSampler returns a Sampler for batches of B sequences of up to
@@ -87,16 +83,13 @@ func newSampler(m *Model, B, maxT int) (*Sampler, error) {
 		k: make([]float32, L*B*maxT*C), v: make([]float32, L*B*maxT*C),
 		scores: make([]float32, B*H*maxT),
 	}
-	s.pool = newWorkerPool(kernels.Threads() - 1)
-	// The workers reference the pool only, so an abandoned Sampler is still
-	// collected, and its workers stopped.
-	runtime.AddCleanup(s, func(p *workerPool) { p.close() }, s.pool)
 	return s, nil
 }
 
-// Close stops the Sampler's worker goroutines; it is idempotent. A closed
-// Sampler still works, on the calling goroutine alone.
-func (s *Sampler) Close() { s.pool.close() }
+// Close makes the Sampler run on the calling goroutine alone (it owns no
+// goroutines to stop since it shares the kernels' pool); it is idempotent,
+// and a closed Sampler still works.
+func (s *Sampler) Close() { s.limit = 1 }
 
 // Reset starts a new batch of sequences: the next Step computes position 0.
 func (s *Sampler) Reset() { s.t = 0 }
@@ -162,7 +155,7 @@ func (s *Sampler) Step(tokens []int32, logits []float32) error {
 		s.job = attnStep{qkv: s.qkv, att: s.att, scores: s.scores,
 			k: s.k[l*layer : (l+1)*layer], v: s.v[l*layer : (l+1)*layer],
 			t: t, maxT: s.maxT, C: C, H: H, hd: hd, scale: float32(1 / math.Sqrt(float64(hd)))}
-		s.pool.run(B*H, &s.job) // att [B,C]
+		kernels.ParallelFor(B*H, s.limit, &s.job) // att [B,C]
 		s.job = attnStep{}
 		matmulForward(s.x, s.att, lp.AttnProj, B, C, C, true)
 		rmsnormForward(s.ln, nil, s.x, lp.LN2, B, C)
@@ -241,7 +234,7 @@ type attnStep struct {
 	scale            float32
 }
 
-func (j *attnStep) run(task int) {
+func (j *attnStep) Run(task, _ int) {
 	b, h := task/j.H, task%j.H
 	C, hd, n := j.C, j.hd, j.t+1
 	row := j.qkv[b*3*C : (b+1)*3*C]
@@ -306,78 +299,4 @@ func axpy32(y []float32, alpha float32, x []float32) {
 	for ; i < len(y); i++ {
 		y[i] += alpha * x[i]
 	}
-}
-
-// taskRunner is one parallel operation of a workerPool: run(i) for tasks
-// i = 0..n-1, in any order, on any goroutine.
-type taskRunner interface{ run(task int) }
-
-// workerPool runs tasks on the calling goroutine plus up to len(wake)
-// persistent workers, each parked on its channel between calls; tasks are
-// handed out through an atomic counter. Sending on a channel, the
-// WaitGroup and storing a pointer in the job interface do not allocate.
-type workerPool struct {
-	wake []chan struct{}
-	wg   sync.WaitGroup
-	next atomic.Int64
-	n    int        // tasks of the current call
-	job  taskRunner // the current call's job (nil between calls)
-	once sync.Once
-}
-
-func newWorkerPool(extra int) *workerPool {
-	p := &workerPool{wake: make([]chan struct{}, max(0, extra))}
-	for i := range p.wake {
-		p.wake[i] = make(chan struct{})
-		go p.loop(p.wake[i])
-	}
-	return p
-}
-
-func (p *workerPool) loop(wake <-chan struct{}) {
-	for range wake {
-		p.work()
-		p.wg.Done()
-	}
-}
-
-func (p *workerPool) work() {
-	for {
-		i := int(p.next.Add(1) - 1)
-		if i >= p.n {
-			return
-		}
-		p.job.run(i)
-	}
-}
-
-// run executes tasks 0..n-1 of j and returns when all are done.
-func (p *workerPool) run(n int, j taskRunner) {
-	extra := min(len(p.wake), n-1)
-	if extra <= 0 {
-		for i := 0; i < n; i++ {
-			j.run(i)
-		}
-		return
-	}
-	p.job, p.n = j, n
-	p.next.Store(0)
-	p.wg.Add(extra)
-	for _, w := range p.wake[:extra] {
-		w <- struct{}{}
-	}
-	p.work()
-	p.wg.Wait()
-	p.job = nil
-}
-
-// close stops the workers (idempotent; not concurrently with run); later
-// runs execute on the caller alone.
-func (p *workerPool) close() {
-	p.once.Do(func() {
-		for _, w := range p.wake {
-			close(w)
-		}
-		p.wake = nil
-	})
 }

@@ -5,6 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/igpt/igpt/internal/kernels"
+	"gorgonia.org/tensor"
 )
 
 // Params holds every parameter of a model in one []float32 (Data), with
@@ -45,6 +48,11 @@ type Tensor struct {
 	Shape []int
 	Data  []float32
 }
+
+// Dense returns the tensor as a gorgonia tensor over Data (no copy: writes
+// through it change the parameters), the type in which parameters leave
+// the package by name and shape.
+func (t Tensor) Dense() *tensor.Dense { return kernels.Dense(t.Data, t.Shape...) }
 
 // NewParams allocates zeroed parameters for cfg in one allocation.
 func NewParams(cfg Config) (*Params, error) {

@@ -8,9 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/igpt/igpt/internal/kernels"
+	"gorgonia.org/tensor"
 )
 
 // A minimal safetensors reader and writer
@@ -68,11 +73,7 @@ func ParseSafetensors(buf []byte) (*SafeTensors, error) {
 	}
 	data := buf[8+n:]
 	st := &SafeTensors{Metadata: map[string]string{}, Tensors: make(map[string]STTensor, len(raw))}
-	type entry struct {
-		name       string
-		begin, end uint64
-	}
-	entries := make([]entry, 0, len(raw))
+	entries := make([]stEntry, 0, len(raw))
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			if string(msg) != "null" {
@@ -82,37 +83,12 @@ func ParseSafetensors(buf []byte) (*SafeTensors, error) {
 			}
 			continue
 		}
-		var info struct {
-			DType   *string  `json:"dtype"`
-			Shape   []int64  `json:"shape"`
-			Offsets []uint64 `json:"data_offsets"`
+		t, b, e, err := parseEntry(name, msg, data)
+		if err != nil {
+			return nil, err
 		}
-		if err := json.Unmarshal(msg, &info); err != nil {
-			return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
-		}
-		if info.DType == nil || info.Shape == nil || len(info.Offsets) != 2 {
-			return nil, fmt.Errorf("safetensors: tensor %q: want dtype, shape and two data_offsets", name)
-		}
-		size, ok := stSizes[*info.DType]
-		if !ok {
-			return nil, fmt.Errorf("safetensors: tensor %q: unsupported dtype %q", name, *info.DType)
-		}
-		count := uint64(1)
-		shape := make([]int, len(info.Shape))
-		for i, s := range info.Shape {
-			if s < 0 || (s > 0 && count > uint64(len(data))/uint64(s)) {
-				return nil, fmt.Errorf("safetensors: tensor %q: shape %v does not fit the file", name, info.Shape)
-			}
-			count *= uint64(s)
-			shape[i] = int(s)
-		}
-		b, e := info.Offsets[0], info.Offsets[1]
-		if b > e || e > uint64(len(data)) || e-b != count*uint64(size) {
-			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] do not fit shape %v %s in %d data bytes",
-				name, b, e, info.Shape, *info.DType, len(data))
-		}
-		st.Tensors[name] = STTensor{DType: *info.DType, Shape: shape, Data: data[b:e:e]}
-		entries = append(entries, entry{name, b, e})
+		st.Tensors[name] = t
+		entries = append(entries, stEntry{name, b, e})
 	}
 	sort.Slice(entries, func(i, j int) bool {
 		if entries[i].begin != entries[j].begin {
@@ -132,6 +108,47 @@ func ParseSafetensors(buf []byte) (*SafeTensors, error) {
 		return nil, fmt.Errorf("safetensors: tensors cover %d of %d data bytes", off, len(data))
 	}
 	return st, nil
+}
+
+// stEntry is where a tensor's bytes lie in the data section.
+type stEntry struct {
+	name       string
+	begin, end uint64
+}
+
+// parseEntry checks one tensor's header entry against the data section
+// and returns the tensor and its byte range.
+func parseEntry(name string, msg json.RawMessage, data []byte) (STTensor, uint64, uint64, error) {
+	var info struct {
+		DType   *string  `json:"dtype"`
+		Shape   []int64  `json:"shape"`
+		Offsets []uint64 `json:"data_offsets"`
+	}
+	if err := json.Unmarshal(msg, &info); err != nil {
+		return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+	}
+	if info.DType == nil || info.Shape == nil || len(info.Offsets) != 2 {
+		return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: want dtype, shape and two data_offsets", name)
+	}
+	size, ok := stSizes[*info.DType]
+	if !ok {
+		return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: unsupported dtype %q", name, *info.DType)
+	}
+	count := uint64(1)
+	shape := make([]int, len(info.Shape))
+	for i, s := range info.Shape {
+		if s < 0 || (s > 0 && count > uint64(len(data))/uint64(s)) {
+			return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: shape %v does not fit the file", name, info.Shape)
+		}
+		count *= uint64(s)
+		shape[i] = int(s)
+	}
+	b, e := info.Offsets[0], info.Offsets[1]
+	if b > e || e > uint64(len(data)) || e-b != count*uint64(size) {
+		return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] do not fit shape %v %s in %d data bytes",
+			name, b, e, info.Shape, *info.DType, len(data))
+	}
+	return STTensor{DType: *info.DType, Shape: shape, Data: data[b:e:e]}, b, e, nil
 }
 
 // ReadSafetensors reads and parses a safetensors file.
@@ -254,6 +271,37 @@ func half(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
+// WTensorOf is the tensor to write for a float32 or float64 gorgonia
+// tensor (contiguous), sharing its memory.
+func WTensorOf(name string, d *tensor.Dense) (WTensor, error) {
+	shape := []int(d.Shape().Clone())
+	switch d.Dtype() {
+	case tensor.Float64:
+		return WTensor{Name: name, Shape: shape, F64: d.Float64s()}, nil
+	default:
+		f, err := kernels.Float32s(d)
+		if err != nil {
+			return WTensor{}, fmt.Errorf("safetensors: tensor %s: %w", name, err)
+		}
+		return WTensor{Name: name, Shape: shape, F32: f}, nil
+	}
+}
+
+// Into decodes the tensor into dst, a float32 gorgonia tensor of the same
+// shape, straight into its memory (a model's weights: no other copy).
+func (t STTensor) Into(dst *tensor.Dense) error {
+	want := []int(dst.Shape())
+	if !slices.Equal(t.Shape, want) {
+		return fmt.Errorf("safetensors: tensor is %s %v, want %v", t.DType, t.Shape, want)
+	}
+	d, err := kernels.Float32s(dst)
+	if err != nil {
+		return err
+	}
+	_, err = t.Float32s(d)
+	return err
+}
+
 // WTensor is a tensor to write: exactly one of F32 and F64 is set.
 type WTensor struct {
 	Name  string
@@ -272,67 +320,9 @@ func (t WTensor) bytes() int {
 // WriteSafetensors writes tensors (in the given order) and metadata (may be
 // nil) as a safetensors file.
 func WriteSafetensors(w io.Writer, tensors []WTensor, metadata map[string]string) error {
-	var h bytes.Buffer
-	h.WriteByte('{')
-	first := true
-	sep := func() {
-		if !first {
-			h.WriteByte(',')
-		}
-		first = false
-	}
-	if len(metadata) > 0 {
-		keys := make([]string, 0, len(metadata))
-		for k := range metadata {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		sep()
-		h.WriteString(`"__metadata__":{`)
-		for i, k := range keys {
-			if i > 0 {
-				h.WriteByte(',')
-			}
-			writeJSONString(&h, k)
-			h.WriteByte(':')
-			writeJSONString(&h, metadata[k])
-		}
-		h.WriteByte('}')
-	}
-	seen := make(map[string]bool, len(tensors))
-	var off int64
-	for _, t := range tensors {
-		if t.Name == "__metadata__" || seen[t.Name] {
-			return fmt.Errorf("safetensors: write: bad or duplicate tensor name %q", t.Name)
-		}
-		seen[t.Name] = true
-		n := 1
-		for _, s := range t.Shape {
-			n *= s
-		}
-		dtype, have := "F32", len(t.F32)
-		if t.F64 != nil {
-			dtype, have = "F64", len(t.F64)
-		}
-		if n != have {
-			return fmt.Errorf("safetensors: write %s: shape %v has %d elements, data %d", t.Name, t.Shape, n, have)
-		}
-		sep()
-		writeJSONString(&h, t.Name)
-		h.WriteString(`:{"dtype":"` + dtype + `","shape":[`)
-		for i, s := range t.Shape {
-			if i > 0 {
-				h.WriteByte(',')
-			}
-			h.WriteString(strconv.Itoa(s))
-		}
-		end := off + int64(t.bytes())
-		fmt.Fprintf(&h, `],"data_offsets":[%d,%d]}`, off, end)
-		off = end
-	}
-	h.WriteByte('}')
-	for h.Len()%8 != 0 {
-		h.WriteByte(' ')
+	h, err := safetensorsHeader(tensors, metadata)
+	if err != nil {
+		return err
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	var n8 [8]byte
@@ -357,6 +347,69 @@ func WriteSafetensors(w io.Writer, tensors []WTensor, metadata map[string]string
 		return fmt.Errorf("safetensors: write: %w", err)
 	}
 	return nil
+}
+
+// safetensorsHeader is the JSON header of tensors and metadata (keys
+// sorted), padded with spaces to a multiple of 8 bytes.
+func safetensorsHeader(tensors []WTensor, metadata map[string]string) (*bytes.Buffer, error) {
+	var h bytes.Buffer
+	h.WriteByte('{')
+	first := true
+	sep := func() {
+		if !first {
+			h.WriteByte(',')
+		}
+		first = false
+	}
+	if len(metadata) > 0 {
+		sep()
+		h.WriteString(`"__metadata__":{`)
+		for i, k := range slices.Sorted(maps.Keys(metadata)) {
+			if i > 0 {
+				h.WriteByte(',')
+			}
+			writeJSONString(&h, k)
+			h.WriteByte(':')
+			writeJSONString(&h, metadata[k])
+		}
+		h.WriteByte('}')
+	}
+	seen := make(map[string]bool, len(tensors))
+	var off int64
+	for _, t := range tensors {
+		if t.Name == "__metadata__" || seen[t.Name] {
+			return nil, fmt.Errorf("safetensors: write: bad or duplicate tensor name %q", t.Name)
+		}
+		seen[t.Name] = true
+		n := 1
+		for _, s := range t.Shape {
+			n *= s
+		}
+		dtype, have := "F32", len(t.F32)
+		if t.F64 != nil {
+			dtype, have = "F64", len(t.F64)
+		}
+		if n != have {
+			return nil, fmt.Errorf("safetensors: write %s: shape %v has %d elements, data %d", t.Name, t.Shape, n, have)
+		}
+		sep()
+		writeJSONString(&h, t.Name)
+		h.WriteString(`:{"dtype":"` + dtype + `","shape":[`)
+		for i, s := range t.Shape {
+			if i > 0 {
+				h.WriteByte(',')
+			}
+			h.WriteString(strconv.Itoa(s))
+		}
+		end := off + int64(t.bytes())
+		fmt.Fprintf(&h, `],"data_offsets":[%d,%d]}`, off, end)
+		off = end
+	}
+	h.WriteByte('}')
+	for h.Len()%8 != 0 {
+		h.WriteByte(' ')
+	}
+	return &h, nil
 }
 
 func writeJSONString(b *bytes.Buffer, s string) {

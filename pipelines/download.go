@@ -26,8 +26,10 @@ func init() {
 
 	register.DoFn3x1[context.Context, string, func(string), error](&ReadLinesFn{})
 	register.DoFn3x1[context.Context, string, func(string), error](&ReadUnitFn{})
-	register.DoFn3x1[context.Context, int, func(*string) bool, error](&WriteStatsFn{})
+	register.DoFn4x1[context.Context, int, func(*string) bool, func(ShardStats), error](&WriteStatsFn{})
 	register.Emitter1[string]()
+	register.Emitter1[ShardStats]()
+	beam.RegisterType(reflect.TypeOf((*ShardStats)(nil)).Elem())
 	register.Iter1[records.Image]()
 	register.Iter1[string]()
 }
@@ -79,17 +81,24 @@ type DownloadStats struct {
 // shards, each closed after ShardBytes of pixels: no image crosses a
 // shuffle, so memory per worker is one image plus write buffers whatever
 // the dataset's size, and a retried unit rewrites the same bytes. Then
-// StatsName lists the shards and skipped images.
-func Download(s beam.Scope, cfg DownloadConfig) error {
+// StatsName lists the shards and skipped images. It returns the written
+// shards, a PCollection of ShardStats.
+func Download(s beam.Scope, cfg DownloadConfig) (beam.PCollection, error) {
 	s = s.Scope("download")
 	if cfg.Units == "" || cfg.ShardBytes <= 0 {
-		return fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
+		return beam.PCollection{}, fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
 	}
 	units := beam.Reshuffle(s.Scope("SpreadUnits"), CreateFromFile(s.Scope("ListUnits"), cfg.Units))
 	events := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{Dir: cfg.Dir, ShardBytes: cfg.ShardBytes, Resize: cfg.Resize}, units)
+	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, events), nil
+}
+
+// writeStats gathers the stats events of a pipeline's writers on one worker
+// (f writes StatsName and fills empty shards) and returns every shard of
+// the output, a PCollection of ShardStats.
+func writeStats(s beam.Scope, f *WriteStatsFn, events beam.PCollection) beam.PCollection {
 	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, events))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
-	return nil
+	return beam.ParDo(s.Scope("WriteStats"), f, all)
 }
 
 // CreateFromFile is beam.CreateList for a list the launcher wrote to a
@@ -195,9 +204,8 @@ type unitWriter struct {
 
 	part   int
 	pixels int64
-	w      *storage.Writer
-	rw     *records.Writer
-	st     ShardStats
+	f      *records.ShardFile
+	name   string
 }
 
 // UnitShardName names part of the shards written for unit of split.
@@ -206,24 +214,17 @@ func UnitShardName(split string, unit, part int) string {
 }
 
 func (u *unitWriter) write(ctx context.Context, img *records.Image) error {
-	if u.w == nil {
-		name := UnitShardName(u.split, u.unit, u.part)
-		w, err := storage.Create(ctx, storage.Join(u.dir, name))
+	if u.f == nil {
+		u.name = UnitShardName(u.split, u.unit, u.part)
+		f, err := records.CreateShard(ctx, storage.Join(u.dir, u.name), records.KindImage)
 		if err != nil {
 			return err
 		}
-		rw, err := records.NewWriter(w, records.KindImage)
-		if err != nil {
-			w.Abort()
-			return fmt.Errorf("write %s: %w", w.Path(), err)
-		}
-		u.w, u.rw = w, rw
-		u.st = ShardStats{Name: name, Split: u.split, Labels: map[int]int64{}}
+		u.f = f
 	}
-	if err := u.rw.Write(img); err != nil {
-		return fmt.Errorf("write %s: %w", u.w.Path(), err)
+	if err := u.f.Write(img, img.Label); err != nil {
+		return err
 	}
-	u.st.Labels[img.Label]++
 	u.pixels += int64(len(img.Pix))
 	if u.pixels >= u.limit {
 		return u.close()
@@ -233,27 +234,23 @@ func (u *unitWriter) write(ctx context.Context, img *records.Image) error {
 
 // close publishes the open shard, if any, and emits its stats.
 func (u *unitWriter) close() error {
-	if u.w == nil {
+	if u.f == nil {
 		return nil
 	}
-	if err := u.rw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", u.w.Path(), err)
-	}
-	if err := u.w.Close(); err != nil {
+	st, err := closeShard(u.f, u.name, u.split)
+	if err != nil {
 		return err
 	}
-	u.st.Records, u.st.Bytes = int64(u.rw.Count()), u.rw.Bytes()
-	b, _ := json.Marshal(statsEvent{Shard: &u.st})
-	u.emit(string(b))
-	u.w, u.rw, u.pixels = nil, nil, 0
+	u.emit(shardEvent(st))
+	u.f, u.pixels = nil, 0
 	u.part++
 	return nil
 }
 
 func (u *unitWriter) abort() {
-	if u.w != nil {
-		u.w.Abort()
-		u.w = nil
+	if u.f != nil {
+		u.f.Abort()
+		u.f = nil
 	}
 }
 
@@ -271,32 +268,32 @@ func writeShard[T any](ctx context.Context, dir, split string, idx, n int, kind 
 
 // writeNamedShard writes recs, in order, as the shard name of split in dir.
 func writeNamedShard[T any](ctx context.Context, dir, name, split string, kind records.Kind, recs []T, label func(*T) int) (ShardStats, error) {
-	st := ShardStats{Name: name, Split: split, Labels: map[int]int64{}}
-	w, err := storage.Create(ctx, storage.Join(dir, name))
+	f, err := records.CreateShard(ctx, storage.Join(dir, name), kind)
 	if err != nil {
-		return st, err
+		return ShardStats{}, err
 	}
-	rw, err := records.NewWriter(w, kind)
-	if err == nil {
-		for i := range recs {
-			if err = rw.Write(&recs[i]); err != nil {
-				break
-			}
-			st.Labels[label(&recs[i])]++
+	for i := range recs {
+		if err := f.Write(&recs[i], label(&recs[i])); err != nil {
+			f.Abort()
+			return ShardStats{}, err
 		}
 	}
-	if err == nil {
-		err = rw.Flush()
-	}
+	return closeShard(f, name, split)
+}
+
+// closeShard publishes f, the shard name of split, and returns its stats.
+func closeShard(f *records.ShardFile, name, split string) (ShardStats, error) {
+	n, b, err := f.Close()
 	if err != nil {
-		w.Abort()
-		return st, fmt.Errorf("write %s: %w", w.Path(), err)
+		return ShardStats{}, err
 	}
-	if err := w.Close(); err != nil {
-		return st, err
-	}
-	st.Records, st.Bytes = int64(rw.Count()), rw.Bytes()
-	return st, nil
+	return ShardStats{Name: name, Split: split, Records: n, Bytes: b, Labels: f.Labels}, nil
+}
+
+// shardEvent is the statsEvent of a written shard, as WriteStatsFn reads it.
+func shardEvent(st ShardStats) string {
+	b, _ := json.Marshal(statsEvent{Shard: &st})
+	return string(b)
 }
 
 func skippedEvent(reason string) string {
@@ -306,14 +303,15 @@ func skippedEvent(reason string) string {
 
 // WriteStatsFn gathers every shard's stats and skipped image, writes empty
 // Tokens shards for the indices of Shards that received no record, so
-// "of-N" names hold, and writes StatsName.
+// "of-N" names hold, writes StatsName and emits the stats of every shard
+// it lists, in name order.
 type WriteStatsFn struct {
 	Dir    string
 	Shards map[string]int // nil: no empty shards to fill
 }
 
 // ProcessElement runs once, on the single fixed key.
-func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*string) bool) error {
+func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*string) bool, emit func(ShardStats)) error {
 	var out DownloadStats
 	seen := map[string]bool{}
 	var ev string
@@ -349,7 +347,13 @@ func (f *WriteStatsFn) ProcessElement(ctx context.Context, _ int, iter func(*str
 	if err != nil {
 		return err
 	}
-	return storage.WriteFile(ctx, storage.Join(f.Dir, StatsName), b)
+	if err := storage.WriteFile(ctx, storage.Join(f.Dir, StatsName), b); err != nil {
+		return err
+	}
+	for _, st := range out.Shards {
+		emit(st)
+	}
+	return nil
 }
 
 func hasShard(shards []ShardStats, name string) bool {

@@ -34,17 +34,18 @@ type PaletteConfig struct {
 // Palette builds the exact colour histogram of every pixel of the given
 // Image shards with a Beam combine and writes it to cfg.Histogram. The
 // k-means that turns it into a palette runs in the driver: it needs only
-// the distinct colours and their counts.
-func Palette(s beam.Scope, cfg PaletteConfig) error {
+// the distinct colours and their counts. It returns the histogram, a
+// single-element PCollection of *kmeans.Histogram.
+func Palette(s beam.Scope, cfg PaletteConfig) (beam.PCollection, error) {
 	if cfg.Shards == "" {
-		return fmt.Errorf("pipelines: palette: no shard list to read")
+		return beam.PCollection{}, fmt.Errorf("pipelines: palette: no shard list to read")
 	}
 	s = s.Scope("palette")
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Shards))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
 	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
 	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
-	return nil
+	return hist, nil
 }
 
 // ReadImagesFn emits every Image record of one shard.
@@ -56,12 +57,7 @@ func (f *ReadImagesFn) ProcessElement(ctx context.Context, input string, emit fu
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
 		return fmt.Errorf("palette: bad input %q: %w", input, err)
 	}
-	return readImages(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
-}
-
-// readImages streams the Image records of a shard to fn.
-func readImages(ctx context.Context, path string, fn func(records.Image) error) error {
-	return ScanShard(ctx, path, fn)
+	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
 }
 
 // HistogramFn counts the distinct RGB colours of images (grey images count

@@ -58,7 +58,7 @@ func TestPaletteHistogram(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, s := beam.NewPipelineWithRoot()
-	if err := Palette(s, PaletteConfig{Shards: list, Histogram: out}); err != nil {
+	if _, err := Palette(s, PaletteConfig{Shards: list, Histogram: out}); err != nil {
 		t.Fatal(err)
 	}
 	ptest.RunAndValidate(t, p)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
-	"github.com/igpt/igpt/internal/loader"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
@@ -46,13 +45,14 @@ type ProbeConfig struct {
 // hidden state; layer 0 is the embedding) with one batched forward pass per
 // Batch records. Each worker writes its input shard's features straight to
 // one Features shard per layer, in the input's order: no feature crosses a
-// shuffle, so a worker holds one batch, whatever the split's size.
-func Probe(s beam.Scope, cfg ProbeConfig) error {
+// shuffle, so a worker holds one batch, whatever the split's size. It
+// returns the written Features shards, a PCollection of ShardStats.
+func Probe(s beam.Scope, cfg ProbeConfig) (beam.PCollection, error) {
 	if cfg.Inputs == "" {
-		return fmt.Errorf("pipelines: probe: no input shard list")
+		return beam.PCollection{}, fmt.Errorf("pipelines: probe: no input shard list")
 	}
 	if cfg.Batch <= 0 {
-		return fmt.Errorf("pipelines: probe: batch must be positive")
+		return beam.PCollection{}, fmt.Errorf("pipelines: probe: batch must be positive")
 	}
 	s = s.Scope("probe")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
@@ -60,9 +60,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) error {
 		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
 		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, Dir: cfg.Dir,
 	}, tasks)
-	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir}, all)
-	return nil
+	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, written), nil
 }
 
 // indexed reads a list file and numbers its lines: each element is the
@@ -100,61 +98,46 @@ func FeaturesShardName(split string, layer, idx int) string {
 
 // featureWriters writes one Features shard per layer for one input shard.
 type featureWriters struct {
-	dir, split string
-	idx        int
-	w          []*storage.Writer
-	rw         []*records.Writer
-	labels     []map[int]int64
+	split string
+	idx   int
+	f     []*records.ShardFile
 }
 
 func newFeatureWriters(ctx context.Context, dir, split string, idx, layers int) (*featureWriters, error) {
-	fw := &featureWriters{dir: dir, split: split, idx: idx}
+	fw := &featureWriters{split: split, idx: idx}
 	for l := range layers {
-		w, err := storage.Create(ctx, storage.Join(dir, FeaturesShardName(split, l, idx)))
+		f, err := records.CreateShard(ctx, storage.Join(dir, FeaturesShardName(split, l, idx)), records.KindFeatures)
 		if err != nil {
 			fw.abort()
 			return nil, err
 		}
-		rw, err := records.NewWriter(w, records.KindFeatures)
-		if err != nil {
-			w.Abort()
-			fw.abort()
-			return nil, err
-		}
-		fw.w, fw.rw, fw.labels = append(fw.w, w), append(fw.rw, rw), append(fw.labels, map[int]int64{})
+		fw.f = append(fw.f, f)
 	}
 	return fw, nil
 }
 
 func (fw *featureWriters) write(f *records.Features) error {
-	if err := fw.rw[f.Layer].Write(f); err != nil {
-		return fmt.Errorf("write %s: %w", fw.w[f.Layer].Path(), err)
-	}
-	fw.labels[f.Layer][f.Label]++
-	return nil
+	return fw.f[f.Layer].Write(f, f.Label)
 }
 
 // close publishes every layer's shard and emits their stats.
 func (fw *featureWriters) close(emit func(string)) error {
-	for l, rw := range fw.rw {
-		if err := rw.Flush(); err != nil {
-			fw.abort()
-			return fmt.Errorf("write %s: %w", fw.w[l].Path(), err)
-		}
-		if err := fw.w[l].Close(); err != nil {
-			fw.abort()
+	for l, f := range fw.f {
+		st, err := closeShard(f, FeaturesShardName(fw.split, l, fw.idx), fw.split)
+		if err != nil {
+			for _, g := range fw.f[l+1:] {
+				g.Abort()
+			}
 			return err
 		}
-		st := ShardStats{Name: FeaturesShardName(fw.split, l, fw.idx), Split: fw.split, Records: int64(rw.Count()), Bytes: rw.Bytes(), Labels: fw.labels[l]}
-		b, _ := json.Marshal(statsEvent{Shard: &st})
-		emit(string(b))
+		emit(shardEvent(st))
 	}
 	return nil
 }
 
 func (fw *featureWriters) abort() {
-	for _, w := range fw.w {
-		w.Abort()
+	for _, f := range fw.f {
+		f.Abort()
 	}
 }
 
@@ -253,7 +236,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		return nil
 	}
 	n := 0
-	err = loader.ReadShard(ctx, in.Path, func(r records.Tokens) error {
+	err = records.ScanFile(ctx, in.Path, func(r records.Tokens) error {
 		if n++; limit > 0 && n > limit {
 			return io.EOF
 		}
@@ -312,7 +295,7 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 		return fmt.Errorf("probe: bad input %q: %w", task, err)
 	}
 	writers := map[string]*featureWriters{}
-	err := ScanShard(ctx, ti.Input.Path, func(img records.Image) error {
+	err := records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
 		split, ok := f.split[img.Key]
 		if !ok {
 			return nil
@@ -342,11 +325,11 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 }
 
 // RawPixels writes the raw-pixel baseline's features of the images in
-// the Image shards listed in images whose keys the keys file lists.
-func RawPixels(s beam.Scope, images, keys, dir string) {
+// the Image shards listed in images whose keys the keys file lists, and
+// returns the written Features shards, a PCollection of ShardStats.
+func RawPixels(s beam.Scope, images, keys, dir string) beam.PCollection {
 	s = s.Scope("rawpixels")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), images))
 	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir}, tasks)
-	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: dir}, all)
+	return writeStats(s, &WriteStatsFn{Dir: dir}, written)
 }

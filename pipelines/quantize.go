@@ -55,13 +55,14 @@ type QuantizeConfig struct {
 // (a 2^24-entry lookup table built once per worker), carves a val split
 // from train if asked, and writes Tokens shards per split. Records are
 // spread over shards and ordered within each shard by a seeded hash of
-// their key: a deterministic shuffle.
-func Quantize(s beam.Scope, cfg QuantizeConfig) error {
+// their key: a deterministic shuffle. It returns the written shards, a
+// PCollection of ShardStats.
+func Quantize(s beam.Scope, cfg QuantizeConfig) (beam.PCollection, error) {
 	if cfg.Inputs == "" {
-		return fmt.Errorf("pipelines: quantize: no input shard list")
+		return beam.PCollection{}, fmt.Errorf("pipelines: quantize: no input shard list")
 	}
 	if cfg.Palette == "" {
-		return fmt.Errorf("pipelines: quantize: no palette")
+		return beam.PCollection{}, fmt.Errorf("pipelines: quantize: no palette")
 	}
 	s = s.Scope("quantize")
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
@@ -69,9 +70,7 @@ func Quantize(s beam.Scope, cfg QuantizeConfig) error {
 	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Palette: cfg.Palette, Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards}, imgs)
 	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
 	written := beam.ParDo(s.Scope("WriteShards"), &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}, grouped)
-	all := beam.GroupByKey(s.Scope("Collect"), beam.AddFixedKey(s, written))
-	beam.ParDo0(s.Scope("WriteStats"), &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards}, all)
-	return nil
+	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards}, written), nil
 }
 
 // ReadSplitImagesFn emits the images of one JSON ShardInput keyed by split.
@@ -83,7 +82,7 @@ func (f *ReadSplitImagesFn) ProcessElement(ctx context.Context, input string, em
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
 		return fmt.Errorf("quantize: bad input %q: %w", input, err)
 	}
-	return readImages(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
+	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
 }
 
 // QuantizeFn turns one image into Tokens keyed by its output shard.
@@ -247,8 +246,7 @@ func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, ite
 	if err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
-	b, _ := json.Marshal(statsEvent{Shard: &st})
-	emit(string(b))
+	emit(shardEvent(st))
 	return nil
 }
 

@@ -4,18 +4,13 @@ import (
 	"context"
 
 	"github.com/igpt/igpt/internal/records"
-	"github.com/igpt/igpt/internal/storage"
 )
 
 // ScanShard streams the records of the shard at path (local or gs://) to
-// fn; fn may return io.EOF to stop early.
+// fn; fn may return io.EOF to stop early. It is records.ScanFile, the one
+// shard reader, under the name the stages use.
 func ScanShard[T records.Record](ctx context.Context, path string, fn func(T) error) error {
-	rc, err := storage.Open(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	return records.Scan(rc, path, fn)
+	return records.ScanFile(ctx, path, fn)
 }
 
 // WriteTokens writes Tokens records, in order, as the file name in dir.

@@ -3,6 +3,7 @@ package stages
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -49,7 +50,7 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, layout, err := planSource(ctx, rc, spec)
+	src, layout, err := planSource(ctx, rc, &spec)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
 
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
+	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)
@@ -88,8 +89,11 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 
 // planSource lists the source's units. A source read in place (imagenet,
 // webdataset, the npz batches) is only listed here, never downloaded or
-// read; the others are fetched and verified as before.
-func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string, datasets.Layout, error) {
+// read; the others are fetched and verified as before. A local source is
+// sniffed first (sourceFits): an image folder, or an archive of one, given
+// for a registered binary dataset is read as the folder format, and *spec
+// changes to say so.
+func planSource(ctx context.Context, rc *RunContext, spec *datasets.Spec) (string, datasets.Layout, error) {
 	opt := datasetOptions(rc.Config.Dataset)
 	if datasets.ReadsInPlace(spec.Format) {
 		src := strings.TrimPrefix(rc.Config.Dataset.Source, "file://")
@@ -99,7 +103,7 @@ func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string
 		if rc.Config.Dataset.SHA256 != "" {
 			return "", datasets.Layout{}, fmt.Errorf("dataset.sha256 cannot be checked for %s: its files are read in place by the workers, never downloaded whole; remove it", spec.Name)
 		}
-		layout, err := datasets.InspectInPlace(ctx, spec, src, rc.Config.Dataset.Splits, opt)
+		layout, err := datasets.InspectInPlace(ctx, *spec, src, rc.Config.Dataset.Splits, opt)
 		return src, layout, err
 	}
 	if src := rc.Config.Dataset.Source; spec.Format == datasets.FormatFolder && datasets.IsFolderPrefix(src) {
@@ -109,16 +113,49 @@ func planSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (string
 		layout, err := datasets.InspectFolderPrefix(ctx, src, opt)
 		return src, layout, err
 	}
-	src, err := fetchSource(ctx, rc, spec)
+	if err := sourceFits(ctx, rc, spec); err != nil {
+		return "", datasets.Layout{}, err
+	}
+	src, err := fetchSource(ctx, rc, *spec)
 	if err != nil {
 		return "", datasets.Layout{}, err
 	}
-	layout, err := datasets.Inspect(ctx, spec, src, opt)
+	layout, err := datasets.Inspect(ctx, *spec, src, opt)
 	if err != nil {
 		return "", datasets.Layout{}, err
 	}
 	layout.Units, err = remoteUnits(ctx, rc, layout.Units)
 	return src, layout, err
+}
+
+// sourceFits sniffs a local dataset.source (not a URL or gs:// path) and
+// decides how to read it: an image folder or an archive of one, given for
+// a registered binary dataset, is read as the folder format (one info
+// line says so) under the dataset's name; a source that holds another
+// dataset's files is refused with the dataset.name that fits.
+func sourceFits(ctx context.Context, rc *RunContext, spec *datasets.Spec) error {
+	src := strings.TrimPrefix(rc.Config.Dataset.Source, "file://")
+	if src == "" || storage.IsGCS(src) || strings.Contains(src, "://") {
+		return nil
+	}
+	k, err := datasets.Sniff(ctx, src)
+	if err != nil {
+		return fmt.Errorf("dataset.source: %w", err)
+	}
+	switch {
+	case k.Format == spec.Format || (k.Folder && spec.Format == datasets.FormatFolder):
+		return nil
+	case k.Folder && k.Format == "":
+		rc.Log.Info("download: dataset.source is an image folder, not the "+spec.Format+" files of "+spec.Name+"; reading it as the folder format", "source", src)
+		*spec = spec.AsFolder()
+		return nil
+	case k.Format != "":
+		return fmt.Errorf("dataset.source %s is %s, which dataset.name %s does not read: set dataset.name: %s",
+			src, k, spec.Name, strings.Join(k.DatasetNames(), " or "))
+	}
+	// Nothing recognised (a damaged archive, a folder missing its files):
+	// the reader's checks say what is wrong.
+	return nil
 }
 
 // unitTasks numbers each unit within its split, in the layout's order.
@@ -222,22 +259,10 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 		return src, nil
 	}
 	if d.SHA256 != "" {
-		if len(files) > 1 {
-			return "", fmt.Errorf("dataset.sha256 names one file, but %s has %d files; give a source folder or archive without it", spec.Name, len(files))
+		var err error
+		if files, err = configChecksum(d, spec); err != nil {
+			return "", err
 		}
-		name := "source"
-		if len(files) == 1 {
-			name = files[0].Name
-		}
-		if d.Source != "" {
-			var err error
-			if name, err = sourceFileName(d.Source); err != nil {
-				return "", err
-			}
-		}
-		// A checksum in the config describes the file the user points at
-		// (a mirror, a repackaging, a subset), so it replaces the registry's.
-		files = []datasets.File{{Name: name, SHA256: d.SHA256}}
 	}
 	src := strings.TrimPrefix(d.Source, "file://")
 	fopt := datasets.FetchOptions{Retries: 5, Progress: os.Stderr, Logger: rc.Log}
@@ -246,9 +271,9 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 	case src == "" && len(files) == 0:
 		return "", fmt.Errorf("dataset %s has no download URL: set dataset.source", spec.Name)
 	case src == "":
-		for _, f := range files {
-			if err := datasets.Fetch(ctx, f.URL, f, filepath.Join(cache, f.Name), fopt); err != nil {
-				return "", err
+		for _, f := range files { // the registry's URL, then its mirrors
+			if err := datasets.FetchFile(ctx, f, filepath.Join(cache, f.Name), fopt); err != nil {
+				return "", offlineHint(spec, err)
 			}
 		}
 		if len(files) == 1 {
@@ -256,29 +281,8 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 		}
 		return cache, nil
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") || storage.IsGCS(src):
-		if len(files) <= 1 {
-			name, err := sourceFileName(src)
-			if err != nil {
-				return "", err
-			}
-			f := datasets.File{Name: name}
-			if len(files) == 1 {
-				f = files[0]
-				f.Name = name
-			}
-			dst := filepath.Join(cache, f.Name)
-			if err := fetchRemote(ctx, src, f, dst, fopt); err != nil {
-				return "", err
-			}
-			return dst, nil
-		}
-		// A mirror of a multi-file dataset: the files by name under src.
-		for _, f := range files {
-			if err := fetchRemote(ctx, strings.TrimSuffix(src, "/")+"/"+f.Name, f, filepath.Join(cache, f.Name), fopt); err != nil {
-				return "", err
-			}
-		}
-		return cache, nil
+		p, err := fetchRemoteSource(ctx, src, files, cache, fopt)
+		return p, offlineHint(spec, err)
 	}
 	st, err := os.Stat(src)
 	if err != nil {
@@ -302,6 +306,61 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 		}
 	}
 	return src, nil
+}
+
+// configChecksum is the file list that dataset.sha256 describes: one file,
+// the one the user points at (a mirror, a repackaging, a subset), so its
+// checksum replaces the registry's.
+func configChecksum(d DatasetConfig, spec datasets.Spec) ([]datasets.File, error) {
+	files := spec.Files
+	if len(files) > 1 {
+		return nil, fmt.Errorf("dataset.sha256 names one file, but %s has %d files; give a source folder or archive without it", spec.Name, len(files))
+	}
+	name := "source"
+	if len(files) == 1 {
+		name = files[0].Name
+	}
+	if d.Source != "" {
+		var err error
+		if name, err = sourceFileName(d.Source); err != nil {
+			return nil, err
+		}
+	}
+	return []datasets.File{{Name: name, SHA256: d.SHA256}}, nil
+}
+
+// fetchRemoteSource fetches an http(s):// or gs:// dataset.source into
+// cache: one file, or for a multi-file dataset its files by name under
+// src (a mirror). It returns the local file or folder.
+func fetchRemoteSource(ctx context.Context, src string, files []datasets.File, cache string, fopt datasets.FetchOptions) (string, error) {
+	if len(files) <= 1 {
+		name, err := sourceFileName(src)
+		if err != nil {
+			return "", err
+		}
+		f := datasets.File{Name: name}
+		if len(files) == 1 {
+			f = files[0]
+			f.Name = name
+		}
+		dst := filepath.Join(cache, f.Name)
+		return dst, fetchRemote(ctx, src, f, dst, fopt)
+	}
+	for _, f := range files {
+		if err := fetchRemote(ctx, strings.TrimSuffix(src, "/")+"/"+f.Name, f, filepath.Join(cache, f.Name), fopt); err != nil {
+			return "", err
+		}
+	}
+	return cache, nil
+}
+
+// offlineHint adds, to a download that could not reach its server, how to
+// run without the network: --source with a local copy.
+func offlineHint(spec datasets.Spec, err error) error {
+	if err == nil || !errors.Is(err, datasets.ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w\nno network? run with --source PATH: a local copy of %s (its %s files), an image folder <split>/<class>/<image>, or a .tar/.tar.gz/.zip of one", err, spec.Name, spec.Format)
 }
 
 // isLocalDir reports whether p is a local folder.

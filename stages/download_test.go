@@ -13,6 +13,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -194,19 +195,23 @@ func TestDownloadCIFAR10JPEGTree(t *testing.T) {
 	}
 }
 
-// cifarBinaryArchive builds an official-layout cifar-10-binary.tar.gz from
-// the exact subset and returns its bytes.
+// cifarBinaryArchive builds an official-layout cifar-10-binary.tar.gz of
+// generated records (4000 train, 1000 test; no ../shared needed) and
+// returns its bytes and the two batches.
 func cifarBinaryArchive(t *testing.T) (archive []byte, train, test []byte) {
 	t.Helper()
-	dir := testutil.SharedData(t, "cifar10-exact-subset")
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
+	records := func(n int, seed uint64) []byte {
+		rng := rand.New(rand.NewPCG(seed, 10))
+		b := make([]byte, n*3073)
+		for i := range n {
+			b[i*3073] = byte(i % 10) // label, every class present
+			for j := 1; j < 3073; j++ {
+				b[i*3073+j] = byte(rng.Uint32())
+			}
 		}
 		return b
 	}
-	train, test = read("data_batch_1_first4000.bin"), read("test_batch_first1000.bin")
+	train, test = records(4000, 1), records(1000, 2)
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
@@ -215,7 +220,7 @@ func cifarBinaryArchive(t *testing.T) (archive []byte, train, test []byte) {
 		tw.Write(data)
 	}
 	tw.WriteHeader(&tar.Header{Name: "cifar-10-batches-bin/", Mode: 0o755, Typeflag: tar.TypeDir})
-	add("cifar-10-batches-bin/batches.meta.txt", read("batches.meta.txt"))
+	add("cifar-10-batches-bin/batches.meta.txt", []byte("airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n"))
 	add("cifar-10-batches-bin/data_batch_1.bin", train)
 	add("cifar-10-batches-bin/test_batch.bin", test)
 	tw.Close()

@@ -54,7 +54,7 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Histogram: histPath}); err != nil {
+	if _, err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Histogram: histPath}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)

@@ -72,7 +72,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	objective := rc.Config.Train.Objective
 	extract := func(dir, weights string) (string, error) {
 		p, s := beam.NewPipelineWithRoot()
-		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
+		if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
 			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
 			return "", err
 		}

@@ -133,7 +133,7 @@ func TestProbeFeaturesBatchInvariant(t *testing.T) {
 // runProbePipeline runs the feature-extraction pipeline alone on prism.
 func runProbePipeline(cfg pipelines.ProbeConfig) error {
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Probe(s, cfg); err != nil {
+	if _, err := pipelines.Probe(s, cfg); err != nil {
 		return err
 	}
 	_, err := runPipeline(context.Background(), &RunContext{Runner: "prism"}, p)

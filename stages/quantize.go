@@ -73,7 +73,7 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.Quantize(s, pipelines.QuantizeConfig{
+	if _, err := pipelines.Quantize(s, pipelines.QuantizeConfig{
 		Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
 	}); err != nil {
 		return nil, err

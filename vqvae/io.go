@@ -5,7 +5,9 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/igpt/igpt/internal/kernels"
 	"github.com/igpt/igpt/model"
+	"gorgonia.org/tensor"
 )
 
 // Checkpoints are safetensors files (model's reader and writer): every
@@ -27,22 +29,43 @@ func (m *Model) meta() map[string]string {
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
+// Weight is one named float32 array of the model, as a gorgonia tensor
+// over the model's own memory (no copy).
+type Weight struct {
+	Name string
+	T    *tensor.Dense
+}
+
+// Weights lists the encoder's and decoder's parameters, then the
+// codebook and its EMA statistics, in file order, as tensors over the
+// model's slices: what Save writes and Load fills.
+func (m *Model) Weights() []Weight {
+	ws := make([]Weight, 0, len(m.Params)+3)
+	for _, p := range m.Params {
+		ws = append(ws, Weight{p.Name, kernels.Dense(p.W, p.Shape...)})
+	}
+	K, D := m.Cfg.K, m.Cfg.D
+	return append(ws,
+		Weight{"quantizer.codebook", kernels.Dense(m.Codebook, K, D)},
+		Weight{"quantizer.ema_count", kernels.Dense(m.EMACount, K)},
+		Weight{"quantizer.ema_sum", kernels.Dense(m.EMASum, K, D)})
+}
+
 // Save writes the model as safetensors.
 func (m *Model) Save(w io.Writer) error {
-	ts := make([]model.WTensor, 0, len(m.Params)+4)
-	for _, p := range m.Params {
-		ts = append(ts, model.WTensor{Name: p.Name, Shape: p.Shape, F32: p.W})
+	var ts []model.WTensor
+	for _, wt := range m.Weights() {
+		t, err := model.WTensorOf(wt.Name, wt.T)
+		if err != nil {
+			return fmt.Errorf("vqvae: save: %w", err)
+		}
+		ts = append(ts, t)
 	}
 	unused := make([]float64, len(m.Unused))
 	for i, u := range m.Unused {
 		unused[i] = float64(u)
 	}
-	K, D := m.Cfg.K, m.Cfg.D
-	ts = append(ts,
-		model.WTensor{Name: "quantizer.codebook", Shape: []int{K, D}, F32: m.Codebook},
-		model.WTensor{Name: "quantizer.ema_count", Shape: []int{K}, F32: m.EMACount},
-		model.WTensor{Name: "quantizer.ema_sum", Shape: []int{K, D}, F32: m.EMASum},
-		model.WTensor{Name: "quantizer.unused", Shape: []int{K}, F64: unused})
+	ts = append(ts, model.WTensor{Name: "quantizer.unused", Shape: []int{m.Cfg.K}, F64: unused})
 	if err := model.WriteSafetensors(w, ts, m.meta()); err != nil {
 		return fmt.Errorf("vqvae: save: %w", err)
 	}
@@ -85,14 +108,10 @@ func Load(r io.Reader) (*Model, error) {
 	if m.Updates, err = strconv.Atoi(md["updates"]); err != nil || m.Updates < 0 {
 		return nil, fmt.Errorf("vqvae: load: metadata updates = %q", md["updates"])
 	}
-	K, D := cfg.K, cfg.D
-	dst := map[string][]float32{"quantizer.codebook": m.Codebook, "quantizer.ema_count": m.EMACount, "quantizer.ema_sum": m.EMASum}
-	shapes := map[string][]int{"quantizer.codebook": {K, D}, "quantizer.ema_count": {K}, "quantizer.ema_sum": {K, D}}
-	for _, p := range m.Params {
-		dst[p.Name], shapes[p.Name] = p.W, p.Shape
-	}
-	for name, d := range dst {
-		if err := readTensor(st, name, shapes[name], d); err != nil {
+	K := cfg.K
+	ws := m.Weights()
+	for _, w := range ws {
+		if err := readTensor(st, w); err != nil {
 			return nil, fmt.Errorf("vqvae: load: %w", err)
 		}
 	}
@@ -107,23 +126,25 @@ func Load(r io.Reader) (*Model, error) {
 	for i, v := range u {
 		m.Unused[i] = int32(v)
 	}
-	if n := len(dst) + 1; len(st.Tensors) != n {
+	if n := len(ws) + 1; len(st.Tensors) != n {
 		return nil, fmt.Errorf("vqvae: load: %d tensors, want %d", len(st.Tensors), n)
 	}
 	return m, nil
 }
 
-// readTensor copies the F32 tensor name of the given shape into dst.
-func readTensor(st *model.SafeTensors, name string, shape []int, dst []float32) error {
-	t, ok := st.Tensors[name]
+// readTensor decodes the F32 tensor w.Name into w's memory.
+func readTensor(st *model.SafeTensors, w Weight) error {
+	t, ok := st.Tensors[w.Name]
 	if !ok {
-		return fmt.Errorf("tensor %s missing", name)
+		return fmt.Errorf("tensor %s missing", w.Name)
 	}
-	if t.DType != "F32" || !sameShape(t.Shape, shape) {
-		return fmt.Errorf("tensor %s is %s %v, want F32 %v", name, t.DType, t.Shape, shape)
+	if t.DType != "F32" {
+		return fmt.Errorf("tensor %s is %s %v, want F32 %v", w.Name, t.DType, t.Shape, w.T.Shape())
 	}
-	_, err := t.Float32s(dst)
-	return err
+	if err := t.Into(w.T); err != nil {
+		return fmt.Errorf("tensor %s: %w", w.Name, err)
+	}
+	return nil
 }
 
 func sameShape(a, b []int) bool {

@@ -48,16 +48,30 @@ func TrainStep(m *Model, a *Adam, x []float32, n, h, w int, dataVar float64) (St
 	return s, r, nil
 }
 
-// Save writes the moments ("m.<name>", "v.<name>") and the step.
-func (a *Adam) Save(w io.Writer, m *Model) error {
-	var ts []model.WTensor
+// moments lists the moments as tensors over a's memory, named
+// "m.<name>" and "v.<name>" after the model's parameters.
+func (a *Adam) moments(m *Model) []Weight {
+	var ws []Weight
 	for _, part := range []struct {
 		prefix string
 		s      [][]float32
 	}{{"m.", a.M}, {"v.", a.V}} {
 		for i, p := range m.Params {
-			ts = append(ts, model.WTensor{Name: part.prefix + p.Name, Shape: p.Shape, F32: part.s[i]})
+			ws = append(ws, Weight{part.prefix + p.Name, kernels.Dense(part.s[i], p.Shape...)})
 		}
+	}
+	return ws
+}
+
+// Save writes the moments ("m.<name>", "v.<name>") and the step.
+func (a *Adam) Save(w io.Writer, m *Model) error {
+	var ts []model.WTensor
+	for _, wt := range a.moments(m) {
+		t, err := model.WTensorOf(wt.Name, wt.T)
+		if err != nil {
+			return fmt.Errorf("vqvae: save optimizer: %w", err)
+		}
+		ts = append(ts, t)
 	}
 	if err := model.WriteSafetensors(w, ts, map[string]string{"step": strconv.Itoa(a.Step)}); err != nil {
 		return fmt.Errorf("vqvae: save optimizer: %w", err)
@@ -76,14 +90,9 @@ func (a *Adam) Load(r io.Reader, m *Model) error {
 	if err != nil || step < 0 {
 		return fmt.Errorf("vqvae: load optimizer: bad step %q", st.Metadata["step"])
 	}
-	for i, p := range m.Params {
-		for _, part := range []struct {
-			name string
-			dst  []float32
-		}{{"m." + p.Name, a.M[i]}, {"v." + p.Name, a.V[i]}} {
-			if err := readTensor(st, part.name, p.Shape, part.dst); err != nil {
-				return fmt.Errorf("vqvae: load optimizer: %w", err)
-			}
+	for _, w := range a.moments(m) {
+		if err := readTensor(st, w); err != nil {
+			return fmt.Errorf("vqvae: load optimizer: %w", err)
 		}
 	}
 	if n := 2 * len(m.Params); len(st.Tensors) != n {

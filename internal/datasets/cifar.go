@@ -52,62 +52,14 @@ func inspectCIFAR(ctx context.Context, spec Spec, src string, fi os.FileInfo, op
 		return Layout{}, err
 	}
 
-	// Class names.
-	var classes []string
-	namesFile := "batches.meta.txt"
-	if spec.Format == FormatCIFAR100 {
-		namesFile = "fine_label_names.txt"
-		if opt.CIFAR100Label == "coarse" {
-			namesFile = "coarse_label_names.txt"
-		}
+	classes, err := cifarClasses(spec, opt, b, log)
+	if err != nil {
+		return Layout{}, err
 	}
-	if data, ok := b.texts[namesFile]; ok {
-		classes = readNames(data)
-		if len(classes) == 0 {
-			return Layout{}, fmt.Errorf("datasets: inspect %s: %s has no class names: %w", b.path(), b.where(namesFile), ErrCorrupt)
-		}
-	} else if spec.Format == FormatCIFAR10 {
-		classes = spec.Classes
-		if classes == nil {
-			classes = cifar10Classes
-		}
-		log.Warn("datasets: no batches.meta.txt; using the standard CIFAR-10 class names")
-	} else {
-		return Layout{}, fmt.Errorf("datasets: inspect %s: %s is missing: is it the official cifar-100-binary archive?", b.path(), namesFile)
+	batches, err := cifarBatches(b)
+	if err != nil {
+		return Layout{}, err
 	}
-
-	// Data files, in split order.
-	type batch struct {
-		base  string
-		split string
-		order int
-	}
-	var batches []batch
-	for base := range b.members {
-		switch {
-		case base == "test_batch.bin" || base == "test.bin":
-			batches = append(batches, batch{base, "test", 0})
-		case base == "train.bin":
-			batches = append(batches, batch{base, "train", 0})
-		default:
-			if m := cifar10Batch.FindStringSubmatch(base); m != nil {
-				n, err := strconv.Atoi(m[1])
-				if err != nil {
-					n = 1 << 30
-				}
-				batches = append(batches, batch{base, "train", n})
-			}
-		}
-	}
-	if len(batches) == 0 {
-		return Layout{}, fmt.Errorf("datasets: inspect %s: no CIFAR batch files in it: is it the right dataset?", b.path())
-	}
-	slices.SortFunc(batches, func(x, y batch) int {
-		if x.split != y.split {
-			return strings.Compare(y.split, x.split) // train before test
-		}
-		return x.order - y.order
-	})
 	rec := int64(cifarRecSize(spec.Format))
 	l := Layout{Classes: classes}
 	next := map[string]int{}
@@ -130,6 +82,72 @@ func inspectCIFAR(ctx context.Context, spec Spec, src string, fi os.FileInfo, op
 		next[bt.split] += n
 	}
 	return l, nil
+}
+
+// cifarClasses reads the class names from the source's names file (for
+// CIFAR-100 the fine or coarse one, as opt says).
+func cifarClasses(spec Spec, opt Options, b binSource, log *slog.Logger) ([]string, error) {
+	namesFile := "batches.meta.txt"
+	if spec.Format == FormatCIFAR100 {
+		namesFile = "fine_label_names.txt"
+		if opt.CIFAR100Label == "coarse" {
+			namesFile = "coarse_label_names.txt"
+		}
+	}
+	if data, ok := b.texts[namesFile]; ok {
+		classes := readNames(data)
+		if len(classes) == 0 {
+			return nil, fmt.Errorf("datasets: inspect %s: %s has no class names: %w", b.path(), b.where(namesFile), ErrCorrupt)
+		}
+		return classes, nil
+	}
+	if spec.Format == FormatCIFAR10 {
+		log.Warn("datasets: no batches.meta.txt; using the standard CIFAR-10 class names")
+		if spec.Classes != nil {
+			return spec.Classes, nil
+		}
+		return cifar10Classes, nil
+	}
+	return nil, fmt.Errorf("datasets: inspect %s: %s is missing: is it the official cifar-100-binary archive?", b.path(), namesFile)
+}
+
+// cifarBatch is one data file of a CIFAR source.
+type cifarBatch struct {
+	base  string
+	split string
+	order int
+}
+
+// cifarBatches lists the source's data files in split order: train
+// batches by number, then test.
+func cifarBatches(b binSource) ([]cifarBatch, error) {
+	var batches []cifarBatch
+	for base := range b.members {
+		switch {
+		case base == "test_batch.bin" || base == "test.bin":
+			batches = append(batches, cifarBatch{base, "test", 0})
+		case base == "train.bin":
+			batches = append(batches, cifarBatch{base, "train", 0})
+		default:
+			if m := cifar10Batch.FindStringSubmatch(base); m != nil {
+				n, err := strconv.Atoi(m[1])
+				if err != nil {
+					n = 1 << 30
+				}
+				batches = append(batches, cifarBatch{base, "train", n})
+			}
+		}
+	}
+	if len(batches) == 0 {
+		return nil, fmt.Errorf("datasets: inspect %s: no CIFAR batch files in it: is it the right dataset?", b.path())
+	}
+	slices.SortFunc(batches, func(x, y cifarBatch) int {
+		if x.split != y.split {
+			return strings.Compare(y.split, x.split) // train before test
+		}
+		return x.order - y.order
+	})
+	return batches, nil
 }
 
 func readCIFARUnit(ctx context.Context, u Unit, emit func(Item) error) error {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -290,6 +292,28 @@ func copyLocal(ctx context.Context, src, part, name string, opt FetchOptions) er
 	return nil
 }
 
+// ErrUnreachable is wrapped by Fetch's error when the server cannot be
+// reached at all (its name does not resolve, or it refuses or cannot be
+// routed to): not retried, since waiting rarely brings a network back.
+var ErrUnreachable = errors.New("cannot reach the server (offline?)")
+
+// unreachable reports whether a request error means no connection could
+// be made: a DNS failure, a refused or unroutable connection.
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
+}
+
+// keptPart says that the partial download part is kept for a later run to
+// resume, or nothing when there is none.
+func keptPart(part string) string {
+	if fileSize(part) > 0 {
+		return "; the partial download " + part + " is kept: run again to resume"
+	}
+	return ""
+}
+
 // httpError is a failed attempt; retry says whether another may succeed.
 type httpError struct {
 	err        error
@@ -323,10 +347,10 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 			return resumed, nil
 		}
 		if parent.Err() == nil && context.Cause(ctx) == errTimeout {
-			return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v): the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v)%s; or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), keptPart(part))
 		}
 		if ctx.Err() != nil {
-			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w%s", rawURL, ctx.Err(), keptPart(part))
 		}
 		var he *httpError
 		if !errors.As(err, &he) || !he.retry {
@@ -340,7 +364,7 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 			}
 		}
 		if attempt >= retries {
-			return resumed, fmt.Errorf("datasets: fetch %s: giving up after %d attempts: %w (the partial download %s is kept; run again to resume)", rawURL, attempt+1, err, part)
+			return resumed, fmt.Errorf("datasets: fetch %s: giving up after %d attempts: %w%s", rawURL, attempt+1, err, keptPart(part))
 		}
 		delay := max(opt.backoff(attempt), min(he.retryAfter, 5*time.Minute))
 		log.Warn("datasets: fetch: transient error; retrying", "attempt", attempt+1, "of", retries+1, "in", delay, "err", err)
@@ -349,9 +373,9 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 		case <-ctx.Done():
 			t.Stop()
 			if parent.Err() == nil && context.Cause(ctx) == errTimeout {
-				return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v), the last: %w: the partial download %s is kept; run again to resume, or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), err, part)
+				return resumed, fmt.Errorf("datasets: fetch %s: %w, in %d attempts (%v), the last: %w%s; or try a mirror", rawURL, errTimeout, attempt+1, time.Since(start).Round(time.Millisecond), err, keptPart(part))
 			}
-			return resumed, fmt.Errorf("datasets: fetch %s: %w (the partial download %s is kept and will be resumed)", rawURL, ctx.Err(), part)
+			return resumed, fmt.Errorf("datasets: fetch %s: %w%s", rawURL, ctx.Err(), keptPart(part))
 		case <-t.C:
 		}
 	}
@@ -415,9 +439,9 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 	errStalled := fmt.Errorf("no data for %v", stall)
 	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
 	defer watchdog.Stop()
-	off := int64(0)
-	if fi, err := os.Stat(part); err == nil {
-		off = fi.Size()
+	off := fileSize(part)
+	if off < 0 {
+		off = 0
 	}
 	if f.Size > 0 && off > f.Size {
 		log.Warn("datasets: fetch: the partial download is larger than the file; starting again", "part", part, "bytes", off)
@@ -426,9 +450,28 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 	if f.Size > 0 && off == f.Size {
 		return false, nil // complete: verify it
 	}
+	resp, err := sendRequest(ctx, client, rawURL, off, errStalled)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	resumed, done, err := rangeOutcome(resp, off, part, log)
+	if done || err != nil {
+		return resumed, err
+	}
+	if !resumed {
+		off = 0
+	}
+	b := bodyCopy{ctx: ctx, parent: parent, f: f, part: part, name: name, off: off, limit: limit, errStalled: errStalled}
+	return resumed, b.receive(resp, resumed, progress, &stallReader{r: resp.Body, watchdog: watchdog, stall: stall})
+}
+
+// sendRequest asks for rawURL from byte off on. A server that cannot be
+// reached is not retried (ErrUnreachable); other failures are.
+func sendRequest(ctx context.Context, client *http.Client, rawURL string, off int64, errStalled error) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return false, &httpError{err: err}
+		return nil, &httpError{err: err}
 	}
 	req.Header.Set("Accept-Encoding", "identity")
 	req.Header.Set("User-Agent", "igpt-datasets/1")
@@ -440,66 +483,82 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 		if context.Cause(ctx) == errStalled {
 			err = errStalled
 		}
-		return false, &httpError{err: err, retry: true}
+		if unreachable(err) {
+			return nil, &httpError{err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
+		}
+		return nil, &httpError{err: err, retry: true}
 	}
-	defer resp.Body.Close()
+	return resp, nil
+}
 
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	resumed := false
+// rangeOutcome reads the response status: whether the body continues the
+// partial download at off (resumed), whether the part is already complete
+// (done), or the error for this attempt.
+func rangeOutcome(resp *http.Response, off int64, part string, log *slog.Logger) (resumed, done bool, err error) {
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
 		start, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != off {
 			os.Remove(part)
-			return false, &httpError{err: fmt.Errorf("asked for bytes from %d, got Content-Range %q; starting again", off, resp.Header.Get("Content-Range")), retry: true}
+			return false, false, &httpError{err: fmt.Errorf("asked for bytes from %d, got Content-Range %q; starting again", off, resp.Header.Get("Content-Range")), retry: true}
 		}
-		flags = os.O_WRONLY | os.O_APPEND
-		resumed = true
 		log.Info("datasets: fetch: resuming", "from", off)
+		return true, false, nil
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 {
 			log.Info("datasets: fetch: the server ignored the Range request; downloading from the start", "had", off)
 		}
-		off = 0
+		return false, false, nil
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && off > 0:
 		if _, total, ok := parseContentRange(resp.Header.Get("Content-Range")); ok && total == off {
-			return true, nil // the part is already complete
+			return true, true, nil // the part is already complete
 		}
 		os.Remove(part)
-		return false, &httpError{err: fmt.Errorf("HTTP %s for a range from %d; starting again", resp.Status, off), retry: true}
+		return false, false, &httpError{err: fmt.Errorf("HTTP %s for a range from %d; starting again", resp.Status, off), retry: true}
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
-		return false, &httpError{err: fmt.Errorf("HTTP %s", resp.Status), retry: true, retryAfter: retryAfter(resp.Header)}
+		return false, false, &httpError{err: fmt.Errorf("HTTP %s", resp.Status), retry: true, retryAfter: retryAfter(resp.Header)}
 	default:
-		return false, &httpError{err: fmt.Errorf("HTTP %s (check the URL; the file may have moved — try a mirror)", resp.Status)}
+		return false, false, &httpError{err: fmt.Errorf("HTTP %s (check the URL; the file may have moved — try a mirror)", resp.Status)}
 	}
+}
 
-	out, err := os.OpenFile(part, flags, 0o644)
-	if err != nil {
-		return false, &httpError{err: err}
+// bodyCopy is one attempt's copy of a response body into the part file,
+// which already holds off bytes.
+type bodyCopy struct {
+	ctx, parent context.Context
+	f           File
+	part, name  string
+	off, limit  int64
+	errStalled  error
+}
+
+// receive writes the body (appending when resumed), at most limit bytes
+// in all: a body that goes on (a server that never ends it) stops there
+// with an error.
+func (b *bodyCopy) receive(resp *http.Response, resumed bool, progress io.Writer, body io.Reader) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if resumed {
+		flags = os.O_WRONLY | os.O_APPEND
 	}
+	out, err := os.OpenFile(b.part, flags, 0o644)
+	if err != nil {
+		return &httpError{err: err}
+	}
+	off, f, limit := b.off, b.f, b.limit
 	total := int64(-1)
 	if resp.ContentLength >= 0 {
 		total = off + resp.ContentLength
 	} else if f.Size > 0 {
 		total = f.Size
 	}
-	bar := newBar(progress, total, name)
+	bar := newBar(progress, total, b.name)
 	if bar != nil && off > 0 {
 		bar.Set64(off)
 	}
-	body := &stallReader{r: resp.Body, watchdog: watchdog, stall: stall}
 	// One byte past the limit tells a body that goes on from one that ends.
-	n, err := copyWithProgress(ctx, out, io.LimitReader(body, limit-off+1), bar)
+	n, err := copyWithProgress(b.ctx, out, io.LimitReader(body, limit-off+1), bar)
 	if err == nil && off+n > limit {
-		n--
-		err = out.Truncate(limit)
-		if err == nil {
-			err = out.Close()
-			if f.Size > 0 && limit == f.Size {
-				return resumed, &httpError{err: fmt.Errorf("the server sent more than the %d bytes expected; stopped there (%s holds the first %d)", f.Size, part, limit)}
-			}
-			return resumed, &httpError{err: fmt.Errorf("the body goes on past %d bytes (FetchOptions.MaxBytes, for a file of unknown size); stopped there: give the file's size in the registry or config, or raise the limit", limit)}
-		}
+		return b.overLimit(out)
 	}
 	if err == nil {
 		err = out.Sync()
@@ -508,28 +567,48 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 		err = cerr
 	}
 	if err != nil {
-		if parent.Err() != nil {
-			return resumed, parent.Err()
-		}
-		if context.Cause(ctx) == errStalled {
-			err = errStalled
-		}
-		var pe *os.PathError
-		if errors.As(err, &pe) && pe.Path == part {
-			return resumed, &httpError{err: fmt.Errorf("writing %s: %w", part, err)}
-		}
-		return resumed, &httpError{err: fmt.Errorf("after %d bytes: %w", off+n, err), retry: true, body: true}
+		return b.failed(err, n)
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return resumed, &httpError{err: fmt.Errorf("body ended after %d of %d bytes", n, resp.ContentLength), retry: true, body: true}
+		return &httpError{err: fmt.Errorf("body ended after %d of %d bytes", n, resp.ContentLength), retry: true, body: true}
 	}
 	if f.Size > 0 && off+n < f.Size {
-		return resumed, &httpError{err: fmt.Errorf("got %d of %d bytes", off+n, f.Size), retry: true, body: true}
+		return &httpError{err: fmt.Errorf("got %d of %d bytes", off+n, f.Size), retry: true, body: true}
 	}
 	if bar != nil {
 		bar.Finish()
 	}
-	return resumed, nil
+	return nil
+}
+
+// overLimit cuts the part at the limit after a body that went past it.
+func (b *bodyCopy) overLimit(out *os.File) error {
+	err := out.Truncate(b.limit)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return b.failed(err, b.limit-b.off)
+	}
+	if b.f.Size > 0 && b.limit == b.f.Size {
+		return &httpError{err: fmt.Errorf("the server sent more than the %d bytes expected; stopped there (%s holds the first %d)", b.f.Size, b.part, b.limit)}
+	}
+	return &httpError{err: fmt.Errorf("the body goes on past %d bytes (FetchOptions.MaxBytes, for a file of unknown size); stopped there: give the file's size in the registry or config, or raise the limit", b.limit)}
+}
+
+// failed classifies an error while writing n bytes of the body.
+func (b *bodyCopy) failed(err error, n int64) error {
+	if b.parent.Err() != nil {
+		return b.parent.Err()
+	}
+	if context.Cause(b.ctx) == b.errStalled {
+		err = b.errStalled
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Path == b.part {
+		return &httpError{err: fmt.Errorf("writing %s: %w", b.part, err)}
+	}
+	return &httpError{err: fmt.Errorf("after %d bytes: %w", b.off+n, err), retry: true, body: true}
 }
 
 // stallReader pushes a watchdog back at every read that returns data.

@@ -82,218 +82,165 @@ func fastOpts() FetchOptions {
 	return FetchOptions{Retries: 4, Backoff: time.Millisecond}
 }
 
+// handlerFn answers the n-th request (0-based) of a test server.
+type handlerFn = func(n int, w http.ResponseWriter, r *http.Request)
+
+// fetchFault is one case of TestReliabilityHeld_FetchHTTPFaults.
+type fetchFault struct {
+	name      string
+	handler   func(t *testing.T) handlerFn
+	file      File
+	opt       FetchOptions
+	want      []byte   // final content, nil if Fetch must fail
+	ranges    []string // Range headers the server must see, in order
+	errParts  []string
+	checksum  bool // error wraps ErrChecksum
+	keepsPart bool
+}
+
+// failFirst answers the first k requests with fail, then serves data.
+func failFirst(k int, data []byte, fail func(t *testing.T, w http.ResponseWriter, r *http.Request)) func(*testing.T) handlerFn {
+	return func(t *testing.T) handlerFn {
+		return func(n int, w http.ResponseWriter, r *http.Request) {
+			if n < k {
+				fail(t, w, r)
+				return
+			}
+			serve(w, r, data)
+		}
+	}
+}
+
+// httpStatus fails a request with code.
+func httpStatus(code int) func(*testing.T, http.ResponseWriter, *http.Request) {
+	return func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "0")
+		}
+		http.Error(w, http.StatusText(code), code)
+	}
+}
+
+// fetchRecoveries are faults Fetch gets past.
+func fetchRecoveries(data []byte, f File) []fetchFault {
+	half := len(data) / 2
+	drop := func(src []byte) func(*testing.T, http.ResponseWriter, *http.Request) {
+		return func(t *testing.T, w http.ResponseWriter, _ *http.Request) { dropAfter(t, w, src, half) }
+	}
+	resume := []string{"", fmt.Sprintf("bytes=%d-", half)}
+	stall := func(_ *testing.T, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.Write(data[:half])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // stall until the client gives up
+	}
+	ignoresRange := func(t *testing.T) handlerFn {
+		return func(n int, w http.ResponseWriter, r *http.Request) {
+			if n == 0 {
+				dropAfter(t, w, data, half)
+				return
+			}
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.Write(data) // 200, whole file
+		}
+	}
+	return []fetchFault{
+		{name: "drop halfway then resume", handler: failFirst(1, data, drop(data)), file: f, opt: fastOpts(), want: data, ranges: resume},
+		{name: "stalled body then resume", handler: failFirst(1, data, stall), file: f,
+			opt: FetchOptions{Retries: 2, Backoff: time.Millisecond, Stall: 200 * time.Millisecond}, want: data, ranges: resume},
+		{name: "500 then 200", handler: failFirst(2, data, httpStatus(http.StatusInternalServerError)), file: f, opt: fastOpts(), want: data, ranges: []string{"", "", ""}},
+		{name: "429 with Retry-After 0", handler: failFirst(1, data, httpStatus(http.StatusTooManyRequests)), file: f, opt: fastOpts(), want: data, ranges: []string{"", ""}},
+		{name: "server ignores Range", handler: ignoresRange, file: f, opt: fastOpts(), want: data, ranges: resume},
+		{name: "resumed parts of two versions", handler: failFirst(1, data, drop(payload(len(data), 2))), file: f, opt: fastOpts(), want: data,
+			ranges: append(resume, "")},
+		{name: "unknown checksum and size", handler: failFirst(0, data, nil), file: File{Name: "f.bin"}, opt: fastOpts(), want: data, ranges: []string{""}},
+	}
+}
+
+// fetchFailures are faults Fetch must report.
+func fetchFailures(data []byte, f File) []fetchFault {
+	dropsEveryTime := func(t *testing.T) handlerFn {
+		return func(n int, w http.ResponseWriter, r *http.Request) {
+			if n == 0 {
+				dropAfter(t, w, data, 1000)
+				return
+			}
+			http.Error(w, "down", http.StatusBadGateway)
+		}
+	}
+	return []fetchFault{
+		{name: "wrong checksum", handler: failFirst(0, data, nil), file: File{Name: "f.bin", SHA256: strings.Repeat("ab", 32)}, opt: fastOpts(),
+			ranges:   []string{""},
+			errParts: []string{"f.bin", "sha256 is " + f.SHA256, "expected " + strings.Repeat("ab", 32), ".bad", "delete it"},
+			checksum: true},
+		{name: "wrong md5", handler: failFirst(0, data, nil), file: File{Name: "f.bin", MD5: strings.Repeat("0", 32), Size: int64(len(data))}, opt: fastOpts(),
+			ranges:   []string{""},
+			errParts: []string{"md5 is " + f.MD5, "expected " + strings.Repeat("0", 32)},
+			checksum: true},
+		{name: "404 is not retried", handler: failFirst(1<<30, nil, httpStatus(http.StatusNotFound)), file: f, opt: fastOpts(), ranges: []string{""},
+			errParts: []string{"404"}},
+		{name: "retries exhausted", handler: failFirst(1<<30, nil, httpStatus(http.StatusServiceUnavailable)), file: f,
+			opt: FetchOptions{Retries: 2, Backoff: time.Millisecond}, ranges: []string{"", "", ""},
+			errParts: []string{"giving up after 3 attempts", "503"}},
+		{name: "drops every time: part kept", handler: dropsEveryTime, file: f,
+			opt: FetchOptions{Retries: 1, Backoff: time.Millisecond}, ranges: []string{"", "bytes=1000-"},
+			errParts: []string{"giving up after 2 attempts", ".part"}, keepsPart: true},
+	}
+}
+
 func TestReliabilityHeld_FetchHTTPFaults(t *testing.T) {
 	data := payload(300_000, 1)
 	f := fileFor("f.bin", data)
-	half := len(data) / 2
-
-	cases := []struct {
-		name      string
-		handler   func(t *testing.T) func(n int, w http.ResponseWriter, r *http.Request)
-		file      File
-		opt       FetchOptions
-		want      []byte   // final content, nil if Fetch must fail
-		ranges    []string // Range headers the server must see, in order
-		errParts  []string
-		checksum  bool // error wraps ErrChecksum
-		keepsPart bool
-	}{
-		{
-			name: "drop halfway then resume",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						dropAfter(t, w, data, half)
-						return
-					}
-					serve(w, r, data)
-				}
-			},
-			file: f, opt: fastOpts(), want: data,
-			ranges: []string{"", fmt.Sprintf("bytes=%d-", half)},
-		},
-		{
-			name: "stalled body then resume",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-						w.Write(data[:half])
-						w.(http.Flusher).Flush()
-						<-r.Context().Done() // stall until the client gives up
-						return
-					}
-					serve(w, r, data)
-				}
-			},
-			file: f, opt: FetchOptions{Retries: 2, Backoff: time.Millisecond, Stall: 200 * time.Millisecond}, want: data,
-			ranges: []string{"", fmt.Sprintf("bytes=%d-", half)},
-		},
-		{
-			name: "500 then 200",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n < 2 {
-						http.Error(w, "busy", http.StatusInternalServerError)
-						return
-					}
-					serve(w, r, data)
-				}
-			},
-			file: f, opt: fastOpts(), want: data, ranges: []string{"", "", ""},
-		},
-		{
-			name: "429 with Retry-After 0",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						w.Header().Set("Retry-After", "0")
-						http.Error(w, "slow down", http.StatusTooManyRequests)
-						return
-					}
-					serve(w, r, data)
-				}
-			},
-			file: f, opt: fastOpts(), want: data, ranges: []string{"", ""},
-		},
-		{
-			name: "server ignores Range",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						dropAfter(t, w, data, half)
-						return
-					}
-					w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-					w.Write(data) // 200, whole file
-				}
-			},
-			file: f, opt: fastOpts(), want: data,
-			ranges: []string{"", fmt.Sprintf("bytes=%d-", half)},
-		},
-		{
-			name: "resumed parts of two versions",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				old := payload(len(data), 2)
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						dropAfter(t, w, old, half)
-						return
-					}
-					serve(w, r, data)
-				}
-			},
-			file: f, opt: fastOpts(), want: data,
-			ranges: []string{"", fmt.Sprintf("bytes=%d-", half), ""},
-		},
-		{
-			name: "unknown checksum and size",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) { serve(w, r, data) }
-			},
-			file: File{Name: "f.bin"}, opt: fastOpts(), want: data, ranges: []string{""},
-		},
-		{
-			name: "wrong checksum",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) { serve(w, r, data) }
-			},
-			file: File{Name: "f.bin", SHA256: strings.Repeat("ab", 32)}, opt: fastOpts(),
-			ranges:   []string{""},
-			errParts: []string{"f.bin", "sha256 is " + f.SHA256, "expected " + strings.Repeat("ab", 32), ".bad", "delete it"},
-			checksum: true,
-		},
-		{
-			name: "wrong md5",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) { serve(w, r, data) }
-			},
-			file: File{Name: "f.bin", MD5: strings.Repeat("0", 32), Size: int64(len(data))}, opt: fastOpts(),
-			ranges:   []string{""},
-			errParts: []string{"md5 is " + f.MD5, "expected " + strings.Repeat("0", 32)},
-			checksum: true,
-		},
-		{
-			name: "404 is not retried",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
-			},
-			file: f, opt: fastOpts(), ranges: []string{""},
-			errParts: []string{"404"},
-		},
-		{
-			name: "retries exhausted",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					http.Error(w, "down", http.StatusServiceUnavailable)
-				}
-			},
-			file: f, opt: FetchOptions{Retries: 2, Backoff: time.Millisecond}, ranges: []string{"", "", ""},
-			errParts: []string{"giving up after 3 attempts", "503"},
-		},
-		{
-			name: "drops every time: part kept",
-			handler: func(t *testing.T) func(int, http.ResponseWriter, *http.Request) {
-				return func(n int, w http.ResponseWriter, r *http.Request) {
-					if n == 0 {
-						dropAfter(t, w, data, 1000)
-						return
-					}
-					http.Error(w, "down", http.StatusBadGateway)
-				}
-			},
-			file: f, opt: FetchOptions{Retries: 1, Backoff: time.Millisecond}, ranges: []string{"", "bytes=1000-"},
-			errParts:  []string{"giving up after 2 attempts", ".part"},
-			keepsPart: true,
-		},
+	for _, c := range append(fetchRecoveries(data, f), fetchFailures(data, f)...) {
+		t.Run(c.name, func(t *testing.T) { runFetchFault(t, c, data) })
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			srv := newServer(t, c.handler(t))
-			dst := filepath.Join(t.TempDir(), "sub", "f.bin")
-			var progress bytes.Buffer
-			opt := c.opt
-			opt.Progress = &progress
-			err := Fetch(context.Background(), srv.URL+"/f.bin", c.file, dst, opt)
-			if got := srv.requests(); strings.Join(got, "|") != strings.Join(c.ranges, "|") {
-				t.Errorf("Range headers %q, want %q", got, c.ranges)
-			}
-			if c.want != nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, _ := os.ReadFile(dst)
-				if !bytes.Equal(got, c.want) {
-					t.Fatalf("content differs (%d bytes, want %d)", len(got), len(c.want))
-				}
-				if _, err := os.Stat(dst + ".part"); !os.IsNotExist(err) {
-					t.Errorf(".part left behind")
-				}
-				if progress.Len() == 0 {
-					t.Errorf("no progress bar drawn")
-				}
-				return
-			}
-			mustContain(t, err, c.errParts...)
-			if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.Contains(first, "f.bin") {
-				t.Errorf("first line %q does not name the file", first)
-			}
-			if _, serr := os.Stat(dst); !os.IsNotExist(serr) {
-				t.Errorf("%s exists after a failed fetch", dst)
-			}
-			if c.checksum {
-				if !errors.Is(err, ErrChecksum) {
-					t.Errorf("%v does not wrap ErrChecksum", err)
-				}
-				bad, _ := os.ReadFile(dst + ".bad")
-				if !bytes.Equal(bad, data) {
-					t.Errorf("%s.bad does not hold the download", dst)
-				}
-			}
-			if _, serr := os.Stat(dst + ".part"); c.keepsPart != (serr == nil) {
-				t.Errorf(".part kept = %v, want %v", serr == nil, c.keepsPart)
-			}
-		})
+}
+
+// runFetchFault fetches through c's server and checks the outcome.
+func runFetchFault(t *testing.T, c fetchFault, data []byte) {
+	srv := newServer(t, c.handler(t))
+	dst := filepath.Join(t.TempDir(), "sub", "f.bin")
+	var progress bytes.Buffer
+	opt := c.opt
+	opt.Progress = &progress
+	err := Fetch(context.Background(), srv.URL+"/f.bin", c.file, dst, opt)
+	if got := srv.requests(); strings.Join(got, "|") != strings.Join(c.ranges, "|") {
+		t.Errorf("Range headers %q, want %q", got, c.ranges)
+	}
+	if c.want != nil {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(dst)
+		if !bytes.Equal(got, c.want) {
+			t.Fatalf("content differs (%d bytes, want %d)", len(got), len(c.want))
+		}
+		if _, err := os.Stat(dst + ".part"); !os.IsNotExist(err) {
+			t.Errorf(".part left behind")
+		}
+		if progress.Len() == 0 {
+			t.Errorf("no progress bar drawn")
+		}
+		return
+	}
+	mustContain(t, err, c.errParts...)
+	if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.Contains(first, "f.bin") {
+		t.Errorf("first line %q does not name the file", first)
+	}
+	if _, serr := os.Stat(dst); !os.IsNotExist(serr) {
+		t.Errorf("%s exists after a failed fetch", dst)
+	}
+	if c.checksum {
+		if !errors.Is(err, ErrChecksum) {
+			t.Errorf("%v does not wrap ErrChecksum", err)
+		}
+		bad, _ := os.ReadFile(dst + ".bad")
+		if !bytes.Equal(bad, data) {
+			t.Errorf("%s.bad does not hold the download", dst)
+		}
+	}
+	if _, serr := os.Stat(dst + ".part"); c.keepsPart != (serr == nil) {
+		t.Errorf(".part kept = %v, want %v", serr == nil, c.keepsPart)
 	}
 }
 

@@ -78,7 +78,37 @@ func listNames(names []string) string {
 // optionally inside one wrapper folder. src names the source in messages.
 func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, error) {
 	p := folderPlan{files: map[classKey][]fentry{}, count: map[string]int{}}
-	var images, others []fentry
+	images, others, err := splitEntries(src, entries, log)
+	if err != nil {
+		return p, err
+	}
+	p.root = wrapperRoot(images)
+	if p.root != "" {
+		log.Debug("datasets: image folder: found a wrapper folder", "src", src, "root", p.root)
+	}
+	if err := p.assign(src, images); err != nil {
+		return p, err
+	}
+	if err := p.checkEmptyClasses(src, others, log); err != nil {
+		return p, err
+	}
+	for k := range p.files {
+		if !slices.Contains(p.classes, k.class) {
+			p.classes = append(p.classes, k.class)
+		}
+		if !slices.Contains(p.splits, k.split) {
+			p.splits = append(p.splits, k.split)
+		}
+	}
+	slices.Sort(p.classes)
+	slices.Sort(p.splits)
+	return p, nil
+}
+
+// splitEntries sorts entries into images and the rest (folders, other
+// files), skipping hidden ones; a folder without images is an error that
+// points at an archive inside it, if any.
+func splitEntries(src string, entries []fentry, log *slog.Logger) (images, others []fentry, err error) {
 	seen := map[string]bool{}
 	hidden := 0
 	for _, e := range entries {
@@ -94,7 +124,7 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 			continue
 		}
 		if seen[e.name] {
-			return p, fmt.Errorf("datasets: image folder: %s holds %s twice: %w", src, e.name, ErrCorrupt)
+			return nil, nil, fmt.Errorf("datasets: image folder: %s holds %s twice: %w", src, e.name, ErrCorrupt)
 		}
 		seen[e.name] = true
 		images = append(images, e)
@@ -111,10 +141,14 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 				break
 			}
 		}
-		return p, fmt.Errorf("datasets: image folder: %s has no images%s: lay it out as <split>/<class>/<image>.png|.jpg|.jpeg", src, hint)
+		return nil, nil, fmt.Errorf("datasets: image folder: %s has no images%s: lay it out as <split>/<class>/<image>.png|.jpg|.jpeg", src, hint)
 	}
+	return images, others, nil
+}
 
-	// A single wrapper folder around the splits?
+// wrapperRoot returns "<top>/" when a single wrapper folder holds the
+// splits, else "".
+func wrapperRoot(images []fentry) string {
 	first, _, _ := strings.Cut(images[0].name, "/")
 	same, minDepth, secondIsSplit := true, 1<<30, false
 	for _, e := range images {
@@ -128,17 +162,21 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 		}
 	}
 	if same && !knownSplits[strings.ToLower(first)] && (minDepth >= 4 || secondIsSplit) {
-		p.root = first + "/"
-		log.Debug("datasets: image folder: found a wrapper folder", "src", src, "root", p.root)
+		return first + "/"
 	}
+	return ""
+}
 
+// assign files every image under its (split, class), refusing images
+// outside a <split>/<class>/ folder and a second wrapper folder.
+func (p *folderPlan) assign(src string, images []fentry) error {
 	var atTop, underSplit []string
 	for _, e := range images {
 		rel := strings.TrimPrefix(e.name, p.root)
 		parts := strings.Split(rel, "/")
 		if len(parts) >= 4 && !knownSplits[strings.ToLower(parts[0])] && knownSplits[strings.ToLower(parts[1])] {
 			// w1/w2/train/cat/x.png: read as split "w2", class "train".
-			return p, fmt.Errorf("datasets: image folder: %s: member %s: %s%s/ is a second wrapper folder around the split folder %s/ (one at most is recognised): give the folder %s%s itself as the source, or repack it as <split>/<class>/<image>",
+			return fmt.Errorf("datasets: image folder: %s: member %s: %s%s/ is a second wrapper folder around the split folder %s/ (one at most is recognised): give the folder %s%s itself as the source, or repack it as <split>/<class>/<image>",
 				src, e.orig, p.root, parts[0], parts[1], p.root, parts[0])
 		}
 		switch len(parts) {
@@ -153,13 +191,17 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 		}
 	}
 	if len(atTop) > 0 {
-		return p, fmt.Errorf("datasets: image folder: %s: images outside any <split>/<class>/ folder: %s: move them into %s<split>/<class>/", src, listNames(atTop), p.root)
+		return fmt.Errorf("datasets: image folder: %s: images outside any <split>/<class>/ folder: %s: move them into %s<split>/<class>/", src, listNames(atTop), p.root)
 	}
 	if len(underSplit) > 0 {
-		return p, fmt.Errorf("datasets: image folder: %s: images directly under a split folder: %s: move each into a class folder (<split>/<class>/<image>)", src, listNames(underSplit))
+		return fmt.Errorf("datasets: image folder: %s: images directly under a split folder: %s: move each into a class folder (<split>/<class>/<image>)", src, listNames(underSplit))
 	}
+	return nil
+}
 
-	// Class folders without images.
+// checkEmptyClasses refuses class folders without images (others are the
+// non-image entries).
+func (p *folderPlan) checkEmptyClasses(src string, others []fentry, log *slog.Logger) error {
 	var empty []string
 	nonImages := 0
 	for _, e := range others {
@@ -183,22 +225,12 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 		}
 	}
 	if len(empty) > 0 {
-		return p, fmt.Errorf("datasets: image folder: %s in %s has no images; remove the folder or add images", listNames(empty), src)
+		return fmt.Errorf("datasets: image folder: %s in %s has no images; remove the folder or add images", listNames(empty), src)
 	}
 	if nonImages > 0 {
 		log.Debug("datasets: image folder: ignored files that are not images", "src", src, "count", nonImages)
 	}
-	for k := range p.files {
-		if !slices.Contains(p.classes, k.class) {
-			p.classes = append(p.classes, k.class)
-		}
-		if !slices.Contains(p.splits, k.split) {
-			p.splits = append(p.splits, k.split)
-		}
-	}
-	slices.Sort(p.classes)
-	slices.Sort(p.splits)
-	return p, nil
+	return nil
 }
 
 // archiveKind tells a zip from a tar (or tar.gz) file by its first bytes,

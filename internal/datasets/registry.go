@@ -242,3 +242,14 @@ func cloneSpec(s Spec) Spec {
 	s.Classes = slices.Clone(s.Classes)
 	return s
 }
+
+// AsFolder returns s to be read from an image folder (or an archive of one)
+// instead of its own files: the folder format, no files to fetch or
+// verify, any image size; its name, licence, citation, expected split
+// sizes and class names stay.
+func (s Spec) AsFolder() Spec {
+	f := cloneSpec(s)
+	f.Format, f.Files = FormatFolder, nil
+	f.H, f.W, f.C = 0, 0, 0
+	return f
+}

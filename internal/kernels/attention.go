@@ -277,6 +277,43 @@ func (j *attnJob) backward(ws0 *workspace, b, h int) {
 	g := &j.g
 	ws := &ws0.att
 	g.prepare(ws, true)
+	T, C, C3, hd, hdp := g.T, g.C, 3*g.C, g.hd, g.hdp
+	p := j.backwardPack(ws, b, h)
+	dQ := ws.o
+	clear(dQ[:(g.tp+g.br)*hdp])
+	for j0 := 0; j0 < T; j0 += g.bc {
+		cols := min(g.bc, T-j0)
+		clear(ws.dk[:g.sb*hdp])
+		clear(ws.dv[:g.sb*hdp])
+		i0 := 0
+		if g.causal {
+			i0 = j0 / g.br * g.br
+		}
+		for ; i0 < T; i0 += g.br {
+			j.backwardTile(ws0, &p, i0, j0, cols)
+		}
+		for c := 0; c < cols; c++ {
+			row := j.dqkv[(b*T+j0+c)*C3:]
+			copy(row[C+h*hd:C+h*hd+hd], ws.dk[c*hdp:c*hdp+hd])
+			copy(row[2*C+h*hd:2*C+h*hd+hd], ws.dv[c*hdp:c*hdp+hd])
+		}
+	}
+	for t := 0; t < T; t++ {
+		copy(j.dqkv[(b*T+t)*C3+h*hd:(b*T+t)*C3+h*hd+hd], dQ[t*hdp:t*hdp+hd])
+	}
+}
+
+// attnBwdHead is one (batch, head)'s inputs to the backward tiles: Q and
+// dO in the caller's memory, and the log-sum-exp of each query.
+type attnBwdHead struct {
+	qp, dop unsafe.Pointer
+	lse     []float32
+}
+
+// backwardPack computes D[t] = dO[t]·O[t] into ws.dd and packs Kᵀ, Vᵀ, K,
+// Q and dO of head h of batch b for the tiles.
+func (j *attnJob) backwardPack(ws *attnScratch, b, h int) attnBwdHead {
+	g := &j.g
 	im := j.im
 	T, C, C3, hd, hdp := g.T, g.C, 3*g.C, g.hd, g.hdp
 	base := unsafe.Pointer(&j.qkv[b*T*C3])
@@ -284,7 +321,6 @@ func (j *attnJob) backward(ws0 *workspace, b, h int) {
 	kp := unsafe.Add(base, 4*(C+h*hd))
 	vp := unsafe.Add(base, 4*(2*C+h*hd))
 	dop := unsafe.Pointer(&j.dout[b*T*C+h*hd])
-	lse := j.lse[(b*g.H+h)*T : (b*g.H+h)*T+T]
 	// D[t] = dO[t]·O[t]
 	D := ws.dd
 	for t := 0; t < T; t++ {
@@ -306,70 +342,59 @@ func (j *attnJob) backward(ws0 *workspace, b, h int) {
 		packB(im, ws.qN[i0*hdp:], false, qp, C3, i0, 0, rows, hd)
 		packB(im, ws.doN[i0*hdp:], false, dop, C, i0, 0, rows, hd)
 	}
-	dQ := ws.o
-	clear(dQ[:(g.tp+g.br)*hdp])
-	S, dP := ws.s, ws.dp
-	for j0 := 0; j0 < T; j0 += g.bc {
-		cols := min(g.bc, T-j0)
-		clear(ws.dk[:g.sb*hdp])
-		clear(ws.dv[:g.sb*hdp])
-		i0 := 0
+	return attnBwdHead{qp: qp, dop: dop, lse: j.lse[(b*g.H+h)*T : (b*g.H+h)*T+T]}
+}
+
+// backwardTile adds query tile i0's contribution to dK_j, dV_j (key tile
+// j0 of cols keys) and dQ_i.
+func (j *attnJob) backwardTile(ws0 *workspace, p *attnBwdHead, i0, j0, cols int) {
+	g := &j.g
+	ws := &ws0.att
+	im := j.im
+	T, C, C3, hd, hdp := g.T, g.C, 3*g.C, g.hd, g.hdp
+	S, dP, dQ, D := ws.s, ws.dp, ws.o, ws.dd
+	rows := min(g.br, T-i0)
+	qa := unsafe.Add(p.qp, 4*i0*C3)
+	// P = exp(scale·Q_i·K_jᵀ − lse)
+	diag := i0 - j0
+	tileGemm(ws0, im, rows, cols, hd, hd, g.scale, qa, C3, false, false, ws.kT[j0*hd:], 0, S, g.sb, mk(g.causal, maskOutKey), diag)
+	for r := 0; r < rows; r++ {
+		srow := S[r*g.sb : r*g.sb+g.sb]
+		ce := cols
 		if g.causal {
-			i0 = j0 / g.br * g.br
+			ce = min(cols, i0+r-j0+1)
 		}
-		for ; i0 < T; i0 += g.br {
-			rows := min(g.br, T-i0)
-			qa := unsafe.Add(qp, 4*i0*C3)
-			// P = exp(scale·Q_i·K_jᵀ − lse)
-			diag := i0 - j0
-			tileGemm(ws0, im, rows, cols, hd, hd, g.scale, qa, C3, false, false, ws.kT[j0*hd:], 0, S, g.sb, mk(g.causal, maskOutKey), diag)
-			for r := 0; r < rows; r++ {
-				srow := S[r*g.sb : r*g.sb+g.sb]
-				ce := cols
-				if g.causal {
-					ce = min(cols, i0+r-j0+1)
-				}
-				if ce <= 0 {
-					clear(srow)
-					continue
-				}
-				expSubSum(srow[:ce], lse[i0+r])
-				clear(srow[ce:])
-			}
-			// dV_j += P_iᵀ · dO_i
-			tileGemm(ws0, im, cols, hd, rows, rows, 1, unsafe.Pointer(&S[0]), g.sb, true, true, ws.doN[i0*hdp:], 1, ws.dv, hdp, mk(g.causal, maskKQuery), diag)
-			// dP = dO_i · V_jᵀ
-			tileGemm(ws0, im, rows, cols, hd, hd, 1, unsafe.Add(dop, 4*i0*C), C, false, false, ws.vT[j0*hd:], 0, dP, g.sb, mk(g.causal, maskOutKey), diag)
-			// dS = P ∘ (dP − D) where P may be non-zero (elsewhere S stays 0)
-			for r := 0; r < rows; r++ {
-				ce := cols
-				if g.causal {
-					ce = min(cols, i0+r-j0+1)
-				}
-				if ce <= 0 {
-					continue
-				}
-				d := D[i0+r]
-				srow := S[r*g.sb : r*g.sb+ce]
-				prow := dP[r*g.sb : r*g.sb+ce]
-				for c := range srow {
-					srow[c] *= prow[c] - d
-				}
-			}
-			// dQ_i += scale · dS · K_j
-			tileGemm(ws0, im, rows, hd, cols, cols, g.scale, unsafe.Pointer(&S[0]), g.sb, false, true, ws.kN[j0*hdp:], 1, dQ[i0*hdp:], hdp, mk(g.causal, maskKKey), diag)
-			// dK_j += scale · dSᵀ · Q_i
-			tileGemm(ws0, im, cols, hd, rows, rows, g.scale, unsafe.Pointer(&S[0]), g.sb, true, true, ws.qN[i0*hdp:], 1, ws.dk, hdp, mk(g.causal, maskKQuery), diag)
+		if ce <= 0 {
+			clear(srow)
+			continue
 		}
-		for c := 0; c < cols; c++ {
-			row := j.dqkv[(b*T+j0+c)*C3:]
-			copy(row[C+h*hd:C+h*hd+hd], ws.dk[c*hdp:c*hdp+hd])
-			copy(row[2*C+h*hd:2*C+h*hd+hd], ws.dv[c*hdp:c*hdp+hd])
+		expSubSum(srow[:ce], p.lse[i0+r])
+		clear(srow[ce:])
+	}
+	// dV_j += P_iᵀ · dO_i
+	tileGemm(ws0, im, cols, hd, rows, rows, 1, unsafe.Pointer(&S[0]), g.sb, true, true, ws.doN[i0*hdp:], 1, ws.dv, hdp, mk(g.causal, maskKQuery), diag)
+	// dP = dO_i · V_jᵀ
+	tileGemm(ws0, im, rows, cols, hd, hd, 1, unsafe.Add(p.dop, 4*i0*C), C, false, false, ws.vT[j0*hd:], 0, dP, g.sb, mk(g.causal, maskOutKey), diag)
+	// dS = P ∘ (dP − D) where P may be non-zero (elsewhere S stays 0)
+	for r := 0; r < rows; r++ {
+		ce := cols
+		if g.causal {
+			ce = min(cols, i0+r-j0+1)
+		}
+		if ce <= 0 {
+			continue
+		}
+		d := D[i0+r]
+		srow := S[r*g.sb : r*g.sb+ce]
+		prow := dP[r*g.sb : r*g.sb+ce]
+		for c := range srow {
+			srow[c] *= prow[c] - d
 		}
 	}
-	for t := 0; t < T; t++ {
-		copy(j.dqkv[(b*T+t)*C3+h*hd:(b*T+t)*C3+h*hd+hd], dQ[t*hdp:t*hdp+hd])
-	}
+	// dQ_i += scale · dS · K_j
+	tileGemm(ws0, im, rows, hd, cols, cols, g.scale, unsafe.Pointer(&S[0]), g.sb, false, true, ws.kN[j0*hdp:], 1, dQ[i0*hdp:], hdp, mk(g.causal, maskKKey), diag)
+	// dK_j += scale · dSᵀ · Q_i
+	tileGemm(ws0, im, cols, hd, rows, rows, g.scale, unsafe.Pointer(&S[0]), g.sb, true, true, ws.qN[i0*hdp:], 1, ws.dk, hdp, mk(g.causal, maskKQuery), diag)
 }
 
 func mk(causal bool, m int) int {

@@ -20,6 +20,13 @@ import (
 // at once queue up rather than oversubscribe the cores. Kernel code never
 // calls a parallel entry point from inside a task (tasks use the sequential
 // internals), so the pool cannot deadlock on itself.
+//
+// ParallelFor opens the pool to the rest of igpt (k-means passes, the
+// Sampler's attention step): one parallel-for, with the same worker
+// goroutines, queueing and wake-up path as the kernels. Worker indices are
+// dense per call: a call that uses u threads numbers them 0..u-1 (the
+// caller is 0, a joining worker gets the ticket it took), so per-worker
+// scratch sized by the thread limit is enough.
 
 // job is one parallel operation; implementations are long-lived structs
 // (package variables), so passing them as interfaces does not allocate.
@@ -27,6 +34,40 @@ type job interface {
 	// run executes task t on worker w (0 <= w < threads); scratch for w is
 	// workers[w].
 	run(t, w int)
+}
+
+// Job is one parallel operation of ParallelFor: Run(task, worker) runs
+// task on worker, 0 <= worker < the threads the call uses. A Job that is a
+// pointer to a long-lived struct is passed without allocating.
+type Job interface {
+	Run(task, worker int)
+}
+
+// Func adapts a function to a Job (a closure that escapes to the heap, so
+// one allocation per call: fine outside the per-step hot paths).
+type Func func(task, worker int)
+
+// Run calls f(task, worker).
+func (f Func) Run(task, worker int) { f(task, worker) }
+
+// extJob carries a caller's Job through the pool's internal job interface.
+type extJob struct{ j Job }
+
+func (e *extJob) run(t, w int) { e.j.Run(t, w) }
+
+// ParallelFor runs tasks 0..n-1 of j on up to min(Threads(), limit, n)
+// threads, the caller included (limit <= 0: no limit beyond Threads()),
+// and returns when all are done. Tasks are claimed dynamically, so j must
+// write only to per-task storage or to per-worker storage indexed by the
+// worker argument. j must not call ParallelFor or a parallel kernel: calls
+// queue on one mutex.
+func ParallelFor(n, limit int, j Job) {
+	p := thePool
+	p.mu.Lock()
+	p.ext.j = j
+	p.runLimited(n, limit, &p.ext)
+	p.ext.j = nil
+	p.mu.Unlock()
 }
 
 // worker holds the per-thread scratch of the kernels, reused across calls.
@@ -55,6 +96,7 @@ type pool struct {
 	done    atomic.Int64 // workers finished with the current job
 	_       [64]byte
 	spinN   int
+	ext     extJob // ParallelFor's job
 }
 
 var thePool = newPool(runtime.GOMAXPROCS(0))
@@ -77,7 +119,7 @@ func (p *pool) grow(n int) {
 		p.workers = append(p.workers, w)
 		if id > 0 {
 			w.gen.Store(p.state.Load() >> 16)
-			go p.loop(id, w)
+			go p.loop(w)
 		}
 	}
 }
@@ -105,7 +147,7 @@ func Threads() int {
 	return p.threads
 }
 
-func (p *pool) loop(id int, w *worker) {
+func (p *pool) loop(w *worker) {
 	for {
 		// wait for a new generation: spin, then park.
 		my := w.gen.Load()
@@ -137,7 +179,7 @@ func (p *pool) loop(id int, w *worker) {
 				break
 			}
 			if p.tickets.CompareAndSwap(t, t-1) {
-				p.work(id)
+				p.work(int(t)) // dense index: tickets count down from used-1
 				p.done.Add(1)
 				break
 			}
@@ -159,11 +201,17 @@ func (p *pool) work(w int) {
 // runLocked runs tasks 0..n-1 of j on up to Threads() workers (the caller
 // included) and returns when all are done; with one thread or one task it
 // runs them inline. The caller holds p.mu.
-func (p *pool) runLocked(n int, j job) {
+func (p *pool) runLocked(n int, j job) { p.runLimited(n, 0, j) }
+
+// runLimited is runLocked on at most limit threads (limit <= 0: no limit).
+func (p *pool) runLimited(n, limit int, j job) {
 	if n <= 0 {
 		return
 	}
 	used := p.threads
+	if limit > 0 && used > limit {
+		used = limit
+	}
 	if used > n {
 		used = n
 	}

@@ -6,9 +6,10 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// Float32s returns the backing slice of a float32 gorgonia tensor, the type
-// igpt uses where a tensor crosses a package boundary; the kernels work on
-// it in place. Views that are not contiguous are refused.
+// Float32s returns the backing slice of a float32 gorgonia tensor without
+// copying: model.WTensorOf uses it to write a tensor handed across a
+// package boundary (model parameters, VQ-VAE weights) and the kernels can
+// work on it in place. Views that are not contiguous are refused.
 func Float32s(t tensor.Tensor) ([]float32, error) {
 	d, ok := t.(*tensor.Dense)
 	if !ok {
@@ -23,23 +24,15 @@ func Float32s(t tensor.Tensor) ([]float32, error) {
 	return d.Float32s(), nil
 }
 
-// MatMulTensor computes c = a·b for 2-D float32 tensors a [m,k] and b [k,n]
-// into a new [m,n] tensor.
-func MatMulTensor(a, b tensor.Tensor) (*tensor.Dense, error) {
-	as, bs := a.Shape(), b.Shape()
-	if len(as) != 2 || len(bs) != 2 || as[1] != bs[0] {
-		return nil, fmt.Errorf("kernels: matmul of shapes %v and %v", as, bs)
+// Dense wraps data (not copied) as a float32 tensor of the given shape,
+// whose product must be len(data).
+func Dense(data []float32, shape ...int) *tensor.Dense {
+	n := 1
+	for _, s := range shape {
+		n *= s
 	}
-	ad, err := Float32s(a)
-	if err != nil {
-		return nil, err
+	if n != len(data) {
+		panic(fmt.Sprintf("kernels: %d values for a tensor of shape %v", len(data), shape))
 	}
-	bd, err := Float32s(b)
-	if err != nil {
-		return nil, err
-	}
-	m, k, n := as[0], as[1], bs[1]
-	c := make([]float32, m*n)
-	MatMul(c, ad, bd, m, n, k, false)
-	return tensor.New(tensor.WithShape(m, n), tensor.WithBacking(c)), nil
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
 }

@@ -16,7 +16,6 @@ import (
 	"math/rand/v2"
 
 	"github.com/igpt/igpt/internal/records"
-	"github.com/igpt/igpt/internal/storage"
 )
 
 // Position is where a stream is: the next record is record Record of the
@@ -78,7 +77,7 @@ func (l *Loader) load(ctx context.Context) error {
 	hi := min(lo+l.opt.Buffer, len(l.files))
 	l.group = l.group[:0]
 	for _, i := range order[lo:hi] {
-		if err := ReadShard(ctx, l.files[i], func(t records.Tokens) error {
+		if err := records.ScanFile(ctx, l.files[i], func(t records.Tokens) error {
 			if l.opt.Vocab > 0 && t.Vocab != l.opt.Vocab {
 				return fmt.Errorf("loader: %s: record %q declares vocab %d, the tokens' palette has %d colours", l.files[i], t.Key, t.Vocab, l.opt.Vocab)
 			}
@@ -150,28 +149,12 @@ func (l *Loader) Batch(ctx context.Context, tok []int32, labels []int32, B, T in
 	return nil
 }
 
-// ReadShard streams a Tokens shard's records to fn; fn may return io.EOF
-// to stop early.
-func ReadShard(ctx context.Context, path string, fn func(records.Tokens) error) error {
-	rc, err := storage.Open(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	return records.Scan(rc, path, func(t records.Tokens) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return fn(t)
-	})
-}
-
 // ReadAll reads up to limit records (all if limit <= 0) of files in order:
 // a fixed evaluation set.
 func ReadAll(ctx context.Context, files []string, limit int) ([]records.Tokens, error) {
 	var out []records.Tokens
 	for _, f := range files {
-		err := ReadShard(ctx, f, func(t records.Tokens) error {
+		err := records.ScanFile(ctx, f, func(t records.Tokens) error {
 			if limit > 0 && len(out) >= limit {
 				return io.EOF
 			}

@@ -53,19 +53,48 @@ func nBases(mr int) int { return (mr-1)/3 + 1 }
 //	C[mr x nr] = alpha * A·B (+ beta*C if beta != 0), A[i,p] at a[i*sa+p] (row) or a[i+p*sa] (col),
 //	B packed k-major: b[p*nr + j].
 func kernel(v isa, mr, nr int, col bool) {
+	k := newKgen(v, mr, nr, col)
+	k.prologue()
+	k.loops()
+	k.store()
+}
+
+// kgen emits one micro-kernel: mr rows × nr columns of C in nv vectors
+// per row, accumulated in registers 0..nacc-1; B's vectors follow, then
+// two temporaries.
+type kgen struct {
+	v          isa
+	mr, nr, nv int
+	nacc       int
+	col        bool
+	name       string
+}
+
+func newKgen(v isa, mr, nr int, col bool) *kgen {
 	nv := nr / v.width
-	nacc := mr * nv
-	if nacc+nv+2 > v.regs {
+	k := &kgen{v: v, mr: mr, nr: nr, nv: nv, nacc: mr * nv, col: col}
+	if k.nacc+nv+2 > v.regs {
 		panic("too many registers")
 	}
-	acc := func(i, j int) string { return fmt.Sprintf("%s%d", v.reg, i*nv+j) }
-	breg := func(j int) string { return fmt.Sprintf("%s%d", v.reg, nacc+j) }
-	tmp := func(t int) string { return fmt.Sprintf("%s%d", v.reg, nacc+nv+t) }
 	mode := "r"
 	if col {
 		mode = "c"
 	}
-	name := fmt.Sprintf("k%s_%dx%d%s", v.name, mr, nr, mode)
+	k.name = fmt.Sprintf("k%s_%dx%d%s", v.name, mr, nr, mode)
+	return k
+}
+
+func (k *kgen) acc(i, j int) string { return fmt.Sprintf("%s%d", k.v.reg, i*k.nv+j) }
+func (k *kgen) breg(j int) string   { return fmt.Sprintf("%s%d", k.v.reg, k.nacc+j) }
+func (k *kgen) tmp(t int) string    { return fmt.Sprintf("%s%d", k.v.reg, k.nacc+k.nv+t) }
+
+// rowRegs are the base registers of A's rows (three rows per base).
+var rowRegs = []string{"R8", "R9", "R10", "R11", "R12"}
+
+// prologue loads the arguments, zeroes the accumulators, sets up A's base
+// registers and prefetches the C tile.
+func (k *kgen) prologue() {
+	name := k.name
 	p("")
 	p("// func %s(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-56", name)
@@ -74,78 +103,83 @@ func kernel(v isa, mr, nr int, col bool) {
 	p("\tMOVQ sa+16(FP), R13")
 	p("\tSHLQ $2, R13")
 	p("\tMOVQ b+24(FP), BX")
-	for i := 0; i < nacc; i++ {
-		if v.name == "512" {
+	for i := 0; i < k.nacc; i++ {
+		if k.v.name == "512" {
 			p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
 		} else {
 			p("\tVXORPS Y%d, Y%d, Y%d", i, i, i)
 		}
 	}
-	if col {
+	if k.col {
 		// u=0: (R8), u=1: (R8)(R13*1), u=2: (R8)(R13*2), u=3: (R9) with R9 = a+3*cs; R10 = 4*cs.
 		p("\tLEAQ (R8)(R13*2), R9")
 		p("\tADDQ R13, R9")
 		p("\tLEAQ (R13*4), R10")
 	} else {
-		regs := []string{"R8", "R9", "R10", "R11", "R12"}
-		for b := 1; b < nBases(mr); b++ {
-			p("\tLEAQ (%s)(R13*2), %s", regs[b-1], regs[b])
-			p("\tADDQ R13, %s", regs[b])
+		for b := 1; b < nBases(k.mr); b++ {
+			p("\tLEAQ (%s)(R13*2), %s", rowRegs[b-1], rowRegs[b])
+			p("\tADDQ R13, %s", rowRegs[b])
 		}
 	}
 	// prefetch the C tile
 	p("\tMOVQ c+32(FP), DI")
 	p("\tMOVQ ldc+40(FP), AX")
 	p("\tSHLQ $2, AX")
-	for i := 0; i < mr; i++ {
-		for off := 0; off < nr*4; off += 64 {
+	for i := 0; i < k.mr; i++ {
+		for off := 0; off < k.nr*4; off += 64 {
 			p("\tPREFETCHT0 %d(DI)", off)
 		}
-		p("\tPREFETCHT0 %d(DI)", nr*4-1)
+		p("\tPREFETCHT0 %d(DI)", k.nr*4-1)
 		p("\tADDQ AX, DI")
 	}
-	body := func(u int) {
-		for j := 0; j < nv; j++ {
-			p("\tVMOVUPS %d(BX), %s", (u*nr+j*v.width)*4, breg(j))
+}
+
+// body emits step u (0..3) of the k loop: one rank-1 update.
+func (k *kgen) body(u int) {
+	for j := 0; j < k.nv; j++ {
+		p("\tVMOVUPS %d(BX), %s", (u*k.nr+j*k.v.width)*4, k.breg(j))
+	}
+	for i := 0; i < k.mr; i++ {
+		var addr string
+		if k.col {
+			switch u {
+			case 0:
+				addr = fmt.Sprintf("%d(R8)", i*4)
+			case 1:
+				addr = fmt.Sprintf("%d(R8)(R13*1)", i*4)
+			case 2:
+				addr = fmt.Sprintf("%d(R8)(R13*2)", i*4)
+			case 3:
+				addr = fmt.Sprintf("%d(R9)", i*4)
+			}
+		} else {
+			addr = rowAddr(i, u*4)
 		}
-		for i := 0; i < mr; i++ {
-			var addr string
-			if col {
-				switch u {
-				case 0:
-					addr = fmt.Sprintf("%d(R8)", i*4)
-				case 1:
-					addr = fmt.Sprintf("%d(R8)(R13*1)", i*4)
-				case 2:
-					addr = fmt.Sprintf("%d(R8)(R13*2)", i*4)
-				case 3:
-					addr = fmt.Sprintf("%d(R9)", i*4)
-				}
-			} else {
-				addr = rowAddr(i, u*4)
-			}
-			t := tmp(i % 2)
-			p("\tVBROADCASTSS %s, %s", addr, t)
-			for j := 0; j < nv; j++ {
-				p("\tVFMADD231PS %s, %s, %s", t, breg(j), acc(i, j))
-			}
+		t := k.tmp(i % 2)
+		p("\tVBROADCASTSS %s, %s", addr, t)
+		for j := 0; j < k.nv; j++ {
+			p("\tVFMADD231PS %s, %s, %s", t, k.breg(j), k.acc(i, j))
 		}
 	}
+}
+
+// loops emits the k loop unrolled by 4, then the remainder one at a time.
+func (k *kgen) loops() {
+	name, nr := k.name, k.nr
 	p("\tMOVQ CX, DX")
 	p("\tSHRQ $2, DX")
 	p("\tJZ %s_tail", name)
 	p("%s_loop4:", name)
 	for u := 0; u < 4; u++ {
-		body(u)
+		k.body(u)
 	}
 	p("\tADDQ $%d, BX", 4*nr*4)
-	if col {
+	if k.col {
 		p("\tADDQ R10, R8")
 		p("\tADDQ R10, R9")
 	} else {
-		regs := []string{"R8", "R9", "R10", "R11", "R12"}
-		for b := 0; b < nBases(mr); b++ {
-			p("\tADDQ $16, %s", regs[b])
+		for b := 0; b < nBases(k.mr); b++ {
+			p("\tADDQ $16, %s", rowRegs[b])
 		}
 	}
 	p("\tDECQ DX")
@@ -154,44 +188,48 @@ func kernel(v isa, mr, nr int, col bool) {
 	p("\tANDQ $3, CX")
 	p("\tJZ %s_store", name)
 	p("%s_loop1:", name)
-	body(0)
+	k.body(0)
 	p("\tADDQ $%d, BX", nr*4)
-	if col {
+	if k.col {
 		p("\tADDQ R13, R8")
 	} else {
-		regs := []string{"R8", "R9", "R10", "R11", "R12"}
-		for b := 0; b < nBases(mr); b++ {
-			p("\tADDQ $4, %s", regs[b])
+		for b := 0; b < nBases(k.mr); b++ {
+			p("\tADDQ $4, %s", rowRegs[b])
 		}
 	}
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop1", name)
+}
+
+// store emits C = alpha·acc + beta·C, or alpha·acc when beta is 0.
+func (k *kgen) store() {
+	name, nv := k.name, k.nv
 	p("%s_store:", name)
 	p("\tMOVQ c+32(FP), DI")
-	al, be := breg(0), breg(nv-1)
+	al, be := k.breg(0), k.breg(nv-1)
 	if nv == 1 {
-		be = tmp(0)
+		be = k.tmp(0)
 	}
 	p("\tVBROADCASTSS alpha+48(FP), %s", al)
 	p("\tMOVL beta+52(FP), DX")
 	p("\tANDL $0x7fffffff, DX")
 	p("\tJZ %s_over", name)
 	p("\tVBROADCASTSS beta+52(FP), %s", be)
-	for i := 0; i < mr; i++ {
+	for i := 0; i < k.mr; i++ {
 		for j := 0; j < nv; j++ {
-			p("\tVMULPS %s, %s, %s", al, acc(i, j), acc(i, j))
-			p("\tVFMADD231PS %d(DI), %s, %s", j*v.width*4, be, acc(i, j))
-			p("\tVMOVUPS %s, %d(DI)", acc(i, j), j*v.width*4)
+			p("\tVMULPS %s, %s, %s", al, k.acc(i, j), k.acc(i, j))
+			p("\tVFMADD231PS %d(DI), %s, %s", j*k.v.width*4, be, k.acc(i, j))
+			p("\tVMOVUPS %s, %d(DI)", k.acc(i, j), j*k.v.width*4)
 		}
 		p("\tADDQ AX, DI")
 	}
 	p("\tVZEROUPPER")
 	p("\tRET")
 	p("%s_over:", name)
-	for i := 0; i < mr; i++ {
+	for i := 0; i < k.mr; i++ {
 		for j := 0; j < nv; j++ {
-			p("\tVMULPS %s, %s, %s", al, acc(i, j), acc(i, j))
-			p("\tVMOVUPS %s, %d(DI)", acc(i, j), j*v.width*4)
+			p("\tVMULPS %s, %s, %s", al, k.acc(i, j), k.acc(i, j))
+			p("\tVMOVUPS %s, %d(DI)", k.acc(i, j), j*k.v.width*4)
 		}
 		p("\tADDQ AX, DI")
 	}
@@ -357,15 +395,24 @@ func hsum(v isa, op string) {
 func shift(v isa) int { return map[int]int{8: 3, 16: 4}[v.width] }
 
 func vecFuncs(v isa) {
-	r := v.reg
-	zero := func(i int) {
-		if v.name == "512" {
-			p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
-		} else {
-			p("\tVXORPS Y%d, Y%d, Y%d", i, i, i)
-		}
+	expSubSumFunc(v)
+	maxFunc(v)
+	geluFwdFunc(v)
+	geluBwdFunc(v)
+}
+
+// zeroReg emits a zeroing of vector register i.
+func zeroReg(v isa, i int) {
+	if v.name == "512" {
+		p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
+	} else {
+		p("\tVXORPS Y%d, Y%d, Y%d", i, i, i)
 	}
-	// expSubSum: x[i] = exp(x[i]-sub), returns the sum; n a multiple of the width.
+}
+
+// expSubSumFunc emits expSubSum: x[i] = exp(x[i]-sub), returns the sum; n a multiple of the width.
+func expSubSumFunc(v isa) {
+	r := v.reg
 	name := "expSubSum" + v.name
 	p("")
 	p("// func %s(x *float32, n int, sub float32) float32", name)
@@ -373,7 +420,7 @@ func vecFuncs(v isa) {
 	p("\tMOVQ x+0(FP), SI")
 	p("\tMOVQ n+8(FP), CX")
 	p("\tSHRQ $%d, CX", shift(v))
-	zero(0)
+	zeroReg(v, 0)
 	p("\tVBROADCASTSS sub+16(FP), %s1", r)
 	p("\tTESTQ CX, CX")
 	p("\tJZ %s_done", name)
@@ -391,9 +438,12 @@ func vecFuncs(v isa) {
 	p("\tMOVSS X0, ret+24(FP)")
 	p("\tVZEROUPPER")
 	p("\tRET")
+}
 
-	// maxV: max of x[0:n], n a positive multiple of the width.
-	name = "max" + v.name
+// maxFunc emits maxV: max of x[0:n], n a positive multiple of the width.
+func maxFunc(v isa) {
+	r := v.reg
+	name := "max" + v.name
 	p("")
 	p("// func %s(x *float32, n int) float32", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-20", name)
@@ -410,9 +460,12 @@ func vecFuncs(v isa) {
 	p("\tMOVSS X0, ret+16(FP)")
 	p("\tVZEROUPPER")
 	p("\tRET")
+}
 
-	// geluFwd: y[i] = x·σ(1.702x), n a multiple of the width.
-	name = "geluFwd" + v.name
+// geluFwdFunc emits geluFwd: y[i] = x·σ(1.702x), n a multiple of the width.
+func geluFwdFunc(v isa) {
+	r := v.reg
+	name := "geluFwd" + v.name
 	p("")
 	p("// func %s(y, x *float32, n int)", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-24", name)
@@ -436,9 +489,12 @@ func vecFuncs(v isa) {
 	p("%s_done:", name)
 	p("\tVZEROUPPER")
 	p("\tRET")
+}
 
-	// geluBwd: dx[i] = dy[i]·(s + 1.702·x·s·(1-s)), s = σ(1.702x).
-	name = "geluBwd" + v.name
+// geluBwdFunc emits geluBwd: dx[i] = dy[i]·(s + 1.702·x·s·(1-s)), s = σ(1.702x).
+func geluBwdFunc(v isa) {
+	r := v.reg
+	name := "geluBwd" + v.name
 	p("")
 	p("// func %s(dx, x, dy *float32, n int)", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-32", name)
