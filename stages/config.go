@@ -17,21 +17,21 @@ import (
 type Config struct {
 	Root     string         `yaml:"root"`   // local folder or gs://bucket/prefix; default ./igpt-data
 	Runner   string         `yaml:"runner"` // Beam runner: prism (default), direct, dataflow; --runner overrides
-	Dataset  DatasetConfig  `yaml:"dataset"`
-	Download DownloadConfig `yaml:"download"`
-	Palette  PaletteConfig  `yaml:"palette"`
-	Quantize QuantizeConfig `yaml:"quantize"`
-	Train    TrainConfig    `yaml:"train"`
-	Probe    ProbeConfig    `yaml:"probe"`
-	Sample   SampleConfig   `yaml:"sample"`
-	VQVAE    VQVAEConfig    `yaml:"vqvae"`
+	Dataset  DatasetParams  `yaml:"dataset"`
+	Download DownloadParams `yaml:"download"`
+	Palette  PaletteParams  `yaml:"palette"`
+	Quantize QuantizeParams `yaml:"quantize"`
+	Train    TrainParams    `yaml:"train"`
+	Probe    ProbeParams    `yaml:"probe"`
+	Sample   SampleParams   `yaml:"sample"`
+	VQVAE    VQVAEParams    `yaml:"vqvae"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
 }
 
-// DatasetConfig says which dataset to read and how to decode it.
-type DatasetConfig struct {
+// DatasetParams says which dataset to read and how to decode it.
+type DatasetParams struct {
 	// Name is a registered dataset (cifar10, cifar100, mnist,
 	// fashion-mnist, stl10) or "folder" for <split>/<class>/ image trees.
 	Name string `yaml:"name" json:"name"`
@@ -57,8 +57,8 @@ type DatasetConfig struct {
 	Splits map[string]string `yaml:"splits" json:"splits,omitempty"`
 }
 
-// DownloadConfig tunes the download stage's output.
-type DownloadConfig struct {
+// DownloadParams tunes the download stage's output.
+type DownloadParams struct {
 	// ShardMiB is the decoded pixels, in MiB, after which a source unit's
 	// output shard is closed and the next begun (default 128). It bounds a
 	// worker's memory and sets the parallelism of the stages that follow.
@@ -78,8 +78,8 @@ const defaultShardMiB = 128
 // maxDownloadResize bounds download.resize (a 4096² RGB image is 48 MiB).
 const maxDownloadResize = 4096
 
-// PaletteConfig tunes the palette stage's k-means.
-type PaletteConfig struct {
+// PaletteParams tunes the palette stage's k-means.
+type PaletteParams struct {
 	// K is the number of colours (default 512, the paper's 9-bit palette).
 	// When the training pixels have at most K distinct colours (grey
 	// datasets have at most 256), the palette is exactly those colours.
@@ -96,8 +96,8 @@ type PaletteConfig struct {
 	Split string `yaml:"split" json:"split"`
 }
 
-// QuantizeConfig tunes the quantize stage.
-type QuantizeConfig struct {
+// QuantizeParams tunes the quantize stage.
+type QuantizeParams struct {
 	// Resize, when set, scales every image to [h, w] with an area filter
 	// before quantizing (e.g. 64×64 → 32×32).
 	Resize []int `yaml:"resize" json:"resize,omitempty"`
@@ -111,8 +111,8 @@ type QuantizeConfig struct {
 	Shards map[string]int `yaml:"shards" json:"shards,omitempty"`
 }
 
-// TrainConfig configures the train stage: the model and its optimisation.
-type TrainConfig struct {
+// TrainParams configures the train stage: the model and its optimisation.
+type TrainParams struct {
 	// Model names a preset (nano, micro, S, M, L, XL); Layers, D and Heads
 	// override its values. The context is the token grid's h×w, the
 	// vocabulary the palette's size.
@@ -167,8 +167,8 @@ type TrainConfig struct {
 	Threads int `yaml:"threads" json:"threads"`
 }
 
-// ProbeConfig configures the linear probes.
-type ProbeConfig struct {
+// ProbeParams configures the linear probes.
+type ProbeParams struct {
 	// Batch is the number of records per forward pass (default 64).
 	Batch int `yaml:"batch" json:"batch"`
 	// L2 is the grid of L2 strengths λ (objective: mean cross-entropy +
@@ -197,8 +197,8 @@ type ProbeConfig struct {
 	Seed uint64 `yaml:"seed" json:"seed"`
 }
 
-// SampleConfig configures the sample stage's PNG grids.
-type SampleConfig struct {
+// SampleParams configures the sample stage's PNG grids.
+type SampleParams struct {
 	// Unconditional samples to draw (default 16).
 	Unconditional int `yaml:"unconditional" json:"unconditional"`
 	// Images of the test split to complete (default 8), Completions of

@@ -30,8 +30,8 @@ func (downloadStage) Upstream() []string { return nil }
 
 func (downloadStage) Params(cfg *Config) any {
 	return struct {
-		Dataset  DatasetConfig  `json:"dataset"`
-		Download DownloadConfig `json:"download"`
+		Dataset  DatasetParams  `json:"dataset"`
+		Download DownloadParams `json:"download"`
 	}{cfg.Dataset, cfg.Download}
 }
 
@@ -148,7 +148,7 @@ func numericClasses(st *pipelines.DownloadStats) []string {
 	return c
 }
 
-func datasetOptions(d DatasetConfig) datasets.Options {
+func datasetOptions(d DatasetParams) datasets.Options {
 	opt := datasets.Options{Channels: d.Channels, OnBad: d.OnBadImage, CIFAR100Label: d.CIFAR100Label}
 	if len(d.ImageSize) == 2 {
 		opt.ImageSize = [2]int{d.ImageSize[0], d.ImageSize[1]}

@@ -135,7 +135,7 @@ var machineMemory = func() (bytes float64, ok bool) {
 
 // checkTrainMemory refuses a model and batch whose training state would
 // not fit this machine, naming the keys to change.
-func checkTrainMemory(mc model.Config, tc TrainConfig) error {
+func checkTrainMemory(mc model.Config, tc TrainParams) error {
 	params, acts := TrainBytes(mc, tc.Batch)
 	have, ok := machineMemory()
 	if !ok || params+acts <= have {

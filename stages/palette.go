@@ -111,7 +111,7 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 // LearnPalette runs weighted k-means++ and Lloyd over a colour histogram:
 // the same optimum as k-means over every pixel. With at most K distinct
 // colours the palette is those colours, exactly.
-func LearnPalette(hist *kmeans.Histogram, pc PaletteConfig) (*records.Palette, error) {
+func LearnPalette(hist *kmeans.Histogram, pc PaletteParams) (*records.Palette, error) {
 	x, w := hist.Points()
 	n := len(w)
 	if n == 0 {

@@ -174,7 +174,7 @@ func keysOf[V any](m map[string]V) []string {
 // same config on the same images and splits, reusing either row from the
 // root's baseline cache when an earlier run fitted it on the same inputs.
 func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.ProbeOptions, mc model.Config) error {
+	extract func(dir, weights string) (string, error), pc ProbeParams, opts probe.ProbeOptions, mc model.Config) error {
 	keys := splitKeysHash(sets)
 	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
 		return rawPixelBaseline(ctx, rc, sets, pc, opts)
@@ -196,7 +196,7 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 // rawPixelBaseline probes the original images, scaled to [0, 1] and
 // flattened, split exactly as the tokens were. A Beam pipeline writes their
 // features (the workers read the Image shards; the driver lists the keys).
-func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeConfig,
+func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeParams,
 	opts probe.ProbeOptions) (probe.Row, error) {
 	var keys []pipelines.KeySplit
 	for split, set := range sets {
@@ -240,7 +240,7 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 // randomInitBaseline runs the same pipeline with untrained weights and
 // returns its best layer's row.
 func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, weights string) (string, error),
-	pc ProbeConfig, opts probe.ProbeOptions) (probe.Row, error) {
+	pc ProbeParams, opts probe.ProbeOptions) (probe.Row, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
 	if _, err := extract(dir, ""); err != nil {
 		return probe.Row{}, err

@@ -47,7 +47,7 @@ type baselineID struct {
 
 // rawPixelsID identifies the raw-pixel baseline: the downloaded images,
 // the splits (keysHash, from splitKeysHash) and the fit settings.
-func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHash string) baselineID {
+func rawPixelsID(rc *RunContext, pc ProbeParams, opts probe.ProbeOptions, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RawPixels, Version: baselineCacheVersion, Source: rc.Inputs["download"].Key,
 		Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize, MaxIter: fitMaxIterID(opts), Patience: opts.Fit.Patience,
 		Keys: keysHash}
@@ -55,7 +55,7 @@ func rawPixelsID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, keysHa
 
 // randomInitID identifies the random-init baseline: the tokens, the model
 // config and objective, the init seed, the splits and the fit settings.
-func randomInitID(rc *RunContext, pc ProbeConfig, opts probe.ProbeOptions, mc model.Config, keysHash string) baselineID {
+func randomInitID(rc *RunContext, pc ProbeParams, opts probe.ProbeOptions, mc model.Config, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RandomInitPrefix, Version: baselineCacheVersion, Source: rc.Inputs["quantize"].Key,
 		Model: &mc, Objective: rc.Config.Train.Objective, Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize,
 		MaxIter: fitMaxIterID(opts), Patience: opts.Fit.Patience, Keys: keysHash}

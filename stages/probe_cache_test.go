@@ -21,7 +21,7 @@ func TestBaselineIDFitSettings(t *testing.T) {
 		`"keys":"06e5e1b16e01dcf7aaf0f5b1ef87268fdd20b72fccf1d52bdf1190191c5f531f"}`
 	const oldFile = "7ddafdce114c7da4"
 	rc := &RunContext{Inputs: map[string]*Manifest{"download": {Key: "0f01616d52fd"}}}
-	pc := ProbeConfig{L2: []float64{1, 0.1, 0.01, 0.001, 0.0001, 0.00001}}
+	pc := ProbeParams{L2: []float64{1, 0.1, 0.01, 0.001, 0.0001, 0.00001}}
 	keys := "06e5e1b16e01dcf7aaf0f5b1ef87268fdd20b72fccf1d52bdf1190191c5f531f"
 	cases := []struct {
 		name     string

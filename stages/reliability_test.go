@@ -457,7 +457,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 			os.MkdirAll(filepath.Dir(p), 0o755)
 			os.WriteFile(p, []byte("{}"), 0o644)
 		}
-		tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}, lastGood: 3}
+		tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: keep}, lastGood: 3}
 		if err := tr.prune(context.Background()); err != nil {
 			t.Fatalf("keep %d: prune: %v", keep, err)
 		}
@@ -476,7 +476,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte("{}"), 0o644)
 	}
-	tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: 1}, lastGood: 3}
+	tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: 1}, lastGood: 3}
 	tr.prune(context.Background())
 	if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
 		t.Fatalf("prune deleted LATEST's checkpoint beside a newer leftover: %v", err)
@@ -497,11 +497,11 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
 	machineMemory = func() (float64, bool) { return 23e9, true }
 	for _, tc := range []struct {
-		train TrainConfig
+		train TrainParams
 		key   string
 	}{
-		{TrainConfig{Model: "nano", Batch: 100_000_000}, "train.batch 100000000"},
-		{TrainConfig{Model: "XL", Batch: 1}, "train.model XL"},
+		{TrainParams{Model: "nano", Batch: 100_000_000}, "train.batch 100000000"},
+		{TrainParams{Model: "XL", Batch: 1}, "train.model XL"},
 	} {
 		mc, err := ModelConfig(tc.train, 1024, 512)
 		if err != nil {
@@ -521,8 +521,8 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 	}
 	machineMemory = func() (float64, bool) { return 23e9, true }
 	// What fits is accepted: the shipped default on a 23 GB machine.
-	mc, _ := ModelConfig(TrainConfig{Model: "nano"}, 1024, 512)
-	if err := checkTrainMemory(mc, TrainConfig{Model: "nano", Batch: 8}); err != nil {
+	mc, _ := ModelConfig(TrainParams{Model: "nano"}, 1024, 512)
+	if err := checkTrainMemory(mc, TrainParams{Model: "nano", Batch: 8}); err != nil {
 		t.Errorf("nano, batch 8 on 23 GB: %v", err)
 	}
 }

@@ -80,7 +80,7 @@ type Metric struct {
 }
 
 // ModelConfig resolves the train config against the token grid and vocab.
-func ModelConfig(tc TrainConfig, seq, vocab int) (model.Config, error) {
+func ModelConfig(tc TrainParams, seq, vocab int) (model.Config, error) {
 	mc, err := model.Preset(tc.Model)
 	if err != nil {
 		return mc, fmt.Errorf("train.model: %w", err)
@@ -100,7 +100,7 @@ func ModelConfig(tc TrainConfig, seq, vocab int) (model.Config, error) {
 
 type trainer struct {
 	rc       *RunContext
-	tc       TrainConfig
+	tc       TrainParams
 	m        *model.Model
 	opt      *model.Optimizer
 	sched    model.Schedule

@@ -38,9 +38,9 @@ const (
 	CodebookPlotFile = "codebook.png"
 )
 
-// VQVAEConfig is the vqvae: section: the model (package vqvae) and its
+// VQVAEParams is the vqvae: section: the model (package vqvae) and its
 // training.
-type VQVAEConfig struct {
+type VQVAEParams struct {
 	Hidden    int     `yaml:"hidden" json:"hidden"`
 	ResHidden int     `yaml:"res_hidden" json:"res_hidden"`
 	ResBlocks int     `yaml:"res_blocks" json:"res_blocks"`
@@ -63,7 +63,7 @@ type VQVAEConfig struct {
 	Threads         int     `yaml:"threads" json:"threads"`
 }
 
-func (v *VQVAEConfig) fillDefaults() {
+func (v *VQVAEParams) fillDefaults() {
 	d := vqvae.DefaultConfig()
 	def := func(p *int, x int) {
 		if *p == 0 {
@@ -98,12 +98,12 @@ func (v *VQVAEConfig) fillDefaults() {
 }
 
 // Model returns the vqvae.Config of the section.
-func (v VQVAEConfig) Model() vqvae.Config {
+func (v VQVAEParams) Model() vqvae.Config {
 	return vqvae.Config{Hidden: v.Hidden, ResHidden: v.ResHidden, ResBlocks: v.ResBlocks, K: v.Codes, D: v.CodeDim,
 		Factor: v.Factor, Beta: v.Beta, Decay: v.Decay, Epsilon: v.Epsilon, DeadAfter: *v.DeadAfter}
 }
 
-func (v VQVAEConfig) validate() error {
+func (v VQVAEParams) validate() error {
 	if err := v.Model().Validate(); err != nil {
 		return fmt.Errorf("%s", strings.Replace(err.Error(), "vqvae: ", "vqvae.", 1))
 	}
@@ -200,7 +200,7 @@ func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*i
 
 type vqTrainer struct {
 	rc         *RunContext
-	vc         VQVAEConfig
+	vc         VQVAEParams
 	m          *vqvae.Model
 	opt        *vqvae.Adam
 	train      *imageSet
@@ -438,7 +438,7 @@ func (tr *vqTrainer) checkpoint(ctx context.Context) error {
 
 // pruneCheckpoints removes all but the newest keep checkpoint folders.
 func pruneCheckpoints(ctx context.Context, dir string, keep int) error {
-	t := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}}
+	t := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: keep}}
 	return t.prune(ctx)
 }
 
