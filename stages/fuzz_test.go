@@ -31,7 +31,7 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("%s: params of a parsed config do not encode: %v", s.Name(), err)
 			}
 		}
-		if err := cfg.checkLimits(); err != nil {
+		if err := cfg.validate(); err != nil {
 			t.Fatalf("parsed config breaks the limits: %v", err)
 		}
 	})

@@ -35,6 +35,62 @@ func (probeStage) Version() int           { return 1 }
 func (probeStage) Upstream() []string     { return []string{"download", "quantize", "train"} }
 func (probeStage) Params(cfg *Config) any { return cfg.Probe }
 
+// ProbeParams configures the linear probes.
+type ProbeParams struct {
+	// Batch is the number of records per forward pass (default 64).
+	Batch int `yaml:"batch" json:"batch"`
+	// L2 is the grid of L2 strengths λ (objective: mean cross-entropy +
+	// λ/2·|W|²) tried on the val split; default 1e-1 … 1e-5.
+	L2 []float64 `yaml:"l2" json:"l2"`
+	// MaxIter caps the L-BFGS iterations of each fit (0: scikit-learn's
+	// 1000). Weak λ values on wide features need more to converge.
+	MaxIter int `yaml:"max_iter" json:"max_iter,omitempty"`
+	// Patience stops each row's grid, fitted from the strongest λ down,
+	// after this many λ in a row score below the best validation accuracy
+	// so far (0: fit every λ). The weakest λ values cost the most
+	// iterations; where accuracy already falls (raw pixels past λ = 0.1)
+	// they only overfit further.
+	Patience int `yaml:"patience" json:"patience,omitempty"`
+	// MaxTrain caps the training records used to fit each probe (0: all).
+	MaxTrain int `yaml:"max_train" json:"max_train,omitempty"`
+	// MaxPerShard caps the records read from each Tokens shard (0: all),
+	// to probe a sample of a large dataset; shards are shuffled, so the
+	// first records of each are a random sample.
+	MaxPerShard int `yaml:"max_per_shard" json:"max_per_shard,omitempty"`
+	// Baselines adds raw pixels and a randomly initialised model of the
+	// same config to the report (default true).
+	Baselines *bool `yaml:"baselines" json:"baselines"`
+	// Seed of the random-init baseline and of the val hold-out when the
+	// tokens have no val split.
+	Seed uint64 `yaml:"seed" json:"seed"`
+}
+
+func (p *ProbeParams) fillDefaults() {
+	if p.Batch == 0 {
+		p.Batch = 64
+	}
+	if len(p.L2) == 0 {
+		p.L2 = []float64{1e-1, 1e-2, 1e-3, 1e-4, 1e-5}
+	}
+	if p.Baselines == nil {
+		b := true
+		p.Baselines = &b
+	}
+}
+
+func (p ProbeParams) check() error {
+	for _, l := range p.L2 {
+		if l <= 0 {
+			return fmt.Errorf("probe.l2 values must be positive, got %v", p.L2)
+		}
+	}
+	if p.Batch < 1 || p.MaxTrain < 0 || p.MaxPerShard < 0 || p.MaxIter < 0 || p.Patience < 0 {
+		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
+	}
+	return nil
+}
+
+
 func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Probe
 	qm, tm := rc.Inputs["quantize"], rc.Inputs["train"]

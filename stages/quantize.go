@@ -27,6 +27,48 @@ func (quantizeStage) Params(cfg *Config) any {
 // records.
 const tokensPerShard = 8192
 
+// QuantizeParams tunes the quantize stage.
+type QuantizeParams struct {
+	// Resize, when set, scales every image to [h, w] with an area filter
+	// before quantizing (e.g. 64×64 → 32×32).
+	Resize []int `yaml:"resize" json:"resize,omitempty"`
+	// ValFraction of train becomes the "val" split when the dataset has
+	// none (default 0.1, as the paper does for CIFAR and STL-10; 0 keeps
+	// train whole).
+	ValFraction *float64 `yaml:"val_fraction" json:"val_fraction"`
+	// Seed of the shuffle and of the val carving.
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// Shards per output split; splits left out get one per 8192 records.
+	Shards map[string]int `yaml:"shards" json:"shards,omitempty"`
+}
+
+func (q *QuantizeParams) fillDefaults() {
+	if q.ValFraction == nil {
+		v := 0.1
+		q.ValFraction = &v
+	}
+}
+
+func (q QuantizeParams) check() error {
+	if r := q.Resize; len(r) != 0 && (len(r) != 2 || r[0] <= 0 || r[1] <= 0) {
+		return fmt.Errorf("quantize.resize must be [height, width] with positive values, got %v", r)
+	}
+	if r := q.Resize; len(r) == 2 && int64(r[0])*int64(r[1]) > MaxResizePixels {
+		return fmt.Errorf("quantize.resize %v is %d pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower quantize.resize",
+			r, int64(r[0])*int64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels)
+	}
+	if v := *q.ValFraction; v < 0 || v >= 1 {
+		return fmt.Errorf("quantize.val_fraction must be in [0, 1), got %v", v)
+	}
+	for split, n := range q.Shards {
+		if n <= 0 {
+			return fmt.Errorf("quantize.shards.%s must be positive, got %d", split, n)
+		}
+	}
+	return nil
+}
+
+
 func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	qc := rc.Config.Quantize
 	dl, pm := rc.Inputs["download"], rc.Inputs["palette"]

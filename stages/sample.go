@@ -37,6 +37,53 @@ func (sampleStage) Version() int           { return 1 }
 func (sampleStage) Upstream() []string     { return []string{"palette", "quantize", "train"} }
 func (sampleStage) Params(cfg *Config) any { return cfg.Sample }
 
+// SampleParams configures the sample stage's PNG grids.
+type SampleParams struct {
+	// Unconditional samples to draw (default 16).
+	Unconditional int `yaml:"unconditional" json:"unconditional"`
+	// Images of the test split to complete (default 8), Completions of
+	// each (default 4), keeping the top Keep fraction of rows (default 0.5).
+	Images      int     `yaml:"images" json:"images"`
+	Completions int     `yaml:"completions" json:"completions"`
+	Keep        float64 `yaml:"keep" json:"keep"`
+	// Temperature (default 1), TopK and TopP (0: off) shape the draws.
+	Temperature float64 `yaml:"temperature" json:"temperature"`
+	TopK        int     `yaml:"top_k" json:"top_k,omitempty"`
+	TopP        float64 `yaml:"top_p" json:"top_p,omitempty"`
+	Seed        uint64  `yaml:"seed" json:"seed"`
+	// Scale magnifies pixels in the PNGs (default 4).
+	Scale int `yaml:"scale" json:"scale"`
+}
+
+func (s *SampleParams) fillDefaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&s.Unconditional, 16)
+	def(&s.Images, 8)
+	def(&s.Completions, 4)
+	def(&s.Scale, 4)
+	if s.Keep == 0 {
+		s.Keep = 0.5
+	}
+	if s.Temperature == 0 {
+		s.Temperature = 1
+	}
+}
+
+func (s SampleParams) check() error {
+	if s.Keep <= 0 || s.Keep >= 1 || s.Unconditional < 0 || s.Images < 0 || s.Completions < 0 || s.Scale < 1 {
+		return fmt.Errorf("sample: keep must be in (0, 1); counts and scale positive")
+	}
+	if s.Scale > MaxScale {
+		return fmt.Errorf("sample.scale is %d: at most %d (each image pixel becomes scale² PNG pixels)", s.Scale, MaxScale)
+	}
+	return nil
+}
+
+
 // Run is a Beam-free local stage.
 func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	sc := rc.Config.Sample

@@ -52,6 +52,153 @@ func (trainStage) Params(cfg *Config) any {
 }
 func (trainStage) Resumable() bool { return true }
 
+// TrainParams configures the train stage: the model and its optimisation.
+type TrainParams struct {
+	// Model names a preset (nano, micro, S, M, L, XL); Layers, D and Heads
+	// override its values. The context is the token grid's h×w, the
+	// vocabulary the palette's size.
+	Model  string `yaml:"model" json:"model"`
+	Layers int    `yaml:"layers" json:"layers,omitempty"`
+	D      int    `yaml:"d" json:"d,omitempty"`
+	Heads  int    `yaml:"heads" json:"heads,omitempty"`
+	// Objective is "ar" (autoregressive, default) or "bert".
+	Objective string `yaml:"objective" json:"objective"`
+	// BERTMaskProb is the masking probability of the BERT objective (0.15).
+	BERTMaskProb float64 `yaml:"bert_mask_prob" json:"bert_mask_prob,omitempty"`
+	// Batch is the micro-batch in sequences; Accum micro-batches make a step.
+	Batch int `yaml:"batch" json:"batch"`
+	Accum int `yaml:"accum" json:"accum"`
+	// Steps is the number of optimiser steps; the learning rate warms up
+	// linearly over WarmupSteps to LR, then decays with a cosine to 0.
+	Steps       int     `yaml:"steps" json:"steps"`
+	WarmupSteps int     `yaml:"warmup_steps" json:"warmup_steps"`
+	LR          float64 `yaml:"lr" json:"lr"`
+	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay,omitempty"`
+	// Clip is the global gradient-norm clip (0: none).
+	Clip float64 `yaml:"clip" json:"clip,omitempty"`
+	// EvalEvery steps the validation loss is computed on the first
+	// EvalRecords records of the val split (test when there is no val).
+	EvalEvery   int `yaml:"eval_every" json:"eval_every"`
+	EvalRecords int `yaml:"eval_records" json:"eval_records"`
+	// CheckpointEvery steps (and on interruption) a checkpoint is written;
+	// the last KeepCheckpoints are kept.
+	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int `yaml:"keep_checkpoints" json:"keep_checkpoints"`
+	// HFlip is the probability that a training sequence is mirrored left
+	// to right (its token grid's columns reversed): horizontal-flip
+	// augmentation. It is exact for palette tokens, which quantize each
+	// pixel on its own; VQ-VAE codes are not flip-equivariant.
+	HFlip float64 `yaml:"hflip" json:"hflip,omitempty"`
+	// InitFrom starts training from another run's weights instead of a
+	// random initialisation, with a fresh optimiser and schedule (continued
+	// pretraining). It names a .safetensors file, a checkpoint folder
+	// holding model.safetensors, or a train stage folder, whose newest
+	// checkpoint is used; a relative path is taken from the root (so
+	// "train/<key>" names another run under the same root). The model
+	// config must match. The path is part of the stage key; the weights'
+	// sha256 is recorded in the manifest.
+	InitFrom string `yaml:"init_from" json:"init_from,omitempty"`
+	// Seed of initialisation, data order, flips and BERT masks.
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// ShuffleBuffer is the number of shards whose records are shuffled
+	// together (default 2).
+	ShuffleBuffer int `yaml:"shuffle_buffer" json:"shuffle_buffer"`
+	// Threads for the kernels (default: all cores). Results are bit-for-bit
+	// reproducible for a given thread count.
+	Threads int `yaml:"threads" json:"threads"`
+}
+
+func (t *TrainParams) fillDefaults() {
+	if t.Model == "" {
+		t.Model = "nano"
+	}
+	if t.Objective == "" {
+		t.Objective = "ar"
+	}
+	if t.BERTMaskProb == 0 {
+		t.BERTMaskProb = model.BERTMaskProb
+	}
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&t.Batch, 8)
+	def(&t.Accum, 1)
+	def(&t.Steps, 1000)
+	def(&t.WarmupSteps, max(1, t.Steps/20))
+	def(&t.EvalEvery, 100)
+	def(&t.EvalRecords, 256)
+	def(&t.CheckpointEvery, 200)
+	def(&t.KeepCheckpoints, 2)
+	def(&t.ShuffleBuffer, 2)
+	if t.LR == 0 {
+		t.LR = 3e-3
+	}
+}
+
+// check validates the train section, the model's shape included (the
+// context and vocabulary come later, from the tokens).
+func (t TrainParams) check() error {
+	if t.Objective != "ar" && t.Objective != "bert" {
+		return fmt.Errorf("train.objective must be ar or bert, got %q", t.Objective)
+	}
+	if t.Batch < 1 || t.Accum < 1 || t.Steps < 1 || t.WarmupSteps < 0 || t.WarmupSteps > t.Steps || t.LR <= 0 {
+		return fmt.Errorf("train: batch, accum and steps must be positive, 0 <= warmup_steps <= steps and lr > 0 (got batch %d accum %d steps %d warmup %d lr %v)",
+			t.Batch, t.Accum, t.Steps, t.WarmupSteps, t.LR)
+	}
+	if t.BERTMaskProb <= 0 || t.BERTMaskProb >= 1 || t.Clip < 0 || t.WeightDecay < 0 || t.Threads < 0 {
+		return fmt.Errorf("train: bert_mask_prob must be in (0, 1) and clip, weight_decay, threads not negative")
+	}
+	if t.HFlip < 0 || t.HFlip > 1 {
+		return fmt.Errorf("train.hflip is a probability in [0, 1], got %v", t.HFlip)
+	}
+	if t.KeepCheckpoints < 1 {
+		return fmt.Errorf("train.keep_checkpoints is %d: at least 1 (the newest checkpoint is what a run resumes from)", t.KeepCheckpoints)
+	}
+	_, err := t.modelShape()
+	return err
+}
+
+// modelShape resolves train.model and its overrides, checking each in
+// YAML terms; Seq and Vocab are left 1 for the tokens to fill.
+func (t TrainParams) modelShape() (model.Config, error) {
+	mc, ok := model.Presets[t.Model]
+	if !ok {
+		return mc, fmt.Errorf("train.model is %q: use one of %s%s", t.Model, strings.Join(presetNames(), ", "), didYouMean(t.Model, presetNames()))
+	}
+	for _, o := range []struct {
+		key string
+		v   int
+		dst *int
+	}{{"train.layers", t.Layers, &mc.Layers}, {"train.d", t.D, &mc.D}, {"train.heads", t.Heads, &mc.Heads}} {
+		if o.v < 0 {
+			return mc, fmt.Errorf("%s is %d: give a positive value, or leave it out for the preset's", o.key, o.v)
+		}
+		if o.v > 0 {
+			*o.dst = o.v
+		}
+	}
+	if mc.D%mc.Heads != 0 {
+		return mc, fmt.Errorf("train.heads %d does not divide train.d %d (train.model %s)", mc.Heads, mc.D, t.Model)
+	}
+	mc.Seq, mc.Vocab = 1, 1
+	if err := mc.Validate(); err != nil {
+		return mc, fmt.Errorf("train.model %s with train.layers/d/heads: %w", t.Model, err)
+	}
+	return mc, nil
+}
+
+func presetNames() []string {
+	names := make([]string, 0, len(model.Presets))
+	for n := range model.Presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+
 // TrainState is what a checkpoint holds beside the weights and optimiser
 // moments: enough to continue bit-for-bit.
 type TrainState struct {
@@ -81,18 +228,9 @@ type Metric struct {
 
 // ModelConfig resolves the train config against the token grid and vocab.
 func ModelConfig(tc TrainParams, seq, vocab int) (model.Config, error) {
-	mc, err := model.Preset(tc.Model)
+	mc, err := tc.modelShape()
 	if err != nil {
-		return mc, fmt.Errorf("train.model: %w", err)
-	}
-	if tc.Layers > 0 {
-		mc.Layers = tc.Layers
-	}
-	if tc.D > 0 {
-		mc.D = tc.D
-	}
-	if tc.Heads > 0 {
-		mc.Heads = tc.Heads
+		return mc, err
 	}
 	mc.Seq, mc.Vocab = seq, vocab
 	return mc, mc.Validate()

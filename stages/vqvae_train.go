@@ -103,7 +103,7 @@ func (v VQVAEParams) Model() vqvae.Config {
 		Factor: v.Factor, Beta: v.Beta, Decay: v.Decay, Epsilon: v.Epsilon, DeadAfter: *v.DeadAfter}
 }
 
-func (v VQVAEParams) validate() error {
+func (v VQVAEParams) check() error {
 	if err := v.Model().Validate(); err != nil {
 		return fmt.Errorf("%s", strings.Replace(err.Error(), "vqvae: ", "vqvae.", 1))
 	}
