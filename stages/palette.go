@@ -80,7 +80,6 @@ func (p PaletteParams) check() error {
 	return nil
 }
 
-
 func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Palette
 	dl := rc.Inputs["download"]

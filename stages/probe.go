@@ -90,7 +90,6 @@ func (p ProbeParams) check() error {
 	return nil
 }
 
-
 func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Probe
 	qm, tm := rc.Inputs["quantize"], rc.Inputs["train"]

@@ -68,7 +68,6 @@ func (q QuantizeParams) check() error {
 	return nil
 }
 
-
 func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	qc := rc.Config.Quantize
 	dl, pm := rc.Inputs["download"], rc.Inputs["palette"]

@@ -83,7 +83,6 @@ func (s SampleParams) check() error {
 	return nil
 }
 
-
 // Run is a Beam-free local stage.
 func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	sc := rc.Config.Sample

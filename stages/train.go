@@ -198,7 +198,6 @@ func presetNames() []string {
 	return names
 }
 
-
 // TrainState is what a checkpoint holds beside the weights and optimiser
 // moments: enough to continue bit-for-bit.
 type TrainState struct {
