@@ -1,18 +1,15 @@
 package stages
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
 	"sort"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/imgproc"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/kmeans"
@@ -197,22 +194,18 @@ func SwatchPNG(p *records.Palette) ([]byte, error) {
 	}
 	lum := func(c [3]float32) float32 { return 0.299*c[0] + 0.587*c[1] + 0.114*c[2] }
 	sort.SliceStable(idx, func(a, b int) bool { return lum(p.Centres[idx[a]]) < lum(p.Centres[idx[b]]) })
-	rows := (p.K + cols - 1) / cols
-	img := image.NewRGBA(image.Rect(0, 0, cols*cell, rows*cell))
+	var rows [][]imgproc.Tile
 	for n, i := range idx {
-		c := p.Colour(uint16(i))
-		x0, y0 := (n%cols)*cell, (n/cols)*cell
-		for y := y0; y < y0+cell; y++ {
-			for x := x0; x < x0+cell; x++ {
-				img.Set(x, y, color.RGBA{c[0], c[1], c[2], 255})
-			}
+		if n%cols == 0 {
+			rows = append(rows, nil)
 		}
+		c := p.Colour(uint16(i))
+		rows[len(rows)-1] = append(rows[len(rows)-1], imgproc.Tile{RGB: c[:]})
 	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return nil, err
+	for len(rows[0]) < cols { // the canvas is cols cells wide for any k
+		rows[0] = append(rows[0], imgproc.Tile{Blank: true})
 	}
-	return buf.Bytes(), nil
+	return imgproc.Grid{TileH: 1, TileW: 1, Scale: cell, Transparent: true}.PNG(rows)
 }
 
 // ReadPalette reads the palette a palette stage wrote, checking it against

@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/color"
 	_ "image/jpeg" // user pictures may be JPEG
-	"image/png"
 	"io"
 	"time"
 
@@ -257,47 +255,23 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 // (an occluded input) is drawn with its missing pixels grey. When sep > 0 a
 // wider gap follows the first column and precedes the last.
 func tokenImageGrid(rows [][][]uint16, h, w int, pal *records.Palette, scale, sep int) ([]byte, error) {
-	const gap = 4
-	cols := 0
-	for _, r := range rows {
-		cols = max(cols, len(r))
-	}
-	cw, ch := w*scale+gap, h*scale+gap
-	extra := 0
-	if sep > 0 {
-		extra = 2 * 2 * gap
-	}
-	img := image.NewRGBA(image.Rect(0, 0, cols*cw+extra, len(rows)*ch))
-	for i := range img.Pix {
-		img.Pix[i] = 255
-	}
+	tiles := make([][]imgproc.Tile, len(rows))
 	for r, row := range rows {
-		for c, toks := range row {
-			x0 := c * cw
-			if sep > 0 && c > 0 {
-				x0 += 2 * gap
-			}
-			if sep > 0 && c == len(row)-1 {
-				x0 += 2 * gap
-			}
-			y0 := r * ch
-			for y := 0; y < h; y++ {
-				for x := 0; x < w; x++ {
-					col := color.RGBA{128, 128, 128, 255}
-					if i := y*w + x; i < len(toks) {
-						c := pal.Colour(toks[i])
-						col = color.RGBA{c[0], c[1], c[2], 255}
-					}
-					fill(img, x0+x*scale, y0+y*scale, scale, col)
-				}
-			}
+		for _, toks := range row {
+			tiles[r] = append(tiles[r], imgproc.Tile{RGB: tokenRGB(pal, toks)})
 		}
 	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return nil, err
+	return imgproc.Grid{TileH: h, TileW: w, Scale: scale, Gap: 4, Sep: sep > 0}.PNG(tiles)
+}
+
+// tokenRGB decodes tokens to RGB pixels with the palette.
+func tokenRGB(pal *records.Palette, toks []uint16) []byte {
+	out := make([]byte, 0, 3*len(toks))
+	for _, t := range toks {
+		c := pal.Colour(t)
+		out = append(out, c[0], c[1], c[2])
 	}
-	return buf.Bytes(), nil
+	return out
 }
 
 // CompletePicture completes the user's own picture: decoded (PNG or JPEG),
