@@ -269,6 +269,21 @@ func summarizeShards(shards []pipelines.ShardStats, classes []string, kind strin
 	return files, records, perClass
 }
 
+// DownloadOutput is what the download stage records beside its Image
+// shards (manifest meta).
+type DownloadOutput struct {
+	Dataset string           `json:"dataset"`
+	Classes []string         `json:"classes"`
+	Records map[string]int64 `json:"records"`
+	Skipped []string         `json:"skipped,omitempty"`
+}
+
+// ReadDownloadOutput reads a download stage's typed output.
+func ReadDownloadOutput(m *Manifest) (DownloadOutput, error) {
+	var out DownloadOutput
+	return out, decodeMeta(m, "download", &out)
+}
+
 // downloadMeta summarises the written dataset for the manifest.
 func downloadMeta(spec datasets.Spec, classes []string, st *pipelines.DownloadStats, src string) ([]FileInfo, map[string]any) {
 	files, records, perClass := summarizeShards(st.Shards, classes, "Image")

@@ -92,52 +92,20 @@ func (p ProbeParams) check() error {
 
 func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Probe
-	qm, tm := rc.Inputs["quantize"], rc.Inputs["train"]
-	ckpt, _ := tm.Meta["checkpoint"].(string)
-	weights := tm.Path(storage.Join(ckpt, WeightsFile))
-	b, err := storage.ReadFile(ctx, weights)
+	params, trained, err := LoadTrained(ctx, rc.Inputs["train"])
 	if err != nil {
-		return nil, fmt.Errorf("probe: the train stage's final checkpoint: %w", err)
-	}
-	params, _, err := model.LoadCheckpoint(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("probe: %s: %w", weights, err)
+		return nil, fmt.Errorf("probe: %w", err)
 	}
 	mc := params.Config
-	var inputs []pipelines.ShardInput
-	trainShards := 0
-	for _, f := range qm.Files {
-		if f.Split != "" {
-			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
-		}
-		if f.Split == "train" {
-			trainShards++
-		}
-	}
-	list := storage.Join(rc.Dir, InputsName)
-	if err := pipelines.WriteLines(ctx, list, inputs); err != nil {
+	ex, err := newExtractor(ctx, rc, mc, trained.Objective)
+	if err != nil {
 		return nil, err
-	}
-	// max_train is sampled in the workers, evenly over the train shards
-	// (the driver keeps the first max_train of what they wrote).
-	maxTrainPerShard := 0
-	if pc.MaxTrain > 0 && trainShards > 0 {
-		maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
-	}
-	objective := rc.Config.Train.Objective
-	extract := func(dir, weights string) (string, error) {
-		p, s := beam.NewPipelineWithRoot()
-		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
-			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
-			return "", err
-		}
-		return runPipeline(ctx, rc, p)
 	}
 	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log,
 		Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}
 	start := time.Now()
 	featDir := storage.Join(rc.Dir, "features")
-	job, err := extract(featDir, weights)
+	job, err := ex.run(featDir, trained.Weights)
 	if err != nil {
 		return nil, err
 	}
@@ -161,32 +129,84 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, objective, rc.Config.Dataset.Name)
+	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
 	if *pc.Baselines {
-		if err := addBaselines(ctx, rc, rep, sets, extract, pc, opts, mc); err != nil {
+		if err := addBaselines(ctx, rc, rep, sets, ex, pc, opts, mc); err != nil {
 			return nil, err
 		}
 	}
-	fitS := time.Since(start).Seconds()
 	out := &Output{JobID: job, Meta: map[string]any{"extract_s": extractS, "images_per_s": float64(records) / extractS,
-		"fit_s": fitS, "model": mc, "weights": weights}}
+		"fit_s": time.Since(start).Seconds(), "model": mc, "weights": trained.Weights}}
 	if best, ok := rep.Best(); ok {
 		out.Meta["best_layer"], out.Meta["best_test_acc"] = best.Layer, best.TestAcc
 	}
+	return out, writeReports(ctx, rc.Dir, rep, out)
+}
+
+// writeReports writes the report as JSON, Markdown and a plot, listing
+// each in out.
+func writeReports(ctx context.Context, dir string, rep *probe.Report, out *Output) error {
 	for _, w := range []struct {
 		name  string
 		write func(io.Writer) error
 	}{{ReportJSON, rep.WriteJSON}, {ReportMD, rep.WriteMarkdown}, {ProbePNG, rep.PlotPNG}} {
 		var buf bytes.Buffer
 		if err := w.write(&buf); err != nil {
-			return nil, fmt.Errorf("probe: %s: %w", w.name, err)
+			return fmt.Errorf("probe: %s: %w", w.name, err)
 		}
-		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, w.name), buf.Bytes()); err != nil {
-			return nil, err
+		if err := storage.WriteFile(ctx, storage.Join(dir, w.name), buf.Bytes()); err != nil {
+			return err
 		}
 		out.Files = append(out.Files, FileInfo{Name: w.name, Bytes: int64(buf.Len())})
 	}
-	return out, nil
+	return nil
+}
+
+// extractor runs the feature-extraction pipeline over the quantize
+// output's shards, listed once for every run of it.
+type extractor struct {
+	ctx              context.Context
+	rc               *RunContext
+	mc               model.Config
+	objective        string
+	list             string // the shard list file
+	maxTrainPerShard int
+}
+
+func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objective string) (*extractor, error) {
+	pc, qm := rc.Config.Probe, rc.Inputs["quantize"]
+	var inputs []pipelines.ShardInput
+	trainShards := 0
+	for _, f := range qm.Files {
+		if f.Split != "" {
+			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
+		}
+		if f.Split == "train" {
+			trainShards++
+		}
+	}
+	ex := &extractor{ctx: ctx, rc: rc, mc: mc, objective: objective, list: storage.Join(rc.Dir, InputsName)}
+	if err := pipelines.WriteLines(ctx, ex.list, inputs); err != nil {
+		return nil, err
+	}
+	// max_train is sampled in the workers, evenly over the train shards
+	// (the driver keeps the first max_train of what they wrote).
+	if pc.MaxTrain > 0 && trainShards > 0 {
+		ex.maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
+	}
+	return ex, nil
+}
+
+// run writes the features of every layer of the model with weights ("":
+// a random initialisation) into dir and returns the job's id.
+func (ex *extractor) run(dir, weights string) (string, error) {
+	pc := ex.rc.Config.Probe
+	p, s := beam.NewPipelineWithRoot()
+	if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
+		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, Dir: dir}); err != nil {
+		return "", err
+	}
+	return runPipeline(ex.ctx, ex.rc, p)
 }
 
 // readFeatureSets reads every Features shard of a folder into one set per
@@ -229,7 +249,7 @@ func keysOf[V any](m map[string]V) []string {
 // same config on the same images and splits, reusing either row from the
 // root's baseline cache when an earlier run fitted it on the same inputs.
 func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	extract func(dir, weights string) (string, error), pc ProbeParams, opts probe.ProbeOptions, mc model.Config) error {
+	ex *extractor, pc ProbeParams, opts probe.ProbeOptions, mc model.Config) error {
 	keys := splitKeysHash(sets)
 	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
 		return rawPixelBaseline(ctx, rc, sets, pc, opts)
@@ -239,7 +259,7 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 	}
 	rep.AddBaseline(row)
 	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, keys), func() (probe.Row, error) {
-		return randomInitBaseline(ctx, rc, extract, pc, opts)
+		return randomInitBaseline(ctx, rc, ex, pc, opts)
 	})
 	if err != nil {
 		return err
@@ -294,10 +314,10 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 
 // randomInitBaseline runs the same pipeline with untrained weights and
 // returns its best layer's row.
-func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, weights string) (string, error),
+func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
 	pc ProbeParams, opts probe.ProbeOptions) (probe.Row, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
-	if _, err := extract(dir, ""); err != nil {
+	if _, err := ex.run(dir, ""); err != nil {
 		return probe.Row{}, err
 	}
 	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)

@@ -225,6 +225,54 @@ type Metric struct {
 	ElapsedS float64  `json:"elapsed_s"`
 }
 
+// TrainOutput is what the train stage records beside its checkpoints
+// (manifest meta): the model it trained, with which objective, and where
+// its final weights are.
+type TrainOutput struct {
+	Model      model.Config `json:"model"`
+	Objective  string       `json:"objective"`
+	Steps      int          `json:"steps"`
+	Checkpoint string       `json:"checkpoint"` // final checkpoint folder, relative to the stage folder
+	// Weights is the final weights' full path (not stored).
+	Weights string `json:"-"`
+}
+
+// ReadTrainOutput reads a train stage's typed output, checking that its
+// final checkpoint lies inside the stage folder.
+func ReadTrainOutput(m *Manifest) (TrainOutput, error) {
+	var out TrainOutput
+	if err := decodeMeta(m, "train", &out); err != nil {
+		return out, err
+	}
+	if out.Checkpoint == "" || !localName(out.Checkpoint) {
+		return out, fmt.Errorf("manifest %s: meta.checkpoint %q is not a path inside the train folder; the manifest is damaged or forged", storage.Join(m.Dir, ManifestName), out.Checkpoint)
+	}
+	if out.Objective == "" {
+		out.Objective = "ar"
+	}
+	out.Weights = m.Path(storage.Join(out.Checkpoint, WeightsFile))
+	return out, nil
+}
+
+// LoadTrained loads a train stage's final weights: the one loader of a
+// trained model (the probe and sample stages, sampling from a run folder,
+// export-hf).
+func LoadTrained(ctx context.Context, m *Manifest) (*model.Params, TrainOutput, error) {
+	out, err := ReadTrainOutput(m)
+	if err != nil {
+		return nil, out, err
+	}
+	b, err := storage.ReadFile(ctx, out.Weights)
+	if err != nil {
+		return nil, out, fmt.Errorf("the train stage's final checkpoint: %w", err)
+	}
+	p, _, err := model.LoadCheckpoint(bytes.NewReader(b))
+	if err != nil {
+		return nil, out, fmt.Errorf("%s: %w", out.Weights, err)
+	}
+	return p, out, nil
+}
+
 // ModelConfig resolves the train config against the token grid and vocab.
 func ModelConfig(tc TrainParams, seq, vocab int) (model.Config, error) {
 	mc, err := tc.modelShape()
@@ -276,40 +324,16 @@ func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	return tr.output(ctx)
 }
 
+// newTrainer builds the model, optimiser and data loader for the
+// quantize output qm, resuming from this run's newest checkpoint, starting
+// from train.init_from's weights, or initialising at random.
 func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, error) {
 	tc := rc.Config.Train
-	var trainFiles, valFiles []string
-	for _, f := range qm.Split("train") {
-		trainFiles = append(trainFiles, qm.Path(f.Name))
-	}
-	valSplit := "val"
-	if len(qm.Split(valSplit)) == 0 {
-		valSplit = "test"
-	}
-	for _, f := range qm.Split(valSplit) {
-		valFiles = append(valFiles, qm.Path(f.Name))
-	}
-	if len(trainFiles) == 0 {
-		return nil, fmt.Errorf("train: quantize output %s has no train split", qm.Dir)
-	}
-	first, err := loader.ReadAll(ctx, trainFiles[:1], 1)
+	in, err := readTrainInputs(ctx, qm)
 	if err != nil {
 		return nil, err
 	}
-	if len(first) == 0 {
-		return nil, fmt.Errorf("train: %s is empty", trainFiles[0])
-	}
-	// The vocabulary is the palette's, not what a record claims; every
-	// record read must declare it (the loader checks).
-	vocab, err := TokensVocab(qm)
-	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
-	if first[0].Vocab != vocab {
-		return nil, fmt.Errorf("train: %s: record %q declares vocab %d, but the quantize output's palette has %d colours (meta.vocab of %s)",
-			trainFiles[0], first[0].Key, first[0].Vocab, vocab, storage.Join(qm.Dir, ManifestName))
-	}
-	mc, err := ModelConfig(tc, first[0].H*first[0].W, vocab)
+	mc, err := ModelConfig(tc, in.h*in.w, in.vocab)
 	if err != nil {
 		return nil, err
 	}
@@ -334,42 +358,95 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 		sched: model.Schedule{LR: tc.LR, Warmup: tc.WarmupSteps, Total: tc.Steps},
 		rng:   rand.NewPCG(tc.Seed, 0xb5ad4eceda1ce2a9),
 		tok:   make([]int32, tc.Batch*mc.Seq),
-		gridW: first[0].W,
+		gridW: in.w,
 	}
 	if obj == model.BERT {
 		tr.mask = make([]bool, tc.Batch*mc.Seq)
 	}
+	if err := tr.start(ctx, in); err != nil {
+		return nil, err
+	}
+	rc.Log.Info("train: model", "config", mc.String(), "params", mc.NumParams(), "objective", tc.Objective,
+		"batch", tc.Batch, "accum", tc.Accum, "steps", tc.Steps, "threads", kernels.Threads(), "resumed_at", tr.step)
+	return tr, nil
+}
+
+// trainInputs are the shards a training run reads and what their records
+// declare.
+type trainInputs struct {
+	trainFiles, valFiles []string
+	h, w, vocab          int
+}
+
+// readTrainInputs lists the quantize output's train shards and its val
+// shards (test when there is no val), and reads the token grid from the
+// first record.
+func readTrainInputs(ctx context.Context, qm *Manifest) (trainInputs, error) {
+	var in trainInputs
+	for _, f := range qm.Split("train") {
+		in.trainFiles = append(in.trainFiles, qm.Path(f.Name))
+	}
+	valSplit := "val"
+	if len(qm.Split(valSplit)) == 0 {
+		valSplit = "test"
+	}
+	for _, f := range qm.Split(valSplit) {
+		in.valFiles = append(in.valFiles, qm.Path(f.Name))
+	}
+	if len(in.trainFiles) == 0 {
+		return in, fmt.Errorf("train: quantize output %s has no train split", qm.Dir)
+	}
+	first, err := loader.ReadAll(ctx, in.trainFiles[:1], 1)
+	if err != nil {
+		return in, err
+	}
+	if len(first) == 0 {
+		return in, fmt.Errorf("train: %s is empty", in.trainFiles[0])
+	}
+	// The vocabulary is the palette's, not what a record claims; every
+	// record read must declare it (the loader checks).
+	q, err := ReadQuantizeOutput(qm)
+	if err != nil {
+		return in, fmt.Errorf("train: %w", err)
+	}
+	if first[0].Vocab != q.Vocab {
+		return in, fmt.Errorf("train: %s: record %q declares vocab %d, but the quantize output's palette has %d colours (meta.vocab of %s)",
+			in.trainFiles[0], first[0].Key, first[0].Vocab, q.Vocab, storage.Join(qm.Dir, ManifestName))
+	}
+	in.h, in.w, in.vocab = first[0].H, first[0].W, q.Vocab
+	return in, nil
+}
+
+// start sets the weights (resumed, init_from or random), reserves the
+// training workspace, and opens the data loader at the resumed position.
+func (tr *trainer) start(ctx context.Context, in trainInputs) error {
+	tc, m := tr.tc, tr.m
 	pos := loader.Position{}
 	resumed, err := tr.resume(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	switch {
 	case resumed != nil:
 		pos, tr.initSHA = resumed.Position, resumed.InitSHA256
 	case tc.InitFrom != "":
 		if err := tr.initFrom(ctx, tc.InitFrom); err != nil {
-			return nil, err
+			return err
 		}
 	default:
 		m.Params.Init(tc.Seed)
 	}
-	if err := m.Reserve(tc.Batch, mc.Seq); err != nil {
-		return nil, err
+	if err := m.Reserve(tc.Batch, m.Config.Seq); err != nil {
+		return err
 	}
 	m.AllocGrads()
-	if tr.data, err = loader.New(trainFiles, loader.Options{Seed: tc.Seed, Buffer: tc.ShuffleBuffer, Vocab: vocab}, pos); err != nil {
+	if tr.data, err = loader.New(in.trainFiles, loader.Options{Seed: tc.Seed, Buffer: tc.ShuffleBuffer, Vocab: in.vocab}, pos); err != nil {
 		if resumed != nil {
-			return nil, fmt.Errorf("train: %s: data_position: %w; the checkpoint does not fit the quantize output: delete %s to start over", storage.Join(tr.resumedFrom, StateFile), err, tr.rc.Dir)
+			return fmt.Errorf("train: %s: data_position: %w; the checkpoint does not fit the quantize output: delete %s to start over", storage.Join(tr.resumedFrom, StateFile), err, tr.rc.Dir)
 		}
-		return nil, err
+		return err
 	}
-	if err := tr.loadVal(ctx, valFiles, mc); err != nil {
-		return nil, err
-	}
-	rc.Log.Info("train: model", "config", mc.String(), "params", mc.NumParams(), "objective", tc.Objective,
-		"batch", tc.Batch, "accum", tc.Accum, "steps", tc.Steps, "threads", kernels.Threads(), "resumed_at", tr.step)
-	return tr, nil
+	return tr.loadVal(ctx, in.valFiles, m.Config)
 }
 
 // loadVal reads the fixed validation set (and, for BERT, its fixed mask).
