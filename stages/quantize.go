@@ -171,7 +171,7 @@ func ReadQuantizeOutput(m *Manifest) (QuantizeOutput, error) {
 // read from the first record of its first shard.
 func TokensGrid(ctx context.Context, m *Manifest) (h, w int, err error) {
 	for _, f := range m.Files {
-		if f.Split == "" || f.Records == 0 {
+		if f.Split == "" {
 			continue
 		}
 		err := pipelines.ScanShard(ctx, m.Path(f.Name), func(t records.Tokens) error {

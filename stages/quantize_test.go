@@ -12,8 +12,8 @@ import (
 
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
-	"github.com/igpt/igpt/pipelines"
 	"github.com/igpt/igpt/internal/testutil"
+	"github.com/igpt/igpt/pipelines"
 )
 
 // runUntil runs a YAML config's stages up to and including last.
