@@ -258,7 +258,7 @@ func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets m
 		return err
 	}
 	rep.AddBaseline(row)
-	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, keys), func() (probe.Row, error) {
+	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, ex.objective, keys), func() (probe.Row, error) {
 		return randomInitBaseline(ctx, rc, ex, pc, opts)
 	})
 	if err != nil {

@@ -54,10 +54,11 @@ func rawPixelsID(rc *RunContext, pc ProbeParams, opts probe.ProbeOptions, keysHa
 }
 
 // randomInitID identifies the random-init baseline: the tokens, the model
-// config and objective, the init seed, the splits and the fit settings.
-func randomInitID(rc *RunContext, pc ProbeParams, opts probe.ProbeOptions, mc model.Config, keysHash string) baselineID {
+// config and objective (as the train stage recorded them), the init seed,
+// the splits and the fit settings.
+func randomInitID(rc *RunContext, pc ProbeParams, opts probe.ProbeOptions, mc model.Config, objective, keysHash string) baselineID {
 	return baselineID{Baseline: probe.RandomInitPrefix, Version: baselineCacheVersion, Source: rc.Inputs["quantize"].Key,
-		Model: &mc, Objective: rc.Config.Train.Objective, Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize,
+		Model: &mc, Objective: objective, Seed: pc.Seed, Grid: pc.L2, Standardize: opts.Standardize,
 		MaxIter: fitMaxIterID(opts), Patience: opts.Fit.Patience, Keys: keysHash}
 }
 
