@@ -193,8 +193,12 @@ func TestHFRoundTrip(t *testing.T) {
 	if s := st.Tensors["lm_head.weight"].Shape; s[0] != 12 || s[1] != 16 {
 		t.Errorf("lm_head shape %v", s)
 	}
+	checkHFRejects(t, cfg, p, st, cj)
+}
 
-	// A non-zero bias, a missing tensor, the mask buffers, a wrong activation.
+// checkHFRejects: ReadHF refuses a non-zero bias, a missing tensor and a
+// wrong activation, and ignores the attention-mask buffers.
+func checkHFRejects(t *testing.T, cfg Config, p *Params, st *SafeTensors, cj []byte) {
 	rewrite := func(edit func([]WTensor) []WTensor) string {
 		var ts []WTensor
 		for _, name := range st.Names {
@@ -212,7 +216,7 @@ func TestHFRoundTrip(t *testing.T) {
 		os.WriteFile(filepath.Join(d, "model.safetensors"), b.Bytes(), 0o644)
 		return d
 	}
-	_, err = importHF(rewrite(func(ts []WTensor) []WTensor {
+	_, err := importHF(rewrite(func(ts []WTensor) []WTensor {
 		for _, x := range ts {
 			if x.Name == "transformer.h.1.mlp.c_fc.bias" {
 				x.F32[3] = 0.5
@@ -235,7 +239,7 @@ func TestHFRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "transformer.h.2.ln_2.weight") {
 		t.Errorf("missing tensor: %v", err)
 	}
-	q, err = importHF(rewrite(func(ts []WTensor) []WTensor {
+	q, err := importHF(rewrite(func(ts []WTensor) []WTensor {
 		for i := 0; i < cfg.Layers; i++ {
 			ts = append(ts, WTensor{Name: "transformer.h." + string(rune('0'+i)) + ".attn.masked_bias", Shape: []int{}, F32: []float32{-1e4}})
 		}

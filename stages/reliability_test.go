@@ -457,8 +457,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 			os.MkdirAll(filepath.Dir(p), 0o755)
 			os.WriteFile(p, []byte("{}"), 0o644)
 		}
-		tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: keep}, lastGood: 3}
-		if err := tr.prune(context.Background()); err != nil {
+		if err := checkpointStore(dir, keep).Prune(context.Background(), 3); err != nil {
 			t.Fatalf("keep %d: prune: %v", keep, err)
 		}
 		if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
@@ -476,8 +475,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte("{}"), 0o644)
 	}
-	tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: 1}, lastGood: 3}
-	tr.prune(context.Background())
+	checkpointStore(dir, 1).Prune(context.Background(), 3)
 	if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
 		t.Fatalf("prune deleted LATEST's checkpoint beside a newer leftover: %v", err)
 	}

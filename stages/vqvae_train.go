@@ -20,6 +20,7 @@ import (
 	"github.com/igpt/igpt/internal/kernels"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/vqvae"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -401,56 +402,36 @@ func clampPix(v float32) float32 {
 	return float32(min(255, max(0, p)))
 }
 
+// checkpoint saves the model, optimiser and state as a new checkpoint
+// (see model.CheckpointStore), the metrics before LATEST.
 func (tr *vqTrainer) checkpoint(ctx context.Context) error {
 	if tr.st.Step == tr.lastGood {
 		return nil
 	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, ckptName(tr.st.Step))
-	var buf bytes.Buffer
-	if err := tr.m.Save(&buf); err != nil {
+	var w, o bytes.Buffer
+	if err := tr.m.Save(&w); err != nil {
 		return err
 	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, VQVAEWeightsFile), buf.Bytes()); err != nil {
-		return err
-	}
-	buf.Reset()
-	if err := tr.opt.Save(&buf, tr.m); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, OptimFile), buf.Bytes()); err != nil {
+	if err := tr.opt.Save(&o, tr.m); err != nil {
 		return err
 	}
 	st := tr.st
 	st.Threads, st.Time = kernels.Threads(), time.Now().UTC()
 	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := storage.WriteFile(ctx, storage.Join(dir, StateFile), b); err != nil {
-		return err
-	}
-	if err := tr.writeMetrics(ctx); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile), []byte(ckptName(tr.st.Step)+"\n")); err != nil {
+	files := []model.CheckpointFile{{Name: VQVAEWeightsFile, Data: w.Bytes()}, {Name: OptimFile, Data: o.Bytes()}, {Name: StateFile, Data: b}}
+	store := checkpointStore(tr.rc.Dir, tr.vc.KeepCheckpoints)
+	if err := store.Save(ctx, tr.st.Step, files, func() error { return tr.writeMetrics(ctx) }); err != nil {
 		return err
 	}
 	tr.lastGood = tr.st.Step
-	return pruneCheckpoints(ctx, tr.rc.Dir, tr.vc.KeepCheckpoints)
-}
-
-// pruneCheckpoints removes all but the newest keep checkpoint folders.
-func pruneCheckpoints(ctx context.Context, dir string, keep int) error {
-	t := &trainer{rc: &RunContext{Dir: dir}, tc: TrainParams{KeepCheckpoints: keep}}
-	return t.prune(ctx)
+	return nil
 }
 
 func (tr *vqTrainer) resume(ctx context.Context) error {
-	latest, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	dir, err := checkpointStore(tr.rc.Dir, tr.vc.KeepCheckpoints).Latest(ctx)
+	if err != nil || dir == "" {
 		return err
 	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, strings.TrimSpace(string(latest)))
 	b, err := storage.ReadFile(ctx, storage.Join(dir, StateFile))
 	if err != nil {
 		return fmt.Errorf("vqvae-train: checkpoint %s is incomplete (%w); delete %s to start over", dir, err, tr.rc.Dir)
