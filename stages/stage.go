@@ -1,5 +1,10 @@
-// Package stages holds igpt's stage contract, the stage registry and the
-// planner that runs a config's stages in order, skipping finished ones.
+// Package stages holds igpt's stage contract, the stage registry, the
+// planner that runs a config's stages in order, skipping finished ones, and
+// the stages themselves: one file per stage with its params type (defaults
+// and checks beside it), its Run, and the typed reader of its output, so a
+// consumer never reads another stage's manifest meta by string key or its
+// config. Config loading checks every value before any stage runs, naming
+// keys as the YAML writes them.
 //
 // A stage has a name, a version, a config section and upstream stages. Its
 // key is the first 12 hex digits of sha256(name, version, canonical config

@@ -124,32 +124,47 @@ func (tr *trainer) loadState(ctx context.Context, dir string, st TrainState) err
 }
 
 func (tr *trainer) writeMetrics(ctx context.Context) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, m := range tr.metrics {
-		enc.Encode(m)
-	}
-	return storage.WriteFile(ctx, storage.Join(tr.rc.Dir, MetricsFile), buf.Bytes())
+	return writeMetricLines(ctx, tr.rc.Dir, tr.metrics)
 }
 
 // readMetrics keeps the metrics up to step from an earlier run.
 func (tr *trainer) readMetrics(ctx context.Context, step int) error {
-	b, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, MetricsFile))
+	var err error
+	tr.metrics, err = readMetricLines(ctx, tr.rc.Dir, func(m Metric) bool { return m.Step <= step })
+	return err
+}
+
+// writeMetricLines writes a training run's metrics.jsonl, one JSON
+// object a line (train and vqvae-train).
+func writeMetricLines[M any](ctx context.Context, dir string, metrics []M) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, m := range metrics {
+		enc.Encode(m)
+	}
+	return storage.WriteFile(ctx, storage.Join(dir, MetricsFile), buf.Bytes())
+}
+
+// readMetricLines reads the lines of an earlier run's metrics.jsonl that
+// keep accepts, up to the first that does not parse (a line cut by a
+// kill); a missing file is no metrics.
+func readMetricLines[M any](ctx context.Context, dir string, keep func(M) bool) ([]M, error) {
+	b, err := storage.ReadFile(ctx, storage.Join(dir, MetricsFile))
 	if errors.Is(err, storage.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []M
 	dec := json.NewDecoder(bytes.NewReader(b))
 	for {
-		var m Metric
-		if err := dec.Decode(&m); err != nil {
-			break
+		var m M
+		if dec.Decode(&m) != nil {
+			return out, nil
 		}
-		if m.Step <= step {
-			tr.metrics = append(tr.metrics, m)
+		if keep(m) {
+			out = append(out, m)
 		}
 	}
-	return nil
 }

@@ -475,33 +475,13 @@ func (tr *vqTrainer) resume(ctx context.Context) error {
 }
 
 func (tr *vqTrainer) writeMetrics(ctx context.Context) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, m := range tr.metrics {
-		enc.Encode(m)
-	}
-	return storage.WriteFile(ctx, storage.Join(tr.rc.Dir, MetricsFile), buf.Bytes())
+	return writeMetricLines(ctx, tr.rc.Dir, tr.metrics)
 }
 
 func (tr *vqTrainer) readMetrics(ctx context.Context) error {
-	b, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, MetricsFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for {
-		var m VQVAEMetric
-		if dec.Decode(&m) != nil {
-			break
-		}
-		if m.Step <= tr.st.Step {
-			tr.metrics = append(tr.metrics, m)
-		}
-	}
-	return nil
+	var err error
+	tr.metrics, err = readMetricLines(ctx, tr.rc.Dir, func(m VQVAEMetric) bool { return m.Step <= tr.st.Step })
+	return err
 }
 
 func (tr *vqTrainer) output(ctx context.Context) (*Output, error) {
