@@ -30,9 +30,11 @@ const (
 // probe per layer, with raw-pixel and random-init baselines.
 type probeStage struct{}
 
-func (probeStage) Name() string           { return "probe" }
-func (probeStage) Version() int           { return 1 }
-func (probeStage) Upstream() []string     { return []string{"download", "quantize", "train"} }
+func (probeStage) Name() string { return "probe" }
+func (probeStage) Version() int { return 1 }
+func (probeStage) Upstream() []string {
+	return []string{"download", "quantize", "train", "probe-baselines"}
+}
 func (probeStage) Params(cfg *Config) any { return cfg.Probe }
 
 // ProbeParams configures the linear probes.
@@ -101,8 +103,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := probe.ProbeOptions{Standardize: true, Logger: rc.Log,
-		Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}
+	opts := probeOptions(rc)
 	start := time.Now()
 	featDir := storage.Join(rc.Dir, "features")
 	job, err := ex.run(featDir, trained.Weights)
@@ -131,8 +132,16 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
 	if *pc.Baselines {
-		if err := addBaselines(ctx, rc, rep, sets, ex, pc, opts, mc); err != nil {
+		rows, err := ReadProbeBaselines(ctx, rc.Inputs["probe-baselines"], mc, trained.Objective)
+		if err != nil {
 			return nil, err
+		}
+		bm := rc.Inputs["probe-baselines"]
+		for _, row := range rows {
+			if bm.Finished.Before(rc.Inputs["train"].Started) {
+				row.Cached = bm.Path(BaselinesFile) // fitted before this model was trained
+			}
+			rep.AddBaseline(row)
 		}
 	}
 	out := &Output{JobID: job, Meta: map[string]any{"extract_s": extractS, "images_per_s": float64(records) / extractS,
@@ -141,6 +150,12 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		out.Meta["best_layer"], out.Meta["best_test_acc"] = best.Layer, best.TestAcc
 	}
 	return out, writeReports(ctx, rc.Dir, rep, out)
+}
+
+// probeOptions are the fit settings of every probe of a run.
+func probeOptions(rc *RunContext) probe.ProbeOptions {
+	pc := rc.Config.Probe
+	return probe.ProbeOptions{Standardize: true, Logger: rc.Log, Fit: probe.Options{MaxIter: pc.MaxIter, Patience: pc.Patience}}
 }
 
 // writeReports writes the report as JSON, Markdown and a plot, listing
@@ -245,29 +260,6 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-// addBaselines probes raw pixels and a randomly initialised model of the
-// same config on the same images and splits, reusing either row from the
-// root's baseline cache when an earlier run fitted it on the same inputs.
-func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	ex *extractor, pc ProbeParams, opts probe.ProbeOptions, mc model.Config) error {
-	keys := splitKeysHash(sets)
-	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
-		return rawPixelBaseline(ctx, rc, sets, pc, opts)
-	})
-	if err != nil {
-		return err
-	}
-	rep.AddBaseline(row)
-	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, ex.objective, keys), func() (probe.Row, error) {
-		return randomInitBaseline(ctx, rc, ex, pc, opts)
-	})
-	if err != nil {
-		return err
-	}
-	rep.AddBaseline(row)
-	return nil
-}
-
 // rawPixelBaseline probes the original images, scaled to [0, 1] and
 // flattened, split exactly as the tokens were. A Beam pipeline writes their
 // features (the workers read the Image shards; the driver lists the keys).
@@ -315,26 +307,26 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 // randomInitBaseline runs the same pipeline with untrained weights and
 // returns its best layer's row.
 func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
-	pc ProbeParams, opts probe.ProbeOptions) (probe.Row, error) {
+	pc ProbeParams, opts probe.ProbeOptions) (probe.Row, map[string]*probe.FeatureSet, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
 	if _, err := ex.run(dir, ""); err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	rsplits, err := probe.AssembleSplits(rsets["train"], rsets["val"], rsets["test"], 0.1, pc.Seed)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	rrep, err := probe.ProbeLayers(rsplits, pc.L2, opts)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	row, ok := probe.BaselineFromBest(probe.RandomInitPrefix, rrep)
 	if !ok {
-		return probe.Row{}, fmt.Errorf("probe: random-init baseline: no layer was probed")
+		return probe.Row{}, nil, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
-	return row, nil
+	return row, rsets, nil
 }
