@@ -89,12 +89,12 @@ func TestProbeFeaturesBatchInvariant(t *testing.T) {
 	if err := pipelines.WriteLines(context.Background(), list, inputs); err != nil {
 		t.Fatal(err)
 	}
+	trained, err := ReadTrainOutput(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgOf := func(batch int, dir string) pipelines.ProbeConfig {
-		var mc struct{ Layers, D, Heads, Seq, Vocab int }
-		b, _ := json.Marshal(tm.Meta["model"])
-		json.Unmarshal(b, &mc)
-		return pipelines.ProbeConfig{Inputs: list, Weights: tm.Path(filepath.Join(tm.Meta["checkpoint"].(string), WeightsFile)),
-			Objective: "ar", Batch: batch, Dir: dir, Config: modelConfig(mc.Layers, mc.D, mc.Heads, mc.Seq, mc.Vocab)}
+		return pipelines.ProbeConfig{Inputs: list, Weights: trained.Weights, Objective: "ar", Batch: batch, Dir: dir, Config: trained.Model}
 	}
 	feats := map[int]map[string][]float32{}
 	for _, batch := range []int{1, 64} {
@@ -138,10 +138,6 @@ func runProbePipeline(cfg pipelines.ProbeConfig) error {
 	}
 	_, err := runPipeline(context.Background(), &RunContext{Runner: "prism"}, p)
 	return err
-}
-
-func modelConfig(layers, d, heads, seq, vocab int) model.Config {
-	return model.Config{Layers: layers, D: d, Heads: heads, Seq: seq, Vocab: vocab}
 }
 
 // TestSampleStage draws samples and completions from a tiny trained model:
