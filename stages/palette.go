@@ -216,7 +216,13 @@ func ReadPalette(ctx context.Context, m *Manifest) (*records.Palette, []byte, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("palette %s is missing (%w); rerun: igpt stage palette CONFIG --force", path, err)
 	}
-	if want, _ := m.Meta["palette_sha256"].(string); want != "" {
+	var meta struct {
+		SHA256 string `json:"palette_sha256"`
+	}
+	if err := decodeMeta(m, "palette", &meta); err != nil {
+		return nil, nil, err
+	}
+	if want := meta.SHA256; want != "" {
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != want {
 			return nil, nil, fmt.Errorf("palette %s does not match its manifest (sha256 %x, manifest says %s): the file was replaced; rerun: igpt stage palette CONFIG --force", path, sum, want)
 		}
