@@ -1,6 +1,8 @@
 package stages
 
 import (
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -57,6 +59,45 @@ func TestDidYouMean(t *testing.T) {
 	} {
 		if got := didYouMean(tc.got, known); got != tc.want {
 			t.Errorf("didYouMean(%q) = %q, want %q", tc.got, got, tc.want)
+		}
+	}
+}
+
+// TestManifestUpstream: a stage folder finds its inputs under its root;
+// a folder whose names disagree with its manifest (copied or renamed) is
+// refused naming the layout, as is an input it does not have.
+func TestManifestUpstream(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	write := func(dir string, m *Manifest) {
+		m.Dir = dir
+		if err := writeManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(root, "palette", "aaaaaaaaaaaa"), &Manifest{Stage: "palette", Key: "aaaaaaaaaaaa"})
+	q := &Manifest{Stage: "quantize", Key: "cccccccccccc", Inputs: []Input{{Stage: "palette", Key: "aaaaaaaaaaaa"}}}
+	write(filepath.Join(root, "quantize", "cccccccccccc"), q)
+	copied := filepath.Join(t.TempDir(), "my-quantize")
+	write(copied, &Manifest{Stage: "quantize", Key: "cccccccccccc", Inputs: q.Inputs})
+	for _, tc := range []struct {
+		dir, stage, want string
+	}{
+		{filepath.Join(root, "quantize", "cccccccccccc"), "palette", ""},
+		{filepath.Join(root, "quantize", "cccccccccccc") + "/", "palette", ""},
+		{filepath.Join(root, "quantize", "cccccccccccc"), "download", "has no download input"},
+		{copied, "palette", "stage folders are ROOT/quantize/cccccccccccc"},
+	} {
+		m, err := ReadManifest(ctx, tc.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := m.Upstream(ctx, tc.stage)
+		switch {
+		case tc.want == "" && (err != nil || up.Stage != tc.stage || up.Key != "aaaaaaaaaaaa"):
+			t.Errorf("%s → %s: %v, %v", tc.dir, tc.stage, up, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s → %s: %v, want an error containing %q", tc.dir, tc.stage, err, tc.want)
 		}
 	}
 }
