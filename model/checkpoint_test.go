@@ -123,15 +123,45 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 	}
 }
 
+// exportHF writes dir/config.json and dir/model.safetensors, as
+// `igpt export-hf` does through package tools.
+func exportHF(dir string, p *Params) error {
+	var cfg, st bytes.Buffer
+	if err := WriteHFConfig(&cfg, p.Config); err != nil {
+		return err
+	}
+	if err := WriteHFModel(&st, p); err != nil {
+		return err
+	}
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "model.safetensors"), st.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), cfg.Bytes(), 0o644)
+}
+
+// importHF reads dir/config.json and dir/model.safetensors with ReadHF.
+func importHF(dir string) (*Params, error) {
+	cf, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	mf, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		return nil, err
+	}
+	return ReadHF(bytes.NewReader(cf), bytes.NewReader(mf))
+}
+
 func TestHFRoundTrip(t *testing.T) {
 	cfg := Config{Layers: 3, D: 16, Heads: 4, Seq: 8, Vocab: 12}
 	p, _ := NewParams(cfg)
 	randomParams(p, 1, 0.1)
 	dir := t.TempDir()
-	if err := ExportHF(dir, p); err != nil {
+	if err := exportHF(dir, p); err != nil {
 		t.Fatal(err)
 	}
-	q, err := ImportHF(dir)
+	q, err := importHF(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +193,12 @@ func TestHFRoundTrip(t *testing.T) {
 	if s := st.Tensors["lm_head.weight"].Shape; s[0] != 12 || s[1] != 16 {
 		t.Errorf("lm_head shape %v", s)
 	}
+	checkHFRejects(t, cfg, p, st, cj)
+}
 
-	// A non-zero bias, a missing tensor, the mask buffers, a wrong activation.
+// checkHFRejects: ReadHF refuses a non-zero bias, a missing tensor and a
+// wrong activation, and ignores the attention-mask buffers.
+func checkHFRejects(t *testing.T, cfg Config, p *Params, st *SafeTensors, cj []byte) {
 	rewrite := func(edit func([]WTensor) []WTensor) string {
 		var ts []WTensor
 		for _, name := range st.Names {
@@ -182,7 +216,7 @@ func TestHFRoundTrip(t *testing.T) {
 		os.WriteFile(filepath.Join(d, "model.safetensors"), b.Bytes(), 0o644)
 		return d
 	}
-	_, err = ImportHF(rewrite(func(ts []WTensor) []WTensor {
+	_, err := importHF(rewrite(func(ts []WTensor) []WTensor {
 		for _, x := range ts {
 			if x.Name == "transformer.h.1.mlp.c_fc.bias" {
 				x.F32[3] = 0.5
@@ -193,7 +227,7 @@ func TestHFRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "transformer.h.1.mlp.c_fc.bias[3] = 0.5") {
 		t.Errorf("non-zero bias: %v", err)
 	}
-	_, err = ImportHF(rewrite(func(ts []WTensor) []WTensor {
+	_, err = importHF(rewrite(func(ts []WTensor) []WTensor {
 		var out []WTensor
 		for _, x := range ts {
 			if x.Name != "transformer.h.2.ln_2.weight" && x.Name != "transformer.wpe.weight" {
@@ -205,7 +239,7 @@ func TestHFRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "transformer.h.2.ln_2.weight") {
 		t.Errorf("missing tensor: %v", err)
 	}
-	q, err = ImportHF(rewrite(func(ts []WTensor) []WTensor {
+	q, err := importHF(rewrite(func(ts []WTensor) []WTensor {
 		for i := 0; i < cfg.Layers; i++ {
 			ts = append(ts, WTensor{Name: "transformer.h." + string(rune('0'+i)) + ".attn.masked_bias", Shape: []int{}, F32: []float32{-1e4}})
 		}
@@ -221,7 +255,7 @@ func TestHFRoundTrip(t *testing.T) {
 		i := strings.Index(s, key)
 		j := i + strings.IndexAny(s[i:], ",\n")
 		os.WriteFile(filepath.Join(d, "config.json"), []byte(s[:i]+bad+s[j:]), 0o644)
-		if _, err := ImportHF(d); err == nil {
+		if _, err := importHF(d); err == nil {
 			t.Errorf("config with %s: no error", bad)
 		}
 	}

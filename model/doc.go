@@ -24,9 +24,10 @@
 // Training uses Adam (β = 0.9, 0.95) with optional decoupled weight decay
 // and gradient clipping (Optimizer) under a linear warm-up + cosine
 // Schedule. Checkpoints are safetensors (a small reader and writer of our
-// own) with Hugging Face names; ExportHF and ImportHF exchange
-// config.json + model.safetensors with transformers'
-// ImageGPTForCausalImageModeling.
+// own) with Hugging Face names; WriteHFConfig, WriteHFModel and ReadHF
+// exchange config.json + model.safetensors with transformers'
+// ImageGPTForCausalImageModeling (package tools does the files, local or
+// gs://).
 //
 // Tensors at package boundaries: where named n-d arrays leave a package,
 // they are gorgonia.org/tensor Dense tensors over the kernels' []float32

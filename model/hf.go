@@ -1,12 +1,9 @@
 package model
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -133,41 +130,6 @@ func WriteHFModel(w io.Writer, p *Params) error {
 	return nil
 }
 
-// ExportHF writes dir/config.json and dir/model.safetensors (creating dir;
-// each file is written to a temporary name and renamed).
-func ExportHF(dir string, p *Params) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("model: export HF: %w", err)
-	}
-	write := func(name string, fn func(io.Writer) error) error {
-		path := filepath.Join(dir, name)
-		f, err := os.Create(path + ".tmp")
-		if err != nil {
-			return fmt.Errorf("model: export HF: %w", err)
-		}
-		bw := bufio.NewWriterSize(f, 1<<20)
-		err = fn(bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(path+".tmp", path)
-		}
-		if err != nil {
-			os.Remove(path + ".tmp")
-			return fmt.Errorf("model: export HF %s: %w", path, err)
-		}
-		return nil
-	}
-	if err := write("model.safetensors", func(w io.Writer) error { return WriteHFModel(w, p) }); err != nil {
-		return err
-	}
-	return write("config.json", func(w io.Writer) error { return WriteHFConfig(w, p.Config) })
-}
-
 // ReadHF reads an ImageGPT config.json and model.safetensors. Bias tensors
 // must be all zero (they are not part of this model; a non-zero bias is an
 // error naming it); the attention-mask buffers some checkpoints carry
@@ -217,25 +179,6 @@ func ReadHF(configJSON, model io.Reader) (*Params, error) {
 	}
 	if len(unused) > 0 {
 		return nil, fmt.Errorf("model: read HF model: unexpected tensors: %s", strings.Join(sortedKeys(unused), ", "))
-	}
-	return p, nil
-}
-
-// ImportHF reads dir/config.json and dir/model.safetensors (see ReadHF).
-func ImportHF(dir string) (*Params, error) {
-	cf, err := os.Open(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("model: import HF: %w", err)
-	}
-	defer cf.Close()
-	mf, err := os.Open(filepath.Join(dir, "model.safetensors"))
-	if err != nil {
-		return nil, fmt.Errorf("model: import HF: %w (only safetensors weights are read)", err)
-	}
-	defer mf.Close()
-	p, err := ReadHF(cf, mf)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return p, nil
 }

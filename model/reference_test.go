@@ -295,7 +295,7 @@ func TestReferenceLive(t *testing.T) {
 	}
 
 	// Our Hugging Face export, read by the reference's safetensors reader.
-	if err := ExportHF(fp("hf"), m.Params); err != nil {
+	if err := exportHF(fp("hf"), m.Params); err != nil {
 		t.Fatal(err)
 	}
 	check := `

@@ -31,8 +31,8 @@ func (downloadStage) Upstream() []string { return nil }
 
 func (downloadStage) Params(cfg *Config) any {
 	return struct {
-		Dataset  DatasetConfig  `json:"dataset"`
-		Download DownloadConfig `json:"download"`
+		Dataset  DatasetParams  `json:"dataset"`
+		Download DownloadParams `json:"download"`
 	}{cfg.Dataset, cfg.Download}
 }
 
@@ -43,6 +43,93 @@ const UnitsName = "_units.jsonl"
 // InputsName is the file, in a Beam stage's folder, that lists its input
 // shards for the workers, for the same reason.
 const InputsName = "_inputs.jsonl"
+
+// DatasetParams says which dataset to read and how to decode it.
+type DatasetParams struct {
+	// Name is a registered dataset (cifar10, cifar100, mnist,
+	// fashion-mnist, stl10) or "folder" for <split>/<class>/ image trees.
+	Name string `yaml:"name" json:"name"`
+	// Source overrides the official URL: a local file or directory,
+	// file://, gs:// or a mirror https:// URL. Required for "folder".
+	Source string `yaml:"source" json:"source,omitempty"`
+	// SHA256 of the source file, checked when set (in addition to the
+	// registry's checksum).
+	SHA256 string `yaml:"sha256" json:"sha256,omitempty"`
+	// ImageSize [h, w] that every image of a folder dataset must have;
+	// empty accepts any size.
+	ImageSize []int `yaml:"image_size" json:"image_size,omitempty"`
+	// Channels of folder images: 3 (RGB, default) or 1 (grey).
+	Channels int `yaml:"channels" json:"channels,omitempty"`
+	// OnBadImage is the policy for a folder image that cannot be decoded or
+	// has the wrong size: "fail" (default: the stage stops and names the
+	// file) or "skip" (logged, counted in the manifest under "skipped").
+	OnBadImage string `yaml:"on_bad_image" json:"on_bad_image,omitempty"`
+	// CIFAR100Label picks CIFAR-100's "fine" (default) or "coarse" labels.
+	CIFAR100Label string `yaml:"cifar100_label" json:"cifar100_label,omitempty"`
+	// Splits maps split names to their own source patterns (webdataset:
+	// {train: "gs://b/train-{000000..000146}.tar", test: "gs://b/val-*.tar"}).
+	Splits map[string]string `yaml:"splits" json:"splits,omitempty"`
+}
+
+// DownloadParams tunes the download stage's output.
+type DownloadParams struct {
+	// ShardMiB is the decoded pixels, in MiB, after which a source unit's
+	// output shard is closed and the next begun (default 128). It bounds a
+	// worker's memory and sets the parallelism of the stages that follow.
+	ShardMiB int `yaml:"shard_mib" json:"shard_mib,omitempty"`
+	// Resize, when > 0, scales every image so its short side is Resize and
+	// crops the centre Resize×Resize square, in the workers (the paper's
+	// preparation of ImageNet at 32, 48 and 64).
+	Resize int `yaml:"resize" json:"resize,omitempty"`
+	// Shards was the shard count per split before shards followed source
+	// units; it is refused with a pointer to ShardMiB.
+	Shards map[string]int `yaml:"shards" json:"-"`
+}
+
+// defaultShardMiB is download.shard_mib's default.
+const defaultShardMiB = 128
+
+// maxDownloadResize bounds download.resize (a 4096² RGB image is 48 MiB).
+const maxDownloadResize = 4096
+
+// check validates the dataset section. The values' own rules live with
+// the datasets package (datasets.Options.Validate); this adds the YAML
+// shape of image_size and the source a folder needs.
+func (d DatasetParams) check() error {
+	if d.Name == "" {
+		return fmt.Errorf("dataset.name is required (cifar10, cifar100, mnist, fashion-mnist, stl10 or folder)")
+	}
+	if d.Name == "folder" && d.Source == "" {
+		return fmt.Errorf("dataset.source is required for an image folder: a directory, .tar, .tar.gz or .zip of <split>/<class>/*.png|jpg")
+	}
+	if len(d.ImageSize) != 0 && (len(d.ImageSize) != 2 || d.ImageSize[0] <= 0 || d.ImageSize[1] <= 0) {
+		return fmt.Errorf("dataset.image_size must be [height, width] with positive values, got %v", d.ImageSize)
+	}
+	if err := datasetOptions(d).Validate(); err != nil {
+		return errors.New(datasetKeys.Replace(strings.TrimPrefix(err.Error(), "datasets: bad options: ")))
+	}
+	return nil
+}
+
+// datasetKeys names datasets.Options' fields as the dataset section's keys.
+var datasetKeys = strings.NewReplacer("ImageSize ", "dataset.image_size ", "Channels ", "dataset.channels ",
+	"OnBad ", "dataset.on_bad_image ", "CIFAR100Label ", "dataset.cifar100_label ")
+
+func (d *DownloadParams) fillDefaults() {}
+
+// check validates the download section.
+func (d DownloadParams) check() error {
+	if len(d.Shards) > 0 {
+		return fmt.Errorf("download.shards is no longer used: each source unit now writes its own shards; set download.shard_mib (MiB of pixels per shard, default %d) instead", defaultShardMiB)
+	}
+	if d.ShardMiB < 0 || d.ShardMiB > 4096 {
+		return fmt.Errorf("download.shard_mib must be in 1..4096 (MiB of pixels per shard), got %d", d.ShardMiB)
+	}
+	if d.Resize < 0 || d.Resize > maxDownloadResize {
+		return fmt.Errorf("download.resize must be in 1..%d (the short side, then a centre crop), got %d", maxDownloadResize, d.Resize)
+	}
+	return nil
+}
 
 func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	cfg := rc.Config
@@ -185,7 +272,7 @@ func numericClasses(st *pipelines.DownloadStats) []string {
 	return c
 }
 
-func datasetOptions(d DatasetConfig) datasets.Options {
+func datasetOptions(d DatasetParams) datasets.Options {
 	opt := datasets.Options{Channels: d.Channels, OnBad: d.OnBadImage, CIFAR100Label: d.CIFAR100Label}
 	if len(d.ImageSize) == 2 {
 		opt.ImageSize = [2]int{d.ImageSize[0], d.ImageSize[1]}
@@ -216,6 +303,21 @@ func summarizeShards(shards []pipelines.ShardStats, classes []string, kind strin
 		}
 	}
 	return files, records, perClass
+}
+
+// DownloadOutput is what the download stage records beside its Image
+// shards (manifest meta).
+type DownloadOutput struct {
+	Dataset string           `json:"dataset"`
+	Classes []string         `json:"classes"`
+	Records map[string]int64 `json:"records"`
+	Skipped []string         `json:"skipped,omitempty"`
+}
+
+// ReadDownloadOutput reads a download stage's typed output.
+func ReadDownloadOutput(m *Manifest) (DownloadOutput, error) {
+	var out DownloadOutput
+	return out, decodeMeta(m, "download", &out)
 }
 
 // downloadMeta summarises the written dataset for the manifest.
@@ -311,7 +413,7 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 // configChecksum is the file list that dataset.sha256 describes: one file,
 // the one the user points at (a mirror, a repackaging, a subset), so its
 // checksum replaces the registry's.
-func configChecksum(d DatasetConfig, spec datasets.Spec) ([]datasets.File, error) {
+func configChecksum(d DatasetParams, spec datasets.Spec) ([]datasets.File, error) {
 	files := spec.Files
 	if len(files) > 1 {
 		return nil, fmt.Errorf("dataset.sha256 names one file, but %s has %d files; give a source folder or archive without it", spec.Name, len(files))

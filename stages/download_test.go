@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -486,33 +485,6 @@ func TestDownloadToGCS(t *testing.T) {
 	}
 	if imgs := readImages(t, m, "train"); len(imgs) != 12 {
 		t.Fatalf("read back %d train images", len(imgs))
-	}
-	var out bytes.Buffer
-	shard := m.Path(m.Split("train")[0].Name)
-	if err := Inspect(context.Background(), shard, 2, &out); err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("records: %d", m.Split("train")[0].Records)
-	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "kind:    Image") {
-		t.Fatalf("inspect %s:\n%s", shard, out.String())
-	}
-}
-
-func TestReliabilityHeld_InspectCorruptShard(t *testing.T) {
-	yaml := fmt.Sprintf("root: %s\ndataset: {name: folder, source: %s}\ndownload: {shard_mib: 1}\n", t.TempDir(), folderArchive(t, 8, nil))
-	st, err := runDownload(t, yaml, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shard := st.Manifest.Path(st.Manifest.Split("train")[0].Name)
-	data, _ := os.ReadFile(shard)
-	data[len(data)/2] ^= 1
-	os.WriteFile(shard, data, 0o644)
-	err = Inspect(context.Background(), shard, 1, io.Discard)
-	var ce *records.CorruptError
-	first, _, _ := strings.Cut(fmt.Sprint(err), "\n")
-	if !errors.As(err, &ce) || !strings.Contains(first, shard) || !strings.Contains(first, "byte offset") {
-		t.Fatalf("inspect of a damaged shard: the first line does not name the shard and offset: %v", err)
 	}
 }
 

@@ -31,7 +31,7 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("%s: params of a parsed config do not encode: %v", s.Name(), err)
 			}
 		}
-		if err := cfg.checkLimits(); err != nil {
+		if err := cfg.validate(); err != nil {
 			t.Fatalf("parsed config breaks the limits: %v", err)
 		}
 	})
@@ -97,5 +97,32 @@ func FuzzTrainState(f *testing.F) {
 		}
 		tok := make([]int32, 3*4)
 		l.Batch(context.Background(), tok, nil, 3, 4)
+	})
+}
+
+// FuzzTypedOutputs: any parsed manifest either fails each stage's typed
+// reader with an error or gives a reading that keeps its promises: a train
+// output's weights lie inside its folder, a quantize output's vocabulary
+// is a palette size.
+func FuzzTypedOutputs(f *testing.F) {
+	f.Add([]byte(`{"stage":"train","key":"0123456789ab","meta":{"checkpoint":"checkpoints/step-00000002","objective":"ar","model":{"layers":1,"d":8,"heads":1,"seq":4,"vocab":16}}}`))
+	f.Add([]byte(`{"stage":"quantize","key":"0123456789ab","meta":{"vocab":512,"classes":["a","b"],"resize":[16,16]}}`))
+	f.Add([]byte(`{"stage":"download","key":"0123456789ab","meta":{"classes":[1,2],"records":{"train":3}}}`))
+	f.Add([]byte(`{"stage":"train","meta":{"checkpoint":"../x","model":"L1"}}`))
+	dir := filepath.Join("root", "train", "0123456789ab")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseManifest(data, dir)
+		if err != nil {
+			return
+		}
+		if out, err := ReadTrainOutput(m); err == nil {
+			if rel, err := filepath.Rel(dir, out.Weights); err != nil || strings.HasPrefix(rel, "..") {
+				t.Fatalf("train weights %s outside %s", out.Weights, dir)
+			}
+		}
+		if out, err := ReadQuantizeOutput(m); err == nil && (out.Vocab < 1 || out.Vocab > 1<<16) {
+			t.Fatalf("quantize vocab %d accepted", out.Vocab)
+		}
+		ReadDownloadOutput(m)
 	})
 }

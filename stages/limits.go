@@ -79,22 +79,6 @@ func finite(v reflect.Value, key string) error {
 	return nil
 }
 
-// checkLimits refuses config values that would make a stage allocate
-// without bound, and train.keep_checkpoints below 1.
-func (c *Config) checkLimits() error {
-	if r := c.Quantize.Resize; len(r) == 2 && r[0] > 0 && r[1] > 0 && int64(r[0])*int64(r[1]) > MaxResizePixels {
-		return fmt.Errorf("quantize.resize %v is %d pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower quantize.resize",
-			r, int64(r[0])*int64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels)
-	}
-	if k := c.Train.KeepCheckpoints; k < 1 {
-		return fmt.Errorf("train.keep_checkpoints is %d: at least 1 (the newest checkpoint is what a run resumes from)", k)
-	}
-	if s := c.Sample.Scale; s > MaxScale {
-		return fmt.Errorf("sample.scale is %d: at most %d (each image pixel becomes scale² PNG pixels)", s, MaxScale)
-	}
-	return nil
-}
-
 // TrainBytes estimates the memory the train stage needs for model mc at
 // micro-batch B: parameters, gradients and two Adam moments, plus the
 // activations the model's training workspace holds (see model.Reserve).
@@ -135,7 +119,7 @@ var machineMemory = func() (bytes float64, ok bool) {
 
 // checkTrainMemory refuses a model and batch whose training state would
 // not fit this machine, naming the keys to change.
-func checkTrainMemory(mc model.Config, tc TrainConfig) error {
+func checkTrainMemory(mc model.Config, tc TrainParams) error {
 	params, acts := TrainBytes(mc, tc.Batch)
 	have, ok := machineMemory()
 	if !ok || params+acts <= have {

@@ -190,22 +190,3 @@ func TestFailedStageLeavesNoManifest(t *testing.T) {
 		t.Fatal("leftover of an interrupted run was not cleared")
 	}
 }
-
-func TestParseConfigErrors(t *testing.T) {
-	tests := []struct{ yaml, want string }{
-		{"dataset: {name: cifar10}\ndownlaod: {}\n", "downlaod"},
-		{"dataset: {}\n", "dataset.name is required"},
-		{"dataset: {name: folder}\n", "dataset.source is required"},
-		{"dataset: {name: folder, source: x, image_size: [32]}\n", "image_size"},
-		{"dataset: {name: folder, source: x, on_bad_image: ignore}\n", "on_bad_image"},
-		{"dataset: {name: cifar10}\ndownload: {shards: {train: 2}}\n", "download.shards is no longer used"},
-		{"dataset: {name: cifar10}\ndownload: {shard_mib: -1}\n", "download.shard_mib"},
-		{"dataset: {name: cifar10}\ndownload: {resize: 100000}\n", "download.resize"},
-	}
-	for _, tc := range tests {
-		_, err := ParseConfig([]byte(tc.yaml))
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ParseConfig(%q) = %v, want error containing %q", tc.yaml, err, tc.want)
-		}
-	}
-}

@@ -30,59 +30,83 @@ const (
 // probe per layer, with raw-pixel and random-init baselines.
 type probeStage struct{}
 
-func (probeStage) Name() string           { return "probe" }
-func (probeStage) Version() int           { return 1 }
-func (probeStage) Upstream() []string     { return []string{"download", "quantize", "train"} }
+func (probeStage) Name() string { return "probe" }
+func (probeStage) Version() int { return 1 }
+func (probeStage) Upstream() []string {
+	return []string{"download", "quantize", "train", "probe-baselines"}
+}
 func (probeStage) Params(cfg *Config) any { return cfg.Probe }
+
+// ProbeParams configures the linear probes.
+type ProbeParams struct {
+	// Batch is the number of records per forward pass (default 64).
+	Batch int `yaml:"batch" json:"batch"`
+	// L2 is the grid of L2 strengths λ (objective: mean cross-entropy +
+	// λ/2·|W|²) tried on the val split; default 1e-1 … 1e-5.
+	L2 []float64 `yaml:"l2" json:"l2"`
+	// MaxIter caps the L-BFGS iterations of each fit (0: scikit-learn's
+	// 1000). Weak λ values on wide features need more to converge.
+	MaxIter int `yaml:"max_iter" json:"max_iter,omitempty"`
+	// Patience stops each row's grid, fitted from the strongest λ down,
+	// after this many λ in a row score below the best validation accuracy
+	// so far (0: fit every λ). The weakest λ values cost the most
+	// iterations; where accuracy already falls (raw pixels past λ = 0.1)
+	// they only overfit further.
+	Patience int `yaml:"patience" json:"patience,omitempty"`
+	// MaxTrain caps the training records used to fit each probe (0: all).
+	MaxTrain int `yaml:"max_train" json:"max_train,omitempty"`
+	// MaxPerShard caps the records read from each Tokens shard (0: all),
+	// to probe a sample of a large dataset; shards are shuffled, so the
+	// first records of each are a random sample.
+	MaxPerShard int `yaml:"max_per_shard" json:"max_per_shard,omitempty"`
+	// Baselines adds raw pixels and a randomly initialised model of the
+	// same config to the report (default true).
+	Baselines *bool `yaml:"baselines" json:"baselines"`
+	// Seed of the random-init baseline and of the val hold-out when the
+	// tokens have no val split.
+	Seed uint64 `yaml:"seed" json:"seed"`
+}
+
+func (p *ProbeParams) fillDefaults() {
+	if p.Batch == 0 {
+		p.Batch = 64
+	}
+	if len(p.L2) == 0 {
+		p.L2 = []float64{1e-1, 1e-2, 1e-3, 1e-4, 1e-5}
+	}
+	if p.Baselines == nil {
+		b := true
+		p.Baselines = &b
+	}
+}
+
+func (p ProbeParams) check() error {
+	for _, l := range p.L2 {
+		if l <= 0 {
+			return fmt.Errorf("probe.l2 values must be positive, got %v", p.L2)
+		}
+	}
+	if p.Batch < 1 || p.MaxTrain < 0 || p.MaxPerShard < 0 || p.MaxIter < 0 || p.Patience < 0 {
+		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
+	}
+	return nil
+}
 
 func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Probe
-	qm, tm := rc.Inputs["quantize"], rc.Inputs["train"]
-	ckpt, _ := tm.Meta["checkpoint"].(string)
-	weights := tm.Path(storage.Join(ckpt, WeightsFile))
-	b, err := storage.ReadFile(ctx, weights)
+	params, trained, err := LoadTrained(ctx, rc.Inputs["train"])
 	if err != nil {
-		return nil, fmt.Errorf("probe: the train stage's final checkpoint: %w", err)
-	}
-	params, _, err := model.LoadCheckpoint(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("probe: %s: %w", weights, err)
+		return nil, fmt.Errorf("probe: %w", err)
 	}
 	mc := params.Config
-	var inputs []pipelines.ShardInput
-	trainShards := 0
-	for _, f := range qm.Files {
-		if f.Split != "" {
-			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
-		}
-		if f.Split == "train" {
-			trainShards++
-		}
-	}
-	list := storage.Join(rc.Dir, InputsName)
-	if err := pipelines.WriteLines(ctx, list, inputs); err != nil {
+	ex, err := newExtractor(ctx, rc, mc, trained.Objective)
+	if err != nil {
 		return nil, err
 	}
-	// max_train is sampled in the workers, evenly over the train shards
-	// (the driver keeps the first max_train of what they wrote).
-	maxTrainPerShard := 0
-	if pc.MaxTrain > 0 && trainShards > 0 {
-		maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
-	}
-	objective := rc.Config.Train.Objective
-	extract := func(dir, weights string) (string, error) {
-		p, s := beam.NewPipelineWithRoot()
-		if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
-			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
-			return "", err
-		}
-		return runPipeline(ctx, rc, p)
-	}
-	opts := probe.Options{Standardize: true, Logger: rc.Log,
-		Fit: probe.FitOptions{MaxIter: pc.MaxIter, Patience: pc.Patience}}
+	opts := probeOptions(rc)
 	start := time.Now()
 	featDir := storage.Join(rc.Dir, "features")
-	job, err := extract(featDir, weights)
+	job, err := ex.run(featDir, trained.Weights)
 	if err != nil {
 		return nil, err
 	}
@@ -106,32 +130,98 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, objective, rc.Config.Dataset.Name)
+	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
 	if *pc.Baselines {
-		if err := addBaselines(ctx, rc, rep, sets, extract, pc, opts, mc); err != nil {
+		rows, err := ReadProbeBaselines(ctx, rc.Inputs["probe-baselines"], mc, trained.Objective)
+		if err != nil {
 			return nil, err
 		}
+		bm := rc.Inputs["probe-baselines"]
+		for _, row := range rows {
+			if bm.Finished.Before(rc.Inputs["train"].Started) {
+				row.Cached = bm.Path(BaselinesFile) // fitted before this model was trained
+			}
+			rep.AddBaseline(row)
+		}
 	}
-	fitS := time.Since(start).Seconds()
 	out := &Output{JobID: job, Meta: map[string]any{"extract_s": extractS, "images_per_s": float64(records) / extractS,
-		"fit_s": fitS, "model": mc, "weights": weights}}
+		"fit_s": time.Since(start).Seconds(), "model": mc, "weights": trained.Weights}}
 	if best, ok := rep.Best(); ok {
 		out.Meta["best_layer"], out.Meta["best_test_acc"] = best.Layer, best.TestAcc
 	}
+	return out, writeReports(ctx, rc.Dir, rep, out)
+}
+
+// probeOptions are the fit settings of every probe of a run.
+func probeOptions(rc *RunContext) probe.Options {
+	pc := rc.Config.Probe
+	return probe.Options{Standardize: true, Logger: rc.Log, Fit: probe.FitOptions{MaxIter: pc.MaxIter, Patience: pc.Patience}}
+}
+
+// writeReports writes the report as JSON, Markdown and a plot, listing
+// each in out.
+func writeReports(ctx context.Context, dir string, rep *probe.Report, out *Output) error {
 	for _, w := range []struct {
 		name  string
 		write func(io.Writer) error
 	}{{ReportJSON, rep.WriteJSON}, {ReportMD, rep.WriteMarkdown}, {ProbePNG, rep.PlotPNG}} {
 		var buf bytes.Buffer
 		if err := w.write(&buf); err != nil {
-			return nil, fmt.Errorf("probe: %s: %w", w.name, err)
+			return fmt.Errorf("probe: %s: %w", w.name, err)
 		}
-		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, w.name), buf.Bytes()); err != nil {
-			return nil, err
+		if err := storage.WriteFile(ctx, storage.Join(dir, w.name), buf.Bytes()); err != nil {
+			return err
 		}
 		out.Files = append(out.Files, FileInfo{Name: w.name, Bytes: int64(buf.Len())})
 	}
-	return out, nil
+	return nil
+}
+
+// extractor runs the feature-extraction pipeline over the quantize
+// output's shards, listed once for every run of it.
+type extractor struct {
+	ctx              context.Context
+	rc               *RunContext
+	mc               model.Config
+	objective        string
+	list             string // the shard list file
+	maxTrainPerShard int
+}
+
+func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objective string) (*extractor, error) {
+	pc, qm := rc.Config.Probe, rc.Inputs["quantize"]
+	var inputs []pipelines.ShardInput
+	trainShards := 0
+	for _, f := range qm.Files {
+		if f.Split != "" {
+			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
+		}
+		if f.Split == "train" {
+			trainShards++
+		}
+	}
+	ex := &extractor{ctx: ctx, rc: rc, mc: mc, objective: objective, list: storage.Join(rc.Dir, InputsName)}
+	if err := pipelines.WriteLines(ctx, ex.list, inputs); err != nil {
+		return nil, err
+	}
+	// max_train is sampled in the workers, evenly over the train shards
+	// (the driver keeps the first max_train of what they wrote).
+	if pc.MaxTrain > 0 && trainShards > 0 {
+		ex.maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
+	}
+	return ex, nil
+}
+
+// run writes the features of every layer of the model with weights ("":
+// a random initialisation) into dir and returns the job's id.
+func (ex *extractor) run(dir, weights string) (string, error) {
+	pc := ex.rc.Config.Probe
+	p, s := beam.NewPipelineWithRoot()
+	if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
+		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, Dir: dir}); err != nil {
+		return "", err
+	}
+	return runPipeline(ex.ctx, ex.rc, p)
 }
 
 // readFeatureSets reads every Features shard of a folder into one set per
@@ -170,33 +260,10 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-// addBaselines probes raw pixels and a randomly initialised model of the
-// same config on the same images and splits, reusing either row from the
-// root's baseline cache when an earlier run fitted it on the same inputs.
-func addBaselines(ctx context.Context, rc *RunContext, rep *probe.Report, sets map[string]*probe.FeatureSet,
-	extract func(dir, weights string) (string, error), pc ProbeConfig, opts probe.Options, mc model.Config) error {
-	keys := splitKeysHash(sets)
-	row, err := cachedBaseline(ctx, rc, rawPixelsID(rc, pc, opts, keys), func() (probe.Row, error) {
-		return rawPixelBaseline(ctx, rc, sets, pc, opts)
-	})
-	if err != nil {
-		return err
-	}
-	rep.AddBaseline(row)
-	row, err = cachedBaseline(ctx, rc, randomInitID(rc, pc, opts, mc, keys), func() (probe.Row, error) {
-		return randomInitBaseline(ctx, rc, extract, pc, opts)
-	})
-	if err != nil {
-		return err
-	}
-	rep.AddBaseline(row)
-	return nil
-}
-
 // rawPixelBaseline probes the original images, scaled to [0, 1] and
 // flattened, split exactly as the tokens were. A Beam pipeline writes their
 // features (the workers read the Image shards; the driver lists the keys).
-func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeConfig,
+func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeParams,
 	opts probe.Options) (probe.Row, error) {
 	var keys []pipelines.KeySplit
 	for split, set := range sets {
@@ -239,27 +306,27 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 
 // randomInitBaseline runs the same pipeline with untrained weights and
 // returns its best layer's row.
-func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, weights string) (string, error),
-	pc ProbeConfig, opts probe.Options) (probe.Row, error) {
+func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
+	pc ProbeParams, opts probe.Options) (probe.Row, map[string]*probe.FeatureSet, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
-	if _, err := extract(dir, ""); err != nil {
-		return probe.Row{}, err
+	if _, err := ex.run(dir, ""); err != nil {
+		return probe.Row{}, nil, err
 	}
 	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	rsplits, err := probe.AssembleSplits(rsets["train"], rsets["val"], rsets["test"], 0.1, pc.Seed)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	rrep, err := probe.Layers(rsplits, pc.L2, opts)
 	if err != nil {
-		return probe.Row{}, err
+		return probe.Row{}, nil, err
 	}
 	row, ok := probe.BaselineFromBest(probe.RandomInitPrefix, rrep)
 	if !ok {
-		return probe.Row{}, fmt.Errorf("probe: random-init baseline: no layer was probed")
+		return probe.Row{}, nil, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
-	return row, nil
+	return row, rsets, nil
 }

@@ -89,12 +89,12 @@ func TestProbeFeaturesBatchInvariant(t *testing.T) {
 	if err := pipelines.WriteLines(context.Background(), list, inputs); err != nil {
 		t.Fatal(err)
 	}
+	trained, err := ReadTrainOutput(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgOf := func(batch int, dir string) pipelines.ProbeConfig {
-		var mc struct{ Layers, D, Heads, Seq, Vocab int }
-		b, _ := json.Marshal(tm.Meta["model"])
-		json.Unmarshal(b, &mc)
-		return pipelines.ProbeConfig{Inputs: list, Weights: tm.Path(filepath.Join(tm.Meta["checkpoint"].(string), WeightsFile)),
-			Objective: "ar", Batch: batch, Dir: dir, Config: modelConfig(mc.Layers, mc.D, mc.Heads, mc.Seq, mc.Vocab)}
+		return pipelines.ProbeConfig{Inputs: list, Weights: trained.Weights, Objective: "ar", Batch: batch, Dir: dir, Config: trained.Model}
 	}
 	feats := map[int]map[string][]float32{}
 	for _, batch := range []int{1, 64} {
@@ -138,10 +138,6 @@ func runProbePipeline(cfg pipelines.ProbeConfig) error {
 	}
 	_, err := runPipeline(context.Background(), &RunContext{Runner: "prism"}, p)
 	return err
-}
-
-func modelConfig(layers, d, heads, seq, vocab int) model.Config {
-	return model.Config{Layers: layers, D: d, Heads: heads, Seq: seq, Vocab: vocab}
 }
 
 // TestSampleStage draws samples and completions from a tiny trained model:
@@ -190,9 +186,10 @@ func TestSampleStage(t *testing.T) {
 	}
 }
 
-// TestProbeBaselineCache probes three models of the same data in one root:
-// the second reuses both baseline rows fitted by the first, the third finds
-// the cache entries corrupt, fits again to the same result and repairs them.
+// TestProbeBaselineCache probes two models of the same shape and data in
+// one root: the second reuses the probe-baselines stage output of the first
+// (one output, its rows marked reused in the report); the rows are refused
+// for another model shape, and a damaged output names --force.
 func TestProbeBaselineCache(t *testing.T) {
 	root, src := t.TempDir(), folderArchive(t, 8, nil)
 	probeYAML := "probe: {batch: 5, l2: [0.1, 0.001]}\n"
@@ -224,39 +221,37 @@ func TestProbeBaselineCache(t *testing.T) {
 	first, _ := report(20)
 	for _, row := range first.Baselines {
 		if row.Cached != "" {
-			t.Fatalf("first run: %q came from the cache %s", row.Name, row.Cached)
+			t.Fatalf("first run: %q came from an earlier run %s", row.Name, row.Cached)
 		}
 	}
-	entries, _ := filepath.Glob(filepath.Join(root, BaselineCacheDir, "*.json"))
-	if len(entries) != 2 {
-		t.Fatalf("cache entries after the first run: %v", entries)
+	entries, _ := filepath.Glob(filepath.Join(root, "probe-baselines", "*", BaselinesFile))
+	if len(entries) != 1 {
+		t.Fatalf("probe-baselines outputs after the first run: %v", entries)
 	}
 
 	second, md := report(21) // another model (one more step), the same images and splits
 	for i, row := range second.Baselines {
-		if row.Cached == "" || !same(row, first.Baselines[i]) {
-			t.Fatalf("second run: baseline %+v, want the first run's %+v from the cache", row, first.Baselines[i])
+		if row.Cached != entries[0] || !same(row, first.Baselines[i]) {
+			t.Fatalf("second run: baseline %+v, want the first run's %+v from %s", row, first.Baselines[i], entries[0])
 		}
 	}
 	if !strings.Contains(md, "reused from") {
 		t.Fatalf("report.md does not say a baseline was reused:\n%s", md)
 	}
+	if again, _ := filepath.Glob(filepath.Join(root, "probe-baselines", "*", BaselinesFile)); len(again) != 1 {
+		t.Fatalf("probe-baselines outputs after a second model of the same shape: %v", again)
+	}
 
-	for _, e := range entries {
-		if err := os.WriteFile(e, []byte(`{"id": `), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	bm, err := ReadManifest(context.Background(), filepath.Dir(entries[0]))
+	if err != nil {
+		t.Fatal(err)
 	}
-	third, _ := report(22)
-	for i, row := range third.Baselines {
-		if row.Cached != "" || !same(row, first.Baselines[i]) {
-			t.Fatalf("third run: baseline %+v, want a refit equal to %+v", row, first.Baselines[i])
-		}
+	rows, err := ReadProbeBaselines(context.Background(), bm, model.Config{Layers: 9, D: 8, Heads: 1, Seq: 16, Vocab: 4}, "ar")
+	if err == nil || !strings.Contains(err.Error(), "the trained model is L9") {
+		t.Fatalf("baselines of another shape: %v, %v", rows, err)
 	}
-	for _, e := range entries {
-		var v struct{ Row probe.Row }
-		if b, err := os.ReadFile(e); err != nil || json.Unmarshal(b, &v) != nil || v.Row.Name == "" {
-			t.Fatalf("cache entry %s not repaired: %v", e, err)
-		}
+	os.WriteFile(entries[0], []byte(`{"rows": `), 0o644)
+	if _, err := ReadProbeBaselines(context.Background(), bm, model.Config{}, "ar"); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("damaged baselines: %v", err)
 	}
 }

@@ -457,8 +457,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 			os.MkdirAll(filepath.Dir(p), 0o755)
 			os.WriteFile(p, []byte("{}"), 0o644)
 		}
-		tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}, lastGood: 3}
-		if err := tr.prune(context.Background()); err != nil {
+		if err := checkpointStore(dir, keep).Prune(context.Background(), 3); err != nil {
 			t.Fatalf("keep %d: prune: %v", keep, err)
 		}
 		if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
@@ -476,8 +475,7 @@ func TestReliability3_KeepCheckpoints(t *testing.T) {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte("{}"), 0o644)
 	}
-	tr := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: 1}, lastGood: 3}
-	tr.prune(context.Background())
+	checkpointStore(dir, 1).Prune(context.Background(), 3)
 	if _, err := os.Stat(filepath.Join(dir, CheckpointDir, ckptName(3))); err != nil {
 		t.Fatalf("prune deleted LATEST's checkpoint beside a newer leftover: %v", err)
 	}
@@ -497,11 +495,11 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
 	machineMemory = func() (float64, bool) { return 23e9, true }
 	for _, tc := range []struct {
-		train TrainConfig
+		train TrainParams
 		key   string
 	}{
-		{TrainConfig{Model: "nano", Batch: 100_000_000}, "train.batch 100000000"},
-		{TrainConfig{Model: "XL", Batch: 1}, "train.model XL"},
+		{TrainParams{Model: "nano", Batch: 100_000_000}, "train.batch 100000000"},
+		{TrainParams{Model: "XL", Batch: 1}, "train.model XL"},
 	} {
 		mc, err := ModelConfig(tc.train, 1024, 512)
 		if err != nil {
@@ -521,8 +519,8 @@ func TestReliability9_ConfigMemoryLimits(t *testing.T) {
 	}
 	machineMemory = func() (float64, bool) { return 23e9, true }
 	// What fits is accepted: the shipped default on a 23 GB machine.
-	mc, _ := ModelConfig(TrainConfig{Model: "nano"}, 1024, 512)
-	if err := checkTrainMemory(mc, TrainConfig{Model: "nano", Batch: 8}); err != nil {
+	mc, _ := ModelConfig(TrainParams{Model: "nano"}, 1024, 512)
+	if err := checkTrainMemory(mc, TrainParams{Model: "nano", Batch: 8}); err != nil {
 		t.Errorf("nano, batch 8 on 23 GB: %v", err)
 	}
 }
@@ -731,7 +729,7 @@ func fakeRun(t *testing.T, recs ...records.Tokens) (qdir, rundir string) {
 	return qdir, rundir
 }
 
-// TestReliability6_GridsOfMixedSizes: show and sample refuse a split whose
+// TestReliability6_GridsOfMixedSizes: sample refuses (tools tests show) a split whose
 // records differ in size, or hold a token past the palette, naming the
 // record, where they panicked.
 func TestReliability6_GridsOfMixedSizes(t *testing.T) {
@@ -744,16 +742,12 @@ func TestReliability6_GridsOfMixedSizes(t *testing.T) {
 		want string
 	}{{"mixed sizes", mixed, `("big") is 3×3`}, {"token past palette", past, `("past"): token 600`}} {
 		t.Run(tc.name, func(t *testing.T) {
-			qdir, rundir := fakeRun(t, tc.recs...)
-			_, err := ShowTokens(ctx, qdir, 8, 2)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test-00000-of-00001.tokens") {
-				t.Errorf("show tokens: %v, want it to name %s and the shard", err, tc.want)
-			}
-			m, pal, err := loadRun(ctx, rundir)
+			_, rundir := fakeRun(t, tc.recs[0])
+			run, err := loadRun(ctx, rundir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = Complete(m, tc.recs, 1, 0.5, model.SampleOptions{Temperature: 1}, pal, 2)
+			_, _, err = Complete(run.m, tc.recs, 1, 0.5, model.SampleOptions{Temperature: 1}, run.pal, 2)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("complete: %v, want it to name %s", err, tc.want)
 			}
@@ -780,7 +774,7 @@ func pngClaiming(t *testing.T, w, h uint32) []byte {
 // scale outside their ranges are errors, not panics or blank PNGs.
 func TestReliability7_SampleArguments(t *testing.T) {
 	ctx := context.Background()
-	qdir, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
+	_, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
 	opt := model.SampleOptions{Temperature: 1}
 	huge := pngClaiming(t, 100000, 100000)
 	var err error
@@ -805,7 +799,6 @@ func TestReliability7_SampleArguments(t *testing.T) {
 		for what, f := range map[string]func() error{
 			"complete": func() error { _, err := CompletePicture(ctx, rundir, small, 1, 0.5, opt, scale); return err },
 			"sample":   func() error { _, err := SampleGrid(ctx, rundir, 1, opt, scale); return err },
-			"show":     func() error { _, err := ShowTokens(ctx, qdir, 1, scale); return err },
 		} {
 			if err := f(); err == nil || !strings.Contains(err.Error(), "--scale") {
 				t.Errorf("%s --scale %d: %v", what, scale, err)
@@ -818,11 +811,8 @@ func TestReliability7_SampleArguments(t *testing.T) {
 // work like the folder.
 func TestReliability21_TrailingSlash(t *testing.T) {
 	ctx := context.Background()
-	qdir, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
+	_, rundir := fakeRun(t, tokRec("a", 2, 2, 16, 1))
 	for _, suffix := range []string{"/", "//"} {
-		if _, err := ShowTokens(ctx, qdir+suffix, 1, 2); err != nil {
-			t.Errorf("show tokens %s%s: %v", qdir, suffix, err)
-		}
 		if _, err := SampleGrid(ctx, rundir+suffix, 1, model.SampleOptions{Temperature: 1}, 2); err != nil {
 			t.Errorf("sample %s%s: %v", rundir, suffix, err)
 		}
@@ -851,7 +841,7 @@ func TestReliability15_ManifestPathsStayInside(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				_, err = TrainedWeights(ctx, m.Dir)
+				_, err = ReadTrainOutput(m)
 				return err
 			}()
 			if err == nil {

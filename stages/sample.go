@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/color"
 	_ "image/jpeg" // user pictures may be JPEG
-	"image/png"
 	"io"
 	"time"
 
@@ -37,19 +35,60 @@ func (sampleStage) Version() int           { return 1 }
 func (sampleStage) Upstream() []string     { return []string{"palette", "quantize", "train"} }
 func (sampleStage) Params(cfg *Config) any { return cfg.Sample }
 
+// SampleParams configures the sample stage's PNG grids.
+type SampleParams struct {
+	// Unconditional samples to draw (default 16).
+	Unconditional int `yaml:"unconditional" json:"unconditional"`
+	// Images of the test split to complete (default 8), Completions of
+	// each (default 4), keeping the top Keep fraction of rows (default 0.5).
+	Images      int     `yaml:"images" json:"images"`
+	Completions int     `yaml:"completions" json:"completions"`
+	Keep        float64 `yaml:"keep" json:"keep"`
+	// Temperature (default 1), TopK and TopP (0: off) shape the draws.
+	Temperature float64 `yaml:"temperature" json:"temperature"`
+	TopK        int     `yaml:"top_k" json:"top_k,omitempty"`
+	TopP        float64 `yaml:"top_p" json:"top_p,omitempty"`
+	Seed        uint64  `yaml:"seed" json:"seed"`
+	// Scale magnifies pixels in the PNGs (default 4).
+	Scale int `yaml:"scale" json:"scale"`
+}
+
+func (s *SampleParams) fillDefaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&s.Unconditional, 16)
+	def(&s.Images, 8)
+	def(&s.Completions, 4)
+	def(&s.Scale, 4)
+	if s.Keep == 0 {
+		s.Keep = 0.5
+	}
+	if s.Temperature == 0 {
+		s.Temperature = 1
+	}
+}
+
+func (s SampleParams) check() error {
+	if s.Keep <= 0 || s.Keep >= 1 || s.Unconditional < 0 || s.Images < 0 || s.Completions < 0 || s.Scale < 1 {
+		return fmt.Errorf("sample: keep must be in (0, 1); counts and scale positive")
+	}
+	if s.Scale > MaxScale {
+		return fmt.Errorf("sample.scale is %d: at most %d (each image pixel becomes scale² PNG pixels)", s.Scale, MaxScale)
+	}
+	return nil
+}
+
 // Run is a Beam-free local stage.
 func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	sc := rc.Config.Sample
-	m, err := loadTrained(ctx, rc.Inputs["train"])
+	run, err := openRun(ctx, rc.Inputs["train"], rc.Inputs["quantize"], rc.Inputs["palette"])
 	if err != nil {
 		return nil, err
 	}
-	pal, _, err := ReadPalette(ctx, rc.Inputs["palette"])
-	if err != nil {
-		return nil, err
-	}
-	qm := rc.Inputs["quantize"]
-	side := imageSide(m.Config.Seq)
+	m, pal, qm, h, w := run.m, run.pal, rc.Inputs["quantize"], run.h, run.w
 	opt := model.SampleOptions{Temperature: sc.Temperature, TopK: sc.TopK, TopP: sc.TopP, Seed: sc.Seed}
 	out := &Output{Meta: map[string]any{}}
 	var recs []records.Tokens
@@ -66,9 +105,9 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		for b := 0; b < n; b++ {
 			t := toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])
 			rows = append(rows, [][]uint16{t})
-			recs = append(recs, records.Tokens{Key: fmt.Sprintf("sample/%04d", b), Label: -1, H: side, W: side, Vocab: pal.K, Tok: t})
+			recs = append(recs, records.Tokens{Key: fmt.Sprintf("sample/%04d", b), Label: -1, H: h, W: w, Vocab: pal.K, Tok: t})
 		}
-		png, err := tokenImageGrid(regroup(rows, 8), side, side, pal, sc.Scale, 0)
+		png, err := tokenImageGrid(regroup(rows, 8), h, w, pal, sc.Scale, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +136,7 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		}
 		for i, c := range comp {
 			recs = append(recs, records.Tokens{Key: fmt.Sprintf("completion/%s/%d", test[i/sc.Completions].Key, i%sc.Completions),
-				Label: test[i/sc.Completions].Label, H: side, W: side, Vocab: pal.K, Tok: c})
+				Label: test[i/sc.Completions].Label, H: h, W: w, Vocab: pal.K, Tok: c})
 		}
 		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, CompletionsPNG), grid); err != nil {
 			return nil, err
@@ -110,32 +149,6 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	out.Files = append(out.Files, FileInfo{Name: SamplesFile, Split: "samples", Kind: "Tokens", Records: st.Records, Bytes: st.Bytes})
 	return out, nil
-}
-
-// loadTrained loads a train stage's final model.
-func loadTrained(ctx context.Context, tm *Manifest) (*model.Model, error) {
-	w, err := TrainedWeights(ctx, tm.Dir)
-	if err != nil {
-		return nil, err
-	}
-	b, err := storage.ReadFile(ctx, w)
-	if err != nil {
-		return nil, err
-	}
-	p, _, err := model.LoadCheckpoint(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", w, err)
-	}
-	return model.FromParams(p), nil
-}
-
-// imageSide is the side of the square token grid of a context of seq.
-func imageSide(seq int) int {
-	s := 1
-	for s*s < seq {
-		s++
-	}
-	return s
 }
 
 func toU16(x []int32) []uint16 {
@@ -165,7 +178,7 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 	if len(imgs) == 0 {
 		return nil, nil, fmt.Errorf("sample: no images to complete")
 	}
-	if err := checkScale(scale); err != nil {
+	if err := CheckScale(scale); err != nil {
 		return nil, nil, err
 	}
 	if !(keep > 0 && keep < 1) {
@@ -176,7 +189,7 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 	if h*w != T {
 		return nil, nil, fmt.Errorf("sample: images of %d×%d tokens, the model's context is %d", h, w, T)
 	}
-	if err := checkGrid(imgs, h, w, pal.K); err != nil {
+	if err := CheckGrid(imgs, h, w, pal.K); err != nil {
 		return nil, nil, fmt.Errorf("sample: %w", err)
 	}
 	P := int(float64(h)*keep) * w
@@ -211,58 +224,34 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 // (an occluded input) is drawn with its missing pixels grey. When sep > 0 a
 // wider gap follows the first column and precedes the last.
 func tokenImageGrid(rows [][][]uint16, h, w int, pal *records.Palette, scale, sep int) ([]byte, error) {
-	const gap = 4
-	cols := 0
-	for _, r := range rows {
-		cols = max(cols, len(r))
-	}
-	cw, ch := w*scale+gap, h*scale+gap
-	extra := 0
-	if sep > 0 {
-		extra = 2 * 2 * gap
-	}
-	img := image.NewRGBA(image.Rect(0, 0, cols*cw+extra, len(rows)*ch))
-	for i := range img.Pix {
-		img.Pix[i] = 255
-	}
+	tiles := make([][]imgproc.Tile, len(rows))
 	for r, row := range rows {
-		for c, toks := range row {
-			x0 := c * cw
-			if sep > 0 && c > 0 {
-				x0 += 2 * gap
-			}
-			if sep > 0 && c == len(row)-1 {
-				x0 += 2 * gap
-			}
-			y0 := r * ch
-			for y := 0; y < h; y++ {
-				for x := 0; x < w; x++ {
-					col := color.RGBA{128, 128, 128, 255}
-					if i := y*w + x; i < len(toks) {
-						c := pal.Colour(toks[i])
-						col = color.RGBA{c[0], c[1], c[2], 255}
-					}
-					fill(img, x0+x*scale, y0+y*scale, scale, col)
-				}
-			}
+		for _, toks := range row {
+			tiles[r] = append(tiles[r], imgproc.Tile{RGB: TokenRGB(pal, toks)})
 		}
 	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return nil, err
+	return imgproc.Grid{TileH: h, TileW: w, Scale: scale, Gap: 4, Sep: sep > 0}.PNG(tiles)
+}
+
+// TokenRGB decodes tokens to RGB pixels with the palette.
+func TokenRGB(pal *records.Palette, toks []uint16) []byte {
+	out := make([]byte, 0, 3*len(toks))
+	for _, t := range toks {
+		c := pal.Colour(t)
+		out = append(out, c[0], c[1], c[2])
 	}
-	return buf.Bytes(), nil
+	return out
 }
 
 // CompletePicture completes the user's own picture: decoded (PNG or JPEG),
-// centre-cropped to a square, resized to the model's grid with an area
+// centre-cropped to the token grid's aspect, resized to the grid with an area
 // filter and quantized with the run's palette, then completed n times.
 func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, keep float64, opt model.SampleOptions, scale int) ([]byte, error) {
-	m, pal, err := loadRun(ctx, runDir)
+	run, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}
-	side := imageSide(m.Config.Seq)
+	pal := run.pal
 	// The header's size first: a small file can claim 100000×100000.
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(picture))
 	if err != nil {
@@ -275,8 +264,8 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	if err != nil {
 		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
 	}
-	pix, hh, ww := squareRGB(src)
-	small, err := imgproc.Resize(pix, hh, ww, 3, side, side)
+	pix, hh, ww := cropRGB(src, run.h, run.w)
+	small, err := imgproc.Resize(pix, hh, ww, 3, run.h, run.w)
 	if err != nil {
 		return nil, err
 	}
@@ -284,29 +273,29 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	if err != nil {
 		return nil, err
 	}
-	tok, err := pipelines.Tokenize(records.Image{Key: "picture", H: side, W: side, C: 3, Pix: small}, lut, pal.K, [2]int{})
+	tok, err := pipelines.Tokenize(records.Image{Key: "picture", H: run.h, W: run.w, C: 3, Pix: small}, lut, pal.K, [2]int{})
 	if err != nil {
 		return nil, err
 	}
-	png, _, err := Complete(m, []records.Tokens{tok}, n, keep, opt, pal, scale)
+	png, _, err := Complete(run.m, []records.Tokens{tok}, n, keep, opt, pal, scale)
 	return png, err
 }
 
 // MaxPicturePixels caps the picture sample --complete decodes (8192×8192).
 const MaxPicturePixels = 1 << 26
 
-// checkScale refuses a pixel magnification that draws nothing or more than
+// CheckScale refuses a pixel magnification that draws nothing or more than
 // memory holds.
-func checkScale(scale int) error {
+func CheckScale(scale int) error {
 	if scale < 1 || scale > MaxScale {
 		return fmt.Errorf("scale %d is outside 1..%d (--scale, sample.scale): each token becomes scale×scale pixels", scale, MaxScale)
 	}
 	return nil
 }
 
-// checkGrid checks that records drawn in one grid all have h×w tokens,
+// CheckGrid checks that records drawn in one grid all have h×w tokens,
 // each inside a palette of k colours, naming the first that does not.
-func checkGrid(recs []records.Tokens, h, w, k int) error {
+func CheckGrid(recs []records.Tokens, h, w, k int) error {
 	for i, r := range recs {
 		if r.H != h || r.W != w || len(r.Tok) != h*w {
 			return fmt.Errorf("record %d (%q) is %d×%d tokens, the first is %d×%d: a grid needs one size (resize them alike with quantize.resize)", i, r.Key, r.H, r.W, h, w)
@@ -320,79 +309,90 @@ func checkGrid(recs []records.Tokens, h, w, k int) error {
 	return nil
 }
 
-// loadRun loads a train folder's final model and the palette its tokens
-// were made with.
-func loadRun(ctx context.Context, runDir string) (*model.Model, *records.Palette, error) {
+// trainedRun is a train stage's final model with the palette and token
+// grid of the tokens it was trained on.
+type trainedRun struct {
+	m    *model.Model
+	pal  *records.Palette
+	h, w int
+}
+
+// loadRun opens a train folder: its final model, and the palette and grid
+// of its quantize input, found through its manifest's inputs.
+func loadRun(ctx context.Context, runDir string) (*trainedRun, error) {
 	tm, err := ReadManifest(ctx, runDir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
+		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
 	}
-	m, err := loadTrained(ctx, tm)
+	qm, err := tm.Upstream(ctx, "quantize")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	pm, err := runInput(ctx, tm, "quantize", "palette")
+	pm, err := qm.Upstream(ctx, "palette")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	return openRun(ctx, tm, qm, pm)
+}
+
+// openRun loads the model of train output tm and the palette and token
+// grid of its inputs qm and pm.
+func openRun(ctx context.Context, tm, qm, pm *Manifest) (*trainedRun, error) {
+	p, _, err := LoadTrained(ctx, tm)
+	if err != nil {
+		return nil, err
 	}
 	pal, _, err := ReadPalette(ctx, pm)
-	return m, pal, err
-}
-
-// runInput follows a manifest's inputs back: from tm through the named
-// stages (e.g. train → quantize → palette).
-func runInput(ctx context.Context, m *Manifest, path ...string) (*Manifest, error) {
-	root := storage.Dir(storage.Dir(m.Dir))
-	for _, stage := range path {
-		var next *Manifest
-		for _, in := range m.Inputs {
-			if in.Stage == stage {
-				var err error
-				if next, err = ReadManifest(ctx, storage.Join(root, in.Stage, in.Key)); err != nil {
-					return nil, err
-				}
-			}
-		}
-		if next == nil {
-			return nil, fmt.Errorf("%s has no %s input", m.Dir, stage)
-		}
-		m = next
+	if err != nil {
+		return nil, err
 	}
-	return m, nil
+	h, w, err := TokensGrid(ctx, qm)
+	if err != nil {
+		return nil, err
+	}
+	if h*w != p.Config.Seq {
+		return nil, fmt.Errorf("sample: %s's tokens are %d×%d, the model's context is %d", qm.Dir, h, w, p.Config.Seq)
+	}
+	return &trainedRun{m: model.FromParams(p), pal: pal, h: h, w: w}, nil
 }
 
-// squareRGB centre-crops an image to a square and returns its RGB bytes.
-func squareRGB(src image.Image) ([]byte, int, int) {
+// cropRGB centre-crops an image to the aspect ratio h:w and returns its
+// RGB bytes and size.
+func cropRGB(src image.Image, h, w int) ([]byte, int, int) {
 	b := src.Bounds()
-	s := min(b.Dx(), b.Dy())
-	x0, y0 := b.Min.X+(b.Dx()-s)/2, b.Min.Y+(b.Dy()-s)/2
-	pix := make([]byte, 0, s*s*3)
-	for y := y0; y < y0+s; y++ {
-		for x := x0; x < x0+s; x++ {
+	ch, cw := b.Dy(), b.Dy()*w/h
+	if cw > b.Dx() {
+		cw, ch = b.Dx(), max(1, b.Dx()*h/w)
+	}
+	cw = max(cw, 1)
+	x0, y0 := b.Min.X+(b.Dx()-cw)/2, b.Min.Y+(b.Dy()-ch)/2
+	pix := make([]byte, 0, cw*ch*3)
+	for y := y0; y < y0+ch; y++ {
+		for x := x0; x < x0+cw; x++ {
 			r, g, bb, _ := src.At(x, y).RGBA()
 			pix = append(pix, uint8(r>>8), uint8(g>>8), uint8(bb>>8))
 		}
 	}
-	return pix, s, s
+	return pix, ch, cw
 }
 
 // SampleGrid draws n unconditional samples from a train folder's model.
 func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptions, scale int) ([]byte, error) {
-	if err := checkScale(scale); err != nil {
+	if err := CheckScale(scale); err != nil {
 		return nil, err
 	}
-	m, pal, err := loadRun(ctx, runDir)
+	run, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}
+	m := run.m
 	toks, err := m.Sample(nil, n, m.Config.Seq, opt)
 	if err != nil {
 		return nil, err
 	}
-	side := imageSide(m.Config.Seq)
 	var items [][][]uint16
 	for b := 0; b < n; b++ {
 		items = append(items, [][]uint16{toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])})
 	}
-	return tokenImageGrid(regroup(items, 8), side, side, pal, scale, 0)
+	return tokenImageGrid(regroup(items, 8), run.h, run.w, run.pal, scale, 0)
 }

@@ -1,5 +1,10 @@
-// Package stages holds igpt's stage contract, the stage registry and the
-// planner that runs a config's stages in order, skipping finished ones.
+// Package stages holds igpt's stage contract, the stage registry, the
+// planner that runs a config's stages in order, skipping finished ones, and
+// the stages themselves: one file per stage with its params type (defaults
+// and checks beside it), its Run, and the typed reader of its output, so a
+// consumer never reads another stage's manifest meta by string key or its
+// config. Config loading checks every value before any stage runs, naming
+// keys as the YAML writes them.
 //
 // A stage has a name, a version, a config section and upstream stages. Its
 // key is the first 12 hex digits of sha256(name, version, canonical config
@@ -260,3 +265,47 @@ func CodeVersion() string {
 // ErrUpstreamMissing is wrapped by errors for a stage run alone whose
 // upstream outputs do not exist yet.
 var ErrUpstreamMissing = errors.New("upstream stage output missing")
+
+// decodeMeta reads a manifest's meta into a stage's typed output (such as
+// TrainOutput), after checking the manifest is of that stage.
+func decodeMeta(m *Manifest, stage string, out any) error {
+	path := storage.Join(m.Dir, ManifestName)
+	if m.Stage != stage {
+		return fmt.Errorf("%s holds a %s stage, not a %s stage", m.Dir, m.Stage, stage)
+	}
+	b, err := json.Marshal(m.Meta)
+	if err == nil {
+		err = json.Unmarshal(b, out)
+	}
+	if err != nil {
+		return fmt.Errorf("manifest %s: meta does not read as a %s output (%v); the manifest is damaged: delete %s and rerun the stage", path, stage, err, m.Dir)
+	}
+	return nil
+}
+
+// Root returns the root a stage folder lies under. Stage folders are
+// <root>/<stage>/<key>; the folder's two names must agree with its
+// manifest, so a copied or renamed folder is not mistaken for a run.
+func (m *Manifest) Root() (string, error) {
+	stageDir := storage.Dir(m.Dir)
+	if storage.Base(m.Dir) != m.Key || storage.Base(stageDir) != m.Stage {
+		return "", fmt.Errorf("%s holds the %s stage's output %s, but stage folders are ROOT/%s/%s: its upstream outputs cannot be found; use the folder under its root",
+			m.Dir, m.Stage, m.Key, m.Stage, m.Key)
+	}
+	return storage.Dir(stageDir), nil
+}
+
+// Upstream reads the manifest of m's input from the named stage, under
+// the same root (a train folder's "quantize", then that one's "palette").
+func (m *Manifest) Upstream(ctx context.Context, stage string) (*Manifest, error) {
+	root, err := m.Root()
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range m.Inputs {
+		if in.Stage == stage {
+			return ReadManifest(ctx, storage.Join(root, in.Stage, in.Key))
+		}
+	}
+	return nil, fmt.Errorf("%s (a %s stage) has no %s input", m.Dir, m.Stage, stage)
+}

@@ -3,19 +3,8 @@ package stages
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"math"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,8 +12,6 @@ import (
 	"github.com/igpt/igpt/internal/loader"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 )
 
 func init() { Register(trainStage{}) }
@@ -34,10 +21,10 @@ const (
 	MetricsFile   = "metrics.jsonl"
 	LossPlotFile  = "loss.png"
 	CheckpointDir = "checkpoints"
-	LatestFile    = "LATEST" // names the newest complete checkpoint folder
-	WeightsFile   = "model.safetensors"
-	OptimFile     = "optimizer.safetensors"
-	StateFile     = "state.json"
+	LatestFile    = model.LatestFile // names the newest complete checkpoint folder
+	WeightsFile   = model.WeightsFile
+	OptimFile     = model.OptimFile
+	StateFile     = model.StateFile
 )
 
 // trainStage trains the transformer on the quantize stage's tokens, on all
@@ -51,6 +38,152 @@ func (trainStage) Params(cfg *Config) any {
 	return cfg.Train
 }
 func (trainStage) Resumable() bool { return true }
+
+// TrainParams configures the train stage: the model and its optimisation.
+type TrainParams struct {
+	// Model names a preset (nano, micro, S, M, L, XL); Layers, D and Heads
+	// override its values. The context is the token grid's h×w, the
+	// vocabulary the palette's size.
+	Model  string `yaml:"model" json:"model"`
+	Layers int    `yaml:"layers" json:"layers,omitempty"`
+	D      int    `yaml:"d" json:"d,omitempty"`
+	Heads  int    `yaml:"heads" json:"heads,omitempty"`
+	// Objective is "ar" (autoregressive, default) or "bert".
+	Objective string `yaml:"objective" json:"objective"`
+	// BERTMaskProb is the masking probability of the BERT objective (0.15).
+	BERTMaskProb float64 `yaml:"bert_mask_prob" json:"bert_mask_prob,omitempty"`
+	// Batch is the micro-batch in sequences; Accum micro-batches make a step.
+	Batch int `yaml:"batch" json:"batch"`
+	Accum int `yaml:"accum" json:"accum"`
+	// Steps is the number of optimiser steps; the learning rate warms up
+	// linearly over WarmupSteps to LR, then decays with a cosine to 0.
+	Steps       int     `yaml:"steps" json:"steps"`
+	WarmupSteps int     `yaml:"warmup_steps" json:"warmup_steps"`
+	LR          float64 `yaml:"lr" json:"lr"`
+	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay,omitempty"`
+	// Clip is the global gradient-norm clip (0: none).
+	Clip float64 `yaml:"clip" json:"clip,omitempty"`
+	// EvalEvery steps the validation loss is computed on the first
+	// EvalRecords records of the val split (test when there is no val).
+	EvalEvery   int `yaml:"eval_every" json:"eval_every"`
+	EvalRecords int `yaml:"eval_records" json:"eval_records"`
+	// CheckpointEvery steps (and on interruption) a checkpoint is written;
+	// the last KeepCheckpoints are kept.
+	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int `yaml:"keep_checkpoints" json:"keep_checkpoints"`
+	// HFlip is the probability that a training sequence is mirrored left
+	// to right (its token grid's columns reversed): horizontal-flip
+	// augmentation. It is exact for palette tokens, which quantize each
+	// pixel on its own; VQ-VAE codes are not flip-equivariant.
+	HFlip float64 `yaml:"hflip" json:"hflip,omitempty"`
+	// InitFrom starts training from another run's weights instead of a
+	// random initialisation, with a fresh optimiser and schedule (continued
+	// pretraining). It names a .safetensors file, a checkpoint folder
+	// holding model.safetensors, or a train stage folder, whose newest
+	// checkpoint is used; a relative path is taken from the root (so
+	// "train/<key>" names another run under the same root). The model
+	// config must match. The path is part of the stage key; the weights'
+	// sha256 is recorded in the manifest.
+	InitFrom string `yaml:"init_from" json:"init_from,omitempty"`
+	// Seed of initialisation, data order, flips and BERT masks.
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// ShuffleBuffer is the number of shards whose records are shuffled
+	// together (default 2).
+	ShuffleBuffer int `yaml:"shuffle_buffer" json:"shuffle_buffer"`
+	// Threads for the kernels (default: all cores). Results are bit-for-bit
+	// reproducible for a given thread count.
+	Threads int `yaml:"threads" json:"threads"`
+}
+
+func (t *TrainParams) fillDefaults() {
+	if t.Model == "" {
+		t.Model = "nano"
+	}
+	if t.Objective == "" {
+		t.Objective = "ar"
+	}
+	if t.BERTMaskProb == 0 {
+		t.BERTMaskProb = model.BERTMaskProb
+	}
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&t.Batch, 8)
+	def(&t.Accum, 1)
+	def(&t.Steps, 1000)
+	def(&t.WarmupSteps, max(1, t.Steps/20))
+	def(&t.EvalEvery, 100)
+	def(&t.EvalRecords, 256)
+	def(&t.CheckpointEvery, 200)
+	def(&t.KeepCheckpoints, 2)
+	def(&t.ShuffleBuffer, 2)
+	if t.LR == 0 {
+		t.LR = 3e-3
+	}
+}
+
+// check validates the train section, the model's shape included (the
+// context and vocabulary come later, from the tokens).
+func (t TrainParams) check() error {
+	if t.Objective != "ar" && t.Objective != "bert" {
+		return fmt.Errorf("train.objective must be ar or bert, got %q", t.Objective)
+	}
+	if t.Batch < 1 || t.Accum < 1 || t.Steps < 1 || t.WarmupSteps < 0 || t.WarmupSteps > t.Steps || t.LR <= 0 {
+		return fmt.Errorf("train: batch, accum and steps must be positive, 0 <= warmup_steps <= steps and lr > 0 (got batch %d accum %d steps %d warmup %d lr %v)",
+			t.Batch, t.Accum, t.Steps, t.WarmupSteps, t.LR)
+	}
+	if t.BERTMaskProb <= 0 || t.BERTMaskProb >= 1 || t.Clip < 0 || t.WeightDecay < 0 || t.Threads < 0 {
+		return fmt.Errorf("train: bert_mask_prob must be in (0, 1) and clip, weight_decay, threads not negative")
+	}
+	if t.HFlip < 0 || t.HFlip > 1 {
+		return fmt.Errorf("train.hflip is a probability in [0, 1], got %v", t.HFlip)
+	}
+	if t.KeepCheckpoints < 1 {
+		return fmt.Errorf("train.keep_checkpoints is %d: at least 1 (the newest checkpoint is what a run resumes from)", t.KeepCheckpoints)
+	}
+	_, err := t.modelShape()
+	return err
+}
+
+// modelShape resolves train.model and its overrides, checking each in
+// YAML terms; Seq and Vocab are left 1 for the tokens to fill.
+func (t TrainParams) modelShape() (model.Config, error) {
+	mc, ok := model.Presets[t.Model]
+	if !ok {
+		return mc, fmt.Errorf("train.model is %q: use one of %s%s", t.Model, strings.Join(presetNames(), ", "), didYouMean(t.Model, presetNames()))
+	}
+	for _, o := range []struct {
+		key string
+		v   int
+		dst *int
+	}{{"train.layers", t.Layers, &mc.Layers}, {"train.d", t.D, &mc.D}, {"train.heads", t.Heads, &mc.Heads}} {
+		if o.v < 0 {
+			return mc, fmt.Errorf("%s is %d: give a positive value, or leave it out for the preset's", o.key, o.v)
+		}
+		if o.v > 0 {
+			*o.dst = o.v
+		}
+	}
+	if mc.D%mc.Heads != 0 {
+		return mc, fmt.Errorf("train.heads %d does not divide train.d %d (train.model %s)", mc.Heads, mc.D, t.Model)
+	}
+	mc.Seq, mc.Vocab = 1, 1
+	if err := mc.Validate(); err != nil {
+		return mc, fmt.Errorf("train.model %s with train.layers/d/heads: %w", t.Model, err)
+	}
+	return mc, nil
+}
+
+func presetNames() []string {
+	names := make([]string, 0, len(model.Presets))
+	for n := range model.Presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
 
 // TrainState is what a checkpoint holds beside the weights and optimiser
 // moments: enough to continue bit-for-bit.
@@ -79,48 +212,62 @@ type Metric struct {
 	ElapsedS float64  `json:"elapsed_s"`
 }
 
-// ModelConfig resolves the train config against the token grid and vocab.
-func ModelConfig(tc TrainConfig, seq, vocab int) (model.Config, error) {
-	mc, err := model.Preset(tc.Model)
+// TrainOutput is what the train stage records beside its checkpoints
+// (manifest meta): the model it trained, with which objective, and where
+// its final weights are.
+type TrainOutput struct {
+	Model      model.Config `json:"model"`
+	Objective  string       `json:"objective"`
+	Steps      int          `json:"steps"`
+	Checkpoint string       `json:"checkpoint"` // final checkpoint folder, relative to the stage folder
+	// Weights is the final weights' full path (not stored).
+	Weights string `json:"-"`
+}
+
+// ReadTrainOutput reads a train stage's typed output, checking that its
+// final checkpoint lies inside the stage folder.
+func ReadTrainOutput(m *Manifest) (TrainOutput, error) {
+	var out TrainOutput
+	if err := decodeMeta(m, "train", &out); err != nil {
+		return out, err
+	}
+	if out.Checkpoint == "" || !localName(out.Checkpoint) {
+		return out, fmt.Errorf("manifest %s: meta.checkpoint %q is not a path inside the train folder; the manifest is damaged or forged", storage.Join(m.Dir, ManifestName), out.Checkpoint)
+	}
+	if out.Objective == "" {
+		out.Objective = "ar"
+	}
+	out.Weights = m.Path(storage.Join(out.Checkpoint, WeightsFile))
+	return out, nil
+}
+
+// LoadTrained loads a train stage's final weights: the one loader of a
+// trained model (the probe and sample stages, sampling from a run folder,
+// export-hf).
+func LoadTrained(ctx context.Context, m *Manifest) (*model.Params, TrainOutput, error) {
+	out, err := ReadTrainOutput(m)
 	if err != nil {
-		return mc, fmt.Errorf("train.model: %w", err)
+		return nil, out, err
 	}
-	if tc.Layers > 0 {
-		mc.Layers = tc.Layers
+	b, err := storage.ReadFile(ctx, out.Weights)
+	if err != nil {
+		return nil, out, fmt.Errorf("the train stage's final checkpoint: %w", err)
 	}
-	if tc.D > 0 {
-		mc.D = tc.D
+	p, _, err := model.LoadCheckpoint(bytes.NewReader(b))
+	if err != nil {
+		return nil, out, fmt.Errorf("%s: %w", out.Weights, err)
 	}
-	if tc.Heads > 0 {
-		mc.Heads = tc.Heads
+	return p, out, nil
+}
+
+// ModelConfig resolves the train config against the token grid and vocab.
+func ModelConfig(tc TrainParams, seq, vocab int) (model.Config, error) {
+	mc, err := tc.modelShape()
+	if err != nil {
+		return mc, err
 	}
 	mc.Seq, mc.Vocab = seq, vocab
 	return mc, mc.Validate()
-}
-
-type trainer struct {
-	rc       *RunContext
-	tc       TrainConfig
-	m        *model.Model
-	opt      *model.Optimizer
-	sched    model.Schedule
-	obj      model.Objective
-	data     *loader.Loader
-	rng      *rand.PCG
-	mask     []bool
-	tok      []int32
-	val      []int32 // fixed validation tokens [N, T]
-	valMask  []bool
-	metrics  []Metric
-	pos      loader.Position // data position after the last completed step
-	rngState []byte          // mask generator state after the last completed step
-	step     int
-	tokens   int64
-	lastGood int    // step of the newest checkpoint
-	gridW    int    // token grid width, for horizontal flips
-	initSHA  string // sha256 of the train.init_from weights, if any
-
-	resumedFrom string // checkpoint folder resumed from
 }
 
 func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
@@ -137,426 +284,6 @@ func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	return tr.output(ctx)
-}
-
-func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, error) {
-	tc := rc.Config.Train
-	var trainFiles, valFiles []string
-	for _, f := range qm.Split("train") {
-		trainFiles = append(trainFiles, qm.Path(f.Name))
-	}
-	valSplit := "val"
-	if len(qm.Split(valSplit)) == 0 {
-		valSplit = "test"
-	}
-	for _, f := range qm.Split(valSplit) {
-		valFiles = append(valFiles, qm.Path(f.Name))
-	}
-	if len(trainFiles) == 0 {
-		return nil, fmt.Errorf("train: quantize output %s has no train split", qm.Dir)
-	}
-	first, err := loader.ReadAll(ctx, trainFiles[:1], 1)
-	if err != nil {
-		return nil, err
-	}
-	if len(first) == 0 {
-		return nil, fmt.Errorf("train: %s is empty", trainFiles[0])
-	}
-	// The vocabulary is the palette's, not what a record claims; every
-	// record read must declare it (the loader checks).
-	vocab, err := TokensVocab(qm)
-	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
-	if first[0].Vocab != vocab {
-		return nil, fmt.Errorf("train: %s: record %q declares vocab %d, but the quantize output's palette has %d colours (meta.vocab of %s)",
-			trainFiles[0], first[0].Key, first[0].Vocab, vocab, storage.Join(qm.Dir, ManifestName))
-	}
-	mc, err := ModelConfig(tc, first[0].H*first[0].W, vocab)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkTrainMemory(mc, tc); err != nil {
-		return nil, err
-	}
-	obj, err := model.ParseObjective(tc.Objective)
-	if err != nil {
-		return nil, err
-	}
-	m, err := model.New(mc)
-	if err != nil {
-		return nil, err
-	}
-	opt, err := model.NewOptimizer(mc)
-	if err != nil {
-		return nil, err
-	}
-	opt.WeightDecay, opt.ClipNorm = float32(tc.WeightDecay), tc.Clip
-	tr := &trainer{
-		rc: rc, tc: tc, m: m, opt: opt, obj: obj,
-		sched: model.Schedule{LR: tc.LR, Warmup: tc.WarmupSteps, Total: tc.Steps},
-		rng:   rand.NewPCG(tc.Seed, 0xb5ad4eceda1ce2a9),
-		tok:   make([]int32, tc.Batch*mc.Seq),
-		gridW: first[0].W,
-	}
-	if obj == model.BERT {
-		tr.mask = make([]bool, tc.Batch*mc.Seq)
-	}
-	pos := loader.Position{}
-	resumed, err := tr.resume(ctx)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case resumed != nil:
-		pos, tr.initSHA = resumed.Position, resumed.InitSHA256
-	case tc.InitFrom != "":
-		if err := tr.initFrom(ctx, tc.InitFrom); err != nil {
-			return nil, err
-		}
-	default:
-		m.Params.Init(tc.Seed)
-	}
-	if err := m.Reserve(tc.Batch, mc.Seq); err != nil {
-		return nil, err
-	}
-	m.AllocGrads()
-	if tr.data, err = loader.New(trainFiles, loader.Options{Seed: tc.Seed, Buffer: tc.ShuffleBuffer, Vocab: vocab}, pos); err != nil {
-		if resumed != nil {
-			return nil, fmt.Errorf("train: %s: data_position: %w; the checkpoint does not fit the quantize output: delete %s to start over", storage.Join(tr.resumedFrom, StateFile), err, tr.rc.Dir)
-		}
-		return nil, err
-	}
-	if err := tr.loadVal(ctx, valFiles, mc); err != nil {
-		return nil, err
-	}
-	rc.Log.Info("train: model", "config", mc.String(), "params", mc.NumParams(), "objective", tc.Objective,
-		"batch", tc.Batch, "accum", tc.Accum, "steps", tc.Steps, "threads", kernels.Threads(), "resumed_at", tr.step)
-	return tr, nil
-}
-
-// loadVal reads the fixed validation set (and, for BERT, its fixed mask).
-func (tr *trainer) loadVal(ctx context.Context, files []string, mc model.Config) error {
-	recs, err := loader.ReadAll(ctx, files, tr.tc.EvalRecords)
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		if r.Vocab != mc.Vocab {
-			return fmt.Errorf("train: validation record %s declares vocab %d, the palette has %d colours", r.Key, r.Vocab, mc.Vocab)
-		}
-		if len(r.Tok) != mc.Seq {
-			return fmt.Errorf("train: validation record %s has %d tokens, want %d", r.Key, len(r.Tok), mc.Seq)
-		}
-		for _, v := range r.Tok {
-			tr.val = append(tr.val, int32(v))
-		}
-	}
-	if tr.obj == model.BERT && len(tr.val) > 0 {
-		tr.valMask = make([]bool, len(tr.val))
-		model.FillBERTMask(tr.valMask, rand.New(rand.NewPCG(tr.tc.Seed, 0x5eed)), tr.tc.BERTMaskProb)
-	}
-	return nil
-}
-
-func (tr *trainer) loop(ctx context.Context) error {
-	tc := tr.tc
-	// A progress bar on a terminal; elsewhere (CI, log files) a log line
-	// every tenth of the run.
-	out := io.Discard
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		out = os.Stderr
-	}
-	bar := progressbar.NewOptions(tc.Steps,
-		progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("train"),
-		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(500*time.Millisecond))
-	bar.Set(tr.step)
-	start, startTokens := time.Now(), tr.tokens
-	maskRNG := rand.New(tr.rng)
-	if err := tr.markStep(); err != nil {
-		return err
-	}
-	for tr.step < tc.Steps {
-		err := tr.trainStep(ctx, maskRNG, start, startTokens)
-		if err != nil && ctx.Err() != nil {
-			// Interrupted (SIGINT/SIGTERM): save the last completed step.
-			if serr := tr.checkpoint(context.WithoutCancel(ctx)); serr != nil {
-				return errors.Join(err, serr)
-			}
-			return fmt.Errorf("train: interrupted after step %d; checkpoint saved in %s: rerun the same command to resume: %w", tr.step, tr.rc.Dir, ctx.Err())
-		}
-		if err != nil {
-			return err
-		}
-		m := tr.metrics[len(tr.metrics)-1]
-		bar.Describe(fmt.Sprintf("train loss %.4f lr %.2e %.0f tok/s", m.Loss, m.LR, m.TokensPS))
-		bar.Set(tr.step)
-		if out == io.Discard && (tr.step%max(1, tc.Steps/10) == 0 || m.ValLoss != nil) {
-			args := []any{"step", m.Step, "loss", m.Loss, "lr", m.LR, "tokens_per_s", m.TokensPS}
-			if m.ValLoss != nil {
-				args = append(args, "val_loss", *m.ValLoss)
-			}
-			tr.rc.Log.Info("train", args...)
-		}
-		if tr.step%tc.CheckpointEvery == 0 || tr.step == tc.Steps {
-			if err := tr.checkpoint(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	bar.Finish()
-	fmt.Fprintln(out)
-	return nil
-}
-
-// markStep records the data position and mask generator state after a
-// completed step: what a checkpoint saves.
-func (tr *trainer) markStep() error {
-	tr.pos = tr.data.Position()
-	st, err := tr.rng.MarshalBinary()
-	tr.rngState = st
-	return err
-}
-
-// trainStep runs one optimiser step over Accum micro-batches.
-func (tr *trainer) trainStep(ctx context.Context, maskRNG *rand.Rand, start time.Time, startTokens int64) error {
-	tc, T := tr.tc, tr.m.Config.Seq
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	tr.m.ZeroGrads()
-	var loss float64
-	for a := 0; a < tc.Accum; a++ {
-		if err := tr.data.Batch(ctx, tr.tok, nil, tc.Batch, T); err != nil {
-			return err
-		}
-		if tc.HFlip > 0 {
-			hflip(tr.tok, tc.Batch, tr.gridW, tc.HFlip, maskRNG)
-		}
-		if tr.mask != nil {
-			model.FillBERTMask(tr.mask, maskRNG, tc.BERTMaskProb)
-		}
-		l, err := tr.m.Forward(tr.tok, tr.mask, tr.obj)
-		if err != nil {
-			return err
-		}
-		if math.IsNaN(l) || math.IsInf(l, 0) {
-			return tr.diverged("loss", l)
-		}
-		if err := tr.m.Backward(); err != nil {
-			return err
-		}
-		loss += l / float64(tc.Accum)
-	}
-	if tc.Accum > 1 {
-		scale := float32(1 / float64(tc.Accum))
-		for i := range tr.m.Grads.Data {
-			tr.m.Grads.Data[i] *= scale
-		}
-	}
-	lr := tr.sched.At(tr.step + 1)
-	gn, err := tr.opt.Update(tr.m.Params, tr.m.Grads, lr)
-	if err != nil {
-		return err
-	}
-	if math.IsNaN(gn) || math.IsInf(gn, 0) {
-		return tr.diverged("gradient norm", gn)
-	}
-	tr.step++
-	tr.tokens += int64(tc.Batch * tc.Accum * T)
-	el := time.Since(start).Seconds()
-	met := Metric{Step: tr.step, Epoch: tr.data.Epoch(), Loss: loss, LR: lr, GradNorm: gn, Tokens: tr.tokens,
-		TokensPS: float64(tr.tokens-startTokens) / el, ElapsedS: el}
-	if tr.step%tc.EvalEvery == 0 || tr.step == tc.Steps {
-		v, err := tr.evaluate()
-		if err != nil {
-			return err
-		}
-		met.ValLoss = v
-	}
-	tr.metrics = append(tr.metrics, met)
-	return tr.markStep()
-}
-
-func (tr *trainer) diverged(what string, v float64) error {
-	where := "no checkpoint was written yet"
-	if tr.lastGood > 0 {
-		where = fmt.Sprintf("the last good checkpoint (step %d) is kept in %s", tr.lastGood, storage.Join(tr.rc.Dir, CheckpointDir))
-	}
-	return fmt.Errorf("train: %s is %v at step %d (lr %.3g); %s; lower train.lr or set train.clip, then rerun to resume from it",
-		what, v, tr.step+1, tr.sched.At(tr.step+1), where)
-}
-
-// evaluate returns the mean validation loss in nats per token, or nil when
-// there is no validation data.
-func (tr *trainer) evaluate() (*float64, error) {
-	if len(tr.val) == 0 {
-		return nil, nil
-	}
-	l, _, err := tr.m.Evaluate(tr.val, tr.valMask, tr.obj)
-	if err != nil {
-		return nil, err
-	}
-	return &l, nil
-}
-
-func ckptName(step int) string { return fmt.Sprintf("step-%08d", step) }
-
-// checkpoint writes weights, optimiser moments and state into a new folder,
-// then points LATEST at it, then drops old checkpoints. Every file is
-// written atomically and LATEST last, so a run killed at any moment leaves
-// the previous checkpoint intact.
-func (tr *trainer) checkpoint(ctx context.Context) error {
-	if tr.step == tr.lastGood {
-		return nil
-	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, ckptName(tr.step))
-	var buf bytes.Buffer
-	if err := model.SaveCheckpoint(&buf, tr.m.Params, map[string]string{"step": strconv.Itoa(tr.step)}); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, WeightsFile), buf.Bytes()); err != nil {
-		return err
-	}
-	buf.Reset()
-	if err := tr.opt.SaveState(&buf); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, OptimFile), buf.Bytes()); err != nil {
-		return err
-	}
-	st := TrainState{Step: tr.step, Model: tr.m.Config, Position: tr.pos, RNG: tr.rngState, Threads: kernels.Threads(),
-		Time: time.Now().UTC(), InitSHA256: tr.initSHA}
-	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := storage.WriteFile(ctx, storage.Join(dir, StateFile), b); err != nil {
-		return err
-	}
-	if err := tr.writeMetrics(ctx); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile), []byte(ckptName(tr.step)+"\n")); err != nil {
-		return err
-	}
-	tr.lastGood = tr.step
-	tr.rc.Log.Debug("train: checkpoint", "step", tr.step, "dir", dir)
-	return tr.prune(ctx)
-}
-
-// prune removes all but the newest KeepCheckpoints checkpoint folders.
-func (tr *trainer) prune(ctx context.Context) error {
-	files, err := storage.List(ctx, storage.Join(tr.rc.Dir, CheckpointDir))
-	if err != nil {
-		return err
-	}
-	steps := map[string]bool{}
-	for _, f := range files {
-		if d := storage.Base(storage.Dir(f)); strings.HasPrefix(d, "step-") {
-			steps[d] = true
-		}
-	}
-	var names []string
-	for n := range steps {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	// Never the newest, nor the one LATEST names (a rerun resumes from
-	// it), whatever keep_checkpoints says.
-	keep := max(1, tr.tc.KeepCheckpoints)
-	for i := 0; i+keep < len(names); i++ {
-		if names[i] == ckptName(tr.lastGood) {
-			continue
-		}
-		if err := storage.RemoveAll(ctx, storage.Join(tr.rc.Dir, CheckpointDir, names[i])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// resume loads the newest checkpoint of this run key, if any.
-func (tr *trainer) resume(ctx context.Context) (*TrainState, error) {
-	latest, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, strings.TrimSpace(string(latest)))
-	b, err := storage.ReadFile(ctx, storage.Join(dir, StateFile))
-	if err != nil {
-		return nil, fmt.Errorf("train: checkpoint %s is incomplete (%w); delete %s to start over", dir, err, tr.rc.Dir)
-	}
-	var st TrainState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("train: %s: %w", storage.Join(dir, StateFile), err)
-	}
-	if st.Model != tr.m.Config {
-		return nil, fmt.Errorf("train: checkpoint %s is for model %v, the config asks for %v", dir, st.Model, tr.m.Config)
-	}
-	w, err := storage.ReadFile(ctx, storage.Join(dir, WeightsFile))
-	if err != nil {
-		return nil, err
-	}
-	if err := tr.loadWeights(w, storage.Join(dir, WeightsFile), "train", ""); err != nil {
-		return nil, err
-	}
-	o, err := storage.ReadFile(ctx, storage.Join(dir, OptimFile))
-	if err != nil {
-		return nil, err
-	}
-	if err := tr.opt.LoadState(bytes.NewReader(o)); err != nil {
-		return nil, fmt.Errorf("train: %s: %w", storage.Join(dir, OptimFile), err)
-	}
-	if err := tr.rng.UnmarshalBinary(st.RNG); err != nil {
-		return nil, fmt.Errorf("train: %s: rng state: %w", storage.Join(dir, StateFile), err)
-	}
-	if st.Threads != kernels.Threads() {
-		tr.rc.Log.Warn("train: resuming with another thread count: results stay correct but are not bit-identical to an uninterrupted run",
-			"checkpoint_threads", st.Threads, "threads", kernels.Threads())
-	}
-	if err := tr.readMetrics(ctx, st.Step); err != nil {
-		return nil, err
-	}
-	tr.step, tr.lastGood = st.Step, st.Step
-	tr.tokens = int64(st.Step) * int64(tr.tc.Batch*tr.tc.Accum*tr.m.Config.Seq)
-	if tr.opt.Step != st.Step {
-		return nil, fmt.Errorf("train: checkpoint %s: optimizer is at step %d, state at %d", dir, tr.opt.Step, st.Step)
-	}
-	tr.resumedFrom = dir
-	tr.rc.Log.Info("train: resuming", "step", st.Step, "checkpoint", dir)
-	return &st, nil
-}
-
-func (tr *trainer) writeMetrics(ctx context.Context) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, m := range tr.metrics {
-		enc.Encode(m)
-	}
-	return storage.WriteFile(ctx, storage.Join(tr.rc.Dir, MetricsFile), buf.Bytes())
-}
-
-// readMetrics keeps the metrics up to step from an earlier run.
-func (tr *trainer) readMetrics(ctx context.Context, step int) error {
-	b, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, MetricsFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for {
-		var m Metric
-		if err := dec.Decode(&m); err != nil {
-			break
-		}
-		if m.Step <= step {
-			tr.metrics = append(tr.metrics, m)
-		}
-	}
-	return nil
 }
 
 func (tr *trainer) output(ctx context.Context) (*Output, error) {
@@ -596,69 +323,4 @@ func (tr *trainer) output(ctx context.Context) (*Output, error) {
 		out.Files = append(out.Files, FileInfo{Name: f, Bytes: n})
 	}
 	return out, nil
-}
-
-// hflip mirrors each of the B sequences in tok [B, T] left to right with
-// probability p: the columns of its token grid (rows of w tokens, raster
-// order) are reversed. One draw from rng per sequence, flipped or not, so
-// the generator's state depends only on B.
-func hflip(tok []int32, B, w int, p float64, rng *rand.Rand) {
-	T := len(tok) / B
-	for b := range B {
-		if rng.Float64() >= p {
-			continue
-		}
-		seq := tok[b*T : (b+1)*T]
-		for r := 0; r < T; r += w {
-			slices.Reverse(seq[r : r+w])
-		}
-	}
-}
-
-// initFrom loads the starting weights named by train.init_from: a
-// .safetensors file, a checkpoint folder, or a train stage folder (its
-// newest checkpoint); a relative path is taken from the root. The
-// optimiser and schedule start fresh.
-func (tr *trainer) initFrom(ctx context.Context, from string) error {
-	path := from
-	if !storage.IsGCS(path) && !filepath.IsAbs(path) {
-		path = storage.Join(tr.rc.Config.Root, path)
-	}
-	if !strings.HasSuffix(path, ".safetensors") {
-		latest, err := storage.ReadFile(ctx, storage.Join(path, CheckpointDir, LatestFile))
-		switch {
-		case err == nil:
-			path = storage.Join(path, CheckpointDir, strings.TrimSpace(string(latest)), WeightsFile)
-		case errors.Is(err, storage.ErrNotExist):
-			path = storage.Join(path, WeightsFile)
-		default:
-			return fmt.Errorf("train.init_from: %w", err)
-		}
-	}
-	w, err := storage.ReadFile(ctx, path)
-	if err != nil {
-		return fmt.Errorf("train.init_from %s: %w (name a .safetensors file, a checkpoint folder or a train stage folder)", from, err)
-	}
-	if err := tr.loadWeights(w, path, "train.init_from", ": set train.layers, d and heads to match"); err != nil {
-		return err
-	}
-	sum := sha256.Sum256(w)
-	tr.initSHA = hex.EncodeToString(sum[:])
-	tr.rc.Log.Info("train: starting from", "weights", path, "sha256", tr.initSHA)
-	return nil
-}
-
-// loadWeights parses a weights file read from path into the model's
-// parameters; it must hold the model's config. what prefixes errors, hint
-// follows a config mismatch's message.
-func (tr *trainer) loadWeights(w []byte, path, what, hint string) error {
-	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", what, path, err)
-	}
-	if p.Config != tr.m.Config {
-		return fmt.Errorf("%s: %s holds model %v, the config asks for %v%s", what, path, p.Config, tr.m.Config, hint)
-	}
-	copy(tr.m.Params.Data, p.Data)
-	return nil
 }

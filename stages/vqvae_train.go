@@ -20,6 +20,7 @@ import (
 	"github.com/igpt/igpt/internal/kernels"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/vqvae"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -38,9 +39,9 @@ const (
 	CodebookPlotFile = "codebook.png"
 )
 
-// VQVAEConfig is the vqvae: section: the model (package vqvae) and its
+// VQVAEParams is the vqvae: section: the model (package vqvae) and its
 // training.
-type VQVAEConfig struct {
+type VQVAEParams struct {
 	Hidden    int     `yaml:"hidden" json:"hidden"`
 	ResHidden int     `yaml:"res_hidden" json:"res_hidden"`
 	ResBlocks int     `yaml:"res_blocks" json:"res_blocks"`
@@ -63,7 +64,7 @@ type VQVAEConfig struct {
 	Threads         int     `yaml:"threads" json:"threads"`
 }
 
-func (v *VQVAEConfig) fillDefaults() {
+func (v *VQVAEParams) fillDefaults() {
 	d := vqvae.DefaultConfig()
 	def := func(p *int, x int) {
 		if *p == 0 {
@@ -98,12 +99,12 @@ func (v *VQVAEConfig) fillDefaults() {
 }
 
 // Model returns the vqvae.Config of the section.
-func (v VQVAEConfig) Model() vqvae.Config {
+func (v VQVAEParams) Model() vqvae.Config {
 	return vqvae.Config{Hidden: v.Hidden, ResHidden: v.ResHidden, ResBlocks: v.ResBlocks, K: v.Codes, D: v.CodeDim,
 		Factor: v.Factor, Beta: v.Beta, Decay: v.Decay, Epsilon: v.Epsilon, DeadAfter: *v.DeadAfter}
 }
 
-func (v VQVAEConfig) validate() error {
+func (v VQVAEParams) check() error {
 	if err := v.Model().Validate(); err != nil {
 		return fmt.Errorf("%s", strings.Replace(err.Error(), "vqvae: ", "vqvae.", 1))
 	}
@@ -200,7 +201,7 @@ func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*i
 
 type vqTrainer struct {
 	rc         *RunContext
-	vc         VQVAEConfig
+	vc         VQVAEParams
 	m          *vqvae.Model
 	opt        *vqvae.Adam
 	train      *imageSet
@@ -401,56 +402,36 @@ func clampPix(v float32) float32 {
 	return float32(min(255, max(0, p)))
 }
 
+// checkpoint saves the model, optimiser and state as a new checkpoint
+// (see model.CheckpointStore), the metrics before LATEST.
 func (tr *vqTrainer) checkpoint(ctx context.Context) error {
 	if tr.st.Step == tr.lastGood {
 		return nil
 	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, ckptName(tr.st.Step))
-	var buf bytes.Buffer
-	if err := tr.m.Save(&buf); err != nil {
+	var w, o bytes.Buffer
+	if err := tr.m.Save(&w); err != nil {
 		return err
 	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, VQVAEWeightsFile), buf.Bytes()); err != nil {
-		return err
-	}
-	buf.Reset()
-	if err := tr.opt.Save(&buf, tr.m); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, OptimFile), buf.Bytes()); err != nil {
+	if err := tr.opt.Save(&o, tr.m); err != nil {
 		return err
 	}
 	st := tr.st
 	st.Threads, st.Time = kernels.Threads(), time.Now().UTC()
 	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := storage.WriteFile(ctx, storage.Join(dir, StateFile), b); err != nil {
-		return err
-	}
-	if err := tr.writeMetrics(ctx); err != nil {
-		return err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile), []byte(ckptName(tr.st.Step)+"\n")); err != nil {
+	files := []model.CheckpointFile{{Name: VQVAEWeightsFile, Data: w.Bytes()}, {Name: OptimFile, Data: o.Bytes()}, {Name: StateFile, Data: b}}
+	store := checkpointStore(tr.rc.Dir, tr.vc.KeepCheckpoints)
+	if err := store.Save(ctx, tr.st.Step, files, func() error { return tr.writeMetrics(ctx) }); err != nil {
 		return err
 	}
 	tr.lastGood = tr.st.Step
-	return pruneCheckpoints(ctx, tr.rc.Dir, tr.vc.KeepCheckpoints)
-}
-
-// pruneCheckpoints removes all but the newest keep checkpoint folders.
-func pruneCheckpoints(ctx context.Context, dir string, keep int) error {
-	t := &trainer{rc: &RunContext{Dir: dir}, tc: TrainConfig{KeepCheckpoints: keep}}
-	return t.prune(ctx)
+	return nil
 }
 
 func (tr *vqTrainer) resume(ctx context.Context) error {
-	latest, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, CheckpointDir, LatestFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	dir, err := checkpointStore(tr.rc.Dir, tr.vc.KeepCheckpoints).Latest(ctx)
+	if err != nil || dir == "" {
 		return err
 	}
-	dir := storage.Join(tr.rc.Dir, CheckpointDir, strings.TrimSpace(string(latest)))
 	b, err := storage.ReadFile(ctx, storage.Join(dir, StateFile))
 	if err != nil {
 		return fmt.Errorf("vqvae-train: checkpoint %s is incomplete (%w); delete %s to start over", dir, err, tr.rc.Dir)
@@ -494,33 +475,13 @@ func (tr *vqTrainer) resume(ctx context.Context) error {
 }
 
 func (tr *vqTrainer) writeMetrics(ctx context.Context) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, m := range tr.metrics {
-		enc.Encode(m)
-	}
-	return storage.WriteFile(ctx, storage.Join(tr.rc.Dir, MetricsFile), buf.Bytes())
+	return writeMetricLines(ctx, tr.rc.Dir, tr.metrics)
 }
 
 func (tr *vqTrainer) readMetrics(ctx context.Context) error {
-	b, err := storage.ReadFile(ctx, storage.Join(tr.rc.Dir, MetricsFile))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for {
-		var m VQVAEMetric
-		if dec.Decode(&m) != nil {
-			break
-		}
-		if m.Step <= tr.st.Step {
-			tr.metrics = append(tr.metrics, m)
-		}
-	}
-	return nil
+	var err error
+	tr.metrics, err = readMetricLines(ctx, tr.rc.Dir, func(m VQVAEMetric) bool { return m.Step <= tr.st.Step })
+	return err
 }
 
 func (tr *vqTrainer) output(ctx context.Context) (*Output, error) {

@@ -26,6 +26,7 @@ import (
 	"github.com/igpt/igpt/internal/beamboot"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/stages"
+	"github.com/igpt/igpt/tools"
 )
 
 var (
@@ -199,7 +200,7 @@ func dispatch(ctx context.Context, args []string) error {
 		if err := need(1, "PATH"); err != nil {
 			return err
 		}
-		return stages.Inspect(ctx, args[0], *numRecs, os.Stdout)
+		return tools.Inspect(ctx, args[0], *numRecs, os.Stdout)
 	case "show":
 		if err := need(2, "tokens PATH"); err != nil {
 			return err
@@ -210,7 +211,7 @@ func dispatch(ctx context.Context, args []string) error {
 		if *outPath == "" {
 			return fmt.Errorf("show: give --out FILE.png")
 		}
-		png, err := stages.ShowTokens(ctx, args[1], *numRecs, *scale)
+		png, err := tools.ShowTokens(ctx, args[1], *numRecs, *scale)
 		if err != nil {
 			return err
 		}
@@ -246,7 +247,7 @@ func dispatch(ctx context.Context, args []string) error {
 		if out == "" {
 			out = strings.TrimSuffix(args[0], "/") + "/hf"
 		}
-		if err := stages.ExportHF(ctx, args[0], out); err != nil {
+		if err := tools.ExportHF(ctx, args[0], out); err != nil {
 			return err
 		}
 		fmt.Printf("wrote %s/config.json and %s/model.safetensors (transformers ImageGPTForCausalImageModeling layout)\n", out, out)
@@ -258,7 +259,7 @@ func dispatch(ctx context.Context, args []string) error {
 		if *outPath == "" {
 			return fmt.Errorf("import-hf: give --out FILE.safetensors")
 		}
-		cfg, err := stages.ImportHF(ctx, args[0], *outPath)
+		cfg, err := tools.ImportHF(ctx, args[0], *outPath)
 		if err != nil {
 			return err
 		}

@@ -1,5 +1,6 @@
 // Package imgproc holds the small image operations igpt's stages share:
-// area resizing and channel conversion of HWC uint8 pixels.
+// area resizing and channel conversion of HWC uint8 pixels, and the one PNG
+// grid drawer (Grid) for swatches, samples and token pictures.
 package imgproc
 
 import "fmt"

@@ -2,6 +2,7 @@ package imgproc
 
 import (
 	"bytes"
+	"image/png"
 	"testing"
 )
 
@@ -70,5 +71,56 @@ func TestShortSideCrop(t *testing.T) {
 	}
 	if _, err := ShortSideCrop(pix, 2, 4, 1, 0); err == nil {
 		t.Error("side 0 accepted")
+	}
+}
+
+// TestGridPNG draws a grid and reads it back: tile positions with gaps
+// and the separator, grey for a short tile's missing pixels, white gaps.
+func TestGridPNG(t *testing.T) {
+	red, blue := []byte{255, 0, 0}, []byte{0, 0, 255}
+	tests := []struct {
+		name  string
+		g     Grid
+		rows  [][]Tile
+		w, h  int
+		probe map[[2]int][3]uint8 // (x, y) → colour
+	}{
+		{"gap", Grid{TileH: 1, TileW: 1, Scale: 2, Gap: 1}, [][]Tile{{{RGB: red}, {RGB: blue}}}, 6, 3,
+			map[[2]int][3]uint8{{0, 0}: {255, 0, 0}, {1, 1}: {255, 0, 0}, {2, 0}: {255, 255, 255}, {3, 0}: {0, 0, 255}, {0, 2}: {255, 255, 255}}},
+		{"short tile is grey", Grid{TileH: 2, TileW: 1, Scale: 1}, [][]Tile{{{RGB: red}}}, 1, 2,
+			map[[2]int][3]uint8{{0, 0}: {255, 0, 0}, {0, 1}: {128, 128, 128}}},
+		{"blank", Grid{TileH: 1, TileW: 1, Scale: 1}, [][]Tile{{{Blank: true}, {RGB: blue}}}, 2, 1,
+			map[[2]int][3]uint8{{0, 0}: {255, 255, 255}, {1, 0}: {0, 0, 255}}},
+		{"sep", Grid{TileH: 1, TileW: 1, Scale: 1, Gap: 1, Sep: true}, [][]Tile{{{RGB: red}, {RGB: red}, {RGB: blue}}}, 10, 2,
+			map[[2]int][3]uint8{{0, 0}: {255, 0, 0}, {1, 0}: {255, 255, 255}, {4, 0}: {255, 0, 0}, {8, 0}: {0, 0, 255}}},
+	}
+	for _, tc := range tests {
+		b, err := tc.g.PNG(tc.rows)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r := img.Bounds(); r.Dx() != tc.w || r.Dy() != tc.h {
+			t.Errorf("%s: %v, want %d×%d", tc.name, r, tc.w, tc.h)
+		}
+		for p, want := range tc.probe {
+			r, g, b, _ := img.At(p[0], p[1]).RGBA()
+			if got := [3]uint8{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8)}; got != want {
+				t.Errorf("%s: pixel %v = %v, want %v", tc.name, p, got, want)
+			}
+		}
+	}
+	if _, err := (Grid{TileH: 0, TileW: 1, Scale: 1}).PNG(nil); err == nil {
+		t.Error("a 0-pixel tile was accepted")
+	}
+}
+
+func TestSideBySide(t *testing.T) {
+	got := SideBySide(nil, []byte{1, 2, 3}, 1, 1)
+	if want := []byte{255, 255, 255, 1, 2, 3}; !bytes.Equal(got, want) {
+		t.Errorf("SideBySide = %v, want %v", got, want)
 	}
 }

@@ -1,4 +1,4 @@
-package stages
+package tools
 
 import (
 	"context"
@@ -10,13 +10,14 @@ import (
 
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/stages"
 )
 
 // Inspect prints what is at path: for a shard, its header, record count
 // (every frame is read and checked) and its first n records; for a stage
 // folder, its manifest.
 func Inspect(ctx context.Context, path string, n int, w io.Writer) error {
-	if m, err := ReadManifest(ctx, strings.TrimSuffix(path, "/")); err == nil {
+	if m, err := stages.ReadManifest(ctx, strings.TrimSuffix(path, "/")); err == nil {
 		b, _ := json.MarshalIndent(m, "", "  ")
 		fmt.Fprintf(w, "%s\n", b)
 		return nil
