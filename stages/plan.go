@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/igpt/igpt/internal/probe"
 	"github.com/igpt/igpt/internal/storage"
 )
 
@@ -35,6 +36,14 @@ type Plan struct {
 	Config *Config
 	Steps  []*Step
 	byName map[string]*Step
+	// ran is what the last run did with each stage it took, for Summary.
+	ran map[string]outcome
+}
+
+// outcome is what a run did with one stage.
+type outcome struct {
+	action  string // "ran", "skipped (done)" or "failed"
+	elapsed time.Duration
 }
 
 // NewPlan computes every registered stage's key for cfg, in dependency
@@ -118,6 +127,9 @@ type Options struct {
 	Runner string // Beam runner; "" uses the config's
 	Log    *slog.Logger
 	Out    io.Writer // where the plan is printed; nil for none
+	// Rerun holds the command-line flags (--root=…, --source=…) that
+	// commands suggested in errors repeat, so that they name the same plan.
+	Rerun string
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -177,6 +189,7 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 	if opt.DryRun && runner != "dataflow" {
 		return nil
 	}
+	p.ran = map[string]outcome{}
 	for _, name := range names {
 		st, err := p.Step(name)
 		if err != nil {
@@ -184,16 +197,20 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 		}
 		if st.Done() && !opt.Force {
 			opt.logger().Info("stage done, skipping", "stage", name, "key", st.Key, "dir", st.Dir)
+			p.ran[name] = outcome{action: "skipped (done)"}
 			continue
 		}
+		start := time.Now()
 		err = p.runStep(ctx, st, opt, alone)
 		if opt.DryRun && errors.Is(err, ErrUpstreamMissing) {
 			opt.logger().Info("dry run: job not built, upstream output missing", "stage", name, "err", err)
 			continue
 		}
 		if err != nil {
+			p.ran[name] = outcome{action: "failed", elapsed: time.Since(start)}
 			return err
 		}
+		p.ran[name] = outcome{action: "ran", elapsed: time.Since(start)}
 	}
 	return nil
 }
@@ -203,7 +220,7 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	inputs := map[string]*Manifest{}
 	for _, u := range st.Upstream {
 		if !u.Done() {
-			how := "run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path
+			how := strings.TrimSpace("run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path + " " + opt.Rerun)
 			if !alone {
 				how = "it did not finish"
 			}
@@ -393,4 +410,98 @@ func (p *Plan) Status(w io.Writer) {
 		fmt.Fprintf(tw, "%s\tdone\t%s\t%s\t%d\t%s\n", st.Stage.Name(), st.Key, strings.Join(recs, " "), bytes, m.Finished.Format(time.RFC3339))
 	}
 	tw.Flush()
+}
+
+// Summary writes, after a run, a table of the stages it took (state, key,
+// time, headline figure read from the manifests) and the paths of the
+// reports and pictures they wrote.
+func (p *Plan) Summary(ctx context.Context, w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nSTAGE\tKEY\tSTATE\tTIME\tRESULT\n")
+	var outputs []string
+	for _, st := range p.Steps {
+		o, took := p.ran[st.Stage.Name()]
+		if !took {
+			continue
+		}
+		elapsed, result := o.elapsed, "-"
+		if st.Done() {
+			m := st.Manifest
+			if o.action != "failed" {
+				elapsed = m.Finished.Sub(m.Started)
+			}
+			result = headline(ctx, m)
+			for _, f := range m.Files {
+				if strings.HasSuffix(f.Name, ".png") || strings.HasSuffix(f.Name, ".md") {
+					outputs = append(outputs, m.Path(f.Name))
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Stage.Name(), st.Key, o.action, formatElapsed(elapsed), result)
+	}
+	tw.Flush()
+	if len(outputs) > 0 {
+		fmt.Fprintf(w, "\nReports and pictures:\n  %s\n", strings.Join(outputs, "\n  "))
+	}
+}
+
+func formatElapsed(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// headline is a stage's main figure, from its manifest (and for probe, its
+// report): what a reader looks for first.
+func headline(ctx context.Context, m *Manifest) string {
+	num := func(k string) (float64, bool) {
+		v, ok := m.Meta[k].(float64)
+		return v, ok
+	}
+	switch m.Stage {
+	case "download", "quantize":
+		return fmt.Sprintf("%d records", m.Records(""))
+	case "palette":
+		if v, ok := num("mse_per_pixel"); ok {
+			return fmt.Sprintf("palette MSE %.1f per pixel", v)
+		}
+	case "train":
+		if v, ok := num("final_val_loss"); ok {
+			steps, _ := num("steps")
+			return fmt.Sprintf("val loss %.3f nats/token after %.0f steps", v, steps)
+		}
+	case "probe":
+		return probeHeadline(ctx, m)
+	case "vqvae-train":
+		if v, ok := num("eval_mse_255"); ok {
+			psnr, _ := num("eval_psnr")
+			return fmt.Sprintf("reconstruction MSE %.1f (PSNR %.2f dB)", v, psnr)
+		}
+	}
+	return "-"
+}
+
+// probeHeadline is the best layer's test accuracy and its margin over raw
+// pixels, from the probe's report.
+func probeHeadline(ctx context.Context, m *Manifest) string {
+	b, err := storage.ReadFile(ctx, m.Path(ReportJSON))
+	if err != nil {
+		return "-"
+	}
+	var rep struct {
+		Summary *probe.Summary `json:"summary"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Summary == nil {
+		return "-"
+	}
+	s := rep.Summary
+	out := fmt.Sprintf("best %s %.1f%% test", s.Best.Name, 100*s.Best.TestAcc)
+	if s.MarginOverRawPixels != nil {
+		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/igpt/igpt/internal/probe"
+	"github.com/igpt/igpt/internal/progress"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
@@ -71,6 +72,8 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	objective := rc.Config.Train.Objective
 	extract := func(dir, weights string) (string, error) {
+		bar := progress.Start(progress.ProbeFeatures, 0, probeRecords(qm, pc.MaxPerShard, maxTrainPerShard), rc.Log)
+		defer bar.Finish()
 		p, s := beam.NewPipelineWithRoot()
 		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
 			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
@@ -102,6 +105,13 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
 		"images_per_s", float64(records)/extractS)
 	start = time.Now()
+	nfits := mc.Layers + 1 // a grid per layer, and per baseline row
+	if *pc.Baselines {
+		nfits = 2*nfits + 1
+	}
+	fits := progress.Start("probe: fits", 0, int64(nfits*len(pc.L2)), rc.Log)
+	defer fits.Finish()
+	opts.Fit.Progress = func(n int) { fits.Add(int64(n)) }
 	rep, err := probe.ProbeLayers(splits, pc.L2, opts)
 	if err != nil {
 		return nil, err
@@ -262,4 +272,24 @@ func randomInitBaseline(ctx context.Context, rc *RunContext, extract func(dir, w
 		return probe.Row{}, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
 	return row, nil
+}
+
+// probeRecords is how many records the feature pipeline reads from the
+// quantize output: its progress bar's total.
+func probeRecords(qm *Manifest, maxPerShard, maxTrainPerShard int) int64 {
+	var n int64
+	for _, f := range qm.Files {
+		lim := int64(maxPerShard)
+		if f.Split == "train" && maxTrainPerShard > 0 && (lim == 0 || int64(maxTrainPerShard) < lim) {
+			lim = int64(maxTrainPerShard)
+		}
+		switch {
+		case f.Split == "":
+		case lim > 0 && lim < f.Records:
+			n += lim
+		default:
+			n += f.Records
+		}
+	}
+	return n
 }

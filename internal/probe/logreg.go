@@ -69,6 +69,15 @@ type Options struct {
 	Workers int
 	// Logger receives debug lines; nil means slog.Default().
 	Logger *slog.Logger
+	// Progress, if set, is told of each λ fitted (1) or skipped (the
+	// count) by SelectL2: for a progress bar.
+	Progress func(fits int)
+}
+
+func (o Options) progress(n int) {
+	if o.Progress != nil {
+		o.Progress(n)
+	}
 }
 
 func (o Options) logger() *slog.Logger {
