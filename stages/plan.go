@@ -139,6 +139,14 @@ func (o *Options) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// runner is the Beam runner of a run: the option's, else the config's.
+func (p *Plan) runner(opt Options) string {
+	if opt.Runner != "" {
+		return opt.Runner
+	}
+	return p.Config.Runner
+}
+
 // RunAll runs every stage of the plan that is not done (all with Force).
 func (p *Plan) RunAll(ctx context.Context, opt Options) error {
 	var names []string
@@ -182,10 +190,7 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 	if opt.Out != nil {
 		p.Print(opt.Out, names, opt.Force)
 	}
-	runner := opt.Runner
-	if runner == "" {
-		runner = p.Config.Runner
-	}
+	runner := p.runner(opt)
 	if opt.DryRun && runner != "dataflow" {
 		return nil
 	}
@@ -217,23 +222,12 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 
 func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) error {
 	name := st.Stage.Name()
-	inputs := map[string]*Manifest{}
-	for _, u := range st.Upstream {
-		if !u.Done() {
-			how := strings.TrimSpace("run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path + " " + opt.Rerun)
-			if !alone {
-				how = "it did not finish"
-			}
-			return fmt.Errorf("stages: %s needs %s output %s (no %s there): %w; %s",
-				name, u.Stage.Name(), u.Dir, ManifestName, ErrUpstreamMissing, how)
-		}
-		inputs[u.Stage.Name()] = u.Manifest
+	inputs, err := p.upstreamInputs(st, opt, alone)
+	if err != nil {
+		return err
 	}
 	log := opt.logger().With("stage", name, "key", st.Key)
-	runner := opt.Runner
-	if runner == "" {
-		runner = p.Config.Runner
-	}
+	runner := p.runner(opt)
 	// The stage folder is ours while the stage runs: another run of the
 	// same stage and key waits here, then finds it done. A dry run writes
 	// nothing and takes no lock.
@@ -301,6 +295,31 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
+	return p.publish(ctx, st, rc, out, start)
+}
+
+// upstreamInputs returns the manifests of the step's upstream stages, or an
+// error naming the command that makes a missing one.
+func (p *Plan) upstreamInputs(st *Step, opt Options, alone bool) (map[string]*Manifest, error) {
+	inputs := map[string]*Manifest{}
+	for _, u := range st.Upstream {
+		if !u.Done() {
+			how := strings.TrimSpace("run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path + " " + opt.Rerun)
+			if !alone {
+				how = "it did not finish"
+			}
+			return nil, fmt.Errorf("stages: %s needs %s output %s (no %s there): %w; %s",
+				st.Stage.Name(), u.Stage.Name(), u.Dir, ManifestName, ErrUpstreamMissing, how)
+		}
+		inputs[u.Stage.Name()] = u.Manifest
+	}
+	return inputs, nil
+}
+
+// publish writes the manifest of a stage run into rc.Dir, swaps an attempt
+// folder in, and reads the manifest back as downstream stages will see it.
+func (p *Plan) publish(ctx context.Context, st *Step, rc *RunContext, out *Output, start time.Time) error {
+	name, dir, runner := st.Stage.Name(), rc.Dir, rc.Runner
 	if rc.GraphBytes > 0 {
 		if out.Meta == nil {
 			out.Meta = map[string]any{}
@@ -339,7 +358,7 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	if st.Manifest, err = ReadManifest(ctx, st.Dir); err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
-	log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
+	rc.Log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -72,8 +72,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	objective := rc.Config.Train.Objective
 	extract := func(dir, weights string) (string, error) {
-		bar := progress.Start(progress.ProbeFeatures, 0, probeRecords(qm, pc.MaxPerShard, maxTrainPerShard), rc.Log)
-		defer bar.Finish()
+		defer progress.Start(progress.ProbeFeatures, 0, probeRecords(qm, pc.MaxPerShard, maxTrainPerShard), rc.Log).Finish()
 		p, s := beam.NewPipelineWithRoot()
 		if err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: list, Weights: weights, Config: mc, Seed: pc.Seed,
 			Objective: objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: maxTrainPerShard, Dir: dir}); err != nil {
@@ -105,13 +104,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
 		"images_per_s", float64(records)/extractS)
 	start = time.Now()
-	nfits := mc.Layers + 1 // a grid per layer, and per baseline row
-	if *pc.Baselines {
-		nfits = 2*nfits + 1
-	}
-	fits := progress.Start("probe: fits", 0, int64(nfits*len(pc.L2)), rc.Log)
-	defer fits.Finish()
-	opts.Fit.Progress = func(n int) { fits.Add(int64(n)) }
+	defer fitsBar(rc, &opts, mc.Layers).Finish()
 	rep, err := probe.ProbeLayers(splits, pc.L2, opts)
 	if err != nil {
 		return nil, err
@@ -292,4 +285,17 @@ func probeRecords(qm *Manifest, maxPerShard, maxTrainPerShard int) int64 {
 		}
 	}
 	return n
+}
+
+// fitsBar starts the progress bar of the probe's fits (a λ grid per layer
+// and per baseline row) and has opts report to it.
+func fitsBar(rc *RunContext, opts *probe.ProbeOptions, layers int) *progress.Bar {
+	pc := rc.Config.Probe
+	n := layers + 1
+	if *pc.Baselines {
+		n = 2*n + 1
+	}
+	bar := progress.Start("probe: fits", 0, int64(n*len(pc.L2)), rc.Log)
+	opts.Fit.Progress = func(k int) { bar.Add(int64(k)) }
+	return bar
 }
