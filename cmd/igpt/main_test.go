@@ -297,25 +297,38 @@ func readmeCommands() string {
 }
 
 // readmeFlags is the README's flag table: each flag, its default and the
-// commands that take it, with what it means for each.
+// commands that take it, grouped by what it means for them.
 func readmeFlags() string {
+	groups := slices.Concat([]command{{name: "every command", flags: globalFlags}, {name: "run, stage", flags: beamFlags}}, commands)
 	var b strings.Builder
 	b.WriteString("| flag | default | commands: meaning |\n|---|---|---|\n")
 	for _, name := range tableFlags() {
-		var defs, uses []string
-		for _, c := range slices.Concat([]command{{name: "every command", flags: globalFlags}, {name: "run, stage", flags: beamFlags}}, commands) {
+		var usages, defs []string
+		users := map[string][]string{} // usage → commands
+		for _, c := range groups {
 			for _, f := range c.flags {
-				if f.name != name || (c.name == "run" || c.name == "stage") && slices.Contains(beamFlags, f) {
+				if f.name != name || slices.Contains(beamFlags, f) && c.name != "run, stage" {
 					continue
 				}
-				if d := f.defaultValue(); !slices.Contains(defs, d) {
-					defs = append(defs, d)
+				if users[f.usage] == nil {
+					usages = append(usages, f.usage)
 				}
-				uses = append(uses, c.name+": "+f.usage)
+				users[f.usage] = append(users[f.usage], c.name)
+				def := f.defaultValue()
+				if len(defs) > 0 && def != defs[0] {
+					def = c.name + ": " + def
+				}
+				if !slices.Contains(defs, def) {
+					defs = append(defs, def)
+				}
 			}
 		}
-		fmt.Fprintf(&b, "| `--%s` | %s | %s |\n", name, strings.ReplaceAll(strings.Join(defs, ", "), "|", "\\|"),
-			strings.ReplaceAll(strings.Join(uses, "; "), "|", "\\|"))
+		var meaning []string
+		for _, u := range usages {
+			meaning = append(meaning, strings.Join(users[u], ", ")+": "+u)
+		}
+		esc := strings.NewReplacer("|", "\\|")
+		fmt.Fprintf(&b, "| `--%s` | %s | %s |\n", name, esc.Replace(strings.Join(defs, "; ")), esc.Replace(strings.Join(meaning, "; ")))
 	}
 	return b.String()
 }
