@@ -272,29 +272,29 @@ func helpCmd(_ context.Context, args []string) error {
 }
 
 func runCmd(ctx context.Context, args []string) error {
-	plan, err := loadPlan(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	opt := runOptions()
-	if *until != "" {
-		err = plan.RunUntil(ctx, *until, opt)
-	} else {
-		err = plan.RunAll(ctx, opt)
-	}
-	if !opt.DryRun {
-		plan.Summary(ctx, os.Stdout)
-	}
-	return err
+	return withPlan(ctx, args[0], func(plan *stages.Plan, opt stages.Options) error {
+		if *until != "" {
+			return plan.RunUntil(ctx, *until, opt)
+		}
+		return plan.RunAll(ctx, opt)
+	})
 }
 
 func stageCmd(ctx context.Context, args []string) error {
-	plan, err := loadPlan(ctx, args[1])
+	return withPlan(ctx, args[1], func(plan *stages.Plan, opt stages.Options) error {
+		return plan.RunOne(ctx, args[0], opt)
+	})
+}
+
+// withPlan plans the config, runs run on the plan and, unless it is a dry
+// run, prints the summary of what ran, also after a failure.
+func withPlan(ctx context.Context, config string, run func(*stages.Plan, stages.Options) error) error {
+	plan, err := loadPlan(ctx, config)
 	if err != nil {
 		return err
 	}
 	opt := runOptions()
-	err = plan.RunOne(ctx, args[0], opt)
+	err = run(plan, opt)
 	if !opt.DryRun {
 		plan.Summary(ctx, os.Stdout)
 	}

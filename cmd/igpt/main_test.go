@@ -104,8 +104,6 @@ func TestHelpRequested(t *testing.T) {
 }
 
 func TestDispatchChecksArgsAndFlags(t *testing.T) {
-	saved := flag.CommandLine
-	t.Cleanup(func() { flag.CommandLine = saved })
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -118,10 +116,7 @@ func TestDispatchChecksArgsAndFlags(t *testing.T) {
 		{"help of unknown", []string{"help", "nope"}, nil, `help: unknown command "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			flag.CommandLine = cloneFlags(saved)
-			for i := 0; i < len(tc.flags); i += 2 {
-				flag.Set(tc.flags[i], tc.flags[i+1])
-			}
+			freshFlags(t, tc.flags...)
 			err := dispatch(context.Background(), tc.args)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("dispatch(%q) = %v, want %q", tc.args, err, tc.wantErr)
@@ -130,22 +125,29 @@ func TestDispatchChecksArgsAndFlags(t *testing.T) {
 	}
 }
 
-// cloneFlags returns a FlagSet with the same flags, igpt's at their defaults, so a
-// test can set flags and see them in flag.Visit without leaking them.
-func cloneFlags(fs *flag.FlagSet) *flag.FlagSet {
-	c := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
-	fs.VisitAll(func(f *flag.Flag) {
+// freshFlags gives the test a command line with the same flags, igpt's at
+// their defaults, then sets the name/value pairs kv, so that flag.Visit sees
+// only those; the test's end restores the command line.
+func freshFlags(t *testing.T, kv ...string) {
+	t.Helper()
+	saved := flag.CommandLine
+	t.Cleanup(func() { flag.CommandLine = saved })
+	c := flag.NewFlagSet(saved.Name(), flag.ContinueOnError)
+	saved.VisitAll(func(f *flag.Flag) {
 		if igptFlags[f.Name] {
 			f.Value.Set(f.DefValue)
 		}
 		c.Var(f.Value, f.Name, f.Usage)
 	})
-	return c
+	flag.CommandLine = c
+	for i := 0; i+1 < len(kv); i += 2 {
+		if err := flag.Set(kv[i], kv[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestCommandDefaults(t *testing.T) {
-	saved := flag.CommandLine
-	t.Cleanup(func() { flag.CommandLine = saved })
 	for _, tc := range []struct {
 		cmd   string
 		given []string
@@ -155,17 +157,16 @@ func TestCommandDefaults(t *testing.T) {
 		{"sample", []string{"n", "4"}, 4},
 		{"inspect", nil, 3},
 	} {
-		flag.CommandLine = cloneFlags(saved)
-		for i := 0; i < len(tc.given); i += 2 {
-			flag.Set(tc.given[i], tc.given[i+1])
-		}
-		c, _ := lookup(tc.cmd)
-		if err := c.checkFlags(); err != nil {
-			t.Fatal(err)
-		}
-		if *numRecs != tc.wantN {
-			t.Errorf("%s with %q: --n = %d, want %d", tc.cmd, tc.given, *numRecs, tc.wantN)
-		}
+		t.Run(tc.cmd, func(t *testing.T) {
+			freshFlags(t, tc.given...)
+			c, _ := lookup(tc.cmd)
+			if err := c.checkFlags(); err != nil {
+				t.Fatal(err)
+			}
+			if *numRecs != tc.wantN {
+				t.Errorf("%s with %q: --n = %d, want %d", tc.cmd, tc.given, *numRecs, tc.wantN)
+			}
+		})
 	}
 }
 
