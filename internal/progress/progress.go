@@ -22,7 +22,7 @@ import (
 
 // Interval is the longest time between two log lines of a bar that is not
 // drawn on a terminal.
-var Interval = 10 * time.Second
+var Interval = 30 * time.Second
 
 // Names of the bars that code outside the stage that started them advances.
 const (

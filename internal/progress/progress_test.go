@@ -39,7 +39,7 @@ func TestLogLines(t *testing.T) {
 		wantLines int // before Finish
 	}{
 		{"fast: one line per tenth", time.Millisecond, 100, 10},
-		{"slow: one line per Interval too", 6 * time.Second, 5, 2},
+		{"slow: one line per Interval too", Interval * 6 / 10, 5, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, buf := logBar(t, "train", 0, 100, tc.step)
