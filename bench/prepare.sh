@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Wall time of the whole prepare (download → palette → quantize, k = 512) of
 # the CIFAR-10 JPEG copy in ../shared/data on one runner (default prism),
-# with each stage's time and throughput read from its manifest.
+# with each stage's time and throughput read from its manifest. It stops at
+# quantize (--until quantize): nothing is trained or probed.
 # Usage: bench/prepare.sh [RUNNER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +15,12 @@ root=$(mktemp -d)
 cat > "$root/bench.yaml" <<YAML
 root: $root/data
 dataset: {name: folder, source: $src, image_size: [32, 32]}
-download: {shards: {train: 8, test: 2}}
+download: {shard_mib: 16}
 palette: {k: 512, seed: 0}
 YAML
 echo "cpus: $(nproc)  runner: $runner  source: $src"
 t0=$(date +%s.%N)
-"$bin" run "$root/bench.yaml" --runner="$runner" --log_level=warn >/dev/null
+"$bin" run "$root/bench.yaml" --until quantize --runner="$runner" --log_level=warn >/dev/null
 t1=$(date +%s.%N)
 for st in download palette quantize; do
   m=$(ls "$root"/data/$st/*/_MANIFEST.json)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/igpt/igpt/internal/progress"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
@@ -224,6 +225,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		if err := f.m.Probe(tok[:B*T], mask, obj, feats[:(L+1)*B*C]); err != nil {
 			return fmt.Errorf("probe: %s: %w", in.Path, err)
 		}
+		progress.Add(progress.ProbeFeatures, int64(B)) // the driver's bar, when this worker runs in its process
 		for l := 0; l <= L; l++ {
 			for b, r := range batch {
 				rec := records.Features{Key: r.Key, Label: r.Label, Layer: l, Vec: feats[(l*B+b)*C : (l*B+b+1)*C]}

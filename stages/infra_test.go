@@ -102,7 +102,7 @@ func TestFlexTemplate(t *testing.T) {
 		t.Fatalf("metadata.json: %v (name %q, %d parameters)", err, meta.Name, len(meta.Parameters))
 	}
 	launch, _ := os.ReadFile(filepath.Join(root, "infra", "launch.sh"))
-	out, _ := exec.Command(filepath.Join(bin, "igpt"), "--help").CombinedOutput()
+	out, _ := exec.Command(filepath.Join(bin, "igpt"), "help", "run").CombinedOutput() // the flags a Flex Template launch passes to run
 	for _, p := range meta.Parameters {
 		if !strings.Contains(string(launch), "--"+p.Name+"=") && !strings.Contains(string(out), "--"+p.Name) {
 			t.Errorf("metadata.json parameter %s is neither handled by launch.sh nor a flag of igpt", p.Name)

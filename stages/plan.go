@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/igpt/igpt/internal/probe"
 	"github.com/igpt/igpt/internal/storage"
 )
 
@@ -35,6 +36,14 @@ type Plan struct {
 	Config *Config
 	Steps  []*Step
 	byName map[string]*Step
+	// ran is what the last run did with each stage it took, for Summary.
+	ran map[string]outcome
+}
+
+// outcome is what a run did with one stage.
+type outcome struct {
+	action  string // "ran", "skipped (done)" or "failed"
+	elapsed time.Duration
 }
 
 // NewPlan computes every registered stage's key for cfg, in dependency
@@ -118,6 +127,9 @@ type Options struct {
 	Runner string // Beam runner; "" uses the config's
 	Log    *slog.Logger
 	Out    io.Writer // where the plan is printed; nil for none
+	// Rerun holds the command-line flags (--root=…, --source=…) that
+	// commands suggested in errors repeat, so that they name the same plan.
+	Rerun string
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -125,6 +137,14 @@ func (o *Options) logger() *slog.Logger {
 		return o.Log
 	}
 	return slog.Default()
+}
+
+// runner is the Beam runner of a run: the option's, else the config's.
+func (p *Plan) runner(opt Options) string {
+	if opt.Runner != "" {
+		return opt.Runner
+	}
+	return p.Config.Runner
 }
 
 // RunAll runs every stage of the plan that is not done (all with Force).
@@ -170,13 +190,11 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 	if opt.Out != nil {
 		p.Print(opt.Out, names, opt.Force)
 	}
-	runner := opt.Runner
-	if runner == "" {
-		runner = p.Config.Runner
-	}
+	runner := p.runner(opt)
 	if opt.DryRun && runner != "dataflow" {
 		return nil
 	}
+	p.ran = map[string]outcome{}
 	for _, name := range names {
 		st, err := p.Step(name)
 		if err != nil {
@@ -184,39 +202,32 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 		}
 		if st.Done() && !opt.Force {
 			opt.logger().Info("stage done, skipping", "stage", name, "key", st.Key, "dir", st.Dir)
+			p.ran[name] = outcome{action: "skipped (done)"}
 			continue
 		}
+		start := time.Now()
 		err = p.runStep(ctx, st, opt, alone)
 		if opt.DryRun && errors.Is(err, ErrUpstreamMissing) {
 			opt.logger().Info("dry run: job not built, upstream output missing", "stage", name, "err", err)
 			continue
 		}
 		if err != nil {
+			p.ran[name] = outcome{action: "failed", elapsed: time.Since(start)}
 			return err
 		}
+		p.ran[name] = outcome{action: "ran", elapsed: time.Since(start)}
 	}
 	return nil
 }
 
 func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) error {
 	name := st.Stage.Name()
-	inputs := map[string]*Manifest{}
-	for _, u := range st.Upstream {
-		if !u.Done() {
-			how := "run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path
-			if !alone {
-				how = "it did not finish"
-			}
-			return fmt.Errorf("stages: %s needs %s output %s (no %s there): %w; %s",
-				name, u.Stage.Name(), u.Dir, ManifestName, ErrUpstreamMissing, how)
-		}
-		inputs[u.Stage.Name()] = u.Manifest
+	inputs, err := p.upstreamInputs(st, opt, alone)
+	if err != nil {
+		return err
 	}
 	log := opt.logger().With("stage", name, "key", st.Key)
-	runner := opt.Runner
-	if runner == "" {
-		runner = p.Config.Runner
-	}
+	runner := p.runner(opt)
 	// The stage folder is ours while the stage runs: another run of the
 	// same stage and key waits here, then finds it done. A dry run writes
 	// nothing and takes no lock.
@@ -284,6 +295,31 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
+	return p.publish(ctx, st, rc, out, start)
+}
+
+// upstreamInputs returns the manifests of the step's upstream stages, or an
+// error naming the command that makes a missing one.
+func (p *Plan) upstreamInputs(st *Step, opt Options, alone bool) (map[string]*Manifest, error) {
+	inputs := map[string]*Manifest{}
+	for _, u := range st.Upstream {
+		if !u.Done() {
+			how := strings.TrimSpace("run it first: igpt stage " + u.Stage.Name() + " " + p.Config.Path + " " + opt.Rerun)
+			if !alone {
+				how = "it did not finish"
+			}
+			return nil, fmt.Errorf("stages: %s needs %s output %s (no %s there): %w; %s",
+				st.Stage.Name(), u.Stage.Name(), u.Dir, ManifestName, ErrUpstreamMissing, how)
+		}
+		inputs[u.Stage.Name()] = u.Manifest
+	}
+	return inputs, nil
+}
+
+// publish writes the manifest of a stage run into rc.Dir, swaps an attempt
+// folder in, and reads the manifest back as downstream stages will see it.
+func (p *Plan) publish(ctx context.Context, st *Step, rc *RunContext, out *Output, start time.Time) error {
+	name, dir, runner := st.Stage.Name(), rc.Dir, rc.Runner
 	if rc.GraphBytes > 0 {
 		if out.Meta == nil {
 			out.Meta = map[string]any{}
@@ -322,7 +358,7 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	if st.Manifest, err = ReadManifest(ctx, st.Dir); err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
-	log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
+	rc.Log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -393,4 +429,98 @@ func (p *Plan) Status(w io.Writer) {
 		fmt.Fprintf(tw, "%s\tdone\t%s\t%s\t%d\t%s\n", st.Stage.Name(), st.Key, strings.Join(recs, " "), bytes, m.Finished.Format(time.RFC3339))
 	}
 	tw.Flush()
+}
+
+// Summary writes, after a run, a table of the stages it took (state, key,
+// time, headline figure read from the manifests) and the paths of the
+// reports and pictures they wrote.
+func (p *Plan) Summary(ctx context.Context, w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nSTAGE\tKEY\tSTATE\tTIME\tRESULT\n")
+	var outputs []string
+	for _, st := range p.Steps {
+		o, took := p.ran[st.Stage.Name()]
+		if !took {
+			continue
+		}
+		elapsed, result := o.elapsed, "-"
+		if st.Done() {
+			m := st.Manifest
+			if o.action != "failed" {
+				elapsed = m.Finished.Sub(m.Started)
+			}
+			result = headline(ctx, m)
+			for _, f := range m.Files {
+				if strings.HasSuffix(f.Name, ".png") || strings.HasSuffix(f.Name, ".md") {
+					outputs = append(outputs, m.Path(f.Name))
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Stage.Name(), st.Key, o.action, formatElapsed(elapsed), result)
+	}
+	tw.Flush()
+	if len(outputs) > 0 {
+		fmt.Fprintf(w, "\nReports and pictures:\n  %s\n", strings.Join(outputs, "\n  "))
+	}
+}
+
+func formatElapsed(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// headline is a stage's main figure, from its manifest (and for probe, its
+// report): what a reader looks for first.
+func headline(ctx context.Context, m *Manifest) string {
+	num := func(k string) (float64, bool) {
+		v, ok := m.Meta[k].(float64)
+		return v, ok
+	}
+	switch m.Stage {
+	case "download", "quantize":
+		return fmt.Sprintf("%d records", m.Records(""))
+	case "palette":
+		if v, ok := num("mse_per_pixel"); ok {
+			return fmt.Sprintf("palette MSE %.1f per pixel", v)
+		}
+	case "train":
+		if v, ok := num("final_val_loss"); ok {
+			steps, _ := num("steps")
+			return fmt.Sprintf("val loss %.3f nats/token after %.0f steps", v, steps)
+		}
+	case "probe":
+		return probeHeadline(ctx, m)
+	case "vqvae-train":
+		if v, ok := num("eval_mse_255"); ok {
+			psnr, _ := num("eval_psnr")
+			return fmt.Sprintf("reconstruction MSE %.1f (PSNR %.2f dB)", v, psnr)
+		}
+	}
+	return "-"
+}
+
+// probeHeadline is the best layer's test accuracy and its margin over raw
+// pixels, from the probe's report.
+func probeHeadline(ctx context.Context, m *Manifest) string {
+	b, err := storage.ReadFile(ctx, m.Path(ReportJSON))
+	if err != nil {
+		return "-"
+	}
+	var rep struct {
+		Summary *probe.Summary `json:"summary"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Summary == nil {
+		return "-"
+	}
+	s := rep.Summary
+	out := fmt.Sprintf("best %s %.1f%% test", s.Best.Name, 100*s.Best.TestAcc)
+	if s.MarginOverRawPixels != nil {
+		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
+	}
+	return out
 }

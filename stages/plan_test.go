@@ -166,6 +166,64 @@ func TestRunOneNeedsUpstream(t *testing.T) {
 	if !errors.Is(err, ErrUpstreamMissing) || !strings.Contains(err.Error(), "igpt stage a exp.yaml") || !strings.Contains(err.Error(), ManifestName) {
 		t.Fatalf("RunOne(b) without a: %v", err)
 	}
+	// The suggested command repeats the flags that chose this plan.
+	err = p.RunOne(ctx, "b", Options{Rerun: "--root=/tmp/x"})
+	if !strings.Contains(err.Error(), "igpt stage a exp.yaml --root=/tmp/x") {
+		t.Fatalf("RunOne(b) without a, --root given: %v", err)
+	}
+}
+
+// TestSummary: after a run, one row per stage it took with what it did,
+// and the report and pictures the stages listed.
+func TestSummary(t *testing.T) {
+	ctx := context.Background()
+	runs := map[string]*int{}
+	reg := chain(runs)
+	reg["c"] = fakeStage{name: "c", ups: []string{"b"}, params: func(c *Config) any { return struct{}{} }, runs: runs["c"], fail: errors.New("boom")}
+	cfg := testConfig(t)
+	p, _ := newPlan(ctx, cfg, reg)
+	if err := p.RunUntil(ctx, "a", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = newPlan(ctx, cfg, reg)
+	if err := p.RunAll(ctx, Options{}); err == nil {
+		t.Fatal("c did not fail")
+	}
+	var b bytes.Buffer
+	p.Summary(ctx, &b)
+	for _, want := range []string{"STAGE", "a  ", "skipped (done)", "b  ", " ran ", "c  ", "failed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary has no %q:\n%s", want, &b)
+		}
+	}
+	if strings.Contains(b.String(), "Reports and pictures") {
+		t.Errorf("fake stages wrote no report or picture, summary lists some:\n%s", &b)
+	}
+}
+
+func TestHeadline(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	report := `{"rows": [], "summary": {"best": {"layer": 2, "name": "layer 2", "test_acc": 0.425}, "margin_over_raw_pixels_points": 5.5}}`
+	if err := os.WriteFile(filepath.Join(dir, ReportJSON), []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m    Manifest
+		want string
+	}{
+		{Manifest{Stage: "palette", Meta: map[string]any{"mse_per_pixel": 74.77}}, "palette MSE 74.8 per pixel"},
+		{Manifest{Stage: "train", Meta: map[string]any{"final_val_loss": 2.7741, "steps": 9000.0}}, "val loss 2.774 nats/token after 9000 steps"},
+		{Manifest{Stage: "probe", Dir: dir}, "best layer 2 42.5% test, +5.5 points over raw pixels (37.0%)"},
+		{Manifest{Stage: "probe", Dir: t.TempDir()}, "-"},
+		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71}}, "reconstruction MSE 660.1 (PSNR 24.71 dB)"},
+		{Manifest{Stage: "quantize", Files: []FileInfo{{Split: "train", Records: 7}, {Split: "test", Records: 3}}}, "10 records"},
+		{Manifest{Stage: "train"}, "-"},
+	} {
+		if got := headline(ctx, &tc.m); got != tc.want {
+			t.Errorf("%s headline = %q, want %q", tc.m.Stage, got, tc.want)
+		}
+	}
 }
 
 // TestFailedStageLeavesNoManifest checks that a failing stage publishes

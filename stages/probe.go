@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/igpt/igpt/internal/probe"
+	"github.com/igpt/igpt/internal/progress"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
@@ -126,7 +127,9 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
 		"images_per_s", float64(records)/extractS)
 	start = time.Now()
+	bar := fitsBar(rc, &opts, mc.Layers+1)
 	rep, err := probe.Layers(splits, pc.L2, opts)
+	bar.Finish()
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +219,7 @@ func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objectiv
 // a random initialisation) into dir and returns the job's id.
 func (ex *extractor) run(dir, weights string) (string, error) {
 	pc := ex.rc.Config.Probe
+	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs["quantize"], pc.MaxPerShard, ex.maxTrainPerShard), ex.rc.Log).Finish()
 	p, s := beam.NewPipelineWithRoot()
 	if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
 		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, Dir: dir}); err != nil {
@@ -329,4 +333,33 @@ func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
 		return probe.Row{}, nil, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
 	return row, rsets, nil
+}
+
+// probeRecords is how many records the feature pipeline reads from the
+// token output: its progress bar's total.
+func probeRecords(qm *Manifest, maxPerShard, maxTrainPerShard int) int64 {
+	var n int64
+	for _, f := range qm.Files {
+		lim := int64(maxPerShard)
+		if f.Split == "train" && maxTrainPerShard > 0 && (lim == 0 || int64(maxTrainPerShard) < lim) {
+			lim = int64(maxTrainPerShard)
+		}
+		switch {
+		case f.Split == "":
+		case lim > 0 && lim < f.Records:
+			n += lim
+		default:
+			n += f.Records
+		}
+	}
+	return n
+}
+
+// fitsBar starts the progress bar of rows probe rows' fits (a λ grid
+// each) and has opts report to it.
+func fitsBar(rc *RunContext, opts *probe.Options, rows int) *progress.Bar {
+	pc := rc.Config.Probe
+	bar := progress.Start("probe: fits", 0, int64(rows*len(pc.L2)), rc.Log)
+	opts.Fit.Progress = func(k int) { bar.Add(int64(k)) }
+	return bar
 }

@@ -93,6 +93,7 @@ func fitBaselines(ctx context.Context, rc *RunContext, mc model.Config, objectiv
 		return nil, err
 	}
 	opts := probeOptions(rc)
+	defer fitsBar(rc, &opts, mc.Layers+2).Finish() // random init's layers, raw pixels
 	random, sets, err := randomInitBaseline(ctx, rc, ex, pc, opts)
 	if err != nil {
 		return nil, err

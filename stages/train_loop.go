@@ -7,10 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,10 +16,9 @@ import (
 
 	"github.com/igpt/igpt/internal/kernels"
 	"github.com/igpt/igpt/internal/loader"
+	"github.com/igpt/igpt/internal/progress"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 )
 
 type trainer struct {
@@ -200,16 +197,9 @@ func (tr *trainer) loadVal(ctx context.Context, files []string, mc model.Config)
 
 func (tr *trainer) loop(ctx context.Context) error {
 	tc := tr.tc
-	// A progress bar on a terminal; elsewhere (CI, log files) a log line
-	// every tenth of the run.
-	out := io.Discard
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		out = os.Stderr
-	}
-	bar := progressbar.NewOptions(tc.Steps,
-		progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("train"),
-		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(500*time.Millisecond))
-	bar.Set(tr.step)
+	// A progress bar on a terminal; elsewhere a line with the ETA.
+	bar := progress.Start("train: steps", int64(tr.step), int64(tc.Steps), tr.rc.Log)
+	defer bar.Finish()
 	start, startTokens := time.Now(), tr.tokens
 	maskRNG := rand.New(tr.rng)
 	if err := tr.markStep(); err != nil {
@@ -228,9 +218,8 @@ func (tr *trainer) loop(ctx context.Context) error {
 			return err
 		}
 		m := tr.metrics[len(tr.metrics)-1]
-		bar.Describe(fmt.Sprintf("train loss %.4f lr %.2e %.0f tok/s", m.Loss, m.LR, m.TokensPS))
-		bar.Set(tr.step)
-		if out == io.Discard && (tr.step%max(1, tc.Steps/10) == 0 || m.ValLoss != nil) {
+		bar.Set(int64(tr.step))
+		if m.ValLoss != nil {
 			args := []any{"step", m.Step, "loss", m.Loss, "lr", m.LR, "tokens_per_s", m.TokensPS}
 			if m.ValLoss != nil {
 				args = append(args, "val_loss", *m.ValLoss)
@@ -243,8 +232,6 @@ func (tr *trainer) loop(ctx context.Context) error {
 			}
 		}
 	}
-	bar.Finish()
-	fmt.Fprintln(out)
 	return nil
 }
 

@@ -9,21 +9,18 @@ import (
 	"image"
 	"image/color"
 	"image/png"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/igpt/igpt/internal/kernels"
+	"github.com/igpt/igpt/internal/progress"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/vqvae"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 )
@@ -293,13 +290,8 @@ func (tr *vqTrainer) nextBatch() {
 
 func (tr *vqTrainer) loop(ctx context.Context) error {
 	vc := tr.vc
-	out := io.Discard
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		out = os.Stderr
-	}
-	bar := progressbar.NewOptions(vc.Steps, progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("vqvae-train"),
-		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(500*time.Millisecond))
-	bar.Set(tr.st.Step)
+	bar := progress.Start("vqvae-train: steps", int64(tr.st.Step), int64(vc.Steps), tr.rc.Log)
+	defer bar.Finish()
 	start, startStep := time.Now(), tr.st.Step
 	h, w := tr.train.h, tr.train.w
 	for tr.st.Step < vc.Steps {
@@ -331,9 +323,8 @@ func (tr *vqTrainer) loop(ctx context.Context) error {
 			}
 		}
 		tr.metrics = append(tr.metrics, met)
-		bar.Describe(fmt.Sprintf("vqvae-train loss %.4f mse %.1f perplexity %.0f", met.Loss, met.MSE255, met.Perplexity))
-		bar.Set(tr.st.Step)
-		if out == io.Discard && (tr.st.Step%max(1, vc.Steps/10) == 0) {
+		bar.Set(int64(tr.st.Step))
+		if met.EvalMSE255 != nil {
 			tr.rc.Log.Info("vqvae-train", "step", met.Step, "loss", met.Loss, "mse_255", met.MSE255, "perplexity", met.Perplexity, "images_per_s", met.ImagesPS)
 		}
 		if tr.st.Step%vc.CheckpointEvery == 0 || tr.st.Step == vc.Steps {
@@ -342,8 +333,6 @@ func (tr *vqTrainer) loop(ctx context.Context) error {
 			}
 		}
 	}
-	bar.Finish()
-	fmt.Fprintln(out)
 	return nil
 }
 

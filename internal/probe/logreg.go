@@ -65,6 +65,15 @@ type FitOptions struct {
 	Patience int
 	// Logger receives debug lines; nil means slog.Default().
 	Logger *slog.Logger
+	// Progress, if set, is told of each λ fitted (1) or skipped (the
+	// count) by SelectL2: for a progress bar.
+	Progress func(fits int)
+}
+
+func (o FitOptions) progress(n int) {
+	if o.Progress != nil {
+		o.Progress(n)
+	}
 }
 
 func (o FitOptions) logger() *slog.Logger {

@@ -93,6 +93,7 @@ func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []flo
 			for _, si := range order[oi:] {
 				sel.Points[si] = GridPoint{L2: grid[si], C: CFromLambda(grid[si], trainX.Rows), Skipped: true}
 			}
+			opts.progress(len(order) - oi)
 			opts.logger().Debug("probe: grid stopped early", "patience", opts.Patience,
 				"best_lambda", grid[sel.Best], "skipped", len(order)-oi)
 			break
@@ -101,6 +102,7 @@ func SelectL2(trainX *Matrix, trainY []int, valX *Matrix, valY []int, grid []flo
 		if err != nil {
 			return nil, fmt.Errorf("probe: select L2: λ=%g: %w", grid[gi], err)
 		}
+		opts.progress(1)
 		opts.Init = res.Model
 		val, err := res.Model.Accuracy(valX, valY)
 		if err != nil {
