@@ -25,6 +25,8 @@ type Config struct {
 	Probe    ProbeConfig    `yaml:"probe"`
 	Sample   SampleConfig   `yaml:"sample"`
 	VQVAE    VQVAEConfig    `yaml:"vqvae"`
+	// VQVAEEncode is the vqvae-encode stage's section.
+	VQVAEEncode VQVAEEncodeConfig `yaml:"vqvae_encode"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -269,6 +271,7 @@ func ParseConfig(data []byte) (*Config, error) {
 // written out and a default left out give the same stage keys.
 func (c *Config) fillDefaults() {
 	c.VQVAE.fillDefaults()
+	c.VQVAEEncode.fillDefaults()
 	if c.Palette.K == 0 {
 		c.Palette.K = 512
 	}
@@ -357,6 +360,9 @@ func (c *Config) fillDefaults() {
 }
 
 func (c *Config) validate() error {
+	if err := c.VQVAEEncode.validate(); err != nil {
+		return err
+	}
 	if err := c.VQVAE.validate(); err != nil {
 		return err
 	}

@@ -23,10 +23,6 @@ func (quantizeStage) Params(cfg *Config) any {
 	return cfg.Quantize
 }
 
-// tokensPerShard sets the default shard count: one shard per this many
-// records.
-const tokensPerShard = 8192
-
 func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	qc := rc.Config.Quantize
 	dl, pm := rc.Inputs["download"], rc.Inputs["palette"]
@@ -38,43 +34,20 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, fmt.Errorf("quantize: palette %s has k = %d but the config asks for palette.k = %d; rerun: igpt stage palette %s --force",
 			pm.Path(PaletteFile), pal.K, rc.Config.Palette.K, rc.Config.Path)
 	}
-	var inputs []pipelines.ShardInput
-	counts := map[string]int64{}
-	for _, f := range dl.Files {
-		if f.Split == "" {
-			continue
-		}
-		inputs = append(inputs, pipelines.ShardInput{Path: dl.Path(f.Name), Split: f.Split})
-		counts[f.Split] += f.Records
-	}
-	valFrac := *qc.ValFraction
-	if counts["val"] > 0 || counts["train"] == 0 {
-		valFrac = 0 // the dataset has its own val split, or no train to carve from
-	}
-	if valFrac > 0 {
-		carved := int64(float64(counts["train"]) * valFrac)
-		counts["val"], counts["train"] = carved, counts["train"]-carved
-	}
-	shards := map[string]int{}
-	for split, n := range counts {
-		shards[split] = qc.Shards[split]
-		if shards[split] == 0 {
-			shards[split] = max(1, int((n+tokensPerShard-1)/tokensPerShard))
-		}
-	}
+	plan := planTokenShards(dl, *qc.ValFraction, qc.Shards)
 	var resize [2]int
 	if len(qc.Resize) == 2 {
 		resize = [2]int{qc.Resize[0], qc.Resize[1]}
 	}
-	rc.Log.Info("quantize: starting", "inputs", len(inputs), "k", pal.K, "val_fraction", valFrac, "shards", shards)
+	rc.Log.Info("quantize: starting", "inputs", len(plan.inputs), "k", pal.K, "val_fraction", plan.valFraction, "shards", plan.shards)
 
 	list := storage.Join(rc.Dir, InputsName)
-	if err := pipelines.WriteLines(ctx, list, inputs); err != nil {
+	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
 		return nil, err
 	}
 	p, s := beam.NewPipelineWithRoot()
 	if err := pipelines.Quantize(s, pipelines.QuantizeConfig{
-		Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: valFrac, Seed: qc.Seed, Shards: shards, Dir: rc.Dir,
+		Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: plan.valFraction, Seed: qc.Seed, Shards: plan.shards, Dir: rc.Dir,
 	}); err != nil {
 		return nil, err
 	}
@@ -86,16 +59,12 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	var classes []string
-	names, _ := dl.Meta["classes"].([]any)
-	for _, c := range names {
-		classes = append(classes, fmt.Sprint(c))
-	}
+	classes := datasetClasses(dl)
 	files, records, classCounts := summarizeShards(st.Shards, classes, "Tokens")
 	out := &Output{JobID: job, Files: files}
 	out.Meta = map[string]any{
 		"vocab": pal.K, "records": records, "class_counts": classCounts, "classes": classes,
-		"val_fraction": valFrac, "resize": qc.Resize,
+		"val_fraction": plan.valFraction, "resize": qc.Resize,
 	}
 	return out, nil
 }
