@@ -29,6 +29,10 @@ Usage (from the project root):
   /usr/bin/python3 bench/vqvae_reference.py bench [--batch 32 --size 32 --threads 2 --steps 20]
       default config (hidden 128, res_hidden 32, R 2, K 512, D 64, f 4), Adam lr 3e-4: times a training
       step (forward + backward + EMA + Adam) and encoding (encoder + nearest code); prints JSON lines
+  /usr/bin/python3 bench/vqvae_reference.py encode --model M.safetensors --archive IMAGES.tar.gz \
+      [--batch 32 --threads 2]
+      decodes every image of a tar of PNG/JPEG files (not timed), then times encoding them all with the
+      trained model in batches (encoder + nearest code, codes copied out); prints one JSON line
 """
 import argparse
 import json
@@ -277,6 +281,38 @@ def cmd_bench(a):
                       'threads': a.threads, 'ms': dt * 1e3, 'images_per_s': a.encode_batch / dt}))
 
 
+def cmd_encode(a):
+    import io
+    import tarfile
+    from PIL import Image
+    torch.set_num_threads(a.threads)
+    T, meta = load_safetensors(a.model)
+    c = config_of(meta)
+    P = {k: torch.tensor(v) for k, v in T.items() if not k.startswith('quantizer.')}
+    e = torch.tensor(T['quantizer.codebook'])
+    imgs = []
+    with tarfile.open(a.archive) as tf:
+        for m in tf:
+            if m.isfile() and m.name.lower().endswith(('.png', '.jpg', '.jpeg')):
+                im = Image.open(io.BytesIO(tf.extractfile(m).read())).convert('RGB')
+                imgs.append(np.asarray(im, dtype=np.uint8))
+    x = torch.tensor(np.stack(imgs)).float() / 255 - 0.5
+    n = x.shape[0]
+    codes = torch.empty(n * (x.shape[1] // c['factor']) * (x.shape[2] // c['factor']), dtype=torch.int64)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        off = 0
+        for i in range(0, n, a.batch):
+            ze = encoder(P, c, x[i:i + a.batch].permute(0, 3, 1, 2))
+            k = nearest(ze.permute(0, 2, 3, 1).reshape(-1, c['code_dim']), e)
+            codes[off:off + k.shape[0]] = k
+            off += k.shape[0]
+        dt = time.perf_counter() - t0
+    print(json.dumps({'impl': 'torch', 'what': 'encode_all', 'images': n, 'batch': a.batch, 'factor': c['factor'],
+                      'threads': a.threads, 's': dt, 'images_per_s': n / dt,
+                      'codes_used': int(torch.unique(codes).numel())}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -294,8 +330,13 @@ def main():
     p.add_argument('--steps', type=int, default=20)
     p.add_argument('--encode-batch', type=int, default=256)
     p.add_argument('--encode-reps', type=int, default=5)
+    p = sub.add_parser('encode', help='time encoding every image of a tar with a trained model')
+    p.add_argument('--model', required=True)
+    p.add_argument('--archive', required=True)
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
-    {'step': cmd_step, 'bench': cmd_bench}[a.cmd](a)
+    {'step': cmd_step, 'bench': cmd_bench, 'encode': cmd_encode}[a.cmd](a)
 
 
 if __name__ == '__main__':

@@ -67,6 +67,8 @@ type ShardStats struct {
 	Records int64         `json:"records"`
 	Bytes   int64         `json:"bytes"`
 	Labels  map[int]int64 `json:"labels"` // records per label
+	// Codes counts each token value (vqvae-encode only).
+	Codes []int64 `json:"codes,omitempty"`
 }
 
 // DownloadStats is the content of StatsName.

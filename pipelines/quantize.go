@@ -68,9 +68,17 @@ func Quantize(s beam.Scope, cfg QuantizeConfig) (beam.PCollection, error) {
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadSplitImagesFn{}, paths)
 	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Palette: cfg.Palette, Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards}, imgs)
+	return writeTokenShards(s, toks, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}), nil
+}
+
+// writeTokenShards groups Tokens keyed by ShardKey into their shards,
+// writes each in seeded-shuffle order with w, fills the empty shards and
+// writes StatsName: the tail that quantize and vqvae-encode share. It
+// returns the stats of every shard written.
+func writeTokenShards(s beam.Scope, toks beam.PCollection, w *WriteTokensShardFn) beam.PCollection {
 	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
-	written := beam.ParDo(s.Scope("WriteShards"), &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}, grouped)
-	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir, Shards: cfg.Shards}, written), nil
+	written := beam.ParDo(s.Scope("WriteShards"), w, grouped)
+	return writeStats(s, &WriteStatsFn{Dir: w.Dir, Shards: w.Shards}, written)
 }
 
 // ReadSplitImagesFn emits the images of one JSON ShardInput keyed by split.
@@ -107,15 +115,26 @@ func (f *QuantizeFn) ProcessElement(split string, img records.Image, emit func(s
 	if err != nil {
 		return err
 	}
-	if split == "train" && f.ValFraction > 0 && unitHash(f.Seed, "val", img.Key) < f.ValFraction {
+	key, err := routeTokens(f.Seed, f.ValFraction, f.Shards, split, img.Key)
+	if err != nil {
+		return fmt.Errorf("quantize: %w", err)
+	}
+	emit(key, tok)
+	return nil
+}
+
+// routeTokens returns the ShardKey of a record: its split (a train record
+// goes to "val" when a seeded hash of its key falls under valFraction) and
+// a shard chosen by another seeded hash of its key.
+func routeTokens(seed uint64, valFraction float64, shards map[string]int, split, key string) (string, error) {
+	if split == "train" && valFraction > 0 && unitHash(seed, "val", key) < valFraction {
 		split = "val"
 	}
-	n := f.Shards[split]
+	n := shards[split]
 	if n <= 0 {
-		return fmt.Errorf("quantize: no shard count for split %q", split)
+		return "", fmt.Errorf("no shard count for split %q", split)
 	}
-	emit(ShardKey(split, int(seededHash(f.Seed, "shard", img.Key)%uint64(n))), tok)
-	return nil
+	return ShardKey(split, int(seededHash(seed, "shard", key)%uint64(n))), nil
 }
 
 // Setup reads the palette and builds (or reuses) this worker's table.
@@ -223,6 +242,9 @@ type WriteTokensShardFn struct {
 	Dir    string
 	Shards map[string]int
 	Seed   uint64
+	// Vocab, when set, adds each shard's token histogram (Codes) to its
+	// stats: vqvae-encode reports codes used and perplexity from it.
+	Vocab int
 }
 
 // ProcessElement writes one shard.
@@ -246,6 +268,11 @@ func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, ite
 	if err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
+	if f.Vocab > 0 {
+		if st.Codes, err = tokenHistogram(toks, f.Vocab); err != nil {
+			return fmt.Errorf("quantize: shard %s: %w", st.Name, err)
+		}
+	}
 	emit(shardEvent(st))
 	return nil
 }
@@ -265,4 +292,18 @@ func (b byOrder) Less(i, j int) bool {
 func (b byOrder) Swap(i, j int) {
 	b.t[i], b.t[j] = b.t[j], b.t[i]
 	b.o[i], b.o[j] = b.o[j], b.o[i]
+}
+
+// tokenHistogram counts the tokens of toks, each < vocab.
+func tokenHistogram(toks []records.Tokens, vocab int) ([]int64, error) {
+	h := make([]int64, vocab)
+	for i := range toks {
+		for _, t := range toks[i].Tok {
+			if int(t) >= vocab {
+				return nil, fmt.Errorf("record %s: token %d ≥ vocab %d", toks[i].Key, t, vocab)
+			}
+			h[t]++
+		}
+	}
+	return h, nil
 }

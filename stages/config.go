@@ -16,8 +16,12 @@ import (
 // settings. Only the per-stage sections enter stage keys; Root and Runner say
 // where and how to run, not what is computed.
 type Config struct {
-	Root     string         `yaml:"root"`   // local folder or gs://bucket/prefix; default ./igpt-data
-	Runner   string         `yaml:"runner"` // Beam runner: prism (default), direct, dataflow; --runner overrides
+	Root   string `yaml:"root"`   // local folder or gs://bucket/prefix; default ./igpt-data
+	Runner string `yaml:"runner"` // Beam runner: prism (default), direct, dataflow; --runner overrides
+	// Tokens is the token source that train, sample and probe read:
+	// "palette" (default: quantize's palette tokens) or "vqvae" (the
+	// vqvae-encode stage's code grids).
+	Tokens   string         `yaml:"tokens"`
 	Dataset  DatasetParams  `yaml:"dataset"`
 	Download DownloadParams `yaml:"download"`
 	Palette  PaletteParams  `yaml:"palette"`
@@ -26,6 +30,8 @@ type Config struct {
 	Probe    ProbeParams    `yaml:"probe"`
 	Sample   SampleParams   `yaml:"sample"`
 	VQVAE    VQVAEParams    `yaml:"vqvae"`
+	// VQVAEEncode is the vqvae-encode stage's section.
+	VQVAEEncode VQVAEEncodeParams `yaml:"vqvae_encode"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -99,12 +105,54 @@ func (c *Config) fillDefaults() {
 	c.Probe.fillDefaults()
 	c.Sample.fillDefaults()
 	c.VQVAE.fillDefaults()
+	c.VQVAEEncode.fillDefaults()
+	if c.Tokens == "" {
+		c.Tokens = TokensPalette
+	}
+}
+
+// The token sources of the tokens: key.
+const (
+	TokensPalette = "palette"
+	TokensVQVAE   = "vqvae"
+)
+
+// TokensStage is the stage whose Tokens shards train, sample and probe
+// read: quantize or vqvae-encode.
+func (c *Config) TokensStage() string {
+	if c.Tokens == TokensVQVAE {
+		return "vqvae-encode"
+	}
+	return "quantize"
+}
+
+// DecoderStage is the stage whose output turns tokens back into pixels:
+// the palette, or the trained VQ-VAE.
+func (c *Config) DecoderStage() string {
+	if c.Tokens == TokensVQVAE {
+		return "vqvae-train"
+	}
+	return "palette"
+}
+
+// checkTokens checks the tokens: key and what it rules out.
+func (c *Config) checkTokens() error {
+	switch c.Tokens {
+	case TokensPalette:
+	case TokensVQVAE:
+		if c.Train.HFlip > 0 {
+			return fmt.Errorf("train.hflip = %v with tokens: vqvae: flipping a grid of VQ codes is not the code grid of the flipped image; leave train.hflip out", c.Train.HFlip)
+		}
+	default:
+		return fmt.Errorf("tokens: %q, want palette or vqvae", c.Tokens)
+	}
+	return nil
 }
 
 // validate runs each section's check, in the order the stages run.
 func (c *Config) validate() error {
 	for _, check := range []func() error{c.Dataset.check, c.Download.check, c.Palette.check, c.Quantize.check,
-		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check} {
+		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -25,9 +25,9 @@ func init() { Register(downloadStage{}) }
 // Image shards for every split.
 type downloadStage struct{}
 
-func (downloadStage) Name() string       { return "download" }
-func (downloadStage) Version() int       { return 2 }
-func (downloadStage) Upstream() []string { return nil }
+func (downloadStage) Name() string              { return "download" }
+func (downloadStage) Version() int              { return 2 }
+func (downloadStage) Upstream(*Config) []string { return nil }
 
 func (downloadStage) Params(cfg *Config) any {
 	return struct {

@@ -120,7 +120,7 @@ func FuzzTypedOutputs(f *testing.F) {
 				t.Fatalf("train weights %s outside %s", out.Weights, dir)
 			}
 		}
-		if out, err := ReadQuantizeOutput(m); err == nil && (out.Vocab < 1 || out.Vocab > 1<<16) {
+		if out, err := ReadTokensOutput(m); err == nil && (out.Vocab < 1 || out.Vocab > 1<<16) {
 			t.Fatalf("quantize vocab %d accepted", out.Vocab)
 		}
 		ReadDownloadOutput(m)

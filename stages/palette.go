@@ -29,10 +29,10 @@ const (
 // training pixels (Beam combine), then weighted k-means on it locally.
 type paletteStage struct{}
 
-func (paletteStage) Name() string           { return "palette" }
-func (paletteStage) Version() int           { return 1 }
-func (paletteStage) Upstream() []string     { return []string{"download"} }
-func (paletteStage) Params(cfg *Config) any { return cfg.Palette }
+func (paletteStage) Name() string              { return "palette" }
+func (paletteStage) Version() int              { return 1 }
+func (paletteStage) Upstream(*Config) []string { return []string{"download"} }
+func (paletteStage) Params(cfg *Config) any    { return cfg.Palette }
 
 // PaletteParams tunes the palette stage's k-means.
 type PaletteParams struct {

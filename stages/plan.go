@@ -70,7 +70,8 @@ func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, err
 		}
 		st := &Step{Stage: s, Params: s.Params(cfg)}
 		var upKeys []string
-		for _, up := range s.Upstream() {
+		ups := s.Upstream(cfg)
+		for _, up := range ups {
 			u, err := visit(up, append(path, name))
 			if err != nil {
 				return nil, err
@@ -78,7 +79,7 @@ func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, err
 			st.Upstream = append(st.Upstream, u)
 			upKeys = append(upKeys, u.Key)
 		}
-		key, err := Key(s, st.Params, upKeys)
+		key, err := Key(s, st.Params, ups, upKeys)
 		if err != nil {
 			return nil, err
 		}
@@ -147,21 +148,40 @@ func (p *Plan) runner(opt Options) string {
 	return p.Config.Runner
 }
 
-// RunAll runs every stage of the plan that is not done (all with Force).
-func (p *Plan) RunAll(ctx context.Context, opt Options) error {
-	var names []string
-	for _, st := range p.Steps {
-		names = append(names, st.Stage.Name())
+// Finals are the stages a whole run ends with; RunAll runs them and what
+// they need under the config (tokens: palette needs no VQ-VAE, tokens:
+// vqvae no palette).
+var Finals = []string{"probe", "sample"}
+
+// finals are the Finals the plan has; a plan without any (a test's own
+// registry) ends with every stage.
+func (p *Plan) finals() []string {
+	var out []string
+	for _, f := range Finals {
+		if _, ok := p.byName[f]; ok {
+			out = append(out, f)
+		}
 	}
-	return p.run(ctx, names, opt, false)
+	if len(out) == 0 {
+		for _, st := range p.Steps {
+			out = append(out, st.Stage.Name())
+		}
+	}
+	return out
 }
 
-// RunUntil runs the named stage and every stage it depends on, in order,
-// skipping those that are done (as RunAll does for the whole graph).
+// RunAll runs the final stages and every stage they need that is not done
+// (all with Force).
+func (p *Plan) RunAll(ctx context.Context, opt Options) error {
+	return p.RunUntil(ctx, "", opt)
+}
+
+// RunUntil runs the named stage ("": the Finals) and every stage it
+// depends on, in order, skipping those that are done.
 func (p *Plan) RunUntil(ctx context.Context, name string, opt Options) error {
-	st, err := p.Step(name)
-	if err != nil {
-		return err
+	targets := []string{name}
+	if name == "" {
+		targets = p.finals()
 	}
 	need := map[*Step]bool{}
 	var mark func(*Step)
@@ -171,7 +191,13 @@ func (p *Plan) RunUntil(ctx context.Context, name string, opt Options) error {
 			mark(u)
 		}
 	}
-	mark(st)
+	for _, t := range targets {
+		st, err := p.Step(t)
+		if err != nil {
+			return err
+		}
+		mark(st)
+	}
 	var names []string
 	for _, s := range p.Steps {
 		if need[s] {

@@ -22,10 +22,10 @@ type fakeStage struct {
 	fail   error
 }
 
-func (f fakeStage) Name() string         { return f.name }
-func (f fakeStage) Version() int         { return 1 }
-func (f fakeStage) Upstream() []string   { return f.ups }
-func (f fakeStage) Params(c *Config) any { return f.params(c) }
+func (f fakeStage) Name() string              { return f.name }
+func (f fakeStage) Version() int              { return 1 }
+func (f fakeStage) Upstream(*Config) []string { return f.ups }
+func (f fakeStage) Params(c *Config) any      { return f.params(c) }
 func (f fakeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	*f.runs++
 	if f.fail != nil {

@@ -33,8 +33,8 @@ type probeStage struct{}
 
 func (probeStage) Name() string { return "probe" }
 func (probeStage) Version() int { return 1 }
-func (probeStage) Upstream() []string {
-	return []string{"download", "quantize", "train", "probe-baselines"}
+func (probeStage) Upstream(cfg *Config) []string {
+	return []string{"download", cfg.TokensStage(), "train", "probe-baselines"}
 }
 func (probeStage) Params(cfg *Config) any { return cfg.Probe }
 
@@ -100,6 +100,13 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	mc := params.Config
+	qm := rc.Inputs[rc.Config.TokensStage()]
+	if q, err := ReadTokensOutput(qm); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	} else if q.Vocab != mc.Vocab {
+		return nil, fmt.Errorf("probe: the model in %s has a vocabulary of %d tokens, but the %s tokens in %s have %d: it was trained on other tokens; rerun train",
+			rc.Inputs["train"].Dir, mc.Vocab, qm.Stage, qm.Dir, q.Vocab)
+	}
 	ex, err := newExtractor(ctx, rc, mc, trained.Objective)
 	if err != nil {
 		return nil, err
@@ -192,7 +199,7 @@ type extractor struct {
 }
 
 func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objective string) (*extractor, error) {
-	pc, qm := rc.Config.Probe, rc.Inputs["quantize"]
+	pc, qm := rc.Config.Probe, rc.Inputs[rc.Config.TokensStage()]
 	var inputs []pipelines.ShardInput
 	trainShards := 0
 	for _, f := range qm.Files {
@@ -219,7 +226,7 @@ func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objectiv
 // a random initialisation) into dir and returns the job's id.
 func (ex *extractor) run(dir, weights string) (string, error) {
 	pc := ex.rc.Config.Probe
-	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs["quantize"], pc.MaxPerShard, ex.maxTrainPerShard), ex.rc.Log).Finish()
+	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs[ex.rc.Config.TokensStage()], pc.MaxPerShard, ex.maxTrainPerShard), ex.rc.Log).Finish()
 	p, s := beam.NewPipelineWithRoot()
 	if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
 		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, Dir: dir}); err != nil {

@@ -36,9 +36,11 @@ type ProbeBaselinesParams struct {
 	Objective string      `json:"objective"`
 }
 
-func (probeBaselinesStage) Name() string       { return "probe-baselines" }
-func (probeBaselinesStage) Version() int       { return 1 }
-func (probeBaselinesStage) Upstream() []string { return []string{"download", "quantize"} }
+func (probeBaselinesStage) Name() string { return "probe-baselines" }
+func (probeBaselinesStage) Version() int { return 1 }
+func (probeBaselinesStage) Upstream(cfg *Config) []string {
+	return []string{"download", cfg.TokensStage()}
+}
 func (probeBaselinesStage) Params(cfg *Config) any {
 	t := cfg.Train
 	return ProbeBaselinesParams{Probe: cfg.Probe, Model: t.Model, Layers: t.Layers, D: t.D, Heads: t.Heads, Objective: t.Objective}
@@ -54,8 +56,8 @@ type ProbeBaselinesOutput struct {
 
 func (probeBaselinesStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	bp := probeBaselinesStage{}.Params(rc.Config).(ProbeBaselinesParams)
-	pc, qm := bp.Probe, rc.Inputs["quantize"]
-	q, err := ReadQuantizeOutput(qm)
+	pc, qm := bp.Probe, rc.Inputs[rc.Config.TokensStage()]
+	q, err := ReadTokensOutput(qm)
 	if err != nil {
 		return nil, err
 	}

@@ -60,11 +60,11 @@ func newSlow(name string, ups ...string) slowStage {
 		runs: new(atomic.Int32), inFlight: new(atomic.Int32), maxIn: new(atomic.Int32)}
 }
 
-func (s slowStage) Name() string         { return s.name }
-func (s slowStage) Version() int         { return 1 }
-func (s slowStage) Upstream() []string   { return s.ups }
-func (s slowStage) Params(c *Config) any { return c.Dataset }
-func (s slowStage) Resumable() bool      { return s.resume }
+func (s slowStage) Name() string              { return s.name }
+func (s slowStage) Version() int              { return 1 }
+func (s slowStage) Upstream(*Config) []string { return s.ups }
+func (s slowStage) Params(c *Config) any      { return c.Dataset }
+func (s slowStage) Resumable() bool           { return s.resume }
 func (s slowStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	s.runs.Add(1)
 	in := s.inFlight.Add(1)
@@ -747,7 +747,7 @@ func TestReliability6_GridsOfMixedSizes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = Complete(run.m, tc.recs, 1, 0.5, model.SampleOptions{Temperature: 1}, run.pal, 2)
+			_, _, err = Complete(run.m, tc.recs, 1, 0.5, model.SampleOptions{Temperature: 1}, run.codec, 2)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("complete: %v, want it to name %s", err, tc.want)
 			}

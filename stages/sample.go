@@ -12,7 +12,6 @@ import (
 	"github.com/igpt/igpt/internal/imgproc"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
-	"github.com/igpt/igpt/kmeans"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/pipelines"
 )
@@ -30,9 +29,11 @@ const (
 // test images from the trained model, as PNG grids and Tokens records.
 type sampleStage struct{}
 
-func (sampleStage) Name() string           { return "sample" }
-func (sampleStage) Version() int           { return 1 }
-func (sampleStage) Upstream() []string     { return []string{"palette", "quantize", "train"} }
+func (sampleStage) Name() string { return "sample" }
+func (sampleStage) Version() int { return 1 }
+func (sampleStage) Upstream(cfg *Config) []string {
+	return []string{cfg.DecoderStage(), cfg.TokensStage(), "train"}
+}
 func (sampleStage) Params(cfg *Config) any { return cfg.Sample }
 
 // SampleParams configures the sample stage's PNG grids.
@@ -84,11 +85,12 @@ func (s SampleParams) check() error {
 // Run is a Beam-free local stage.
 func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	sc := rc.Config.Sample
-	run, err := openRun(ctx, rc.Inputs["train"], rc.Inputs["quantize"], rc.Inputs["palette"])
+	qm := rc.Inputs[rc.Config.TokensStage()]
+	run, err := openRun(ctx, rc.Inputs["train"], qm, rc.Inputs[rc.Config.DecoderStage()])
 	if err != nil {
 		return nil, err
 	}
-	m, pal, qm, h, w := run.m, run.pal, rc.Inputs["quantize"], run.h, run.w
+	m, codec, h, w := run.m, run.codec, run.h, run.w
 	opt := model.SampleOptions{Temperature: sc.Temperature, TopK: sc.TopK, TopP: sc.TopP, Seed: sc.Seed}
 	out := &Output{Meta: map[string]any{}}
 	var recs []records.Tokens
@@ -105,9 +107,9 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		for b := 0; b < n; b++ {
 			t := toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])
 			rows = append(rows, [][]uint16{t})
-			recs = append(recs, records.Tokens{Key: fmt.Sprintf("sample/%04d", b), Label: -1, H: h, W: w, Vocab: pal.K, Tok: t})
+			recs = append(recs, records.Tokens{Key: fmt.Sprintf("sample/%04d", b), Label: -1, H: h, W: w, Vocab: codec.Vocab(), Tok: t})
 		}
-		png, err := tokenImageGrid(regroup(rows, 8), h, w, pal, sc.Scale, 0)
+		png, err := tokenImageGrid(regroup(rows, 8), h, w, codec, sc.Scale, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -130,13 +132,13 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 				return nil, err
 			}
 		}
-		grid, comp, err := Complete(m, test, sc.Completions, sc.Keep, opt, pal, sc.Scale)
+		grid, comp, err := Complete(m, test, sc.Completions, sc.Keep, opt, codec, sc.Scale)
 		if err != nil {
 			return nil, err
 		}
 		for i, c := range comp {
 			recs = append(recs, records.Tokens{Key: fmt.Sprintf("completion/%s/%d", test[i/sc.Completions].Key, i%sc.Completions),
-				Label: test[i/sc.Completions].Label, H: h, W: w, Vocab: pal.K, Tok: c})
+				Label: test[i/sc.Completions].Label, H: h, W: w, Vocab: codec.Vocab(), Tok: c})
 		}
 		if err := storage.WriteFile(ctx, storage.Join(rc.Dir, CompletionsPNG), grid); err != nil {
 			return nil, err
@@ -171,10 +173,11 @@ func regroup(items [][][]uint16, perRow int) [][][]uint16 {
 	return rows
 }
 
-// Complete keeps the top keep fraction of each image's rows and samples
-// the rest n times, returning the grid (per row: the occluded input, the n
-// completions, the original) and the completions in order.
-func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt model.SampleOptions, pal *records.Palette, scale int) ([]byte, [][]uint16, error) {
+// Complete keeps the top keep fraction of each image's token rows and
+// samples the rest n times, returning the grid (per row: the occluded
+// input, the n completions, the original, decoded by codec) and the
+// completions in order.
+func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt model.SampleOptions, codec Codec, scale int) ([]byte, [][]uint16, error) {
 	if len(imgs) == 0 {
 		return nil, nil, fmt.Errorf("sample: no images to complete")
 	}
@@ -189,7 +192,7 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 	if h*w != T {
 		return nil, nil, fmt.Errorf("sample: images of %d×%d tokens, the model's context is %d", h, w, T)
 	}
-	if err := CheckGrid(imgs, h, w, pal.K); err != nil {
+	if err := CheckGrid(imgs, h, w, codec.Vocab()); err != nil {
 		return nil, nil, fmt.Errorf("sample: %w", err)
 	}
 	P := int(float64(h)*keep) * w
@@ -216,21 +219,27 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 		}
 		rows = append(rows, append(row, img.Tok))
 	}
-	png, err := tokenImageGrid(rows, h, w, pal, scale, 1)
+	png, err := tokenImageGrid(rows, h, w, codec, scale, 1)
 	return png, comps, err
 }
 
-// tokenImageGrid draws rows of token images; a sequence shorter than h×w
-// (an occluded input) is drawn with its missing pixels grey. When sep > 0 a
-// wider gap follows the first column and precedes the last.
-func tokenImageGrid(rows [][][]uint16, h, w int, pal *records.Palette, scale, sep int) ([]byte, error) {
+// tokenImageGrid draws rows of h×w token grids decoded by codec; a
+// sequence shorter than h×w (an occluded input) is drawn with its missing
+// pixels grey. When sep > 0 a wider gap follows the first column and
+// precedes the last.
+func tokenImageGrid(rows [][][]uint16, h, w int, codec Codec, scale, sep int) ([]byte, error) {
 	tiles := make([][]imgproc.Tile, len(rows))
 	for r, row := range rows {
 		for _, toks := range row {
-			tiles[r] = append(tiles[r], imgproc.Tile{RGB: TokenRGB(pal, toks)})
+			rgb, err := codec.Decode(toks, h, w)
+			if err != nil {
+				return nil, fmt.Errorf("sample: decode: %w", err)
+			}
+			tiles[r] = append(tiles[r], imgproc.Tile{RGB: rgb})
 		}
 	}
-	return imgproc.Grid{TileH: h, TileW: w, Scale: scale, Gap: 4, Sep: sep > 0}.PNG(tiles)
+	f := codec.Factor()
+	return imgproc.Grid{TileH: h * f, TileW: w * f, Scale: scale, Gap: 4, Sep: sep > 0}.PNG(tiles)
 }
 
 // TokenRGB decodes tokens to RGB pixels with the palette.
@@ -244,14 +253,14 @@ func TokenRGB(pal *records.Palette, toks []uint16) []byte {
 }
 
 // CompletePicture completes the user's own picture: decoded (PNG or JPEG),
-// centre-cropped to the token grid's aspect, resized to the grid with an area
-// filter and quantized with the run's palette, then completed n times.
+// centre-cropped to the token grid's aspect, resized with an area filter to
+// the grid's pixels and encoded by the run's codec (palette or VQ-VAE),
+// then completed n times.
 func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, keep float64, opt model.SampleOptions, scale int) ([]byte, error) {
 	run, err := loadRun(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}
-	pal := run.pal
 	// The header's size first: a small file can claim 100000×100000.
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(picture))
 	if err != nil {
@@ -264,20 +273,18 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	if err != nil {
 		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
 	}
-	pix, hh, ww := cropRGB(src, run.h, run.w)
-	small, err := imgproc.Resize(pix, hh, ww, 3, run.h, run.w)
+	f := run.codec.Factor()
+	ph, pw := run.h*f, run.w*f
+	pix, hh, ww := cropRGB(src, ph, pw)
+	small, err := imgproc.Resize(pix, hh, ww, 3, ph, pw)
 	if err != nil {
 		return nil, err
 	}
-	lut, err := kmeans.NewLUT(pal.Centres)
+	tok, err := run.codec.Encode(records.Image{Key: "picture", H: ph, W: pw, C: 3, Pix: small})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sample: encode the picture: %w", err)
 	}
-	tok, err := pipelines.Tokenize(records.Image{Key: "picture", H: run.h, W: run.w, C: 3, Pix: small}, lut, pal.K, [2]int{})
-	if err != nil {
-		return nil, err
-	}
-	png, _, err := Complete(run.m, []records.Tokens{tok}, n, keep, opt, pal, scale)
+	png, _, err := Complete(run.m, []records.Tokens{tok}, n, keep, opt, run.codec, scale)
 	return png, err
 }
 
@@ -294,7 +301,8 @@ func CheckScale(scale int) error {
 }
 
 // CheckGrid checks that records drawn in one grid all have h×w tokens,
-// each inside a palette of k colours, naming the first that does not.
+// each below the vocabulary k (palette colours or VQ codes), naming the
+// first that does not.
 func CheckGrid(recs []records.Tokens, h, w, k int) error {
 	for i, r := range recs {
 		if r.H != h || r.W != w || len(r.Tok) != h*w {
@@ -302,47 +310,51 @@ func CheckGrid(recs []records.Tokens, h, w, k int) error {
 		}
 		for j, t := range r.Tok {
 			if int(t) >= k {
-				return fmt.Errorf("record %d (%q): token %d at position %d is outside the %d-colour palette", i, r.Key, t, j, k)
+				return fmt.Errorf("record %d (%q): token %d at position %d is outside the vocabulary of %d (palette colours or VQ codes)", i, r.Key, t, j, k)
 			}
 		}
 	}
 	return nil
 }
 
-// trainedRun is a train stage's final model with the palette and token
+// trainedRun is a train stage's final model with the codec and token
 // grid of the tokens it was trained on.
 type trainedRun struct {
-	m    *model.Model
-	pal  *records.Palette
-	h, w int
+	m     *model.Model
+	codec Codec
+	h, w  int
 }
 
-// loadRun opens a train folder: its final model, and the palette and grid
-// of its quantize input, found through its manifest's inputs.
+// loadRun opens a train folder: its final model, and the codec and grid
+// of its token input, found through its manifest's inputs.
 func loadRun(ctx context.Context, runDir string) (*trainedRun, error) {
 	tm, err := ReadManifest(ctx, runDir)
 	if err != nil {
 		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
 	}
-	qm, err := tm.Upstream(ctx, "quantize")
+	qm, err := tokensInput(ctx, tm)
 	if err != nil {
 		return nil, err
 	}
-	pm, err := qm.Upstream(ctx, "palette")
+	codec, err := OpenCodec(ctx, qm)
 	if err != nil {
 		return nil, err
 	}
-	return openRun(ctx, tm, qm, pm)
+	return openRunCodec(ctx, tm, qm, codec)
 }
 
-// openRun loads the model of train output tm and the palette and token
-// grid of its inputs qm and pm.
-func openRun(ctx context.Context, tm, qm, pm *Manifest) (*trainedRun, error) {
-	p, _, err := LoadTrained(ctx, tm)
+// openRun loads the model of train output tm, the token grid of its token
+// input qm and the codec of decoder output dm (palette or vqvae-train).
+func openRun(ctx context.Context, tm, qm, dm *Manifest) (*trainedRun, error) {
+	codec, err := codecOf(ctx, dm)
 	if err != nil {
 		return nil, err
 	}
-	pal, _, err := ReadPalette(ctx, pm)
+	return openRunCodec(ctx, tm, qm, codec)
+}
+
+func openRunCodec(ctx context.Context, tm, qm *Manifest, codec Codec) (*trainedRun, error) {
+	p, _, err := LoadTrained(ctx, tm)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +365,11 @@ func openRun(ctx context.Context, tm, qm, pm *Manifest) (*trainedRun, error) {
 	if h*w != p.Config.Seq {
 		return nil, fmt.Errorf("sample: %s's tokens are %d×%d, the model's context is %d", qm.Dir, h, w, p.Config.Seq)
 	}
-	return &trainedRun{m: model.FromParams(p), pal: pal, h: h, w: w}, nil
+	if p.Config.Vocab != codec.Vocab() {
+		return nil, fmt.Errorf("sample: the model in %s has a vocabulary of %d tokens, but the %s tokens in %s have %d: it was trained on other tokens",
+			tm.Dir, p.Config.Vocab, qm.Stage, qm.Dir, codec.Vocab())
+	}
+	return &trainedRun{m: model.FromParams(p), codec: codec, h: h, w: w}, nil
 }
 
 // cropRGB centre-crops an image to the aspect ratio h:w and returns its
@@ -394,5 +410,5 @@ func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptio
 	for b := 0; b < n; b++ {
 		items = append(items, [][]uint16{toU16(toks[b*m.Config.Seq : (b+1)*m.Config.Seq])})
 	}
-	return tokenImageGrid(regroup(items, 8), run.h, run.w, run.pal, scale, 0)
+	return tokenImageGrid(regroup(items, 8), run.h, run.w, run.codec, scale, 0)
 }

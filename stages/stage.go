@@ -35,8 +35,9 @@ type Stage interface {
 	Name() string
 	// Version is bumped whenever the meaning of the stage's output changes.
 	Version() int
-	// Upstream names the stages whose outputs this one reads.
-	Upstream() []string
+	// Upstream names the stages whose outputs this one reads under cfg
+	// (train reads quantize or vqvae-encode, as cfg's tokens: says).
+	Upstream(cfg *Config) []string
 	// Params returns the part of cfg that determines this stage's output;
 	// it is hashed into the key and stored in the manifest.
 	Params(cfg *Config) any
@@ -165,7 +166,7 @@ func Names() []string {
 }
 
 // Key computes a stage's key from its name, version, params and upstream keys.
-func Key(s Stage, params any, upstreamKeys []string) (string, error) {
+func Key(s Stage, params any, upstream, upstreamKeys []string) (string, error) {
 	canon, err := canonicalJSON(params)
 	if err != nil {
 		return "", fmt.Errorf("stages: %s: encode config: %w", s.Name(), err)
@@ -173,7 +174,7 @@ func Key(s Stage, params any, upstreamKeys []string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "name=%s\nversion=%d\nconfig=%s\n", s.Name(), s.Version(), canon)
 	for i, k := range upstreamKeys {
-		fmt.Fprintf(h, "upstream[%d]=%s=%s\n", i, s.Upstream()[i], k)
+		fmt.Fprintf(h, "upstream[%d]=%s=%s\n", i, upstream[i], k)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }

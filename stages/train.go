@@ -31,9 +31,9 @@ const (
 // cores of one machine. It resumes from its newest checkpoint.
 type trainStage struct{}
 
-func (trainStage) Name() string       { return "train" }
-func (trainStage) Version() int       { return 1 }
-func (trainStage) Upstream() []string { return []string{"quantize"} }
+func (trainStage) Name() string                  { return "train" }
+func (trainStage) Version() int                  { return 1 }
+func (trainStage) Upstream(cfg *Config) []string { return []string{cfg.TokensStage()} }
 func (trainStage) Params(cfg *Config) any {
 	return cfg.Train
 }
@@ -272,7 +272,7 @@ func ModelConfig(tc TrainParams, seq, vocab int) (model.Config, error) {
 
 func (trainStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	tc := rc.Config.Train
-	qm := rc.Inputs["quantize"]
+	qm := rc.Inputs[rc.Config.TokensStage()]
 	if tc.Threads > 0 {
 		kernels.SetThreads(tc.Threads)
 	}

@@ -116,7 +116,7 @@ func readTrainInputs(ctx context.Context, qm *Manifest) (trainInputs, error) {
 		in.valFiles = append(in.valFiles, qm.Path(f.Name))
 	}
 	if len(in.trainFiles) == 0 {
-		return in, fmt.Errorf("train: quantize output %s has no train split", qm.Dir)
+		return in, fmt.Errorf("train: %s output %s has no train split", qm.Stage, qm.Dir)
 	}
 	first, err := loader.ReadAll(ctx, in.trainFiles[:1], 1)
 	if err != nil {
@@ -127,13 +127,13 @@ func readTrainInputs(ctx context.Context, qm *Manifest) (trainInputs, error) {
 	}
 	// The vocabulary is the palette's, not what a record claims; every
 	// record read must declare it (the loader checks).
-	q, err := ReadQuantizeOutput(qm)
+	q, err := ReadTokensOutput(qm)
 	if err != nil {
 		return in, fmt.Errorf("train: %w", err)
 	}
 	if first[0].Vocab != q.Vocab {
-		return in, fmt.Errorf("train: %s: record %q declares vocab %d, but the quantize output's palette has %d colours (meta.vocab of %s)",
-			in.trainFiles[0], first[0].Key, first[0].Vocab, q.Vocab, storage.Join(qm.Dir, ManifestName))
+		return in, fmt.Errorf("train: %s: record %q declares vocab %d, but the %s output's vocabulary is %d (meta.vocab of %s)",
+			in.trainFiles[0], first[0].Key, first[0].Vocab, qm.Stage, q.Vocab, storage.Join(qm.Dir, ManifestName))
 	}
 	in.h, in.w, in.vocab = first[0].H, first[0].W, q.Vocab
 	return in, nil

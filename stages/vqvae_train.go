@@ -116,11 +116,11 @@ func (v VQVAEParams) check() error {
 // machine; it resumes from its newest checkpoint.
 type vqvaeTrainStage struct{}
 
-func (vqvaeTrainStage) Name() string           { return "vqvae-train" }
-func (vqvaeTrainStage) Version() int           { return 1 }
-func (vqvaeTrainStage) Upstream() []string     { return []string{"download"} }
-func (vqvaeTrainStage) Params(cfg *Config) any { return cfg.VQVAE }
-func (vqvaeTrainStage) Resumable() bool        { return true }
+func (vqvaeTrainStage) Name() string              { return "vqvae-train" }
+func (vqvaeTrainStage) Version() int              { return 1 }
+func (vqvaeTrainStage) Upstream(*Config) []string { return []string{"download"} }
+func (vqvaeTrainStage) Params(cfg *Config) any    { return cfg.VQVAE }
+func (vqvaeTrainStage) Resumable() bool           { return true }
 
 // VQVAEState is a checkpoint's position: the step and the data order.
 type VQVAEState struct {

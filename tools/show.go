@@ -14,9 +14,10 @@ import (
 )
 
 // ShowTokens draws the first n records of a Tokens shard (or of a quantize
-// stage folder's first shard) as a PNG grid: each original image from the
-// download stage, resized to the token grid as quantize.resize did, beside
-// its palette-decoded version, scaled ×scale.
+// or vqvae-encode stage folder's first shard) as a PNG grid: each original
+// image from the download stage, resized to the tokens' pixels as the
+// stage's resize did, beside its tokens decoded by the palette or the
+// VQ-VAE, scaled ×scale.
 func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) {
 	if err := stages.CheckScale(scale); err != nil {
 		return nil, fmt.Errorf("show: %w", err)
@@ -25,17 +26,13 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	pm, err := qm.Upstream(ctx, "palette")
+	codec, err := stages.OpenCodec(ctx, qm)
 	if err != nil {
-		return nil, fmt.Errorf("show: %s is not a quantize output: %w", qm.Dir, err)
+		return nil, fmt.Errorf("show: %w", err)
 	}
 	dl, err := qm.Upstream(ctx, "download")
 	if err != nil {
-		return nil, fmt.Errorf("show: %s is not a quantize output: %w", qm.Dir, err)
-	}
-	pal, _, err := stages.ReadPalette(ctx, pm)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("show: %s is not a token stage's output: %w", qm.Dir, err)
 	}
 	toks, err := readTokens(ctx, shard, n)
 	if err != nil {
@@ -44,14 +41,14 @@ func ShowTokens(ctx context.Context, path string, n, scale int) ([]byte, error) 
 	if len(toks) == 0 {
 		return nil, fmt.Errorf("show: %s: no records to draw", shard)
 	}
-	if err := stages.CheckGrid(toks, toks[0].H, toks[0].W, pal.K); err != nil {
+	if err := stages.CheckGrid(toks, toks[0].H, toks[0].W, codec.Vocab()); err != nil {
 		return nil, fmt.Errorf("show: %s: %w", shard, err)
 	}
 	originals, err := findImages(ctx, dl, toks)
 	if err != nil {
 		return nil, err
 	}
-	return tokenGrid(toks, originals, pal, scale)
+	return tokenGrid(toks, originals, codec, scale)
 }
 
 // tokensShard resolves path, a Tokens shard or a quantize stage folder,
@@ -114,9 +111,11 @@ func findImages(ctx context.Context, dl *stages.Manifest, toks []records.Tokens)
 // original of another size than the token grid (quantize.resize) is
 // resized to it with the same area filter quantize uses; one not found is
 // left white.
-func tokenGrid(toks []records.Tokens, originals map[string]records.Image, pal *records.Palette, scale int) ([]byte, error) {
+func tokenGrid(toks []records.Tokens, originals map[string]records.Image, codec stages.Codec, scale int) ([]byte, error) {
 	const perRow = 8
-	h, w := toks[0].H, toks[0].W
+	f := codec.Factor()
+	th, tw := toks[0].H, toks[0].W
+	h, w := th*f, tw*f // the tokens' pixels
 	var rows [][]imgproc.Tile
 	for i, t := range toks {
 		if i%perRow == 0 {
@@ -129,7 +128,11 @@ func tokenGrid(toks []records.Tokens, originals map[string]records.Image, pal *r
 				return nil, fmt.Errorf("show: original %q: %w", t.Key, err)
 			}
 		}
-		pair := imgproc.SideBySide(orig, stages.TokenRGB(pal, t.Tok), h, w)
+		dec, err := codec.Decode(t.Tok, th, tw)
+		if err != nil {
+			return nil, fmt.Errorf("show: decode %q: %w", t.Key, err)
+		}
+		pair := imgproc.SideBySide(orig, dec, h, w)
 		rows[len(rows)-1] = append(rows[len(rows)-1], imgproc.Tile{RGB: pair})
 	}
 	for len(rows[0]) < perRow { // the canvas is perRow pairs wide

@@ -1,0 +1,110 @@
+package stages
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/igpt/igpt/pipelines"
+)
+
+// tokensPerShard sets the default shard count of a token stage: one shard
+// per this many records.
+const tokensPerShard = 8192
+
+// tokenShardPlan is what quantize and vqvae-encode decide alike before
+// their pipeline: the input shards, the val fraction carved from train,
+// and the shard count of every output split.
+type tokenShardPlan struct {
+	inputs      []pipelines.ShardInput
+	valFraction float64
+	shards      map[string]int
+}
+
+// planTokenShards plans a token stage over a download output: valFraction
+// of train becomes val unless the dataset has its own val split (or no
+// train), and a split without a count in override gets one shard per
+// tokensPerShard records.
+func planTokenShards(dl *Manifest, valFraction float64, override map[string]int) tokenShardPlan {
+	p := tokenShardPlan{valFraction: valFraction, shards: map[string]int{}}
+	counts := map[string]int64{}
+	for _, f := range dl.Files {
+		if f.Split == "" {
+			continue
+		}
+		p.inputs = append(p.inputs, pipelines.ShardInput{Path: dl.Path(f.Name), Split: f.Split})
+		counts[f.Split] += f.Records
+	}
+	if counts["val"] > 0 || counts["train"] == 0 {
+		p.valFraction = 0 // the dataset has its own val split, or no train to carve from
+	}
+	if p.valFraction > 0 {
+		carved := int64(float64(counts["train"]) * p.valFraction)
+		counts["val"], counts["train"] = carved, counts["train"]-carved
+	}
+	for split, n := range counts {
+		p.shards[split] = override[split]
+		if p.shards[split] == 0 {
+			p.shards[split] = max(1, int((n+tokensPerShard-1)/tokensPerShard))
+		}
+	}
+	return p
+}
+
+// remarshal decodes a manifest's generic JSON value into a typed one.
+func remarshal(v any, dst any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, dst)
+}
+
+// checkTokenParams checks the settings quantize and vqvae-encode share,
+// naming the keys under section.
+func checkTokenParams(section string, resize []int, valFraction float64, shards map[string]int) error {
+	if r := resize; len(r) != 0 && (len(r) != 2 || r[0] <= 0 || r[1] <= 0) {
+		return fmt.Errorf("%s.resize must be [height, width] with positive values, got %v", section, r)
+	}
+	if r := resize; len(r) == 2 && int64(r[0])*int64(r[1]) > MaxResizePixels {
+		return fmt.Errorf("%s.resize %v is %d pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower %s.resize",
+			section, r, int64(r[0])*int64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels, section)
+	}
+	if valFraction < 0 || valFraction >= 1 {
+		return fmt.Errorf("%s.val_fraction must be in [0, 1), got %v", section, valFraction)
+	}
+	for split, n := range shards {
+		if n <= 0 {
+			return fmt.Errorf("%s.shards.%s must be positive, got %d", section, split, n)
+		}
+	}
+	return nil
+}
+
+// TokensOutput is what a token stage (quantize or vqvae-encode) records
+// beside its Tokens shards (manifest meta).
+type TokensOutput struct {
+	// Vocab is the palette's size or the codebook's, which every record
+	// must declare.
+	Vocab       int              `json:"vocab"`
+	Classes     []string         `json:"classes"`
+	Records     map[string]int64 `json:"records"`
+	ValFraction float64          `json:"val_fraction"`
+	Resize      []int            `json:"resize"`
+}
+
+// ReadTokensOutput reads a quantize or vqvae-encode stage's typed output,
+// checking its vocabulary fits uint16 tokens.
+func ReadTokensOutput(m *Manifest) (TokensOutput, error) {
+	var out TokensOutput
+	stage := "quantize"
+	if m.Stage == "vqvae-encode" {
+		stage = m.Stage
+	}
+	if err := decodeMeta(m, stage, &out); err != nil {
+		return out, err
+	}
+	if out.Vocab < 1 || out.Vocab > 1<<16 {
+		return out, fmt.Errorf("%s output %s: manifest meta.vocab = %v is not a vocabulary size in 1..65536; delete the folder and rerun %s", stage, m.Dir, m.Meta["vocab"], stage)
+	}
+	return out, nil
+}

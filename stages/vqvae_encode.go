@@ -1,0 +1,167 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/pipelines"
+	"github.com/igpt/igpt/vqvae"
+)
+
+func init() { Register(vqvaeEncodeStage{}) }
+
+// VQVAEEncodeParams is the vqvae_encode: section: how images become code
+// grids. Its val carving, shuffle and shard keys are quantize's.
+type VQVAEEncodeParams struct {
+	// Resize [h, w] scales every image (area filter) before encoding; the
+	// VQ-VAE's factor must divide it. Empty: the images' own size.
+	Resize []int `yaml:"resize" json:"resize,omitempty"`
+	// Batch is the number of images per forward pass (default 32). It does
+	// not change a code, so it is not part of the stage key.
+	Batch       int            `yaml:"batch" json:"-"`
+	ValFraction *float64       `yaml:"val_fraction" json:"val_fraction"`
+	Seed        uint64         `yaml:"seed" json:"seed"`
+	Shards      map[string]int `yaml:"shards" json:"shards,omitempty"`
+}
+
+func (v *VQVAEEncodeParams) fillDefaults() {
+	if v.Batch == 0 {
+		v.Batch = 32
+	}
+	if v.ValFraction == nil {
+		f := 0.1
+		v.ValFraction = &f
+	}
+}
+
+func (v VQVAEEncodeParams) check() error {
+	if v.Batch < 1 {
+		return fmt.Errorf("vqvae_encode.batch = %d, want ≥ 1", v.Batch)
+	}
+	return checkTokenParams("vqvae_encode", v.Resize, *v.ValFraction, v.Shards)
+}
+
+// vqvaeEncodeStage maps every image to the code grid of the trained
+// VQ-VAE and writes Tokens shards per split, as quantize does with the
+// palette.
+type vqvaeEncodeStage struct{}
+
+func (vqvaeEncodeStage) Name() string              { return "vqvae-encode" }
+func (vqvaeEncodeStage) Version() int              { return 1 }
+func (vqvaeEncodeStage) Upstream(*Config) []string { return []string{"download", "vqvae-train"} }
+func (vqvaeEncodeStage) Params(cfg *Config) any {
+	return cfg.VQVAEEncode
+}
+
+func (vqvaeEncodeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+	vc := rc.Config.VQVAEEncode
+	dl, vm := rc.Inputs["download"], rc.Inputs["vqvae-train"]
+	mc, weights, err := ReadVQVAE(vm)
+	if err != nil {
+		return nil, err
+	}
+	plan := planTokenShards(dl, *vc.ValFraction, vc.Shards)
+	var resize [2]int
+	if len(vc.Resize) == 2 {
+		resize = [2]int{vc.Resize[0], vc.Resize[1]}
+		if err := mc.CheckImage(resize[0], resize[1]); err != nil {
+			return nil, fmt.Errorf("vqvae_encode.resize = %v: the VQ-VAE's factor %d must divide it", vc.Resize, mc.Factor)
+		}
+	}
+	rc.Log.Info("vqvae-encode: starting", "inputs", len(plan.inputs), "codes", mc.K, "factor", mc.Factor,
+		"val_fraction", plan.valFraction, "shards", plan.shards)
+	list := storage.Join(rc.Dir, InputsName)
+	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
+		return nil, err
+	}
+	p, s := beam.NewPipelineWithRoot()
+	if err := pipelines.EncodeVQ(s, pipelines.EncodeVQConfig{Inputs: list, Model: weights, Vocab: mc.K, Resize: resize,
+		Batch: vc.Batch, ValFraction: plan.valFraction, Seed: vc.Seed, Shards: plan.shards, Dir: rc.Dir}); err != nil {
+		return nil, err
+	}
+	job, err := runPipeline(ctx, rc, p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
+	if err != nil {
+		return nil, err
+	}
+	dlOut, err := ReadDownloadOutput(dl)
+	if err != nil {
+		return nil, err
+	}
+	classes := dlOut.Classes
+	files, records, classCounts := summarizeShards(st.Shards, classes, "Tokens")
+	out := &Output{JobID: job, Files: files}
+	out.Meta = map[string]any{
+		"vocab": mc.K, "records": records, "class_counts": classCounts, "classes": classes,
+		"val_fraction": plan.valFraction, "resize": vc.Resize, "factor": mc.Factor,
+		"codes_used": map[string]int{}, "perplexity": map[string]float64{},
+	}
+	for split, h := range codeHistograms(st.Shards, mc.K) {
+		used, perp := codeUsage(h)
+		out.Meta["codes_used"].(map[string]int)[split] = used
+		out.Meta["perplexity"].(map[string]float64)[split] = perp
+	}
+	return out, nil
+}
+
+// ReadVQVAE returns the model configuration and weights path that a
+// vqvae-train output records.
+func ReadVQVAE(m *Manifest) (vqvae.Config, string, error) {
+	var cfg vqvae.Config
+	ck, ok := m.Meta["checkpoint"].(string)
+	if !ok || ck == "" {
+		return cfg, "", fmt.Errorf("vqvae-train output %s: manifest has no checkpoint path; rerun: igpt stage vqvae-train --force", m.Dir)
+	}
+	if err := remarshal(m.Meta["model"], &cfg); err != nil || cfg.K < 1 || cfg.Factor < 1 {
+		return cfg, "", fmt.Errorf("vqvae-train output %s: manifest meta.model %v is not a VQ-VAE configuration (%v); rerun: igpt stage vqvae-train --force", m.Dir, m.Meta["model"], err)
+	}
+	return cfg, m.Path(ck), nil
+}
+
+// codeHistograms sums the shards' token histograms per split.
+func codeHistograms(shards []pipelines.ShardStats, vocab int) map[string][]int64 {
+	out := map[string][]int64{}
+	for _, s := range shards {
+		h := out[s.Split]
+		if h == nil {
+			h = make([]int64, vocab)
+			out[s.Split] = h
+		}
+		for i, c := range s.Codes {
+			if i < vocab {
+				h[i] += c
+			}
+		}
+	}
+	return out
+}
+
+// codeUsage returns how many codes occur and the perplexity exp(H) of
+// their distribution (K when all are equally used, 1 for a single code).
+func codeUsage(h []int64) (int, float64) {
+	var total float64
+	used := 0
+	for _, c := range h {
+		total += float64(c)
+		if c > 0 {
+			used++
+		}
+	}
+	if total == 0 {
+		return 0, 0
+	}
+	ent := 0.0
+	for _, c := range h {
+		if c > 0 {
+			p := float64(c) / total
+			ent -= p * math.Log(p)
+		}
+	}
+	return used, math.Exp(ent)
+}
