@@ -164,6 +164,14 @@ func TestHFRoundTrip(t *testing.T) {
 		t.Errorf("lm_head shape %v", s)
 	}
 
+	checkHFImportErrors(t, p, st, cj)
+}
+
+// checkHFImportErrors rewrites an HF export (st, config cj of p) with a
+// non-zero bias, a missing tensor, the mask buffers, a wrong activation:
+// ImportHF refuses all but the mask buffers, which it ignores.
+func checkHFImportErrors(t *testing.T, p *Params, st *SafeTensors, cj []byte) {
+	cfg := p.Config
 	// A non-zero bias, a missing tensor, the mask buffers, a wrong activation.
 	rewrite := func(edit func([]WTensor) []WTensor) string {
 		var ts []WTensor
@@ -182,7 +190,7 @@ func TestHFRoundTrip(t *testing.T) {
 		os.WriteFile(filepath.Join(d, "model.safetensors"), b.Bytes(), 0o644)
 		return d
 	}
-	_, err = ImportHF(rewrite(func(ts []WTensor) []WTensor {
+	_, err := ImportHF(rewrite(func(ts []WTensor) []WTensor {
 		for _, x := range ts {
 			if x.Name == "transformer.h.1.mlp.c_fc.bias" {
 				x.F32[3] = 0.5
@@ -205,7 +213,7 @@ func TestHFRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "transformer.h.2.ln_2.weight") {
 		t.Errorf("missing tensor: %v", err)
 	}
-	q, err = ImportHF(rewrite(func(ts []WTensor) []WTensor {
+	q, err := ImportHF(rewrite(func(ts []WTensor) []WTensor {
 		for i := 0; i < cfg.Layers; i++ {
 			ts = append(ts, WTensor{Name: "transformer.h." + string(rune('0'+i)) + ".attn.masked_bias", Shape: []int{}, F32: []float32{-1e4}})
 		}
