@@ -8,6 +8,29 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
+// checkHistogram compares h with the colour counts want of total pixels,
+// and its points with its colours.
+func checkHistogram(t *testing.T, h *Histogram, want map[uint32]uint64, total uint64) {
+	t.Helper()
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if h.Len() != len(want) || h.Total() != total {
+		t.Fatalf("len %d total %d, want %d %d", h.Len(), h.Total(), len(want), total)
+	}
+	for i, c := range h.Colours {
+		if h.Counts[i] != want[c] {
+			t.Fatalf("colour %#x: count %d, want %d", c, h.Counts[i], want[c])
+		}
+	}
+	x, w := h.Points()
+	for i, c := range h.Colours {
+		if x[3*i] != float32(c>>16) || x[3*i+1] != float32(c>>8&255) || x[3*i+2] != float32(c&255) || w[i] != float64(h.Counts[i]) {
+			t.Fatalf("point %d does not match colour %#x", i, c)
+		}
+	}
+}
+
 func TestHistogram(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
 	pix := make([]byte, 3*300000)
@@ -18,26 +41,7 @@ func TestHistogram(t *testing.T) {
 	for i := 0; i < len(pix); i += 3 {
 		want[uint32(pix[i])<<16|uint32(pix[i+1])<<8|uint32(pix[i+2])]++
 	}
-	check := func(t *testing.T, h *Histogram) {
-		t.Helper()
-		if err := h.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		if h.Len() != len(want) || h.Total() != uint64(len(pix)/3) {
-			t.Fatalf("len %d total %d, want %d %d", h.Len(), h.Total(), len(want), len(pix)/3)
-		}
-		for i, c := range h.Colours {
-			if h.Counts[i] != want[c] {
-				t.Fatalf("colour %#x: count %d, want %d", c, h.Counts[i], want[c])
-			}
-		}
-		x, w := h.Points()
-		for i, c := range h.Colours {
-			if x[3*i] != float32(c>>16) || x[3*i+1] != float32(c>>8&255) || x[3*i+2] != float32(c&255) || w[i] != float64(h.Counts[i]) {
-				t.Fatalf("point %d does not match colour %#x", i, c)
-			}
-		}
-	}
+	check := func(t *testing.T, h *Histogram) { checkHistogram(t, h, want, uint64(len(pix)/3)) }
 	t.Run("one-add", func(t *testing.T) {
 		var h Histogram
 		if err := h.Add(pix); err != nil {
@@ -91,20 +95,21 @@ func TestHistogram(t *testing.T) {
 		}
 		check(t, &h)
 	})
-	t.Run("errors", func(t *testing.T) {
-		var h Histogram
-		if err := h.Add([]byte{1, 2}); err == nil {
-			t.Fatal("Add of 2 bytes succeeded")
-		}
-		if err := h.AddColour(1<<24, 1); err == nil {
-			t.Fatal("AddColour of a 25-bit colour succeeded")
-		}
-		bad := &Histogram{Colours: []uint32{5, 3}, Counts: []uint64{1, 1}, Sorted: 2}
-		if err := h.Merge(bad); err == nil {
-			t.Fatal("Merge of an unsorted histogram succeeded")
-		}
-		if err := h.Merge(&Histogram{Colours: []uint32{1}}); err == nil {
-			t.Fatal("Merge of mismatched lengths succeeded")
-		}
-	})
+}
+
+func TestHistogramErrors(t *testing.T) {
+	var h Histogram
+	if err := h.Add([]byte{1, 2}); err == nil {
+		t.Fatal("Add of 2 bytes succeeded")
+	}
+	if err := h.AddColour(1<<24, 1); err == nil {
+		t.Fatal("AddColour of a 25-bit colour succeeded")
+	}
+	bad := &Histogram{Colours: []uint32{5, 3}, Counts: []uint64{1, 1}, Sorted: 2}
+	if err := h.Merge(bad); err == nil {
+		t.Fatal("Merge of an unsorted histogram succeeded")
+	}
+	if err := h.Merge(&Histogram{Colours: []uint32{1}}); err == nil {
+		t.Fatal("Merge of mismatched lengths succeeded")
+	}
 }

@@ -78,7 +78,6 @@ func (n *naive) forward(tokens []int32, mask []bool, obj Objective) (float64, []
 		T = len(tokens)
 	}
 	B := len(tokens) / T
-	hd := C / H
 	hidden := make([][]float64, L+1)
 	for l := range hidden {
 		hidden[l] = make([]float64, B*T*C)
@@ -87,25 +86,8 @@ func (n *naive) forward(tokens []int32, mask []bool, obj Objective) (float64, []
 	var lossSum float64
 	var count int
 	for b := 0; b < B; b++ {
-		h := make([][]float64, T)
-		for t := 0; t < T; t++ {
-			h[t] = make([]float64, C)
-			var id int = -1
-			if obj == AR {
-				if t == 0 {
-					id = V
-				} else {
-					id = int(tokens[b*T+t-1])
-				}
-			} else if !mask[b*T+t] {
-				id = int(tokens[b*T+t])
-			}
-			for c := 0; c < C; c++ {
-				if id >= 0 {
-					h[t][c] = n.wte[id*C+c]
-				}
-				h[t][c] += n.wpe[t*C+c]
-			}
+		h := n.embed(tokens[b*T:(b+1)*T], mask, obj, b)
+		for t := range h {
 			copy(hidden[0][(b*T+t)*C:], h[t])
 		}
 		for l, w := range n.layers {
@@ -114,33 +96,11 @@ func (n *naive) forward(tokens []int32, mask []bool, obj Objective) (float64, []
 				qkv[t] = vecMat(naiveRMS(h[t], w.ln1), w.cattn, 3*C)
 			}
 			for t := 0; t < T; t++ {
-				y := make([]float64, C)
-				for hh := 0; hh < H; hh++ {
-					last := T - 1
-					if obj == AR {
-						last = t
-					}
-					s := make([]float64, last+1)
-					mx := math.Inf(-1)
-					for u := 0; u <= last; u++ {
-						for i := 0; i < hd; i++ {
-							s[u] += qkv[t][hh*hd+i] * qkv[u][C+hh*hd+i]
-						}
-						s[u] /= math.Sqrt(float64(hd))
-						mx = math.Max(mx, s[u])
-					}
-					var z float64
-					for u := range s {
-						s[u] = math.Exp(s[u] - mx)
-						z += s[u]
-					}
-					for u := range s {
-						for i := 0; i < hd; i++ {
-							y[hh*hd+i] += s[u] / z * qkv[u][2*C+hh*hd+i]
-						}
-					}
+				last := T - 1
+				if obj == AR {
+					last = t
 				}
-				a := vecMat(y, w.proj, C)
+				a := vecMat(naiveAttend(qkv, t, last, C, H), w.proj, C)
 				for c := range a {
 					h[t][c] += a[c]
 				}
@@ -182,6 +142,63 @@ func (n *naive) forward(tokens []int32, mask []bool, obj Objective) (float64, []
 		return 0, logits, hidden
 	}
 	return lossSum / float64(count), logits, hidden
+}
+
+// embed is the input of sequence b (tokens [T]): the token embedding of
+// the previous token (AR, the start vector at 0) or of the token itself
+// unless masked (BERT), plus the position embedding.
+func (n *naive) embed(tokens []int32, mask []bool, obj Objective, b int) [][]float64 {
+	C, V, T := n.cfg.D, n.cfg.Vocab, len(tokens)
+	h := make([][]float64, T)
+	for t := 0; t < T; t++ {
+		h[t] = make([]float64, C)
+		var id int = -1
+		if obj == AR {
+			if t == 0 {
+				id = V
+			} else {
+				id = int(tokens[t-1])
+			}
+		} else if !mask[b*T+t] {
+			id = int(tokens[t])
+		}
+		for c := 0; c < C; c++ {
+			if id >= 0 {
+				h[t][c] = n.wte[id*C+c]
+			}
+			h[t][c] += n.wpe[t*C+c]
+		}
+	}
+	return h
+}
+
+// naiveAttend is position t's attention output over positions 0..last
+// (qkv [T][3C]), heads concatenated.
+func naiveAttend(qkv [][]float64, t, last, C, H int) []float64 {
+	hd := C / H
+	y := make([]float64, C)
+	for hh := 0; hh < H; hh++ {
+		s := make([]float64, last+1)
+		mx := math.Inf(-1)
+		for u := 0; u <= last; u++ {
+			for i := 0; i < hd; i++ {
+				s[u] += qkv[t][hh*hd+i] * qkv[u][C+hh*hd+i]
+			}
+			s[u] /= math.Sqrt(float64(hd))
+			mx = math.Max(mx, s[u])
+		}
+		var z float64
+		for u := range s {
+			s[u] = math.Exp(s[u] - mx)
+			z += s[u]
+		}
+		for u := range s {
+			for i := 0; i < hd; i++ {
+				y[hh*hd+i] += s[u] / z * qkv[u][2*C+hh*hd+i]
+			}
+		}
+	}
+	return y
 }
 
 // naiveProbe is the mean over positions of norm(h) with gain 1: [B, C].

@@ -107,26 +107,27 @@ type refCase struct {
 	logitsAR, logitsBERT, gradsAR, gradsBERT string
 }
 
-func checkReference(t *testing.T, c refCase) {
+// readRefInputs loads c's model, tokens [B,T] and BERT mask.
+func readRefInputs(t *testing.T, c refCase) (p *Params, tokens []int32, mask []bool, B, T int) {
+	t.Helper()
 	f, err := os.Open(c.model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _, err := LoadCheckpoint(f)
+	p, _, err = LoadCheckpoint(f)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := p.Config
 	tok64, shape, err := readNpy(c.tokens)
 	if err != nil {
 		t.Fatal(err)
 	}
-	B, T := shape[0], shape[1]
-	if T != cfg.Seq {
-		t.Fatalf("tokens T=%d, model T=%d", T, cfg.Seq)
+	B, T = shape[0], shape[1]
+	if T != p.Config.Seq {
+		t.Fatalf("tokens T=%d, model T=%d", T, p.Config.Seq)
 	}
-	tokens := make([]int32, len(tok64))
+	tokens = make([]int32, len(tok64))
 	for i, v := range tok64 {
 		tokens[i] = int32(v)
 	}
@@ -134,10 +135,16 @@ func checkReference(t *testing.T, c refCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mask := make([]bool, len(m64))
+	mask = make([]bool, len(m64))
 	for i, v := range m64 {
 		mask[i] = v != 0
 	}
+	return p, tokens, mask, B, T
+}
+
+func checkReference(t *testing.T, c refCase) {
+	p, tokens, mask, B, T := readRefInputs(t, c)
+	cfg := p.Config
 	m := FromParams(p)
 	C, L := cfg.D, cfg.Layers
 	for _, o := range []struct {
@@ -238,34 +245,10 @@ func run(t *testing.T, name string, args ...string) string {
 // the README's example size and compares; then checks that the reference
 // reads our checkpoint (its logits of our random model equal ours) and our
 // Hugging Face export (its load_safetensors sees every tensor, zero biases).
-func TestReferenceLive(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
-	py, ref := reference(t)
-	d := t.TempDir()
-	fp := func(n string) string { return filepath.Join(d, n) }
-	run(t, py, ref, "init", "--layers", "2", "--d", "64", "--heads", "4", "--seq", "32", "--vocab", "512",
-		"--seed", "1", "--out", fp("m.safetensors"))
-	run(t, py, ref, "inputs", "--batch", "3", "--seq", "32", "--vocab", "512", "--seed", "2",
-		"--out", fp("tok.npy"), "--mask-out", fp("mask.npy"))
-	for _, o := range []struct{ suffix, mask string }{{"ar", ""}, {"bert", fp("mask.npy")}} {
-		for _, cmd := range []string{"logits", "grads"} {
-			args := []string{ref, cmd, "--model", fp("m.safetensors"), "--tokens", fp("tok.npy"),
-				"--out", fp(cmd + "_" + o.suffix + ".safetensors"), "--float64"}
-			if o.mask != "" {
-				args = append(args, "--bert-mask", o.mask)
-			}
-			run(t, py, args...)
-		}
-	}
-	t.Run("example", func(t *testing.T) {
-		checkReference(t, refCase{model: fp("m.safetensors"), tokens: fp("tok.npy"), mask: fp("mask.npy"),
-			logitsAR: fp("logits_ar.safetensors"), logitsBERT: fp("logits_bert.safetensors"),
-			gradsAR: fp("grads_ar.safetensors"), gradsBERT: fp("grads_bert.safetensors")})
-	})
-
-	// Our checkpoint, read by the reference.
+// checkOursByReference saves a checkpoint of ours and has the reference
+// compute its logits and loss on fp("tok.npy"); it returns the model.
+func checkOursByReference(t *testing.T, py, ref string, fp func(string) string) *Model {
+	t.Helper()
 	cfg := Config{Layers: 2, D: 64, Heads: 4, Seq: 32, Vocab: 512}
 	m := testModel(t, cfg, 9, 0.05)
 	f, err := os.Create(fp("ours.safetensors"))
@@ -293,6 +276,37 @@ func TestReferenceLive(t *testing.T) {
 	if wl := f64s(t, out, "loss")[0]; math.Abs(loss-wl) > 1e-5*wl {
 		t.Errorf("reference loss of our checkpoint %.9g, ours %.9g", wl, loss)
 	}
+	return m
+}
+
+func TestReferenceLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	py, ref := reference(t)
+	d := t.TempDir()
+	fp := func(n string) string { return filepath.Join(d, n) }
+	run(t, py, ref, "init", "--layers", "2", "--d", "64", "--heads", "4", "--seq", "32", "--vocab", "512",
+		"--seed", "1", "--out", fp("m.safetensors"))
+	run(t, py, ref, "inputs", "--batch", "3", "--seq", "32", "--vocab", "512", "--seed", "2",
+		"--out", fp("tok.npy"), "--mask-out", fp("mask.npy"))
+	for _, o := range []struct{ suffix, mask string }{{"ar", ""}, {"bert", fp("mask.npy")}} {
+		for _, cmd := range []string{"logits", "grads"} {
+			args := []string{ref, cmd, "--model", fp("m.safetensors"), "--tokens", fp("tok.npy"),
+				"--out", fp(cmd + "_" + o.suffix + ".safetensors"), "--float64"}
+			if o.mask != "" {
+				args = append(args, "--bert-mask", o.mask)
+			}
+			run(t, py, args...)
+		}
+	}
+	t.Run("example", func(t *testing.T) {
+		checkReference(t, refCase{model: fp("m.safetensors"), tokens: fp("tok.npy"), mask: fp("mask.npy"),
+			logitsAR: fp("logits_ar.safetensors"), logitsBERT: fp("logits_bert.safetensors"),
+			gradsAR: fp("grads_ar.safetensors"), gradsBERT: fp("grads_bert.safetensors")})
+	})
+
+	m := checkOursByReference(t, py, ref, fp)
 
 	// Our Hugging Face export, read by the reference's safetensors reader.
 	if err := exportHF(fp("hf"), m.Params); err != nil {

@@ -26,6 +26,38 @@ func sampleModel(t *testing.T, cfg Config, seed uint64) *Model {
 // TestSamplerMatchesForward: cached decoding gives Forward's logits at
 // every position, for T not a multiple of any tile size and head widths
 // with a remainder, on an Init model and on a "trained-ish" random one.
+// stepAndCompare Steps s from position start to T over tokens [B,T] and
+// compares each position's logits with want [B,T,V] (Forward's), relative
+// to scale; it returns the worst relative difference.
+func stepAndCompare(t *testing.T, s *Sampler, tokens []int32, want []float32, start, T int, scale float64, pass int) float64 {
+	t.Helper()
+	B, V := s.Batch(), s.m.Config.Vocab
+	logits := make([]float32, B*V)
+	prev := make([]int32, B)
+	worst := 0.0
+	for pos := start; pos < T; pos++ {
+		if pos > 0 {
+			for b := range prev {
+				prev[b] = tokens[b*T+pos-1]
+			}
+		}
+		if err := s.Step(prev, logits); err != nil {
+			t.Fatal(err)
+		}
+		var d float64
+		for b := 0; b < B; b++ {
+			for i := 0; i < V; i++ {
+				d = math.Max(d, math.Abs(float64(logits[b*V+i]-want[(b*T+pos)*V+i])))
+			}
+		}
+		if d/scale > 1e-5 {
+			t.Errorf("pass %d position %d: max |Δlogit| = %.3g (%.3g of the scale %.3g)", pass, pos, d, d/scale, scale)
+		}
+		worst = math.Max(worst, d/scale)
+	}
+	return worst
+}
+
 func TestSamplerMatchesForward(t *testing.T) {
 	cases := []struct {
 		name string
@@ -65,8 +97,6 @@ func TestSamplerMatchesForward(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			logits := make([]float32, B*V)
-			prev := make([]int32, B)
 			// pass 0: Steps from position 0; pass 1: again after Reset;
 			// pass 2: Prefill of the first P positions, then Steps.
 			const P = 17
@@ -86,27 +116,7 @@ func TestSamplerMatchesForward(t *testing.T) {
 					}
 					start = P
 				}
-				worst := 0.0
-				for pos := start; pos < T; pos++ {
-					if pos > 0 {
-						for b := range prev {
-							prev[b] = tokens[b*T+pos-1]
-						}
-					}
-					if err := s.Step(prev, logits); err != nil {
-						t.Fatal(err)
-					}
-					var d float64
-					for b := 0; b < B; b++ {
-						for i := 0; i < V; i++ {
-							d = math.Max(d, math.Abs(float64(logits[b*V+i]-want[(b*T+pos)*V+i])))
-						}
-					}
-					if d/scale > 1e-5 {
-						t.Errorf("pass %d position %d: max |Δlogit| = %.3g (%.3g of the scale %.3g)", pass, pos, d, d/scale, scale)
-					}
-					worst = math.Max(worst, d/scale)
-				}
+				worst := stepAndCompare(t, s, tokens, want, start, T, scale, pass)
 				if pass != 1 {
 					t.Logf("%v B=%d T=%d from position %d: worst relative logit error %.2g (scale %.3g)", c.cfg, B, T, start, worst, scale)
 				}
@@ -250,8 +260,14 @@ func TestSample(t *testing.T) {
 		}
 	}
 
-	// greedy: top-k 1 (any temperature) and a tiny top-p are argmax, and
-	// match greedy decoding by full recomputation.
+	want := checkGreedySample(t, m, prefix, B, n)
+	checkSampleEdges(t, m, prefix, want, B, n)
+}
+
+// checkGreedySample: top-k 1 (any temperature) and a tiny top-p are
+// argmax, and match greedy decoding by full recomputation, which it returns.
+func checkGreedySample(t *testing.T, m *Model, prefix []int32, B, n int) []int32 {
+	t.Helper()
 	want := greedyForward(t, m, prefix, B, n)
 	for _, o := range []SampleOptions{{TopK: 1, Temperature: 0.3, Seed: 9}, {TopK: 1}, {TopP: 1e-9, Seed: 5}} {
 		got, err := m.Sample(prefix, B, n, o)
@@ -269,13 +285,17 @@ func TestSample(t *testing.T) {
 			t.Errorf("%+v: SampleNaive is not greedy decoding", o)
 		}
 	}
+	return want
+}
 
-	// unconditional (P = 0), a whole prefix (P = n), a shorter length, and a
-	// reused Sampler.
+// checkSampleEdges samples unconditionally (P = 0), from a whole prefix
+// (P = n), a shorter length with a reused Sampler (want: greedy decoding).
+func checkSampleEdges(t *testing.T, m *Model, prefix, want []int32, B, n int) {
+	t.Helper()
 	if got, err := m.Sample(nil, B, n, SampleOptions{Seed: 1}); err != nil || len(got) != B*n {
 		t.Errorf("unconditional: %d tokens, %v", len(got), err)
 	}
-	full := randomTokens(rand.New(rand.NewPCG(5, 5)), B*n, cfg.Vocab)
+	full := randomTokens(rand.New(rand.NewPCG(5, 5)), B*n, m.Config.Vocab)
 	if got, err := m.Sample(full, B, n, SampleOptions{}); err != nil || !slices.Equal(got, full) {
 		t.Errorf("P = n: %v", err)
 	}

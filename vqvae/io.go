@@ -3,6 +3,7 @@ package vqvae
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/igpt/igpt/internal/kernels"
@@ -116,7 +117,7 @@ func Load(r io.Reader) (*Model, error) {
 		}
 	}
 	t, ok := st.Tensors["quantizer.unused"]
-	if !ok || !sameShape(t.Shape, []int{K}) {
+	if !ok || !slices.Equal(t.Shape, []int{K}) {
 		return nil, fmt.Errorf("vqvae: load: quantizer.unused missing or not [%d]", K)
 	}
 	u, err := t.Float64s()
@@ -145,16 +146,4 @@ func readTensor(st *model.SafeTensors, w Weight) error {
 		return fmt.Errorf("tensor %s: %w", w.Name, err)
 	}
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -85,19 +85,23 @@ func TestDecode(t *testing.T) {
 			}
 		})
 	}
-	t.Run("bad options", func(t *testing.T) {
-		for _, o := range []Options{{Channels: 2}, {OnBad: "ignore"}, {ImageSize: [2]int{3, 0}}, {CIFAR100Label: "both"}} {
-			if _, err := Decode(Item{Encoded: pngRGB}, o); err == nil {
-				t.Errorf("%+v: no error", o)
-			}
+}
+
+func TestDecodeBadOptions(t *testing.T) {
+	pngRGB := pngBytes(t, testImage(5, 4, gradient(3)))
+	for _, o := range []Options{{Channels: 2}, {OnBad: "ignore"}, {ImageSize: [2]int{3, 0}}, {CIFAR100Label: "both"}} {
+		if _, err := Decode(Item{Encoded: pngRGB}, o); err == nil {
+			t.Errorf("%+v: no error", o)
 		}
-	})
-	t.Run("huge header", func(t *testing.T) {
-		// A PNG header claiming 100000×100000 pixels is refused before decoding.
-		b := bytes.Clone(pngRGB)
-		copy(b[16:24], []byte{0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0})
-		binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
-		_, err := Decode(Item{Encoded: b, Source: "x"}, Options{})
-		mustContain(t, err, "too large")
-	})
+	}
+}
+
+// TestDecodeHugeHeader: a PNG header claiming 100000×100000 pixels is
+// refused before decoding.
+func TestDecodeHugeHeader(t *testing.T) {
+	b := pngBytes(t, testImage(5, 4, gradient(3)))
+	copy(b[16:24], []byte{0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0})
+	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	_, err := Decode(Item{Encoded: b, Source: "x"}, Options{})
+	mustContain(t, err, "too large")
 }

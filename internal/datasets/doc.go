@@ -3,8 +3,12 @@
 //
 // The registry (Lookup, Names) describes each dataset: its files with URLs,
 // checksums and sizes, licence, citation, image size and split sizes. Fetch
-// downloads one file atomically (resuming, retrying and verifying it), and
-// Verify checks a local copy.
+// downloads one file atomically (resuming, retrying and verifying it; a
+// server that cannot be reached is not retried and wraps ErrUnreachable),
+// FetchFile tries a file's URL and then its mirrors, and Verify checks a
+// local copy. Sniff tells what a local source holds (an image folder or an
+// archive of one, or which binary dataset's files) from its names, so that
+// the download stage can read it with the reader that fits.
 //
 // Reading is split in three steps so that a pipeline can run it in parallel:
 //

@@ -15,6 +15,47 @@ import (
 	"testing"
 )
 
+// cifarJPEGTwins reads the exact test images 0–999, if present beside
+// dir: they have JPEG twins test/<class>/0000… in test-batch order. It
+// returns the records and the twin's key of each.
+func cifarJPEGTwins(dir string) ([]byte, map[string][]byte) {
+	var exact []byte
+	if d := filepath.Join(filepath.Dir(dir), "cifar10-exact-subset", "test_batch_first1000.bin"); isFile(d) {
+		exact, _ = os.ReadFile(d)
+	}
+	twin := map[string][]byte{} // key -> exact record
+	perClass := map[int]int{}
+	for i := 0; i+3073 <= len(exact); i += 3073 {
+		label := int(exact[i])
+		twin[fmt.Sprintf("test/%s/%04d.jpg", cifar10Classes[label], perClass[label])] = exact[i : i+3073]
+		perClass[label]++
+	}
+	return exact, twin
+}
+
+// checkCIFARKeys checks that a split's keys are distinct, under their
+// class's folder, with n images per class.
+func checkCIFARKeys(t *testing.T, split string, its []Item, n int) {
+	t.Helper()
+	counts := make([]int, 10)
+	keys := map[string]bool{}
+	for _, it := range its {
+		counts[it.Label]++
+		keys[it.Key] = true
+		if !strings.HasPrefix(it.Key, split+"/"+cifar10Classes[it.Label]+"/") {
+			t.Fatalf("key %q label %d", it.Key, it.Label)
+		}
+	}
+	if len(keys) != len(its) {
+		t.Errorf("%s: %d distinct keys for %d items", split, len(keys), len(its))
+	}
+	for c, k := range counts {
+		if k != n {
+			t.Errorf("%s class %s: %d images, want %d", split, cifar10Classes[c], k, n)
+		}
+	}
+}
+
 func TestFolderCIFAR10JPEGReal(t *testing.T) {
 	dir := sharedData(t, "cifar10-jpeg")
 	spec, _ := Lookup("folder")
@@ -39,19 +80,7 @@ func TestFolderCIFAR10JPEGReal(t *testing.T) {
 	}
 	items := readAll(t, l)
 
-	// The exact test images 0–999 have JPEG twins: test/<class>/0000… in
-	// test-batch order.
-	var exact []byte
-	if d := filepath.Join(filepath.Dir(dir), "cifar10-exact-subset", "test_batch_first1000.bin"); isFile(d) {
-		exact, _ = os.ReadFile(d)
-	}
-	twin := map[string][]byte{} // key -> exact record
-	perClass := map[int]int{}
-	for i := 0; i+3073 <= len(exact); i += 3073 {
-		label := int(exact[i])
-		twin[fmt.Sprintf("test/%s/%04d.jpg", cifar10Classes[label], perClass[label])] = exact[i : i+3073]
-		perClass[label]++
-	}
+	exact, twin := cifarJPEGTwins(dir)
 
 	var absErr, twins int
 	decodeEvery := 1
@@ -60,23 +89,7 @@ func TestFolderCIFAR10JPEGReal(t *testing.T) {
 	}
 	for split, n := range map[string]int{"train": 5000, "test": 1000} {
 		its := items[split]
-		counts := make([]int, 10)
-		keys := map[string]bool{}
-		for _, it := range its {
-			counts[it.Label]++
-			keys[it.Key] = true
-			if !strings.HasPrefix(it.Key, split+"/"+cifar10Classes[it.Label]+"/") {
-				t.Fatalf("key %q label %d", it.Key, it.Label)
-			}
-		}
-		if len(keys) != len(its) {
-			t.Errorf("%s: %d distinct keys for %d items", split, len(keys), len(its))
-		}
-		for c, k := range counts {
-			if k != n {
-				t.Errorf("%s class %s: %d images, want %d", split, cifar10Classes[c], k, n)
-			}
-		}
+		checkCIFARKeys(t, split, its, n)
 		// Decode them all (about 2 s), or a sample in -short mode.
 		for i, it := range its {
 			rec, isTwin := twin[it.Key]

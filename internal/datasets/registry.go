@@ -87,39 +87,20 @@ func fashionFile(name, md5 string, size int64, debianSHA string) File {
 }
 
 var registry = map[string]Spec{
-	"cifar10": {
-		Name:   "cifar10",
-		Format: FormatCIFAR10,
-		Files: []File{{
-			Name:   "cifar-10-binary.tar.gz",
-			URL:    "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-			SHA256: "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
-			MD5:    "c32a1d4ab5d03f1284b67883e8d87530",
-			Size:   170052171,
-		}},
-		License:  "no licence stated; the authors ask users to cite the technical report (see homepage)",
-		Homepage: "https://www.cs.toronto.edu/~kriz/cifar.html",
-		Citation: "Alex Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, University of Toronto, 2009.",
-		H:        32, W: 32, C: 3,
-		Splits:  map[string]int{"train": 50000, "test": 10000},
-		Classes: cifar10Classes,
-	},
-	"cifar100": {
-		Name:   "cifar100",
-		Format: FormatCIFAR100,
-		Files: []File{{
-			Name:   "cifar-100-binary.tar.gz",
-			URL:    "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
-			SHA256: "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
-			MD5:    "03b5dce01913d631647c71ecec9e9cb8",
-			Size:   168513733,
-		}},
-		License:  "no licence stated; the authors ask users to cite the technical report (see homepage)",
-		Homepage: "https://www.cs.toronto.edu/~kriz/cifar.html",
-		Citation: "Alex Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, University of Toronto, 2009.",
-		H:        32, W: 32, C: 3,
-		Splits: map[string]int{"train": 50000, "test": 10000},
-	},
+	"cifar10": cifarSpec("cifar10", FormatCIFAR10, File{
+		Name:   "cifar-10-binary.tar.gz",
+		URL:    "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+		SHA256: "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+		MD5:    "c32a1d4ab5d03f1284b67883e8d87530",
+		Size:   170052171,
+	}, cifar10Classes),
+	"cifar100": cifarSpec("cifar100", FormatCIFAR100, File{
+		Name:   "cifar-100-binary.tar.gz",
+		URL:    "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+		SHA256: "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+		MD5:    "03b5dce01913d631647c71ecec9e9cb8",
+		Size:   168513733,
+	}, nil),
 	"mnist": {
 		Name:   "mnist",
 		Format: FormatIDX,
@@ -186,6 +167,22 @@ var registry = map[string]Spec{
 		Name:   "webdataset",
 		Format: FormatWebDataset,
 	},
+}
+
+// cifarSpec is the registry entry of CIFAR-10 or CIFAR-100 (one archive,
+// the same report, 32×32 RGB, 50000 + 10000 images).
+func cifarSpec(name, format string, f File, classes []string) Spec {
+	return Spec{
+		Name:     name,
+		Format:   format,
+		Files:    []File{f},
+		License:  "no licence stated; the authors ask users to cite the technical report (see homepage)",
+		Homepage: "https://www.cs.toronto.edu/~kriz/cifar.html",
+		Citation: "Alex Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, University of Toronto, 2009.",
+		H:        32, W: 32, C: 3,
+		Splits:  map[string]int{"train": 50000, "test": 10000},
+		Classes: classes,
+	}
 }
 
 // downsampledImageNet is the registry entry of Chrabaszcz et al.'s

@@ -9,6 +9,40 @@ import (
 	"testing"
 )
 
+// checkSTL10Items compares the items read per split with the images and
+// labels (nil: unlabelled) written: labels shifted to 0-based, pixels
+// transposed from STL-10's column-major planes.
+func checkSTL10Items(t *testing.T, items map[string][]Item, src map[string][2][]byte) {
+	t.Helper()
+	for split, xy := range src {
+		x, y := xy[0], xy[1]
+		for i, it := range items[split] {
+			want := -1
+			if y != nil {
+				want = int(y[i]) - 1
+			}
+			if it.Label != want || it.Key != indexKey(split, i) {
+				t.Errorf("%s %d: label %d key %q, want %d", split, i, it.Label, it.Key, want)
+			}
+			img, err := Decode(it, Options{ImageSize: [2]int{96, 96}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := x[i*stlRecord:]
+			// Planes are column-major: plane c holds (row y, column x) at c*9216 + x*96 + y.
+			for yy := range 96 {
+				for xx := range 96 {
+					for c := range 3 {
+						if got, w := img.Pix[(yy*96+xx)*3+c], rec[c*9216+xx*96+yy]; got != w {
+							t.Fatalf("%s %d pixel (%d,%d,%d) = %d, want %d", split, i, yy, xx, c, got, w)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestSTL10Generated(t *testing.T) {
 	spec, _ := Lookup("stl10")
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -64,66 +98,38 @@ func TestSTL10Generated(t *testing.T) {
 				if c := l.SplitCounts(); c["train"] != 3 || c["test"] != 2 || c["unlabeled"] != 2 {
 					t.Fatalf("counts %v", c)
 				}
-				items := readAll(t, l)
-				for split, x := range map[string][]byte{"train": trainX, "test": testX, "unlabeled": unlX} {
-					var y []byte
-					switch split {
-					case "train":
-						y = trainY
-					case "test":
-						y = testY
-					}
-					for i, it := range items[split] {
-						want := -1
-						if y != nil {
-							want = int(y[i]) - 1
-						}
-						if it.Label != want || it.Key != indexKey(split, i) {
-							t.Errorf("%s %d: label %d key %q, want %d", split, i, it.Label, it.Key, want)
-						}
-						img, err := Decode(it, Options{ImageSize: [2]int{96, 96}})
-						if err != nil {
-							t.Fatal(err)
-						}
-						rec := x[i*stlRecord:]
-						// Planes are column-major: plane c holds (row y, column x) at c*9216 + x*96 + y.
-						for yy := range 96 {
-							for xx := range 96 {
-								for c := range 3 {
-									if got, w := img.Pix[(yy*96+xx)*3+c], rec[c*9216+xx*96+yy]; got != w {
-										t.Fatalf("%s %d pixel (%d,%d,%d) = %d, want %d", split, i, yy, xx, c, got, w)
-									}
-								}
-							}
-						}
-					}
-				}
+				checkSTL10Items(t, readAll(t, l), map[string][2][]byte{"train": {trainX, trainY}, "test": {testX, testY}, "unlabeled": {unlX, nil}})
 			})
 		}
 	}
-	t.Run("errors", func(t *testing.T) {
-		cases := []struct {
-			name string
-			es   []entry
-			want []string
-		}{
-			{"label out of range", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord]}, {name: "stl10_binary/train_y.bin", data: []byte{11}}},
-				[]string{"train_X.bin@image 0", "label 11 outside 1..10"}},
-			{"short images", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord+5]}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
-				[]string{"train_X.bin", "27653 bytes", "27648-byte"}},
-			{"label count", []entry{{name: "stl10_binary/train_X.bin", data: trainX}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
-				[]string{"train_y.bin", "1 labels", "3 images"}},
+	t.Run("errors", func(t *testing.T) { checkSTL10Errors(t, spec, trainX) })
+}
+
+// checkSTL10Errors reads damaged STL-10 archives made from trainX (three
+// records): each error names the file and what is wrong, and wraps
+// ErrCorrupt.
+func checkSTL10Errors(t *testing.T, spec Spec, trainX []byte) {
+	cases := []struct {
+		name string
+		es   []entry
+		want []string
+	}{
+		{"label out of range", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord]}, {name: "stl10_binary/train_y.bin", data: []byte{11}}},
+			[]string{"train_X.bin@image 0", "label 11 outside 1..10"}},
+		{"short images", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord+5]}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
+			[]string{"train_X.bin", "27653 bytes", "27648-byte"}},
+		{"label count", []entry{{name: "stl10_binary/train_X.bin", data: trainX}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
+			[]string{"train_y.bin", "1 labels", "3 images"}},
+	}
+	for _, c := range cases {
+		src := writeFile(t, filepath.Join(t.TempDir(), "stl10_binary.tar.gz"), tarBytes(t, true, c.es))
+		l, err := Inspect(context.Background(), spec, src, Options{})
+		if err == nil {
+			err = ReadUnit(context.Background(), l.Units[0], func(Item) error { return nil })
 		}
-		for _, c := range cases {
-			src := writeFile(t, filepath.Join(t.TempDir(), "stl10_binary.tar.gz"), tarBytes(t, true, c.es))
-			l, err := Inspect(context.Background(), spec, src, Options{})
-			if err == nil {
-				err = ReadUnit(context.Background(), l.Units[0], func(Item) error { return nil })
-			}
-			mustContain(t, err, c.want...)
-			if !errors.Is(err, ErrCorrupt) {
-				t.Errorf("%s: %v does not wrap ErrCorrupt", c.name, err)
-			}
+		mustContain(t, err, c.want...)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v does not wrap ErrCorrupt", c.name, err)
 		}
-	})
+	}
 }

@@ -11,6 +11,10 @@
 // Work is spread over a persistent pool of Threads() workers (GOMAXPROCS by
 // default, see SetThreads); kernels reuse per-worker scratch and do not
 // allocate in steady state. Calls from several goroutines are serialised.
+// ParallelFor opens the same pool to the rest of igpt (k-means passes, the
+// Sampler's attention step): igpt has one parallel-for. Dense (tensor.go)
+// wraps a []float32 as a gorgonia tensor without copying, the type in
+// which named arrays cross package boundaries (see package model).
 //
 // Layouts are row-major and follow llm.c's conventions: activations are
 // [B, T, C] (batch, time, channels), flattened to [N, C] with N = B·T where

@@ -1,5 +1,6 @@
 // Package records defines igpt's record types and the framed shard format
-// that every stage reads and writes.
+// that every stage reads and writes, and the one reader (ScanFile) and
+// writer (CreateShard, ShardFile) of shard files, local or gs://.
 //
 // A shard is a sequence of frames: a uint32 little-endian payload length, a
 // uint32 CRC-32C (Castagnoli) of the payload, then the payload, one
