@@ -1,8 +1,11 @@
 package stages
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image/png"
+	"os"
 	"strings"
 	"testing"
 
@@ -114,7 +117,9 @@ func TestVQVAEEncodeErrors(t *testing.T) {
 	cases := []struct{ extra, want string }{
 		{"vqvae_encode: {resize: [6, 6]}\n", "vqvae_encode.resize = [6 6]: the VQ-VAE's factor 4 must divide it"},
 		{"vqvae_encode: {batch: -1}\n", "vqvae_encode.batch = -1"},
-		{"vqvae_encode: {val_fraction: 1.5}\n", "vqvae_encode.val_fraction = 1.5"},
+		{"tokens: vq\n", `tokens: "vq", want palette or vqvae`},
+		{"tokens: vqvae\ntrain: {hflip: 0.5}\n", "train.hflip = 0.5 with tokens: vqvae"},
+		{"vqvae_encode: {val_fraction: 1.5}\n", "vqvae_encode.val_fraction must be in [0, 1), got 1.5"},
 	}
 	src := folderArchive(t, 8, nil)
 	for _, c := range cases {
@@ -131,5 +136,119 @@ func TestVQVAEEncodeErrors(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestVQVAETokensEndToEnd runs the whole workflow on VQ codes (tokens:
+// vqvae) on prism: download → vqvae-train → vqvae-encode → train →
+// probe-baselines → probe → sample, without palette or quantize, and
+// checks that sample and show decode codes through the VQ-VAE.
+func TestVQVAETokensEndToEnd(t *testing.T) {
+	root := t.TempDir()
+	yaml := vqvaeYAML(root, folderArchive(t, 8, nil), "") + `tokens: vqvae
+vqvae_encode: {batch: 4, val_fraction: 0.25}
+train: {model: nano, layers: 2, d: 32, heads: 4, batch: 4, steps: 6, warmup_steps: 2, lr: 0.01, eval_every: 3, eval_records: 4, checkpoint_every: 3, threads: 2}
+probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7}
+sample: {unconditional: 3, images: 2, completions: 2, keep: 0.5, scale: 1}
+`
+	cfg, err := ParseConfig([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Path = "test.yaml"
+	p, err := NewPlan(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RunAll(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"palette", "quantize"} {
+		if p.byName[name].Done() {
+			t.Errorf("%s ran for tokens: vqvae", name)
+		}
+	}
+	tm := p.byName["train"].Manifest
+	if tm.Inputs[0].Stage != "vqvae-encode" {
+		t.Fatalf("train read %v", tm.Inputs)
+	}
+	params, _, err := LoadTrained(context.Background(), tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if params.Config.Vocab != 16 || params.Config.Seq != 4 {
+		t.Fatalf("model vocab %d seq %d, want the 16 codes of a 2×2 grid", params.Config.Vocab, params.Config.Seq)
+	}
+	pm := p.byName["probe"].Manifest
+	if b, err := os.ReadFile(pm.Path(ReportMD)); err != nil || !strings.Contains(string(b), "raw pixels") {
+		t.Fatalf("probe report: %v\n%s", err, b)
+	}
+	// Samples decode through the VQ-VAE: 8×8 pixels per 2×2 code grid.
+	sm := p.byName["sample"].Manifest
+	for _, f := range []string{SamplesPNG, CompletionsPNG} {
+		b, err := os.ReadFile(sm.Path(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if w := img.Bounds().Dx(); f == SamplesPNG && w != 3*8+3*4 {
+			t.Errorf("%s is %d pixels wide, want 3 tiles of 8 pixels and their gaps", f, w)
+		}
+	}
+	run, err := loadRun(context.Background(), p.byName["train"].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.codec.Factor() != 4 || run.h != 2 || run.w != 2 {
+		t.Fatalf("run codec factor %d grid %d×%d", run.codec.Factor(), run.h, run.w)
+	}
+}
+
+// TestVQCodecDecodeEqualsReconstruct: decoding an encoded image gives the
+// bytes of vqvae's Reconstruct, and a palette-trained model refuses codes.
+func TestVQCodecDecodeEqualsReconstruct(t *testing.T) {
+	root := t.TempDir()
+	p, err := runUntil(t, vqvaeYAML(root, folderArchive(t, 8, nil), ""), "vqvae-train", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	codec, err := codecOf(ctx, p.byName["vqvae-train"].Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := codec.(*vqCodec).m
+	dl := p.byName["download"].Manifest
+	n := 0
+	err = pipelines.ScanShard(ctx, dl.Path(dl.Split("test")[0].Name), func(img records.Image) error {
+		tok, err := codec.Encode(img)
+		if err != nil {
+			return err
+		}
+		got, err := codec.Decode(tok.Tok, tok.H, tok.W)
+		if err != nil {
+			return err
+		}
+		x := make([]float32, len(img.Pix))
+		for i, v := range img.Pix {
+			x[i] = float32(v)/255 - 0.5
+		}
+		rec := make([]float32, len(x))
+		if err := m.Reconstruct(rec, x, 1, img.H, img.W); err != nil {
+			return err
+		}
+		for i := range rec {
+			if got[i] != byte(clampPix(rec[i])) {
+				return fmt.Errorf("image %s: pixel byte %d: decode(encode) %d, Reconstruct %v", img.Key, i, got[i], clampPix(rec[i]))
+			}
+		}
+		n++
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("%d images: %v", n, err)
 	}
 }
