@@ -49,7 +49,9 @@ func (c *paletteCodec) Encode(img records.Image) (records.Tokens, error) {
 	return pipelines.Tokenize(img, c.lut, c.pal.K, [2]int{})
 }
 
-func (c *paletteCodec) Decode(toks []uint16, h, w int) ([]byte, error) { return TokenRGB(c.pal, toks), nil }
+func (c *paletteCodec) Decode(toks []uint16, h, w int) ([]byte, error) {
+	return TokenRGB(c.pal, toks), nil
+}
 
 // vqCodec is a trained VQ-VAE: a code per f×f pixels.
 type vqCodec struct{ m *vqvae.Model }

@@ -132,8 +132,12 @@ func readTrainInputs(ctx context.Context, qm *Manifest) (trainInputs, error) {
 		return in, fmt.Errorf("train: %w", err)
 	}
 	if first[0].Vocab != q.Vocab {
-		return in, fmt.Errorf("train: %s: record %q declares vocab %d, but the %s output's vocabulary is %d (meta.vocab of %s)",
-			in.trainFiles[0], first[0].Key, first[0].Vocab, qm.Stage, q.Vocab, storage.Join(qm.Dir, ManifestName))
+		unit := "colours in its palette"
+		if qm.Stage == "vqvae-encode" {
+			unit = "codes in its VQ-VAE"
+		}
+		return in, fmt.Errorf("train: %s: record %q declares vocab %d, but the %s output has %d %s (meta.vocab of %s)",
+			in.trainFiles[0], first[0].Key, first[0].Vocab, qm.Stage, q.Vocab, unit, storage.Join(qm.Dir, ManifestName))
 	}
 	in.h, in.w, in.vocab = first[0].H, first[0].W, q.Vocab
 	return in, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/pipelines"
+	"github.com/igpt/igpt/vqvae"
 )
 
 // TestVQVAEEncodeEqualsModel runs download → vqvae-train → vqvae-encode and
@@ -47,29 +48,7 @@ func TestVQVAEEncodeEqualsModel(t *testing.T) {
 		if f.Split == "" {
 			continue
 		}
-		enc := pipelines.NewVQEncoder(m, [2]int{}, 5)
-		var ref []records.Tokens
-		flush := func() {
-			toks, err := enc.Flush()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref = append(ref, toks...)
-		}
-		err := pipelines.ScanShard(ctx, dl.Path(f.Name), func(img records.Image) error {
-			if err := enc.Add(img); err != nil {
-				t.Fatal(err)
-			}
-			if enc.Full() {
-				flush()
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		flush()
-		for _, r := range ref {
+		for _, r := range referenceCodes(t, dl.Path(f.Name), m, 5) {
 			want++
 			g, ok := got[r.Key]
 			if !ok {
@@ -251,4 +230,39 @@ func TestVQCodecDecodeEqualsReconstruct(t *testing.T) {
 	if err != nil || n == 0 {
 		t.Fatalf("%d images: %v", n, err)
 	}
+}
+
+// referenceCodes encodes a download shard's images with vqvae.Encode in
+// batches of batch, in shard order, as the stage must (pixels scaled to
+// v/255 − 0.5, as vqvae-train feeds them).
+func referenceCodes(t *testing.T, shard string, m *vqvae.Model, batch int) []records.Tokens {
+	t.Helper()
+	var imgs []records.Image
+	if err := pipelines.ScanShard(context.Background(), shard, func(img records.Image) error {
+		imgs = append(imgs, img)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var ref []records.Tokens
+	f := m.Cfg.Factor
+	for lo := 0; lo < len(imgs); lo += batch {
+		b := imgs[lo:min(lo+batch, len(imgs))]
+		h, w := b[0].H, b[0].W
+		var x []float32
+		for _, img := range b {
+			for _, v := range img.Pix {
+				x = append(x, float32(v)/255-0.5)
+			}
+		}
+		codes := make([]uint16, len(b)*(h/f)*(w/f))
+		if err := m.Encode(codes, x, len(b), h, w); err != nil {
+			t.Fatal(err)
+		}
+		per := (h / f) * (w / f)
+		for i, img := range b {
+			ref = append(ref, records.Tokens{Key: img.Key, Label: img.Label, H: h / f, W: w / f, Vocab: m.Cfg.K, Tok: codes[i*per : (i+1)*per]})
+		}
+	}
+	return ref
 }
