@@ -7,7 +7,6 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/igpt/igpt/internal/records"
-	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/pipelines"
 )
 
@@ -68,36 +67,16 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		resize = [2]int{qc.Resize[0], qc.Resize[1]}
 	}
 	rc.Log.Info("quantize: starting", "inputs", len(plan.inputs), "k", pal.K, "val_fraction", plan.valFraction, "shards", plan.shards)
-
-	list := storage.Join(rc.Dir, InputsName)
-	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
-		return nil, err
-	}
-	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Quantize(s, pipelines.QuantizeConfig{
-		Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: plan.valFraction, Seed: qc.Seed, Shards: plan.shards, Dir: rc.Dir,
-	}); err != nil {
-		return nil, err
-	}
-	job, err := runPipeline(ctx, rc, p)
+	out, _, err := runTokenStage(ctx, rc, plan, func(s beam.Scope, list string) error {
+		_, err := pipelines.Quantize(s, pipelines.QuantizeConfig{
+			Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: plan.valFraction, Seed: qc.Seed, Shards: plan.shards, Dir: rc.Dir,
+		})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
-	if err != nil {
-		return nil, err
-	}
-	dlOut, err := ReadDownloadOutput(dl)
-	if err != nil {
-		return nil, err
-	}
-	classes := dlOut.Classes
-	files, records, classCounts := summarizeShards(st.Shards, classes, "Tokens")
-	out := &Output{JobID: job, Files: files}
-	out.Meta = map[string]any{
-		"vocab": pal.K, "records": records, "class_counts": classCounts, "classes": classes,
-		"val_fraction": plan.valFraction, "resize": qc.Resize,
-	}
+	out.Meta["vocab"], out.Meta["resize"] = pal.K, qc.Resize
 	return out, nil
 }
 

@@ -1,9 +1,12 @@
 package stages
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/pipelines"
 )
 
@@ -107,4 +110,37 @@ func ReadTokensOutput(m *Manifest) (TokensOutput, error) {
 		return out, fmt.Errorf("%s output %s: manifest meta.vocab = %v is not a vocabulary size in 1..65536; delete the folder and rerun %s", stage, m.Dir, m.Meta["vocab"], stage)
 	}
 	return out, nil
+}
+
+// runTokenStage runs a token stage's pipeline over plan: it writes the
+// input list, has build add the pipeline that reads it, runs it, and
+// returns the output (shards with their class counts, and the meta both
+// token stages record: records, class counts, classes, val fraction)
+// with the shards' stats.
+func runTokenStage(ctx context.Context, rc *RunContext, plan tokenShardPlan, build func(s beam.Scope, list string) error) (*Output, *pipelines.DownloadStats, error) {
+	list := storage.Join(rc.Dir, InputsName)
+	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
+		return nil, nil, err
+	}
+	p, s := beam.NewPipelineWithRoot()
+	if err := build(s, list); err != nil {
+		return nil, nil, err
+	}
+	job, err := runPipeline(ctx, rc, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	dlOut, err := ReadDownloadOutput(rc.Inputs["download"])
+	if err != nil {
+		return nil, nil, err
+	}
+	files, records, classCounts := summarizeShards(st.Shards, dlOut.Classes, "Tokens")
+	out := &Output{JobID: job, Files: files, Meta: map[string]any{
+		"records": records, "class_counts": classCounts, "classes": dlOut.Classes, "val_fraction": plan.valFraction,
+	}}
+	return out, st, nil
 }

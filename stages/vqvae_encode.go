@@ -6,7 +6,6 @@ import (
 	"math"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/pipelines"
 	"github.com/igpt/igpt/vqvae"
 )
@@ -73,35 +72,15 @@ func (vqvaeEncodeStage) Run(ctx context.Context, rc *RunContext) (*Output, error
 	}
 	rc.Log.Info("vqvae-encode: starting", "inputs", len(plan.inputs), "codes", mc.K, "factor", mc.Factor,
 		"val_fraction", plan.valFraction, "shards", plan.shards)
-	list := storage.Join(rc.Dir, InputsName)
-	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
-		return nil, err
-	}
-	p, s := beam.NewPipelineWithRoot()
-	if err := pipelines.EncodeVQ(s, pipelines.EncodeVQConfig{Inputs: list, Model: weights, Vocab: mc.K, Resize: resize,
-		Batch: vc.Batch, ValFraction: plan.valFraction, Seed: vc.Seed, Shards: plan.shards, Dir: rc.Dir}); err != nil {
-		return nil, err
-	}
-	job, err := runPipeline(ctx, rc, p)
+	out, st, err := runTokenStage(ctx, rc, plan, func(s beam.Scope, list string) error {
+		return pipelines.EncodeVQ(s, pipelines.EncodeVQConfig{Inputs: list, Model: weights, Vocab: mc.K, Resize: resize,
+			Batch: vc.Batch, ValFraction: plan.valFraction, Seed: vc.Seed, Shards: plan.shards, Dir: rc.Dir})
+	})
 	if err != nil {
 		return nil, err
 	}
-	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
-	if err != nil {
-		return nil, err
-	}
-	dlOut, err := ReadDownloadOutput(dl)
-	if err != nil {
-		return nil, err
-	}
-	classes := dlOut.Classes
-	files, records, classCounts := summarizeShards(st.Shards, classes, "Tokens")
-	out := &Output{JobID: job, Files: files}
-	out.Meta = map[string]any{
-		"vocab": mc.K, "records": records, "class_counts": classCounts, "classes": classes,
-		"val_fraction": plan.valFraction, "resize": vc.Resize, "factor": mc.Factor,
-		"codes_used": map[string]int{}, "perplexity": map[string]float64{},
-	}
+	out.Meta["vocab"], out.Meta["resize"], out.Meta["factor"] = mc.K, vc.Resize, mc.Factor
+	out.Meta["codes_used"], out.Meta["perplexity"] = map[string]int{}, map[string]float64{}
 	for split, h := range codeHistograms(st.Shards, mc.K) {
 		used, perp := codeUsage(h)
 		out.Meta["codes_used"].(map[string]int)[split] = used
