@@ -196,10 +196,7 @@ func printUsage(w io.Writer) {
 // printCommandHelp writes one command's usage, what it does, and every flag
 // it takes with its default.
 func printCommandHelp(w io.Writer, c *command) {
-	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s.\n", c.usageLine(), upperFirst(c.summary))
-	if c.detail != "" {
-		fmt.Fprintf(w, "%s\n", c.detail)
-	}
+	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n", c.usageLine(), wrap(upperFirst(c.summary)+". "+c.detail, 80))
 	if len(c.flags) > 0 {
 		fmt.Fprint(w, "\nFlags:\n")
 		printFlags(w, c.flags)
@@ -228,6 +225,24 @@ func (f flagDoc) defaultValue() string {
 		return `""`
 	}
 	return d
+}
+
+// wrap breaks s into lines of at most width bytes at spaces.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, word := range strings.Fields(s) {
+		if n > 0 && n+1+len(word) > width {
+			b.WriteString("\n")
+			n = 0
+		} else if n > 0 {
+			b.WriteString(" ")
+			n++
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
 }
 
 func upperFirst(s string) string {
