@@ -189,8 +189,28 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.usageLine(), c.summary)
 	}
 	tw.Flush()
-	fmt.Fprint(w, "\n`igpt help COMMAND` (or `igpt COMMAND --help`) shows a command's arguments and every flag with its default.\n\nFlags of every command:\n")
-	printFlags(w, globalFlags)
+	fmt.Fprint(w, "\n`igpt help COMMAND` (or `igpt COMMAND --help`) shows a command's arguments and what each of its flags means.\n\nFlags, and the commands that take them:\n")
+	var all []flagDoc
+	for _, name := range tableFlags() {
+		all = append(all, flagDoc{name: name, usage: strings.Join(flagUsers(name), ", ")})
+	}
+	printFlags(w, all)
+}
+
+// flagUsers names the commands that take the flag.
+func flagUsers(name string) []string {
+	for _, f := range globalFlags {
+		if f.name == name {
+			return []string{"every command"}
+		}
+	}
+	var users []string
+	for _, c := range commands {
+		if slices.ContainsFunc(c.flags, func(f flagDoc) bool { return f.name == name }) {
+			users = append(users, c.name)
+		}
+	}
+	return users
 }
 
 // printCommandHelp writes one command's usage, what it does, and every flag
