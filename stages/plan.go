@@ -521,6 +521,14 @@ func headline(ctx context.Context, m *Manifest) string {
 		}
 	case "probe":
 		return probeHeadline(ctx, m)
+	case "sample":
+		n := 0
+		for _, f := range m.Files {
+			if strings.HasSuffix(f.Name, ".png") {
+				n++
+			}
+		}
+		return fmt.Sprintf("%d pictures", n)
 	case "vqvae-train":
 		if v, ok := num("eval_mse_255"); ok {
 			psnr, _ := num("eval_psnr")

@@ -219,6 +219,7 @@ func TestHeadline(t *testing.T) {
 		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71}}, "reconstruction MSE 660.1 (PSNR 24.71 dB)"},
 		{Manifest{Stage: "quantize", Files: []FileInfo{{Split: "train", Records: 7}, {Split: "test", Records: 3}}}, "10 records"},
 		{Manifest{Stage: "train"}, "-"},
+		{Manifest{Stage: "sample", Files: []FileInfo{{Name: "samples.png"}, {Name: "completions.png"}, {Name: "x.msgpack"}}}, "2 pictures"},
 	} {
 		if got := headline(ctx, &tc.m); got != tc.want {
 			t.Errorf("%s headline = %q, want %q", tc.m.Stage, got, tc.want)

@@ -190,17 +190,34 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.usageLine(), c.summary)
 	}
 	tw.Flush()
-	fmt.Fprint(w, "\n`igpt help COMMAND` (or `igpt COMMAND --help`) shows a command's arguments and every flag with its default.\n\nFlags of every command:\n")
-	printFlags(w, globalFlags)
+	fmt.Fprint(w, "\n`igpt help COMMAND` (or `igpt COMMAND --help`) shows a command's arguments and what each of its flags means.\n\nFlags, and the commands that take them:\n")
+	var all []flagDoc
+	for _, name := range tableFlags() {
+		all = append(all, flagDoc{name: name, usage: strings.Join(flagUsers(name), ", ")})
+	}
+	printFlags(w, all)
+}
+
+// flagUsers names the commands that take the flag.
+func flagUsers(name string) []string {
+	for _, f := range globalFlags {
+		if f.name == name {
+			return []string{"every command"}
+		}
+	}
+	var users []string
+	for _, c := range commands {
+		if slices.ContainsFunc(c.flags, func(f flagDoc) bool { return f.name == name }) {
+			users = append(users, c.name)
+		}
+	}
+	return users
 }
 
 // printCommandHelp writes one command's usage, what it does, and every flag
 // it takes with its default.
 func printCommandHelp(w io.Writer, c *command) {
-	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s.\n", c.usageLine(), upperFirst(c.summary))
-	if c.detail != "" {
-		fmt.Fprintf(w, "%s\n", c.detail)
-	}
+	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n", c.usageLine(), wrap(upperFirst(c.summary)+". "+c.detail, 80))
 	if len(c.flags) > 0 {
 		fmt.Fprint(w, "\nFlags:\n")
 		printFlags(w, c.flags)
@@ -229,6 +246,24 @@ func (f flagDoc) defaultValue() string {
 		return `""`
 	}
 	return d
+}
+
+// wrap breaks s into lines of at most width bytes at spaces.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, word := range strings.Fields(s) {
+		if n > 0 && n+1+len(word) > width {
+			b.WriteString("\n")
+			n = 0
+		} else if n > 0 {
+			b.WriteString(" ")
+			n++
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
 }
 
 func upperFirst(s string) string {

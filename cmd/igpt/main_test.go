@@ -410,3 +410,20 @@ func TestREADMEMistakesFound(t *testing.T) {
 		t.Errorf("%d mistakes, want 4: %q", len(got), got)
 	}
 }
+
+func TestWrap(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		width int
+		want  string
+	}{
+		{"a bb ccc", 4, "a bb\nccc"},
+		{"a  bb", 80, "a bb"},
+		{"longword x", 3, "longword\nx"},
+		{"", 10, ""},
+	} {
+		if got := wrap(tc.in, tc.width); got != tc.want {
+			t.Errorf("wrap(%q, %d) = %q, want %q", tc.in, tc.width, got, tc.want)
+		}
+	}
+}
