@@ -57,6 +57,10 @@ func rootCause(report string) string {
 // records it in rc.GraphBytes for the manifest.
 func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string, error) {
 	runner := rc.Runner
+	// An in-process Beam worker reinstalls Beam's own default logger
+	// (beam/log.SetupLoggingWithDefault); put the caller's back after the
+	// job, so Beam's lines stay filtered as igpt's main set them up.
+	defer slog.SetDefault(slog.Default())
 	if !beam.Initialized() {
 		beam.Init()
 	}

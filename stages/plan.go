@@ -521,6 +521,14 @@ func headline(ctx context.Context, m *Manifest) string {
 		}
 	case "probe":
 		return probeHeadline(ctx, m)
+	case "probe-baselines":
+		return baselinesHeadline(ctx, m)
+	case "vqvae-encode":
+		if p, ok := m.Meta["perplexity"].(map[string]any); ok {
+			if v, ok := p["train"].(float64); ok {
+				return fmt.Sprintf("%d records, code perplexity %.0f (train)", m.Records(""), v)
+			}
+		}
 	case "sample":
 		n := 0
 		for _, f := range m.Files {
@@ -557,4 +565,21 @@ func probeHeadline(ctx context.Context, m *Manifest) string {
 		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
 	}
 	return out
+}
+
+// baselinesHeadline is each baseline row's test accuracy.
+func baselinesHeadline(ctx context.Context, m *Manifest) string {
+	b, err := storage.ReadFile(ctx, m.Path(BaselinesFile))
+	if err != nil {
+		return "-"
+	}
+	var out ProbeBaselinesOutput
+	if json.Unmarshal(b, &out) != nil || len(out.Rows) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, r := range out.Rows {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", r.Name, 100*r.TestAcc))
+	}
+	return strings.Join(parts, ", ")
 }

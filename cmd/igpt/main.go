@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 	"github.com/igpt/igpt/internal/beamboot"
 	"github.com/igpt/igpt/stages"
@@ -63,6 +64,9 @@ func main() {
 		return
 	}
 	args := parseInterspersed(os.Args[1:])
+	if *logLevel != "debug" {
+		beamlog.LogLevel = "warn" // the level of the logger Beam installs again for in-process workers
+	}
 	beam.Init() // on a worker this runs the harness and never returns
 	setLogLevel(*logLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
