@@ -524,10 +524,8 @@ func headline(ctx context.Context, m *Manifest) string {
 	case "probe-baselines":
 		return baselinesHeadline(ctx, m)
 	case "vqvae-encode":
-		if p, ok := m.Meta["perplexity"].(map[string]any); ok {
-			if v, ok := p["train"].(float64); ok {
-				return fmt.Sprintf("%d records, code perplexity %.0f (train)", m.Records(""), v)
-			}
+		if out, err := ReadVQVAEEncodeOutput(m); err == nil {
+			return fmt.Sprintf("%d records, code perplexity %.0f (train)", m.Records(""), out.Perplexity["train"])
 		}
 	case "sample":
 		n := 0

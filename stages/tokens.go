@@ -2,7 +2,6 @@ package stages
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -51,15 +50,6 @@ func planTokenShards(dl *Manifest, valFraction float64, override map[string]int)
 		}
 	}
 	return p
-}
-
-// remarshal decodes a manifest's generic JSON value into a typed one.
-func remarshal(v any, dst any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, dst)
 }
 
 // checkTokenParams checks the settings quantize and vqvae-encode share,

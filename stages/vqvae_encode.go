@@ -79,28 +79,52 @@ func (vqvaeEncodeStage) Run(ctx context.Context, rc *RunContext) (*Output, error
 	if err != nil {
 		return nil, err
 	}
-	out.Meta["vocab"], out.Meta["resize"], out.Meta["factor"] = mc.K, vc.Resize, mc.Factor
-	out.Meta["codes_used"], out.Meta["perplexity"] = map[string]int{}, map[string]float64{}
+	used, perplexity := map[string]int{}, map[string]float64{}
 	for split, h := range codeHistograms(st.Shards, mc.K) {
-		used, perp := codeUsage(h)
-		out.Meta["codes_used"].(map[string]int)[split] = used
-		out.Meta["perplexity"].(map[string]float64)[split] = perp
+		used[split], perplexity[split] = codeUsage(h)
 	}
+	out.Meta["vocab"], out.Meta["resize"], out.Meta["factor"] = mc.K, vc.Resize, mc.Factor
+	out.Meta["codes_used"], out.Meta["perplexity"] = used, perplexity
 	return out, nil
 }
 
-// ReadVQVAE returns the model configuration and weights path that a
+// VQVAETrainOutput is what the vqvae-train stage records beside its
+// checkpoints (manifest meta).
+type VQVAETrainOutput struct {
+	Model vqvae.Config `json:"model"`
+	Steps int          `json:"steps"`
+	// Checkpoint is the final weights file, relative to the stage folder.
+	Checkpoint string   `json:"checkpoint"`
+	EvalMSE255 *float64 `json:"eval_mse_255"`
+	EvalPSNR   *float64 `json:"eval_psnr"`
+}
+
+// ReadVQVAE returns the model configuration and the weights' path that a
 // vqvae-train output records.
 func ReadVQVAE(m *Manifest) (vqvae.Config, string, error) {
-	var cfg vqvae.Config
-	ck, ok := m.Meta["checkpoint"].(string)
-	if !ok || ck == "" {
-		return cfg, "", fmt.Errorf("vqvae-train output %s: manifest has no checkpoint path; rerun: igpt stage vqvae-train --force", m.Dir)
+	var out VQVAETrainOutput
+	if err := decodeMeta(m, "vqvae-train", &out); err != nil {
+		return out.Model, "", err
 	}
-	if err := remarshal(m.Meta["model"], &cfg); err != nil || cfg.K < 1 || cfg.Factor < 1 {
-		return cfg, "", fmt.Errorf("vqvae-train output %s: manifest meta.model %v is not a VQ-VAE configuration (%v); rerun: igpt stage vqvae-train --force", m.Dir, m.Meta["model"], err)
+	if out.Checkpoint == "" || out.Model.K < 1 || out.Model.Factor < 1 {
+		return out.Model, "", fmt.Errorf("vqvae-train output %s: its manifest names no checkpoint or model (meta %v); rerun: igpt stage vqvae-train CONFIG --force", m.Dir, m.Meta)
 	}
-	return cfg, m.Path(ck), nil
+	return out.Model, m.Path(out.Checkpoint), nil
+}
+
+// VQVAEEncodeOutput is what the vqvae-encode stage records: the token
+// output's facts, and per split the codes used and their perplexity.
+type VQVAEEncodeOutput struct {
+	TokensOutput
+	Factor     int                `json:"factor"`
+	CodesUsed  map[string]int     `json:"codes_used"`
+	Perplexity map[string]float64 `json:"perplexity"`
+}
+
+// ReadVQVAEEncodeOutput reads a vqvae-encode stage's typed output.
+func ReadVQVAEEncodeOutput(m *Manifest) (VQVAEEncodeOutput, error) {
+	var out VQVAEEncodeOutput
+	return out, decodeMeta(m, "vqvae-encode", &out)
 }
 
 // codeHistograms sums the shards' token histograms per split.
