@@ -16,17 +16,28 @@ import (
 	"github.com/igpt/igpt/pipelines"
 )
 
-// runUntil runs a YAML config's stages up to and including last.
+// runUntil runs a YAML config's stages up to and including last; a config
+// that does not parse or plan fails the test.
 func runUntil(t *testing.T, yaml, last string, opt Options) (*Plan, error) {
 	t.Helper()
+	p, err := planAndRun(yaml, last, opt)
+	if p == nil {
+		t.Fatal(err)
+	}
+	return p, err
+}
+
+// planAndRun parses a YAML config, plans it and runs it up to last; the
+// plan is nil when the config does not parse or plan.
+func planAndRun(yaml, last string, opt Options) (*Plan, error) {
 	cfg, err := ParseConfig([]byte(yaml))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg.Path = "test.yaml"
 	p, err := NewPlan(context.Background(), cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	return p, p.RunUntil(context.Background(), last, opt)
 }

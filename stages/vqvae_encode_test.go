@@ -103,14 +103,7 @@ func TestVQVAEEncodeErrors(t *testing.T) {
 	src := folderArchive(t, 8, nil)
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(vqvaeYAML(t.TempDir(), src, "") + c.extra))
-			if err == nil {
-				cfg.Path = "test.yaml"
-				var p *Plan
-				if p, err = NewPlan(context.Background(), cfg); err == nil {
-					err = p.RunUntil(context.Background(), "vqvae-encode", Options{})
-				}
-			}
+			_, err := planAndRun(vqvaeYAML(t.TempDir(), src, "")+c.extra, "vqvae-encode", Options{})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want %q", err, c.want)
 			}
@@ -130,16 +123,8 @@ train: {model: nano, layers: 2, d: 32, heads: 4, batch: 4, steps: 6, warmup_step
 probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7}
 sample: {unconditional: 3, images: 2, completions: 2, keep: 0.5, scale: 1}
 `
-	cfg, err := ParseConfig([]byte(yaml))
+	p, err := runUntil(t, yaml, "", Options{}) // "": the whole run, as igpt run does
 	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Path = "test.yaml"
-	p, err := NewPlan(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.RunAll(context.Background(), Options{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"palette", "quantize"} {

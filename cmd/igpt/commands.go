@@ -92,7 +92,7 @@ func init() {
 			detail:  "Every frame of a shard is CRC-checked while counting.",
 			flags:   []flagDoc{{name: "n", usage: "records to print"}}},
 		{name: "show", args: "tokens PATH", nargs: 2, run: showCmd,
-			summary: "draw the first records of a quantize folder or Tokens shard, each original beside its palette-decoded tokens",
+			summary: "draw the first records of a quantize or vqvae-encode folder (or a Tokens shard), each original beside its tokens decoded by the palette or the VQ-VAE",
 			flags: []flagDoc{{name: "out", usage: "PNG file to write (required)"}, {name: "n", usage: "images to draw (try 64)"},
 				{name: "scale", usage: "pixel magnification"}}},
 		{name: "sample", args: "RUN", nargs: 1, run: sampleCmd,

@@ -5,7 +5,7 @@
 //	igpt stage NAME CONFIG  run one stage; its upstream stages must be done
 //	igpt status CONFIG      each stage: done or not, key, records per split, bytes, finish time
 //	igpt inspect PATH       a shard (local or gs://): header, record count, first records; a stage folder: its manifest
-//	igpt show tokens PATH   draw the first records of a quantize folder or Tokens shard, each original beside its palette-decoded tokens
+//	igpt show tokens PATH   draw the first records of a quantize or vqvae-encode folder (or a Tokens shard), each original beside its tokens decoded by the palette or the VQ-VAE
 //	igpt sample RUN         from a train stage folder: --n unconditional samples, or --n completions of your own picture (--complete)
 //	igpt export-hf RUN      a train folder's final weights as a Hugging Face ImageGPT model (config.json + model.safetensors)
 //	igpt import-hf DIR      a Hugging Face ImageGPT folder (e.g. published iGPT weights) as an igpt checkpoint
