@@ -66,6 +66,16 @@ type ProbeParams struct {
 	// Seed of the random-init baseline and of the val hold-out when the
 	// tokens have no val split.
 	Seed uint64 `yaml:"seed" json:"seed"`
+
+	// LabelsPerClass adds the paper's low-data probes of the best layer:
+	// for each k, LowDataDraws seeded draws of k labelled train images per
+	// class (e.g. [4, 25, 100]), reported as mean ± std test accuracy.
+	LabelsPerClass []int `yaml:"labels_per_class" json:"labels_per_class,omitempty"`
+	// LowDataDraws is the number of draws per k (0: 5).
+	LowDataDraws int `yaml:"low_data_draws" json:"low_data_draws,omitempty"`
+	// Concat adds a probe of these layers' features concatenated (the
+	// paper's 5-layer concatenation), e.g. [1, 2, 3].
+	Concat []int `yaml:"concat" json:"concat,omitempty"`
 }
 
 func (p *ProbeParams) fillDefaults() {
@@ -89,6 +99,19 @@ func (p ProbeParams) check() error {
 	}
 	if p.Batch < 1 || p.MaxTrain < 0 || p.MaxPerShard < 0 || p.MaxIter < 0 || p.Patience < 0 {
 		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
+	}
+	for _, k := range p.LabelsPerClass {
+		if k < 1 {
+			return fmt.Errorf("probe.labels_per_class values must be positive, got %v", p.LabelsPerClass)
+		}
+	}
+	if p.LowDataDraws < 0 {
+		return fmt.Errorf("probe.low_data_draws must not be negative, got %d", p.LowDataDraws)
+	}
+	for _, l := range p.Concat {
+		if l < 0 {
+			return fmt.Errorf("probe.concat lists layers (0: the embedding), got %v", p.Concat)
+		}
 	}
 	return nil
 }
@@ -141,6 +164,10 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
+	opts.Fit.Progress = nil // the bar is finished
+	if err := addVariants(rep, splits, pc, opts, mc.Layers); err != nil {
+		return nil, err
+	}
 	if *pc.Baselines {
 		rows, err := ReadProbeBaselines(ctx, rc.Inputs["probe-baselines"], mc, trained.Objective)
 		if err != nil {
@@ -369,4 +396,35 @@ func fitsBar(rc *RunContext, opts *probe.Options, rows int) *progress.Bar {
 	bar := progress.Start("probe: fits", 0, int64(rows*len(pc.L2)), rc.Log)
 	opts.Fit.Progress = func(k int) { bar.Add(int64(k)) }
 	return bar
+}
+
+// addVariants adds the probes the config asks for beside the per-layer
+// ones: the concatenation of probe.concat's layers, and the low-data
+// probes of the best layer (probe.labels_per_class).
+func addVariants(rep *probe.Report, splits map[int]probe.Split, pc ProbeParams, opts probe.Options, layers int) error {
+	if len(pc.Concat) > 0 {
+		for _, l := range pc.Concat {
+			if l > layers {
+				return fmt.Errorf("probe.concat lists layer %d, but the model has %d layers", l, layers)
+			}
+		}
+		row, err := probe.ConcatRow(splits, pc.Concat, pc.L2, opts)
+		if err != nil {
+			return err
+		}
+		rep.AddConcat(row)
+	}
+	if len(pc.LabelsPerClass) > 0 {
+		best, ok := rep.Best()
+		if !ok {
+			return fmt.Errorf("probe: no layer to run the low-data probes on")
+		}
+		rows, err := probe.LowData(best.Layer, best.Name, splits[best.Layer], pc.L2,
+			probe.LowDataOptions{PerClass: pc.LabelsPerClass, Draws: pc.LowDataDraws, Seed: pc.Seed, Probe: opts})
+		if err != nil {
+			return err
+		}
+		rep.AddLowData(rows...)
+	}
+	return nil
 }

@@ -43,7 +43,11 @@ func (probeBaselinesStage) Upstream(cfg *Config) []string {
 }
 func (probeBaselinesStage) Params(cfg *Config) any {
 	t := cfg.Train
-	return ProbeBaselinesParams{Probe: cfg.Probe, Model: t.Model, Layers: t.Layers, D: t.D, Heads: t.Heads, Objective: t.Objective}
+	// The variants are fitted on the model's features only: they do not
+	// change the baselines, so they stay out of their key.
+	pp := cfg.Probe
+	pp.LabelsPerClass, pp.LowDataDraws, pp.Concat = nil, 0, nil
+	return ProbeBaselinesParams{Probe: pp, Model: t.Model, Layers: t.Layers, D: t.D, Heads: t.Heads, Objective: t.Objective}
 }
 
 // ProbeBaselinesOutput is the probe-baselines stage's output: the

@@ -22,7 +22,8 @@ import (
 // checks the report: a row per layer, both baselines, the plot.
 func TestProbeEndToEnd(t *testing.T) {
 	root := t.TempDir()
-	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) + "probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, patience: 1}\n"
+	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) +
+		"probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, patience: 1, labels_per_class: [1], low_data_draws: 3, concat: [1, 2]}\n"
 	p, err := runUntil(t, yaml, "probe", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +37,14 @@ func TestProbeEndToEnd(t *testing.T) {
 			Grid    []probe.GridPoint `json:"grid"`
 		} `json:"rows"`
 		Baselines []struct{ Name string } `json:"baselines"`
-		MaxIter   int                     `json:"max_iter"`
-		Patience  int                     `json:"patience"`
+		Concat    []struct{ Name string } `json:"concat"`
+		LowData   []struct {
+			PerClass int       `json:"per_class"`
+			Draws    int       `json:"draws"`
+			TestAccs []float64 `json:"test_accs"`
+		} `json:"low_data"`
+		MaxIter  int `json:"max_iter"`
+		Patience int `json:"patience"`
 	}
 	b, err := os.ReadFile(pm.Path(ReportJSON))
 	if err != nil {
@@ -58,6 +65,13 @@ func TestProbeEndToEnd(t *testing.T) {
 				t.Fatalf("%s, λ=%g: %d iterations, max_iter is 7", row.Name, g.L2, g.Iterations)
 			}
 		}
+	}
+	if len(rep.Concat) != 1 || !strings.Contains(rep.Concat[0].Name, "L1+L2") {
+		t.Errorf("concat rows %+v, want one of layers 1 and 2", rep.Concat)
+	}
+	if len(rep.LowData) != 1 || rep.LowData[0].PerClass != 1 ||
+		rep.LowData[0].Draws != 3 || len(rep.LowData[0].TestAccs) != 3 {
+		t.Errorf("low-data rows %+v, want 1 per class, 3 draws", rep.LowData)
 	}
 	names := fmt.Sprint(rep.Baselines)
 	if !strings.Contains(names, "raw pixels") || !strings.Contains(names, "random init") {
