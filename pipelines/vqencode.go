@@ -172,9 +172,7 @@ func (e *VQEncoder) Add(img records.Image) error {
 		return fmt.Errorf("image %s is %d×%d, the images before it %d×%d; set a resize so that all images share one size", img.Key, h, w, e.h, e.w)
 	}
 	e.h, e.w = h, w
-	for _, p := range rgb {
-		e.x = append(e.x, float32(p)/255-0.5)
-	}
+	e.x = vqvae.AppendInput(e.x, rgb)
 	img.Pix = nil
 	e.imgs = append(e.imgs, img)
 	return nil

@@ -87,7 +87,7 @@ func (c *vqCodec) Decode(toks []uint16, h, w int) ([]byte, error) {
 	n := rows * f * w * f * 3
 	out := make([]byte, n)
 	for i := range out {
-		out[i] = byte(clampPix(x[i]))
+		out[i] = byte(vqvae.OutputPixel(x[i]))
 	}
 	return out, nil
 }

@@ -176,9 +176,7 @@ func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*i
 			} else if im.H != s.h || im.W != s.w {
 				return fmt.Errorf("vqvae-train: %s: image %s is %d×%d, the others %d×%d", path, im.Key, im.H, im.W, s.h, s.w)
 			}
-			for _, p := range im.Pix {
-				s.x = append(s.x, float32(p)/255-0.5)
-			}
+			s.x = vqvae.AppendInput(s.x, im.Pix)
 			s.n++
 			if limit > 0 && s.n >= limit {
 				return stop
@@ -362,7 +360,7 @@ func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
 			return fmt.Errorf("vqvae-train: eval: %w", err)
 		}
 		for j, v := range x {
-			d := float64(clampPix(rec[j]) - clampPix(v))
+			d := float64(vqvae.OutputPixel(rec[j]) - vqvae.OutputPixel(v))
 			se += d * d
 		}
 	}
@@ -382,13 +380,6 @@ func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
 	met.EvalMSE255, met.EvalPSNR, met.EvalPerp, met.EvalUsed = &mse, &psnr, &perp, &used
 	tr.evalCounts = counts
 	return nil
-}
-
-// clampPix maps a model value back to a 0–255 pixel value (as a float,
-// rounded to the nearest integer, as a saved image would be).
-func clampPix(v float32) float32 {
-	p := math.Round(float64(v+0.5) * 255)
-	return float32(min(255, max(0, p)))
 }
 
 // checkpoint saves the model, optimiser and state as a new checkpoint
@@ -543,7 +534,7 @@ func (tr *vqTrainer) reconstructionsPNG() ([]byte, error) {
 			for y := 0; y < h; y++ {
 				for x := 0; x < w; x++ {
 					p := src[(y*w+x)*3:]
-					img.SetRGBA(x0+x, y0+y, color.RGBA{uint8(clampPix(p[0])), uint8(clampPix(p[1])), uint8(clampPix(p[2])), 255})
+					img.SetRGBA(x0+x, y0+y, color.RGBA{uint8(vqvae.OutputPixel(p[0])), uint8(vqvae.OutputPixel(p[1])), uint8(vqvae.OutputPixel(p[2])), 255})
 				}
 			}
 		}
