@@ -309,9 +309,26 @@ func (m *Model) ProbeFeatures(l int, dst []float32) []float32 {
 	return dst
 }
 
+// FinalNormed returns n_L [b,T,d] of the last Forward: the final hidden
+// state after the final norm and its gain, what the LM head (and a
+// ClassHead) reads. A view into the workspace.
+func (m *Model) FinalNormed() []float32 {
+	a := m.acts
+	if a == nil || !a.valid {
+		return nil
+	}
+	return a.lnf[:a.b*a.T*m.Config.D]
+}
+
 // Backward computes the gradient of the last Forward's loss and adds it to
 // Grads (allocated, zeroed, on first use; call ZeroGrads between steps).
-func (m *Model) Backward() error {
+func (m *Model) Backward() error { return m.BackwardWith(1, nil) }
+
+// BackwardWith is Backward for genWeight times the loss plus a second loss
+// on FinalNormed whose gradient dFinal [b,T,d] the caller gives (a
+// ClassHead's): it is added to the LM head's before the final norm's
+// backward pass. nil adds nothing; genWeight 0 skips the LM head.
+func (m *Model) BackwardWith(genWeight float32, dFinal []float32) error {
 	a := m.acts
 	if a == nil || !a.valid {
 		return errors.New("model: Backward without a preceding Forward")
@@ -321,9 +338,26 @@ func (m *Model) Backward() error {
 	b, T, C, H, V, L := a.b, a.T, cfg.D, cfg.Heads, cfg.Vocab, cfg.Layers
 	N := b * T
 	causal := a.obj == AR
-	kernels.SoftmaxCrossEntropy(a.dlogits[:N*V], a.logits[:N*V], a.targets[:N], V)
 	dres, dln := a.dres[:N*C], a.scratch.dln[:N*C]
-	headBackward(dln, g.LMHead, a.dlogits, a.lnf, p.LMHead, N, C, V)
+	if genWeight != 0 {
+		kernels.SoftmaxCrossEntropy(a.dlogits[:N*V], a.logits[:N*V], a.targets[:N], V)
+		if genWeight != 1 {
+			for i, v := range a.dlogits[:N*V] {
+				a.dlogits[i] = v * genWeight
+			}
+		}
+		headBackward(dln, g.LMHead, a.dlogits, a.lnf, p.LMHead, N, C, V)
+	} else {
+		clear(dln)
+	}
+	if dFinal != nil {
+		if len(dFinal) != N*C {
+			return fmt.Errorf("model: BackwardWith: %d gradient values for the final state [%d,%d,%d]", len(dFinal), b, T, C)
+		}
+		for i, v := range dFinal {
+			dln[i] += v
+		}
+	}
 	clear(dres)
 	rmsnormBackward(dres, g.LNF, dln, a.h(L, b, C), p.LNF, a.lnfRstd, N, C)
 	for l := L - 1; l >= 0; l-- {
@@ -347,7 +381,18 @@ func (m *Model) inference() *activations {
 // keeping activations for a backward pass: it returns the mean loss and the
 // number of positions counted (B·T for AR, masked positions for BERT).
 func (m *Model) Evaluate(tokens []int32, mask []bool, obj Objective) (float64, int, error) {
-	return m.inferForward(tokens, mask, obj, nil, true)
+	return m.inferForward(tokens, mask, obj, inferOut{loss: true})
+}
+
+// PooledFinal computes, forward-only, the mean over positions of the final
+// normalised state n_L for tokens [B, Config.Seq] (any B) into pooled
+// [B,d]: a ClassHead's input. It also returns the generative loss and the
+// positions it counts, as Evaluate does.
+func (m *Model) PooledFinal(tokens []int32, mask []bool, obj Objective, pooled []float32) (float64, int, error) {
+	if B := len(tokens) / m.Config.Seq; len(pooled) < B*m.Config.D {
+		return 0, 0, fmt.Errorf("model: pooled features need %d values ([B,d]), got %d", B*m.Config.D, len(pooled))
+	}
+	return m.inferForward(tokens, mask, obj, inferOut{loss: true, pooled: pooled})
 }
 
 // Probe computes the linear-probe features of every layer for tokens
@@ -360,11 +405,18 @@ func (m *Model) Probe(tokens []int32, mask []bool, obj Objective, feats []float3
 	if want := (m.Config.Layers + 1) * B * C; len(feats) < want {
 		return fmt.Errorf("model: probe features need %d values ([L+1,B,d]), got %d", want, len(feats))
 	}
-	_, _, err := m.inferForward(tokens, mask, obj, feats, false)
+	_, _, err := m.inferForward(tokens, mask, obj, inferOut{feats: feats})
 	return err
 }
 
-func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, feats []float32, loss bool) (float64, int, error) {
+// inferOut is what a forward-only pass computes besides the activations:
+// the loss, probe features [L+1,B,d], pooled final states [B,d].
+type inferOut struct {
+	loss          bool
+	feats, pooled []float32
+}
+
+func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inferOut) (float64, int, error) {
 	cfg, p := m.Config, m.Params
 	T, C, H, V, L := cfg.Seq, cfg.D, cfg.Heads, cfg.Vocab, cfg.Layers
 	if len(tokens) == 0 || len(tokens)%T != 0 {
@@ -396,12 +448,15 @@ func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, feats [
 			if l > 0 {
 				blockForward(h, h, &p.Layers[l-1], &a.blocks[0], b, T, C, H, obj == AR)
 			}
-			if feats != nil {
-				probeFeatures(feats[(l*B+b0)*C:(l*B+b0+b)*C], h, a.acc, b, T, C)
+			if out.feats != nil {
+				probeFeatures(out.feats[(l*B+b0)*C:(l*B+b0+b)*C], h, a.acc, b, T, C)
 			}
 		}
-		if loss {
+		if out.loss {
 			rmsnormForward(a.lnf, a.lnfRstd, h, p.LNF, N, C)
+			if out.pooled != nil {
+				meanPool(out.pooled[b0*C:(b0+b)*C], a.lnf[:N*C], b, T, C)
+			}
 			headForward(a.logits, a.lnf, p.LMHead, N, C, V)
 			l, n := kernels.SoftmaxCrossEntropy(nil, a.logits[:N*V], a.targets[:N], V)
 			sum += l * float64(n)
