@@ -32,9 +32,14 @@ type Config struct {
 	VQVAE    VQVAEParams    `yaml:"vqvae"`
 	// VQVAEEncode is the vqvae-encode stage's section.
 	VQVAEEncode VQVAEEncodeParams `yaml:"vqvae_encode"`
+	// Finetune is the finetune stage's section; a config that has one runs
+	// the stage as part of igpt run.
+	Finetune FinetuneParams `yaml:"finetune"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
+	// hasFinetune records that the YAML has a finetune section.
+	hasFinetune bool
 }
 
 // DefaultRoot is where outputs go when a config names no root.
@@ -77,6 +82,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		if err := doc.Decode(&cfg); err != nil {
 			return nil, err
 		}
+		cfg.hasFinetune = hasKey(doc.Content[0], "finetune")
 	}
 	if cfg.Root == "" {
 		cfg.Root = DefaultRoot
@@ -109,6 +115,7 @@ func (c *Config) fillDefaults() {
 	if c.Tokens == "" {
 		c.Tokens = TokensPalette
 	}
+	c.Finetune.fillDefaults(c.Tokens)
 }
 
 // The token sources of the tokens: key.
@@ -152,10 +159,21 @@ func (c *Config) checkTokens() error {
 // validate runs each section's check, in the order the stages run.
 func (c *Config) validate() error {
 	for _, check := range []func() error{c.Dataset.check, c.Download.check, c.Palette.check, c.Quantize.check,
-		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens} {
+		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens,
+		func() error { return c.Finetune.check(c.Tokens) }} {
 		if err := check(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hasKey reports whether the YAML mapping n has key k.
+func hasKey(n *yaml.Node, k string) bool {
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == k {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -96,7 +97,16 @@ func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, err
 	for n := range reg {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	// Name order, the Finals last in their order: a whole run ends with
+	// the probe, then the samples, then fine-tuning, the longest.
+	rank := func(n string) int { return slices.Index(Finals, n) }
+	sort.Slice(names, func(i, j int) bool {
+		ri, rj := rank(names[i]), rank(names[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return names[i] < names[j]
+	})
 	for _, name := range names {
 		if _, err := visit(name, nil); err != nil {
 			return nil, err
@@ -150,14 +160,17 @@ func (p *Plan) runner(opt Options) string {
 
 // Finals are the stages a whole run ends with; RunAll runs them and what
 // they need under the config (tokens: palette needs no VQ-VAE, tokens:
-// vqvae no palette).
-var Finals = []string{"probe", "sample"}
+// vqvae no palette). finetune is one when the config has its section.
+var Finals = []string{"probe", "sample", "finetune"}
 
 // finals are the Finals the plan has; a plan without any (a test's own
 // registry) ends with every stage.
 func (p *Plan) finals() []string {
 	var out []string
 	for _, f := range Finals {
+		if f == "finetune" && !p.Config.hasFinetune {
+			continue
+		}
 		if _, ok := p.byName[f]; ok {
 			out = append(out, f)
 		}
