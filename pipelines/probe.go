@@ -10,6 +10,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/igpt/igpt/internal/progress"
+	"github.com/igpt/igpt/internal/probe"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
@@ -263,11 +264,14 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 
 // RawPixelsFn writes the raw-pixel baseline's features of one Image
 // shard (an IndexedInput): each image whose key is in the keys file,
-// scaled to [0, 1] and flattened, as layer 0 of the split the keys file
-// gives it. The keys file (JSON lines of KeySplit) is read once per worker.
+// area-resized to H×W when H > 0 (the model's input resolution), scaled to
+// [0, 1] and flattened (probe.PixelFeatures), as layer 0 of the split the
+// keys file gives it. The keys file (JSON lines of KeySplit) is read once
+// per worker.
 type RawPixelsFn struct {
 	Keys string
 	Dir  string
+	H, W int
 
 	split map[string]string
 }
@@ -310,9 +314,13 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 			}
 			writers[split] = fw
 		}
-		vec := make([]float32, len(img.Pix))
-		for i, v := range img.Pix {
-			vec[i] = float32(v) / 255
+		h, w := img.H, img.W
+		if f.H > 0 {
+			h, w = f.H, f.W
+		}
+		vec, err := probe.PixelFeatures(img, h, w)
+		if err != nil {
+			return err
 		}
 		return fw.write(&records.Features{Key: img.Key, Label: img.Label, Vec: vec})
 	})
@@ -327,11 +335,12 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 }
 
 // RawPixels writes the raw-pixel baseline's features of the images in
-// the Image shards listed in images whose keys the keys file lists, and
-// returns the written Features shards, a PCollection of ShardStats.
-func RawPixels(s beam.Scope, images, keys, dir string) beam.PCollection {
+// the Image shards listed in images whose keys the keys file lists, at
+// h×w (0: each image's own size), and returns the written Features
+// shards, a PCollection of ShardStats.
+func RawPixels(s beam.Scope, images, keys, dir string, h, w int) beam.PCollection {
 	s = s.Scope("rawpixels")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), images))
-	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir}, tasks)
+	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir, H: h, W: w}, tasks)
 	return writeStats(s, &WriteStatsFn{Dir: dir}, written)
 }

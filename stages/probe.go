@@ -76,6 +76,12 @@ type ProbeParams struct {
 	// Concat adds a probe of these layers' features concatenated (the
 	// paper's 5-layer concatenation), e.g. [1, 2, 3].
 	Concat []int `yaml:"concat" json:"concat,omitempty"`
+	// RawPixels picks the raw-pixel baselines: "original" (the images as
+	// downloaded; the default), "input" (area-resized to the resolution the
+	// tokens were made from: the token grid for palette tokens, the grid
+	// times the VQ-VAE's factor for codes) or "both". The default is kept
+	// as "" so that the key did not change for configs written before it.
+	RawPixels string `yaml:"raw_pixels" json:"raw_pixels,omitempty"`
 }
 
 func (p *ProbeParams) fillDefaults() {
@@ -89,13 +95,26 @@ func (p *ProbeParams) fillDefaults() {
 		b := true
 		p.Baselines = &b
 	}
+	if p.RawPixels == RawOriginal {
+		p.RawPixels = ""
+	}
 }
+
+// The values of probe.raw_pixels.
+const (
+	RawOriginal = "original"
+	RawInput    = "input"
+	RawBoth     = "both"
+)
 
 func (p ProbeParams) check() error {
 	for _, l := range p.L2 {
 		if l <= 0 {
 			return fmt.Errorf("probe.l2 values must be positive, got %v", p.L2)
 		}
+	}
+	if p.RawPixels != "" && p.RawPixels != RawInput && p.RawPixels != RawBoth {
+		return fmt.Errorf("probe.raw_pixels is %q: want original, input or both", p.RawPixels)
 	}
 	if p.Batch < 1 || p.MaxTrain < 0 || p.MaxPerShard < 0 || p.MaxIter < 0 || p.Patience < 0 {
 		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
@@ -298,11 +317,12 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-// rawPixelBaseline probes the original images, scaled to [0, 1] and
-// flattened, split exactly as the tokens were. A Beam pipeline writes their
-// features (the workers read the Image shards; the driver lists the keys).
+// rawPixelBaseline probes the images' pixels scaled to [0, 1], at their
+// own size (h = 0) or area-resized to h×w, split exactly as the tokens
+// were, as the row called name. A Beam pipeline writes their features
+// into sub (the workers read the Image shards; the driver lists the keys).
 func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeParams,
-	opts probe.Options) (probe.Row, error) {
+	opts probe.Options, name, sub string, h, w int) (probe.Row, error) {
 	var keys []pipelines.KeySplit
 	for split, set := range sets {
 		ks, _ := set.Keys()
@@ -311,7 +331,7 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 		}
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
-	dir := storage.Join(rc.Dir, "features-raw")
+	dir := storage.Join(rc.Dir, sub)
 	keysFile, imagesFile := storage.Join(dir, "_keys.jsonl"), storage.Join(dir, InputsName)
 	var images []pipelines.ShardInput
 	dl := rc.Inputs["download"]
@@ -327,7 +347,7 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 		return probe.Row{}, err
 	}
 	p, s := beam.NewPipelineWithRoot()
-	pipelines.RawPixels(s, imagesFile, keysFile, dir)
+	pipelines.RawPixels(s, imagesFile, keysFile, dir, h, w)
 	if _, err := runPipeline(ctx, rc, p); err != nil {
 		return probe.Row{}, err
 	}
@@ -337,9 +357,9 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 	}
 	rawSplits, err := probe.AssembleSplits(raw["train"], raw["val"], raw["test"], 0.1, pc.Seed)
 	if err != nil {
-		return probe.Row{}, fmt.Errorf("probe: raw-pixel baseline: %w", err)
+		return probe.Row{}, fmt.Errorf("probe: %s baseline: %w", name, err)
 	}
-	return probe.Baseline(probe.RawPixels, rawSplits[0], pc.L2, opts)
+	return probe.Baseline(name, rawSplits[0], pc.L2, opts)
 }
 
 // randomInitBaseline runs the same pipeline with untrained weights and

@@ -75,7 +75,11 @@ func (probeBaselinesStage) Run(ctx context.Context, rc *RunContext) (*Output, er
 	}
 	res := ProbeBaselinesOutput{Model: mc, Objective: bp.Objective}
 	if *pc.Baselines {
-		if res.Rows, err = fitBaselines(ctx, rc, mc, bp.Objective); err != nil {
+		f := 1
+		if rc.Config.Tokens == TokensVQVAE {
+			f = rc.Config.VQVAE.Factor
+		}
+		if res.Rows, err = fitBaselines(ctx, rc, mc, bp.Objective, h*f, w*f); err != nil {
 			return nil, err
 		}
 	}
@@ -91,24 +95,40 @@ func (probeBaselinesStage) Run(ctx context.Context, rc *RunContext) (*Output, er
 }
 
 // fitBaselines extracts a random-init model's features of every layer and
-// probes them, then probes the raw pixels of the same records.
-func fitBaselines(ctx context.Context, rc *RunContext, mc model.Config, objective string) ([]probe.Row, error) {
+// probes them, then probes the raw pixels of the same records: the
+// original images, those at the input resolution inH×inW (the size the
+// tokens were made from), or both, as probe.raw_pixels says.
+func fitBaselines(ctx context.Context, rc *RunContext, mc model.Config, objective string, inH, inW int) ([]probe.Row, error) {
 	pc := rc.Config.Probe
 	ex, err := newExtractor(ctx, rc, mc, objective)
 	if err != nil {
 		return nil, err
 	}
 	opts := probeOptions(rc)
-	defer fitsBar(rc, &opts, mc.Layers+2).Finish() // random init's layers, raw pixels
+	raws := []struct {
+		name, sub string
+		h, w      int
+	}{{probe.RawPixels, "features-raw", 0, 0}, {probe.RawPixelsInput, "features-raw-input", inH, inW}}
+	switch pc.RawPixels {
+	case RawInput:
+		raws = raws[1:]
+	case "":
+		raws = raws[:1]
+	}
+	defer fitsBar(rc, &opts, mc.Layers+1+len(raws)).Finish() // random init's layers, raw pixels
 	random, sets, err := randomInitBaseline(ctx, rc, ex, pc, opts)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := rawPixelBaseline(ctx, rc, sets, pc, opts)
-	if err != nil {
-		return nil, err
+	var rows []probe.Row
+	for _, r := range raws {
+		row, err := rawPixelBaseline(ctx, rc, sets, pc, opts, r.name, r.sub, r.h, r.w)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
 	}
-	return []probe.Row{raw, random}, nil
+	return append(rows, random), nil
 }
 
 // ReadProbeBaselines reads the probe-baselines stage's rows, checking they

@@ -18,12 +18,14 @@ import (
 	"github.com/igpt/igpt/pipelines"
 )
 
-// TestProbeEndToEnd runs the whole workflow on a tiny folder dataset and
-// checks the report: a row per layer, both baselines, the plot.
+// TestProbeEndToEnd runs the whole workflow on a tiny folder dataset
+// (8×8 images quantized at 4×4) and checks the report: a row per layer,
+// the baselines (raw pixels at 8×8 and at the 4×4 input, random init),
+// the variants, the plot.
 func TestProbeEndToEnd(t *testing.T) {
 	root := t.TempDir()
-	yaml := trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01) +
-		"probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, patience: 1, labels_per_class: [1], low_data_draws: 3, concat: [1, 2]}\n"
+	yaml := strings.Replace(trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01), "quantize: {", "quantize: {resize: [4, 4], ", 1) +
+		"probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, patience: 1, labels_per_class: [1], low_data_draws: 3, concat: [1, 2], raw_pixels: both}\n"
 	p, err := runUntil(t, yaml, "probe", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +38,11 @@ func TestProbeEndToEnd(t *testing.T) {
 			TestAcc float64           `json:"test_acc"`
 			Grid    []probe.GridPoint `json:"grid"`
 		} `json:"rows"`
-		Baselines []struct{ Name string } `json:"baselines"`
-		Concat    []struct{ Name string } `json:"concat"`
+		Baselines []struct {
+			Name string
+			Dim  int
+		} `json:"baselines"`
+		Concat []struct{ Name string } `json:"concat"`
 		LowData   []struct {
 			PerClass int       `json:"per_class"`
 			Draws    int       `json:"draws"`
@@ -73,9 +78,15 @@ func TestProbeEndToEnd(t *testing.T) {
 		rep.LowData[0].Draws != 3 || len(rep.LowData[0].TestAccs) != 3 {
 		t.Errorf("low-data rows %+v, want 1 per class, 3 draws", rep.LowData)
 	}
-	names := fmt.Sprint(rep.Baselines)
-	if !strings.Contains(names, "raw pixels") || !strings.Contains(names, "random init") {
-		t.Fatalf("baselines: %s", names)
+	dims := map[string]int{}
+	for _, b := range rep.Baselines {
+		dims[b.Name] = b.Dim
+	}
+	if dims[probe.RawPixels] != 8*8*3 || dims[probe.RawPixelsInput] != 4*4*3 || len(dims) != 3 {
+		t.Fatalf("baselines and their dimensions: %v; want raw pixels 192, at the input 48, and random init", dims)
+	}
+	if !strings.Contains(fmt.Sprint(rep.Baselines), "random init") {
+		t.Fatalf("baselines: %v", rep.Baselines)
 	}
 	md, _ := os.ReadFile(pm.Path(ReportMD))
 	if !strings.Contains(string(md), "| ") || !strings.Contains(string(md), "raw pixels") {
