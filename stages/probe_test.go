@@ -42,8 +42,8 @@ func TestProbeEndToEnd(t *testing.T) {
 			Name string
 			Dim  int
 		} `json:"baselines"`
-		Concat []struct{ Name string } `json:"concat"`
-		LowData   []struct {
+		Concat  []struct{ Name string } `json:"concat"`
+		LowData []struct {
 			PerClass int       `json:"per_class"`
 			Draws    int       `json:"draws"`
 			TestAccs []float64 `json:"test_accs"`
