@@ -1,9 +1,12 @@
 package model
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -187,5 +190,55 @@ func TestPooledFinalMatchesForward(t *testing.T) {
 	}
 	if _, _, err := head.Forward(m.FinalNormed(), []int32{0, 0, 0, 0, 0, 0, 0, 0, 3}, B, cfg.Seq); err == nil {
 		t.Error("label 3 with 3 classes: no error")
+	}
+}
+
+// FuzzLoadClassifier: any input either fails to load with an error or
+// gives a model and head whose shapes agree.
+func FuzzLoadClassifier(f *testing.F) {
+	p, _ := NewParams(Config{Layers: 1, D: 4, Heads: 2, Seq: 2, Vocab: 3})
+	p.Init(1)
+	var b bytes.Buffer
+	if err := SaveClassifier(&b, p, NewClassHead(4, 3, 1), map[string]string{"step": "7"}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
+	f.Add(b.Bytes()[:len(b.Bytes())/2])
+	var plain bytes.Buffer
+	SaveCheckpoint(&plain, p, nil)
+	f.Add(plain.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q, h, _, err := LoadClassifier(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if h.D != q.Config.D || len(h.W) != h.Classes*h.D || len(h.Bias) != h.Classes || h.Classes < 1 {
+			t.Fatalf("loaded a head [%d,%d] (%d, %d values) for a model of width %d", h.Classes, h.D, len(h.W), len(h.Bias), q.Config.D)
+		}
+	})
+}
+
+// TestLoadClassifierRoundTrip saves a model and head and loads them back,
+// and refuses a pretrained checkpoint without a head.
+func TestLoadClassifierRoundTrip(t *testing.T) {
+	p, _ := NewParams(Config{Layers: 1, D: 8, Heads: 2, Seq: 3, Vocab: 5})
+	p.Init(2)
+	h := NewClassHead(8, 4, 3)
+	h.Bias[2] = 0.5
+	var b bytes.Buffer
+	if err := SaveClassifier(&b, p, h, map[string]string{"val_acc": "0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	q, g, meta, err := LoadClassifier(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Config != p.Config || !slices.Equal(q.Data, p.Data) || !slices.Equal(g.W, h.W) || !slices.Equal(g.Bias, h.Bias) || meta["val_acc"] != "0.5" {
+		t.Fatal("round trip changed the model, the head or the metadata")
+	}
+	var plain bytes.Buffer
+	SaveCheckpoint(&plain, p, nil)
+	if _, _, _, err := LoadClassifier(bytes.NewReader(plain.Bytes())); err == nil || !strings.Contains(err.Error(), "not a fine-tuned one") {
+		t.Fatalf("pretrained checkpoint as a classifier: %v", err)
 	}
 }
