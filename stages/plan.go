@@ -548,6 +548,10 @@ func headline(ctx context.Context, m *Manifest) string {
 			}
 		}
 		return fmt.Sprintf("%d pictures", n)
+	case "finetune":
+		if out, err := ReadFinetuneOutput(m); err == nil {
+			return fmt.Sprintf("%s: %.1f%% test (best val at step %d of %d, stopped by %s)", out.Init, 100*out.TestAcc, out.BestStep, out.Steps, out.Stopped)
+		}
 	case "vqvae-train":
 		if v, ok := num("eval_mse_255"); ok {
 			psnr, _ := num("eval_psnr")
@@ -574,6 +578,9 @@ func probeHeadline(ctx context.Context, m *Manifest) string {
 	out := fmt.Sprintf("best %s %.1f%% test", s.Best.Name, 100*s.Best.TestAcc)
 	if s.MarginOverRawPixels != nil {
 		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
+	}
+	if s.MarginOverInputPixels != nil {
+		out += fmt.Sprintf(", %+.1f over them at the input resolution", *s.MarginOverInputPixels)
 	}
 	return out
 }

@@ -220,6 +220,8 @@ func TestHeadline(t *testing.T) {
 		{Manifest{Stage: "quantize", Files: []FileInfo{{Split: "train", Records: 7}, {Split: "test", Records: 3}}}, "10 records"},
 		{Manifest{Stage: "train"}, "-"},
 		{Manifest{Stage: "sample", Files: []FileInfo{{Name: "samples.png"}, {Name: "completions.png"}, {Name: "x.msgpack"}}}, "2 pictures"},
+		{Manifest{Stage: "finetune", Meta: map[string]any{"init": "pretrained", "test_acc": 0.6312, "best_step": 1400.0, "steps": 2000.0, "stopped": "patience"}},
+			"pretrained: 63.1% test (best val at step 1400 of 2000, stopped by patience)"},
 	} {
 		if got := headline(ctx, &tc.m); got != tc.want {
 			t.Errorf("%s headline = %q, want %q", tc.m.Stage, got, tc.want)
