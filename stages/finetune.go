@@ -91,8 +91,10 @@ type FinetuneParams struct {
 	// Pad is the reflection padding, in tokens, before the random crop
 	// back to the grid (default w/8: the paper's 4 pixels of a 32-pixel
 	// image; 0: no crop); HFlip the probability of a horizontal flip
-	// (default 0.5). Both are exact on palette token grids; VQ-VAE codes
-	// are not flip-equivariant, so tokens: vqvae refuses hflip.
+	// (default 0.5). Both are exact on palette token grids. On VQ-VAE
+	// code grids a crop is a translation by whole codes (f pixels each)
+	// and only approximately the codes of the translated image; codes are
+	// not flip-equivariant, so tokens: vqvae refuses hflip.
 	Pad   *int     `yaml:"pad" json:"pad"`
 	HFlip *float64 `yaml:"hflip" json:"hflip"`
 	// CheckpointEvery steps (and on interruption) a checkpoint is written;
