@@ -182,10 +182,18 @@ type FinetuneOutput struct {
 	Minutes  float64 `json:"minutes"`
 }
 
-// ReadFinetuneOutput reads a finetune stage's typed output.
+// ReadFinetuneOutput reads a finetune stage's typed output, checking that
+// it describes a run: accuracies in [0, 1], the best step among the steps.
 func ReadFinetuneOutput(m *Manifest) (FinetuneOutput, error) {
 	var out FinetuneOutput
-	return out, decodeMeta(m, "finetune", &out)
+	if err := decodeMeta(m, "finetune", &out); err != nil {
+		return out, err
+	}
+	if out.TestAcc < 0 || out.TestAcc > 1 || out.ValAcc < 0 || out.ValAcc > 1 || out.BestStep < 0 || out.BestStep > out.Steps {
+		return out, fmt.Errorf("manifest %s: meta test_acc %v, val_acc %v, best_step %d of %d steps do not describe a fine-tuning run; the manifest is damaged or forged",
+			storage.Join(m.Dir, ManifestName), out.TestAcc, out.ValAcc, out.BestStep, out.Steps)
+	}
+	return out, nil
 }
 
 func (finetuneStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {

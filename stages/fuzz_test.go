@@ -103,12 +103,13 @@ func FuzzTrainState(f *testing.F) {
 // FuzzTypedOutputs: any parsed manifest either fails each stage's typed
 // reader with an error or gives a reading that keeps its promises: a train
 // output's weights lie inside its folder, a quantize output's vocabulary
-// is a palette size.
+// is a palette size, a finetune output's accuracies are fractions.
 func FuzzTypedOutputs(f *testing.F) {
 	f.Add([]byte(`{"stage":"train","key":"0123456789ab","meta":{"checkpoint":"checkpoints/step-00000002","objective":"ar","model":{"layers":1,"d":8,"heads":1,"seq":4,"vocab":16}}}`))
 	f.Add([]byte(`{"stage":"quantize","key":"0123456789ab","meta":{"vocab":512,"classes":["a","b"],"resize":[16,16]}}`))
 	f.Add([]byte(`{"stage":"download","key":"0123456789ab","meta":{"classes":[1,2],"records":{"train":3}}}`))
 	f.Add([]byte(`{"stage":"train","meta":{"checkpoint":"../x","model":"L1"}}`))
+	f.Add([]byte(`{"stage":"finetune","key":"0123456789ab","meta":{"init":"pretrained","test_acc":0.61,"val_acc":0.6,"best_step":400,"steps":600,"stopped":"patience"}}`))
 	dir := filepath.Join("root", "train", "0123456789ab")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := parseManifest(data, dir)
@@ -123,6 +124,9 @@ func FuzzTypedOutputs(f *testing.F) {
 		}
 		if out, err := ReadTokensOutput(m); err == nil && (out.Vocab < 1 || out.Vocab > 1<<16) {
 			t.Fatalf("quantize vocab %d accepted", out.Vocab)
+		}
+		if out, err := ReadFinetuneOutput(m); err == nil && (out.TestAcc < 0 || out.TestAcc > 1 || out.BestStep > out.Steps) {
+			t.Fatalf("finetune output %+v accepted", out)
 		}
 		ReadDownloadOutput(m)
 	})
