@@ -104,6 +104,7 @@ func ParseConfig(data []byte) (*Config, error) {
 // that a default written out and a default left out give the same stage
 // keys. The defaults themselves live beside each stage's params type.
 func (c *Config) fillDefaults() {
+	c.Dataset.fillDefaults()
 	c.Download.fillDefaults()
 	c.Palette.fillDefaults()
 	c.Quantize.fillDefaults()

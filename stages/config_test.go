@@ -101,3 +101,45 @@ func TestManifestUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultsWrittenOutKeepKeys: a config that writes out every
+// documented default (the README's table) has the same stage keys as one
+// that leaves them out, so spelling a default never reruns a stage.
+func TestDefaultsWrittenOutKeepKeys(t *testing.T) {
+	root := t.TempDir()
+	for _, c := range []struct{ name, base, defaults string }{
+		{"folder", "dataset: {name: folder, source: x.tar}\n", `
+dataset: {name: folder, source: x.tar, channels: 3, on_bad_image: fail}
+download: {shard_mib: 128}
+palette: {k: 512, seed: 0, max_iter: 1000, tol: 1.0e-5, split: train}
+quantize: {val_fraction: 0.1, seed: 0}
+train: {model: nano, objective: ar, bert_mask_prob: 0.15, batch: 8, accum: 1, steps: 1000, warmup_steps: 50, lr: 0.003,
+  weight_decay: 0, clip: 0, eval_every: 100, eval_records: 256, checkpoint_every: 200, keep_checkpoints: 2, hflip: 0, seed: 0, shuffle_buffer: 2}
+probe: {batch: 64, l2: [0.1, 0.01, 0.001, 0.0001, 0.00001], max_iter: 1000, patience: 0, baselines: true, seed: 0, low_data_draws: 5, raw_pixels: original}
+sample: {unconditional: 16, images: 8, completions: 4, keep: 0.5, temperature: 1, top_k: 0, top_p: 0, seed: 0, scale: 4}
+vqvae: {hidden: 128, res_hidden: 32, res_blocks: 2, codes: 512, code_dim: 64, factor: 4, beta: 0.25, decay: 0.99, epsilon: 1.0e-5,
+  dead_after: 100, batch: 32, steps: 1000, lr: 0.0003, seed: 0, eval_every: 100, eval_images: 1000, checkpoint_every: 200, keep_checkpoints: 2}
+vqvae_encode: {val_fraction: 0.1, seed: 0}
+finetune: {init: pretrained, gen_weight: 1, batch: 32, steps: 2000, lr: 0.0003, warmup_steps: 40, weight_decay: 0, clip: 1,
+  eval_every: 200, eval_records: 2000, patience: 0, hflip: 0.5, checkpoint_every: 200, keep_checkpoints: 2, seed: 0, shuffle_buffer: 2}
+`},
+		{"cifar100", "dataset: {name: cifar100}\n", "dataset: {name: cifar100, cifar100_label: fine, on_bad_image: fail}\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			plain, err := ParseConfig([]byte("root: " + root + "\n" + c.base))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spelt, err := ParseConfig([]byte("root: " + root + "\n" + c.defaults))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, got := keys(t, plain, registry), keys(t, spelt, registry)
+			for st, k := range want {
+				if got[st] != k {
+					t.Errorf("%s: key %s with the defaults written out, %s without", st, got[st], k)
+				}
+			}
+		})
+	}
+}

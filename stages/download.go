@@ -115,7 +115,30 @@ func (d DatasetParams) check() error {
 var datasetKeys = strings.NewReplacer("ImageSize ", "dataset.image_size ", "Channels ", "dataset.channels ",
 	"OnBad ", "dataset.on_bad_image ", "CIFAR100Label ", "dataset.cifar100_label ")
 
-func (d *DownloadParams) fillDefaults() {}
+// fillDefaults stores the defaults a config may spell out (shard_mib
+// 128) as they are stored when left out, so that both give one key.
+func (d *DownloadParams) fillDefaults() {
+	if d.ShardMiB == defaultShardMiB {
+		d.ShardMiB = 0
+	}
+}
+
+// fillDefaults stores the defaults a config may spell out as they are
+// stored when left out (the zero value), so that both give one download
+// key: channels 3 for a folder (encoded images decode to RGB), on_bad_image
+// fail, cifar100_label fine. Elsewhere channels 0 keeps the source's own
+// channels, so channels: 3 there is a choice, not a default.
+func (d *DatasetParams) fillDefaults() {
+	if d.Name == "folder" && d.Channels == 3 {
+		d.Channels = 0
+	}
+	if d.OnBadImage == "fail" {
+		d.OnBadImage = ""
+	}
+	if d.CIFAR100Label == "fine" {
+		d.CIFAR100Label = ""
+	}
+}
 
 // check validates the download section.
 func (d DownloadParams) check() error {

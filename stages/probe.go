@@ -95,8 +95,16 @@ func (p *ProbeParams) fillDefaults() {
 		b := true
 		p.Baselines = &b
 	}
+	// Defaults a config may spell out are stored as when left out (0 or
+	// ""), so that both give one key.
 	if p.RawPixels == RawOriginal {
 		p.RawPixels = ""
+	}
+	if p.MaxIter == probe.DefaultMaxIter {
+		p.MaxIter = 0
+	}
+	if p.LowDataDraws == probe.DefaultDraws {
+		p.LowDataDraws = 0
 	}
 }
 
