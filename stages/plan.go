@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -97,13 +96,14 @@ func newPlan(ctx context.Context, cfg *Config, reg map[string]Stage) (*Plan, err
 	for n := range reg {
 		names = append(names, n)
 	}
-	// Name order, the Finals last in their order: a whole run ends with
-	// the probe, then the samples, then fine-tuning, the longest.
-	rank := func(n string) int { return slices.Index(Finals, n) }
+	// Name order, each stage after its upstream stages in the order they
+	// are listed (probe lists train before probe-baselines, so a first
+	// run's baselines are not taken for ones fitted before the model),
+	// with finetune, the longest final, last.
 	sort.Slice(names, func(i, j int) bool {
-		ri, rj := rank(names[i]), rank(names[j])
-		if ri != rj {
-			return ri < rj
+		li, lj := names[i] == "finetune", names[j] == "finetune"
+		if li != lj {
+			return lj
 		}
 		return names[i] < names[j]
 	})
