@@ -83,7 +83,7 @@ func (h *ClassHead) Forward(x []float32, labels []int32, b, T int) (loss float64
 	h.Logits(logits, pooled, b)
 	loss, _ = kernels.SoftmaxCrossEntropy(h.dlogits[:b*K], logits, labels, K)
 	for i, y := range labels {
-		if y >= 0 && argmax(logits[i*K:(i+1)*K]) == int(y) {
+		if y >= 0 && Argmax(logits[i*K:(i+1)*K]) == int(y) {
 			correct++
 		}
 	}
@@ -143,7 +143,7 @@ func (h *ClassHead) Predict(dst []int32, pooled, logits []float32, b int) {
 	K := h.Classes
 	h.Logits(logits, pooled, b)
 	for i := range b {
-		dst[i] = int32(argmax(logits[i*K : (i+1)*K]))
+		dst[i] = int32(Argmax(logits[i*K : (i+1)*K]))
 	}
 }
 
@@ -165,7 +165,8 @@ func meanPool(out, x []float32, B, T, C int) {
 	}
 }
 
-func argmax(v []float32) int {
+// Argmax is the index of v's largest value (the first of ties).
+func Argmax(v []float32) int {
 	best := 0
 	for i, x := range v {
 		if x > v[best] {

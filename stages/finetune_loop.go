@@ -401,23 +401,13 @@ func (ft *finetuner) accuracy(m *model.Model, head *model.ClassHead, set labelle
 		l, _ := kernels.SoftmaxCrossEntropy(nil, logits[:b*K], set.labels[b0:b0+b], K)
 		loss += l * float64(b)
 		for i := range b {
-			if argmaxF(logits[i*K:(i+1)*K]) == int(set.labels[b0+i]) {
+			if model.Argmax(logits[i*K:(i+1)*K]) == int(set.labels[b0+i]) {
 				correct++
 			}
 		}
 	}
 	n := float64(len(set.labels))
 	return float64(correct) / n, loss / n, nil
-}
-
-func argmaxF(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // evaluate measures the val accuracy, closes the metrics window and keeps
