@@ -10,7 +10,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -39,9 +38,10 @@ type trainer struct {
 	rngState []byte          // mask generator state after the last completed step
 	step     int
 	tokens   int64
-	lastGood int    // step of the newest checkpoint
-	gridW    int    // token grid width, for horizontal flips
-	initSHA  string // sha256 of the train.init_from weights, if any
+	lastGood int     // step of the newest checkpoint
+	gridW    int     // token grid width, for horizontal flips
+	scratch  []int32 // one sequence, for the flips
+	initSHA  string  // sha256 of the train.init_from weights, if any
 
 	resumedFrom string // checkpoint folder resumed from
 }
@@ -80,7 +80,7 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 		sched: model.Schedule{LR: tc.LR, Warmup: tc.WarmupSteps, Total: tc.Steps},
 		rng:   rand.NewPCG(tc.Seed, 0xb5ad4eceda1ce2a9),
 		tok:   make([]int32, tc.Batch*mc.Seq),
-		gridW: in.w,
+		gridW: in.w, scratch: make([]int32, mc.Seq),
 	}
 	if obj == model.BERT {
 		tr.mask = make([]bool, tc.Batch*mc.Seq)
@@ -261,7 +261,9 @@ func (tr *trainer) trainStep(ctx context.Context, maskRNG *rand.Rand, start time
 			return err
 		}
 		if tc.HFlip > 0 {
-			hflip(tr.tok, tc.Batch, tr.gridW, tc.HFlip, maskRNG)
+			// Mirror each sequence's token grid with probability hflip:
+			// the fine-tuning augmentation without its crop.
+			augment(tr.tok, tc.Batch, T/tr.gridW, tr.gridW, 0, tc.HFlip, maskRNG, tr.scratch)
 		}
 		if tr.mask != nil {
 			model.FillBERTMask(tr.mask, maskRNG, tc.BERTMaskProb)
@@ -328,23 +330,6 @@ func (tr *trainer) evaluate() (*float64, error) {
 		return nil, err
 	}
 	return &l, nil
-}
-
-// hflip mirrors each of the B sequences in tok [B, T] left to right with
-// probability p: the columns of its token grid (rows of w tokens, raster
-// order) are reversed. One draw from rng per sequence, flipped or not, so
-// the generator's state depends only on B.
-func hflip(tok []int32, B, w int, p float64, rng *rand.Rand) {
-	T := len(tok) / B
-	for b := range B {
-		if rng.Float64() >= p {
-			continue
-		}
-		seq := tok[b*T : (b+1)*T]
-		for r := 0; r < T; r += w {
-			slices.Reverse(seq[r : r+w])
-		}
-	}
 }
 
 // initFrom loads the starting weights named by train.init_from: a

@@ -245,7 +245,7 @@ func TestHFlip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := slices.Clone(base)
-			hflip(tok, 2, 3, tc.p, rand.New(rand.NewPCG(1, 2)))
+			augment(tok, 2, 2, 3, 0, tc.p, rand.New(rand.NewPCG(1, 2)), make([]int32, 6))
 			if !slices.Equal(tok, tc.want) {
 				t.Fatalf("got %v, want %v", tok, tc.want)
 			}
@@ -261,7 +261,7 @@ func TestHFlip(t *testing.T) {
 		for range B {
 			tok = append(tok, seq...)
 		}
-		hflip(tok, B, w, 0.5, rand.New(rand.NewPCG(7, 7)))
+		augment(tok, B, len(seq)/w, w, 0, 0.5, rand.New(rand.NewPCG(7, 7)), make([]int32, len(seq)))
 		return tok
 	}
 	tok, n := run(), 0
