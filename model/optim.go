@@ -86,17 +86,26 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 // learning rate lr and returns the gradient norm before clipping. It does
 // not allocate.
 func (o *Optimizer) Update(p, g *Params, lr float64) (gradNorm float64, err error) {
-	n := len(o.M.Data)
-	if len(p.Data) != n || len(g.Data) != n {
-		return 0, fmt.Errorf("model: optimizer for %d parameters given %d and %d gradients", n, len(p.Data), len(g.Data))
+	if err := o.check(p, g); err != nil {
+		return 0, err
 	}
 	o.grads[0] = g.Data
 	gradNorm = kernels.GradNormClip(o.grads, o.ClipNorm)
 	o.grads[0] = nil
+	return gradNorm, o.Apply(p, g, lr)
+}
+
+// Apply takes one Adam step with learning rate lr on the gradients as they
+// are, for a caller that measured and clipped them itself (together with
+// other parameters', as fine-tuning does with its head).
+func (o *Optimizer) Apply(p, g *Params, lr float64) error {
+	if err := o.check(p, g); err != nil {
+		return err
+	}
 	o.Step++
 	if o.WeightDecay == 0 {
 		kernels.AdamW(p.Data, g.Data, o.M.Data, o.V.Data, o.Step, float32(lr), o.Beta1, o.Beta2, o.Eps, 0)
-		return gradNorm, nil
+		return nil
 	}
 	for _, r := range o.runs {
 		wd := float32(0)
@@ -106,5 +115,12 @@ func (o *Optimizer) Update(p, g *Params, lr float64) (gradNorm float64, err erro
 		kernels.AdamW(p.Data[r.lo:r.hi], g.Data[r.lo:r.hi], o.M.Data[r.lo:r.hi], o.V.Data[r.lo:r.hi],
 			o.Step, float32(lr), o.Beta1, o.Beta2, o.Eps, wd)
 	}
-	return gradNorm, nil
+	return nil
+}
+
+func (o *Optimizer) check(p, g *Params) error {
+	if n := len(o.M.Data); len(p.Data) != n || len(g.Data) != n {
+		return fmt.Errorf("model: optimizer for %d parameters given %d and %d gradients", n, len(p.Data), len(g.Data))
+	}
+	return nil
 }

@@ -129,7 +129,7 @@ func newFinetuner(ctx context.Context, rc *RunContext) (*finetuner, error) {
 	for _, f := range qm.Split("val") {
 		valFiles = append(valFiles, qm.Path(f.Name))
 	}
-	if ft.val, err = readLabelled(ctx, valFiles, fc.EvalRecords, ft.m.Config, ft.head.Classes); err != nil {
+	if ft.val, err = readLabelled(ctx, "finetune: val", valFiles, fc.EvalRecords, ft.m.Config, ft.head.Classes); err != nil {
 		return nil, err
 	}
 	if err := ft.start(ctx, in); err != nil {
@@ -182,7 +182,7 @@ func (ft *finetuner) initModel(ctx context.Context, in trainInputs, classes int)
 	if ft.opt, err = model.NewOptimizer(ft.m.Config); err != nil {
 		return err
 	}
-	ft.opt.WeightDecay = float32(fc.WeightDecay) // clipping is joint with the head's
+	ft.opt.WeightDecay = float32(fc.WeightDecay) // clipping is joint with the head's, in update
 	ft.head = model.NewClassHead(ft.m.Config.D, classes, fc.Seed)
 	for _, p := range ft.head.Params() {
 		ft.hm = append(ft.hm, make([]float32, len(p)), make([]float32, len(p)))
@@ -196,19 +196,20 @@ func (ft *finetuner) initModel(ctx context.Context, in trainInputs, classes int)
 }
 
 // readLabelled reads up to limit (0: all) records of files as an
-// evaluation set, checking their shape and labels.
-func readLabelled(ctx context.Context, files []string, limit int, mc model.Config, classes int) (labelled, error) {
+// evaluation set, checking their shape against mc and, when classes > 0,
+// their labels; what prefixes errors.
+func readLabelled(ctx context.Context, what string, files []string, limit int, mc model.Config, classes int) (labelled, error) {
 	var out labelled
 	recs, err := loader.ReadAll(ctx, files, limit)
 	if err != nil {
-		return out, fmt.Errorf("finetune: %w", err)
+		return out, fmt.Errorf("%s: %w", what, err)
 	}
 	for _, r := range recs {
 		if len(r.Tok) != mc.Seq || r.Vocab != mc.Vocab {
-			return out, fmt.Errorf("finetune: record %s has %d tokens of vocabulary %d, the model reads %d of %d", r.Key, len(r.Tok), r.Vocab, mc.Seq, mc.Vocab)
+			return out, fmt.Errorf("%s record %s has %d tokens of vocabulary %d, the model reads %d of %d", what, r.Key, len(r.Tok), r.Vocab, mc.Seq, mc.Vocab)
 		}
-		if r.Label < 0 || r.Label >= classes {
-			return out, fmt.Errorf("finetune: record %s has label %d, outside the dataset's %d classes", r.Key, r.Label, classes)
+		if classes > 0 && (r.Label < 0 || r.Label >= classes) {
+			return out, fmt.Errorf("%s record %s has label %d, outside the dataset's %d classes", what, r.Key, r.Label, classes)
 		}
 		for _, v := range r.Tok {
 			out.tok = append(out.tok, int32(v))
@@ -358,7 +359,7 @@ func (ft *finetuner) update() (float64, error) {
 		return gn, ft.diverged("gradient norm", gn)
 	}
 	lr := ft.lr(ft.step + 1)
-	if _, err := ft.opt.Update(ft.m.Params, ft.m.Grads, lr); err != nil {
+	if err := ft.opt.Apply(ft.m.Params, ft.m.Grads, lr); err != nil {
 		return gn, err
 	}
 	o := ft.opt
@@ -443,7 +444,7 @@ func (ft *finetuner) test(ctx context.Context) (FinetuneOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	test, err := readLabelled(ctx, ft.testFiles, 0, p.Config, head.Classes)
+	test, err := readLabelled(ctx, "finetune: test", ft.testFiles, 0, p.Config, head.Classes)
 	if err != nil {
 		return out, err
 	}
