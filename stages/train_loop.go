@@ -177,21 +177,11 @@ func (tr *trainer) start(ctx context.Context, in trainInputs) error {
 
 // loadVal reads the fixed validation set (and, for BERT, its fixed mask).
 func (tr *trainer) loadVal(ctx context.Context, files []string, mc model.Config) error {
-	recs, err := loader.ReadAll(ctx, files, tr.tc.EvalRecords)
+	val, err := readLabelled(ctx, "train: validation", files, tr.tc.EvalRecords, mc, 0)
 	if err != nil {
 		return err
 	}
-	for _, r := range recs {
-		if r.Vocab != mc.Vocab {
-			return fmt.Errorf("train: validation record %s declares vocab %d, the palette has %d colours", r.Key, r.Vocab, mc.Vocab)
-		}
-		if len(r.Tok) != mc.Seq {
-			return fmt.Errorf("train: validation record %s has %d tokens, want %d", r.Key, len(r.Tok), mc.Seq)
-		}
-		for _, v := range r.Tok {
-			tr.val = append(tr.val, int32(v))
-		}
-	}
+	tr.val = val.tok
 	if tr.obj == model.BERT && len(tr.val) > 0 {
 		tr.valMask = make([]bool, len(tr.val))
 		model.FillBERTMask(tr.valMask, rand.New(rand.NewPCG(tr.tc.Seed, 0x5eed)), tr.tc.BERTMaskProb)
