@@ -530,7 +530,11 @@ func headline(ctx context.Context, m *Manifest) string {
 	case "train":
 		if v, ok := num("final_val_loss"); ok {
 			steps, _ := num("steps")
-			return fmt.Sprintf("val loss %.3f nats/token after %.0f steps", v, steps)
+			h := fmt.Sprintf("val loss %.3f nats/token after %.0f steps", v, steps)
+			if min, ok := num("minutes"); ok {
+				h += fmt.Sprintf(" (%.1f min of training)", min)
+			}
+			return h
 		}
 	case "probe":
 		return probeHeadline(ctx, m)

@@ -214,6 +214,7 @@ func TestHeadline(t *testing.T) {
 	}{
 		{Manifest{Stage: "palette", Meta: map[string]any{"mse_per_pixel": 74.77}}, "palette MSE 74.8 per pixel"},
 		{Manifest{Stage: "train", Meta: map[string]any{"final_val_loss": 2.7741, "steps": 9000.0}}, "val loss 2.774 nats/token after 9000 steps"},
+		{Manifest{Stage: "train", Meta: map[string]any{"final_val_loss": 3.9221, "steps": 6000.0, "minutes": 88.04}}, "val loss 3.922 nats/token after 6000 steps (88.0 min of training)"},
 		{Manifest{Stage: "probe", Dir: dir}, "best layer 2 42.5% test, +5.5 points over raw pixels (37.0%)"},
 		{Manifest{Stage: "probe", Dir: t.TempDir()}, "-"},
 		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71}}, "reconstruction MSE 660.1 (PSNR 24.71 dB)"},

@@ -208,8 +208,8 @@ type Metric struct {
 	LR       float64  `json:"lr"`
 	GradNorm float64  `json:"grad_norm"`
 	Tokens   int64    `json:"tokens"`
-	TokensPS float64  `json:"tokens_per_s"`
-	ElapsedS float64  `json:"elapsed_s"`
+	TokensPS float64  `json:"tokens_per_s"` // of the process that ran the step
+	ElapsedS float64  `json:"elapsed_s"`    // wall time since step 0, across resumes
 }
 
 // TrainOutput is what the train stage records beside its checkpoints
@@ -307,6 +307,7 @@ func (tr *trainer) output(ctx context.Context) (*Output, error) {
 	}
 	if n := len(tr.metrics); n > 0 {
 		meta["final_loss"] = tr.metrics[n-1].Loss
+		meta["minutes"] = tr.metrics[n-1].ElapsedS / 60
 		for i := n - 1; i >= 0; i-- {
 			if v := tr.metrics[i].ValLoss; v != nil {
 				meta["final_val_loss"] = *v

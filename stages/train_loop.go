@@ -21,27 +21,30 @@ import (
 )
 
 type trainer struct {
-	rc       *RunContext
-	tc       TrainParams
-	m        *model.Model
-	opt      *model.Optimizer
-	sched    model.Schedule
-	obj      model.Objective
-	data     *loader.Loader
-	rng      *rand.PCG
-	mask     []bool
-	tok      []int32
-	val      []int32 // fixed validation tokens [N, T]
-	valMask  []bool
-	metrics  []Metric
-	pos      loader.Position // data position after the last completed step
-	rngState []byte          // mask generator state after the last completed step
-	step     int
-	tokens   int64
-	lastGood int     // step of the newest checkpoint
-	gridW    int     // token grid width, for horizontal flips
-	scratch  []int32 // one sequence, for the flips
-	initSHA  string  // sha256 of the train.init_from weights, if any
+	rc      *RunContext
+	tc      TrainParams
+	m       *model.Model
+	opt     *model.Optimizer
+	sched   model.Schedule
+	obj     model.Objective
+	data    *loader.Loader
+	rng     *rand.PCG
+	mask    []bool
+	tok     []int32
+	val     []int32 // fixed validation tokens [N, T]
+	valMask []bool
+	metrics []Metric
+	// elapsedBefore is the wall time, in seconds, of the runs this one
+	// resumed.
+	elapsedBefore float64
+	pos           loader.Position // data position after the last completed step
+	rngState      []byte          // mask generator state after the last completed step
+	step          int
+	tokens        int64
+	lastGood      int     // step of the newest checkpoint
+	gridW         int     // token grid width, for horizontal flips
+	scratch       []int32 // one sequence, for the flips
+	initSHA       string  // sha256 of the train.init_from weights, if any
 
 	resumedFrom string // checkpoint folder resumed from
 }
@@ -196,6 +199,11 @@ func (tr *trainer) loop(ctx context.Context) error {
 	defer bar.Finish()
 	start, startTokens := time.Now(), tr.tokens
 	maskRNG := rand.New(tr.rng)
+	// Wall time counts across resumes: a resumed run starts its clock
+	// where the last kept metric left it.
+	if n := len(tr.metrics); n > 0 {
+		tr.elapsedBefore = tr.metrics[n-1].ElapsedS
+	}
 	if err := tr.markStep(); err != nil {
 		return err
 	}
@@ -288,7 +296,7 @@ func (tr *trainer) trainStep(ctx context.Context, maskRNG *rand.Rand, start time
 	tr.tokens += int64(tc.Batch * tc.Accum * T)
 	el := time.Since(start).Seconds()
 	met := Metric{Step: tr.step, Epoch: tr.data.Epoch(), Loss: loss, LR: lr, GradNorm: gn, Tokens: tr.tokens,
-		TokensPS: float64(tr.tokens-startTokens) / el, ElapsedS: el}
+		TokensPS: float64(tr.tokens-startTokens) / el, ElapsedS: tr.elapsedBefore + el}
 	if tr.step%tc.EvalEvery == 0 || tr.step == tc.Steps {
 		v, err := tr.evaluate()
 		if err != nil {

@@ -209,6 +209,9 @@ func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 				if m.Step != i+1 {
 					t.Fatalf("metrics line %d is step %d: resumed metrics repeat or skip steps", i, m.Step)
 				}
+				if i > 0 && m.ElapsedS < ms[i-1].ElapsedS {
+					t.Fatalf("metrics step %d: elapsed_s %v after %v: the resumed run's clock restarted instead of counting on", m.Step, m.ElapsedS, ms[i-1].ElapsedS)
+				}
 			}
 		})
 	}
