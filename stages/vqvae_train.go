@@ -136,13 +136,13 @@ type VQVAEState struct {
 type VQVAEMetric struct {
 	Step       int      `json:"step"`
 	Loss       float64  `json:"loss"`
-	Recon      float64  `json:"recon"`      // MSE / data variance
-	MSE255     float64  `json:"mse_255"`    // per pixel and channel, 0–255 units
-	Perplexity float64  `json:"perplexity"` // of the batch's codes
-	CodesUsed  int      `json:"codes_used"` // in the batch
-	Restarted  int      `json:"restarted"`  // dead codes restarted this step
-	ImagesPS   float64  `json:"images_per_s"`
-	ElapsedS   float64  `json:"elapsed_s"`
+	Recon      float64  `json:"recon"`        // MSE / data variance
+	MSE255     float64  `json:"mse_255"`      // per pixel and channel, 0–255 units
+	Perplexity float64  `json:"perplexity"`   // of the batch's codes
+	CodesUsed  int      `json:"codes_used"`   // in the batch
+	Restarted  int      `json:"restarted"`    // dead codes restarted this step
+	ImagesPS   float64  `json:"images_per_s"` // of the process that ran the step
+	ElapsedS   float64  `json:"elapsed_s"`    // wall time since step 0, across resumes
 	EvalMSE255 *float64 `json:"eval_mse_255,omitempty"`
 	EvalPSNR   *float64 `json:"eval_psnr,omitempty"`
 	EvalPerp   *float64 `json:"eval_perplexity,omitempty"`
@@ -291,6 +291,11 @@ func (tr *vqTrainer) loop(ctx context.Context) error {
 	bar := progress.Start("vqvae-train: steps", int64(tr.st.Step), int64(vc.Steps), tr.rc.Log)
 	defer bar.Finish()
 	start, startStep := time.Now(), tr.st.Step
+	// Wall time counts across resumes, from the last kept metric.
+	before := 0.0
+	if n := len(tr.metrics); n > 0 {
+		before = tr.metrics[n-1].ElapsedS
+	}
 	h, w := tr.train.h, tr.train.w
 	for tr.st.Step < vc.Steps {
 		if err := ctx.Err(); err != nil {
@@ -314,7 +319,7 @@ func (tr *vqTrainer) loop(ctx context.Context) error {
 		tr.st.Step++
 		el := time.Since(start).Seconds()
 		met := VQVAEMetric{Step: tr.st.Step, Loss: s.Loss, Recon: s.Recon, MSE255: s.MSE * 255 * 255, Perplexity: s.Perplexity,
-			CodesUsed: s.Used, Restarted: restarted, ImagesPS: float64((tr.st.Step-startStep)*vc.Batch) / el, ElapsedS: el}
+			CodesUsed: s.Used, Restarted: restarted, ImagesPS: float64((tr.st.Step-startStep)*vc.Batch) / el, ElapsedS: before + el}
 		if tr.st.Step%vc.EvalEvery == 0 || tr.st.Step == vc.Steps {
 			if err := tr.evaluate(&met); err != nil {
 				return err
@@ -491,6 +496,9 @@ func (tr *vqTrainer) output(ctx context.Context) (*Output, error) {
 	final := storage.Join(CheckpointDir, ckptName(tr.st.Step))
 	meta := map[string]any{"model": tr.m.Cfg, "steps": tr.st.Step, "checkpoint": storage.Join(final, VQVAEWeightsFile),
 		"data_variance": tr.dataVar, "image_size": []int{tr.train.h, tr.train.w}}
+	if n := len(tr.metrics); n > 0 {
+		meta["minutes"] = tr.metrics[n-1].ElapsedS / 60
+	}
 	for i := len(tr.metrics) - 1; i >= 0; i-- {
 		if m := tr.metrics[i]; m.EvalMSE255 != nil {
 			meta["eval_mse_255"], meta["eval_psnr"], meta["eval_perplexity"], meta["eval_codes_used"] = *m.EvalMSE255, *m.EvalPSNR, *m.EvalPerp, *m.EvalUsed

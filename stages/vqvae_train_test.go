@@ -76,7 +76,8 @@ func TestVQVAETrainRunsAndResumes(t *testing.T) {
 	os.Remove(filepath.Join(dir, ManifestName))
 	os.RemoveAll(filepath.Join(dir, CheckpointDir, ckptName(12)))
 	os.WriteFile(filepath.Join(dir, CheckpointDir, LatestFile), []byte(ckptName(8)+"\n"), 0o644)
-	if _, err := runUntil(t, vqvaeYAML(root, src, ""), "vqvae-train", Options{}); err != nil {
+	p2, err := runUntil(t, vqvaeYAML(root, src, ""), "vqvae-train", Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	again, err := os.ReadFile(filepath.Join(dir, CheckpointDir, ckptName(12), VQVAEWeightsFile))
@@ -89,6 +90,21 @@ func TestVQVAETrainRunsAndResumes(t *testing.T) {
 	metrics2, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
 	if n := strings.Count(string(metrics2), "\n"); n != 12 {
 		t.Fatalf("after resume metrics.jsonl has %d lines, want 12", n)
+	}
+	// The resumed run's clock counts on from step 8's.
+	var prev VQVAEMetric
+	for i, l := range strings.Split(strings.TrimSpace(string(metrics2)), "\n") {
+		var mt VQVAEMetric
+		if err := json.Unmarshal([]byte(l), &mt); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && mt.ElapsedS < prev.ElapsedS {
+			t.Fatalf("step %d: elapsed_s %v after %v: the resumed run's clock restarted", mt.Step, mt.ElapsedS, prev.ElapsedS)
+		}
+		prev = mt
+	}
+	if m, _ := p2.byName["vqvae-train"].Manifest.Meta["minutes"].(float64); m <= 0 || m != prev.ElapsedS/60 {
+		t.Fatalf("meta minutes %v, want the last step's elapsed_s/60 = %v", m, prev.ElapsedS/60)
 	}
 }
 
