@@ -120,8 +120,9 @@ func TestVQVAETokensEndToEnd(t *testing.T) {
 	yaml := vqvaeYAML(root, folderArchive(t, 8, nil), "") + `tokens: vqvae
 vqvae_encode: {batch: 4, val_fraction: 0.25}
 train: {model: nano, layers: 2, d: 32, heads: 4, batch: 4, steps: 6, warmup_steps: 2, lr: 0.01, eval_every: 3, eval_records: 4, checkpoint_every: 3, threads: 2}
-probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7}
+probe: {batch: 5, l2: [0.1, 0.001], max_iter: 7, concat: [1, 2]}
 sample: {unconditional: 3, images: 2, completions: 2, keep: 0.5, scale: 1}
+finetune: {batch: 4, steps: 4, warmup_steps: 1, eval_every: 2, eval_records: 4, checkpoint_every: 2, pad: 1, threads: 2}
 `
 	p, err := runUntil(t, yaml, "", Options{}) // "": the whole run, as igpt run does
 	if err != nil {
@@ -144,8 +145,16 @@ sample: {unconditional: 3, images: 2, completions: 2, keep: 0.5, scale: 1}
 		t.Fatalf("model vocab %d seq %d, want the 16 codes of a 2×2 grid", params.Config.Vocab, params.Config.Seq)
 	}
 	pm := p.byName["probe"].Manifest
-	if b, err := os.ReadFile(pm.Path(ReportMD)); err != nil || !strings.Contains(string(b), "raw pixels") {
+	if b, err := os.ReadFile(pm.Path(ReportMD)); err != nil || !strings.Contains(string(b), "raw pixels") || !strings.Contains(string(b), "concat L1+L2") {
 		t.Fatalf("probe report: %v\n%s", err, b)
+	}
+	// Fine-tuning reads the codes and crops them (pad 1 code), never flips.
+	fo, err := ReadFinetuneOutput(p.byName["finetune"].Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fo.Init != FinetunePretrained || fo.Steps != 4 {
+		t.Fatalf("finetune output %+v", fo)
 	}
 	// Samples decode through the VQ-VAE: 8×8 pixels per 2×2 code grid.
 	sm := p.byName["sample"].Manifest
