@@ -252,7 +252,7 @@ func finetunePlot(ms []FinetuneMetric) ([]byte, error) {
 		train = append(train, plotter.XY{X: float64(m.Step), Y: 100 * m.TrainAcc})
 		val = append(val, plotter.XY{X: float64(m.Step), Y: 100 * m.ValAcc})
 	}
-	b, err := trainEvalPlot("iGPT fine-tuning", "accuracy (%)", "train (augmented)", train, "val", val)
+	b, err := trainEvalPlot("iGPT fine-tuning", "accuracy (%)", "train (augmented)", train, "val", val, legendBottom)
 	if err != nil {
 		return nil, fmt.Errorf("finetune plot: %w", err)
 	}

@@ -20,16 +20,25 @@ func LossPlot(ms []Metric) ([]byte, error) {
 			val = append(val, plotter.XY{X: float64(m.Step), Y: *m.ValLoss})
 		}
 	}
-	b, err := trainEvalPlot("iGPT training loss", "loss (nats/token)", "train", train, "val", val)
+	b, err := trainEvalPlot("iGPT training loss", "loss (nats/token)", "train", train, "val", val, legendTop)
 	if err != nil {
 		return nil, fmt.Errorf("loss plot: %w", err)
 	}
 	return b, nil
 }
 
+// Where trainEvalPlot puts its legend: in the top right corner for a
+// falling curve (a loss), the bottom right for a rising one (an accuracy),
+// the corner the curves leave empty.
+const (
+	legendTop    = true
+	legendBottom = false
+)
+
 // trainEvalPlot draws a training series as a line and an evaluation series
-// as a line with points, against the step, as an 8×5-inch PNG.
-func trainEvalPlot(title, yLabel, trainName string, train plotter.XYs, evalName string, eval plotter.XYs) ([]byte, error) {
+// as a line with points, against the step, as an 8×5-inch PNG, with the
+// legend at the top or bottom right (legendTop, legendBottom).
+func trainEvalPlot(title, yLabel, trainName string, train plotter.XYs, evalName string, eval plotter.XYs, top bool) ([]byte, error) {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "step"
@@ -53,7 +62,7 @@ func trainEvalPlot(title, yLabel, trainName string, train plotter.XYs, evalName 
 		p.Add(l, pts)
 		p.Legend.Add(evalName, l)
 	}
-	p.Legend.Top = true
+	p.Legend.Top = top
 	return plotPNG(p)
 }
 

@@ -564,7 +564,7 @@ func vqvaeLossPlot(ms []VQVAEMetric) ([]byte, error) {
 			eval = append(eval, plotter.XY{X: float64(m.Step), Y: *m.EvalMSE255})
 		}
 	}
-	return trainEvalPlot("VQ-VAE reconstruction error", "MSE per pixel and channel (0–255 units)", "train batch", train, "eval", eval)
+	return trainEvalPlot("VQ-VAE reconstruction error", "MSE per pixel and channel (0–255 units)", "train batch", train, "eval", eval, legendTop)
 }
 
 // codebookPlot draws how often each code was chosen on the eval images,
