@@ -496,11 +496,28 @@ func (ft *finetuner) checkpoint(ctx context.Context) error {
 		SinceBest: ft.sinceBest, Stopped: ft.stopped, Threads: kernels.Threads()}
 	sb, _ := json.MarshalIndent(st, "", "  ")
 	files := []model.CheckpointFile{{Name: WeightsFile, Data: w.Bytes()}, {Name: OptimFile, Data: o.Bytes()}, {Name: HeadFile, Data: h.Bytes()}, {Name: StateFile, Data: sb}}
-	if err := ft.store().Save(ctx, ft.step, files, func() error { return writeMetricLines(ctx, ft.rc.Dir, ft.metrics) }); err != nil {
+	if err := ft.store().Save(ctx, ft.step, files, func() error { return ft.writeProgress(ctx) }); err != nil {
 		return err
 	}
 	ft.lastGood = ft.step
 	return nil
+}
+
+// writeProgress writes metrics.jsonl and redraws finetune.png, so that a
+// long run's curve can be watched, and an interrupted one's read, before
+// the stage ends.
+func (ft *finetuner) writeProgress(ctx context.Context) error {
+	if err := writeMetricLines(ctx, ft.rc.Dir, ft.metrics); err != nil {
+		return err
+	}
+	if len(ft.metrics) == 0 {
+		return nil
+	}
+	png, err := finetunePlot(ft.metrics)
+	if err != nil {
+		return err
+	}
+	return storage.WriteFile(ctx, storage.Join(ft.rc.Dir, FinetunePlotFile), png)
 }
 
 // resume loads checkpoint dir and returns its data position. The best

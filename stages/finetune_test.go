@@ -91,6 +91,9 @@ func TestFinetuneRunsResumesAndScores(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dirB, CheckpointDir, ckptName(15))); err != nil {
 		t.Fatalf("no checkpoint at the interruption: %v", err)
 	}
+	if png, _ := os.ReadFile(filepath.Join(dirB, FinetunePlotFile)); !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatal("the interrupted run left no finetune.png of its curve so far")
+	}
 	pb, err := runFinetune(context.Background(), t, finetuneYAML(rootB, src, finetuneSection))
 	if err != nil {
 		t.Fatal(err)
