@@ -218,14 +218,7 @@ func (finetuneStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 // output writes the metrics, curve and report and describes the folder.
 func (ft *finetuner) output(ctx context.Context, res FinetuneOutput) (*Output, error) {
 	dir := ft.rc.Dir
-	if err := writeMetricLines(ctx, dir, ft.metrics); err != nil {
-		return nil, err
-	}
-	png, err := finetunePlot(ft.metrics)
-	if err != nil {
-		return nil, err
-	}
-	if err := storage.WriteFile(ctx, storage.Join(dir, FinetunePlotFile), png); err != nil {
+	if err := ft.writeProgress(ctx); err != nil {
 		return nil, err
 	}
 	if err := storage.WriteFile(ctx, storage.Join(dir, FinetuneReport), []byte(ft.report(ctx, res))); err != nil {
