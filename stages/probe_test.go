@@ -36,6 +36,8 @@ func TestProbeEndToEnd(t *testing.T) {
 			Layer   int
 			Name    string
 			TestAcc float64           `json:"test_acc"`
+			ValAcc  float64           `json:"val_acc"`
+			ValLoss float64           `json:"val_loss"`
 			Grid    []probe.GridPoint `json:"grid"`
 		} `json:"rows"`
 		Baselines []struct {
@@ -48,8 +50,10 @@ func TestProbeEndToEnd(t *testing.T) {
 			Draws    int       `json:"draws"`
 			TestAccs []float64 `json:"test_accs"`
 		} `json:"low_data"`
-		MaxIter  int `json:"max_iter"`
-		Patience int `json:"patience"`
+		MaxIter  int              `json:"max_iter"`
+		Patience int              `json:"patience"`
+		Images   probe.SplitSizes `json:"images"`
+		Summary  probe.Summary    `json:"summary"`
 	}
 	b, err := os.ReadFile(pm.Path(ReportJSON))
 	if err != nil {
@@ -60,6 +64,29 @@ func TestProbeEndToEnd(t *testing.T) {
 	}
 	if len(rep.Rows) != 3 { // embedding + 2 layers
 		t.Fatalf("report rows: %s", b)
+	}
+	// The report counts the images of each split it probed: test is the
+	// whole test split, and validation is carved out of train.
+	qm := p.byName["quantize"].Manifest
+	trainN, testN := int(qm.Records("train")), int(qm.Records("test"))
+	if im := rep.Images; im.Test != testN || im.Train+im.Val != trainN || im.Val == 0 || im.Train == 0 {
+		t.Errorf("report images %+v; quantize wrote %d train and %d test images", im, trainN, testN)
+	}
+	// The headline is the val-chosen row, with its own test accuracy.
+	best := rep.Rows[0]
+	for _, row := range rep.Rows {
+		if row.TestAcc < 0 || row.TestAcc > 1 {
+			t.Errorf("%s: test accuracy %v outside [0, 1]", row.Name, row.TestAcc)
+		}
+	}
+	for _, row := range rep.Rows[1:] {
+		if row.ValAcc > best.ValAcc || (row.ValAcc == best.ValAcc && row.ValLoss < best.ValLoss) {
+			best = row
+		}
+	}
+	if rep.Summary.Best.Layer != best.Layer || rep.Summary.Best.TestAcc != best.TestAcc {
+		t.Errorf("summary best %s (test %v); the val-chosen row is %s (test %v)",
+			rep.Summary.Best.Name, rep.Summary.Best.TestAcc, best.Name, best.TestAcc)
 	}
 	if rep.MaxIter != 7 || rep.Patience != 1 {
 		t.Fatalf("report max_iter %d, patience %d; the config asks for 7 and 1", rep.MaxIter, rep.Patience)

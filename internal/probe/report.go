@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -90,11 +91,17 @@ type Row struct {
 	ValAcc   float64 `json:"val_acc"`
 	TestAcc  float64 `json:"test_acc"`
 	TrainAcc float64 `json:"train_acc"`
+	// ValLoss is the chosen fit's mean cross-entropy on validation: Best
+	// breaks ties in validation accuracy with it, never with test.
+	ValLoss float64 `json:"val_loss"`
 	// The chosen L2 strength and the equivalent scikit-learn C.
-	L2         float64 `json:"l2"`
-	C          float64 `json:"c"`
-	Iterations int     `json:"iterations"`
-	Converged  bool    `json:"converged"`
+	L2 float64 `json:"l2"`
+	C  float64 `json:"c"`
+	// GridEdge is "strongest" or "weakest" when the chosen λ is the largest
+	// or smallest of the grid fitted: the optimum may lie outside the grid.
+	GridEdge   string `json:"grid_edge,omitempty"`
+	Iterations int    `json:"iterations"`
+	Converged  bool   `json:"converged"`
 	// FitSeconds is the chosen fit's time; GridSeconds the whole grid's.
 	FitSeconds  float64     `json:"fit_seconds"`
 	GridSeconds float64     `json:"grid_seconds"`
@@ -122,12 +129,27 @@ type Report struct {
 	// low-data probes (LowData).
 	Concat  []Row        `json:"concat,omitempty"`
 	LowData []LowDataRow `json:"low_data,omitempty"`
-	Grid    []float64    `json:"grid"` // λ values tried
+	// Images counts the rows of each split the layers were probed on (a
+	// max_per_shard sample is not the full split).
+	Images *SplitSizes `json:"images,omitempty"`
+	Grid   []float64   `json:"grid"` // λ values tried
 	// MaxIter is the L-BFGS iteration limit of every fit; Patience the
 	// early stop along the grid (FitOptions.Patience; 0: off).
 	MaxIter  int       `json:"max_iter,omitempty"`
 	Patience int       `json:"patience,omitempty"`
 	Created  time.Time `json:"created"`
+}
+
+// SplitSizes counts the images of each probe split.
+type SplitSizes struct {
+	Train int `json:"train"`
+	Val   int `json:"val"`
+	Test  int `json:"test"`
+}
+
+// Sizes counts the rows of each split.
+func (s Split) Sizes() SplitSizes {
+	return SplitSizes{Train: len(s.TrainY), Val: len(s.ValY), Test: len(s.TestY)}
 }
 
 // Layers probes every layer in layers: a fit per grid value λ on the
@@ -141,6 +163,10 @@ func Layers(layers map[int]Split, grid []float64, opts Options) (*Report, error)
 	rep := &Report{Grid: append([]float64(nil), grid...), Created: time.Now().UTC(),
 		MaxIter: opts.Fit.maxIter(), Patience: max(opts.Fit.Patience, 0)}
 	for _, l := range slices.Sorted(maps.Keys(layers)) {
+		if rep.Images == nil {
+			sz := layers[l].Sizes()
+			rep.Images = &sz
+		}
 		row, err := probeOne(l, LayerName(l), layers[l], grid, opts)
 		if err != nil {
 			return nil, err
@@ -175,15 +201,20 @@ func probeOne(layer int, name string, s Split, grid []float64, opts Options) (Ro
 	if err != nil {
 		return Row{}, fmt.Errorf("%s: %w", what, err)
 	}
+	// The one place the test split is read: the chosen fit's accuracy.
 	test, err := sel.Fit.Model.Accuracy(s.TestX, s.TestY)
+	if err != nil {
+		return Row{}, fmt.Errorf("%s: %w", what, err)
+	}
+	valLoss, err := sel.Fit.Model.CrossEntropy(s.ValX, s.ValY)
 	if err != nil {
 		return Row{}, fmt.Errorf("%s: %w", what, err)
 	}
 	bp := sel.BestPoint()
 	row := Row{
 		Layer: layer, Name: name, Dim: s.TrainX.Cols,
-		ValAcc: bp.ValAcc, TestAcc: test, TrainAcc: bp.TrainAcc,
-		L2: bp.L2, C: bp.C, Iterations: bp.Iterations, Converged: bp.Converged,
+		ValAcc: bp.ValAcc, TestAcc: test, TrainAcc: bp.TrainAcc, ValLoss: valLoss,
+		L2: bp.L2, C: bp.C, GridEdge: gridEdge(sel), Iterations: bp.Iterations, Converged: bp.Converged,
 		FitSeconds: bp.FitSeconds, Grid: sel.Points,
 	}
 	for _, p := range sel.Points {
@@ -193,6 +224,28 @@ func probeOne(layer int, name string, s Split, grid []float64, opts Options) (Ro
 		"test_acc", row.TestAcc, "l2", row.L2, "iterations", row.Iterations, "converged", row.Converged,
 		"grid_seconds", row.GridSeconds)
 	return row, nil
+}
+
+// gridEdge is "strongest" or "weakest" when the chosen λ is the largest or
+// smallest λ fitted (points the grid skipped do not count), else "".
+func gridEdge(sel *Selection) string {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	fitted := 0
+	for _, p := range sel.Points {
+		if !p.Skipped {
+			lo, hi = min(lo, p.L2), max(hi, p.L2)
+			fitted++
+		}
+	}
+	switch l2 := sel.BestPoint().L2; {
+	case fitted < 2:
+		return ""
+	case l2 == hi:
+		return "strongest"
+	case l2 == lo:
+		return "weakest"
+	}
+	return ""
 }
 
 // prepare standardises a checked split (on copies) when opts asks for it and
@@ -235,16 +288,17 @@ func (r *Report) AddConcat(row Row) { r.Concat = append(r.Concat, row) }
 // AddLowData appends low-data rows (see LowData).
 func (r *Report) AddLowData(rows ...LowDataRow) { r.LowData = append(r.LowData, rows...) }
 
-// Best returns the layer row with the highest validation accuracy (ties to
-// the higher test accuracy, then the lower layer); false when there are no
-// rows. Choosing by validation keeps the test split out of the choice.
+// Best returns the layer row with the highest validation accuracy, ties to
+// the lower validation loss, then to the shallower layer; false when there
+// are no rows. The choice reads validation only: test accuracy is reported
+// for the chosen layer, never used to choose it.
 func (r *Report) Best() (Row, bool) {
 	if len(r.Rows) == 0 {
 		return Row{}, false
 	}
 	best := r.Rows[0]
 	for _, row := range r.Rows[1:] {
-		if row.ValAcc > best.ValAcc || (row.ValAcc == best.ValAcc && row.TestAcc > best.TestAcc) {
+		if row.ValAcc > best.ValAcc || (row.ValAcc == best.ValAcc && row.ValLoss < best.ValLoss) {
 			best = row
 		}
 	}
@@ -373,7 +427,12 @@ func (r *Report) writeIntro(b *strings.Builder) {
 		fmt.Fprintf(b, "; each grid, fitted from the strongest λ down, stops after %d λ in a row "+
 			"score below the best validation accuracy so far", r.Patience)
 	}
-	b.WriteString(".\n\n")
+	b.WriteString(".")
+	if r.Images != nil {
+		fmt.Fprintf(b, " Images probed: %d train, %d validation (chooses λ and the best layer), %d test (reported only).",
+			r.Images.Train, r.Images.Val, r.Images.Test)
+	}
+	b.WriteString("\n\n")
 }
 
 // writeSummary writes the best layer's line with its margins.
@@ -400,11 +459,20 @@ func (r *Report) writeSummary(b *strings.Builder) {
 	if s.MarginOverInputPixels != nil {
 		margin(RawPixelsInput, RawPixelsInput, s.MarginOverInputPixels)
 	}
-	if s.LastLayerDrop >= 0 {
-		fmt.Fprintf(b, "; the last layer is %.1f points below it.\n", s.LastLayerDrop)
-	} else {
-		fmt.Fprintf(b, "; the last layer is %.1f points above it (on test).\n", -s.LastLayerDrop)
+	fmt.Fprintf(b, "; %s.\n", LastLayerPhrase(s.LastLayerDrop))
+}
+
+// LastLayerPhrase says where the last layer's test accuracy sits against the
+// best layer's, given drop = 100·(best − last) points: "below it", "above it
+// (on test)", or level with it when the gap rounds to 0.0.
+func LastLayerPhrase(drop float64) string {
+	switch {
+	case math.Round(drop*10) == 0:
+		return "the last layer is level with it (within 0.05 points)"
+	case drop > 0:
+		return fmt.Sprintf("the last layer is %.1f points below it", drop)
 	}
+	return fmt.Sprintf("the last layer is %.1f points above it (on test)", -drop)
 }
 
 // writeLowData writes the low-data probes' table, one row per feature set
@@ -445,6 +513,16 @@ func (r *Report) writeNotes(b *strings.Builder) {
 		if len(skipped) > 0 {
 			fmt.Fprintf(b, "\n%s: grid stopped early, λ ∈ {%s} not fitted.\n", row.Name, strings.Join(skipped, ", "))
 		}
+	}
+	var edges []string
+	for _, row := range all {
+		if row.GridEdge != "" {
+			edges = append(edges, fmt.Sprintf("%s (λ = %g, the %s)", row.Name, row.L2, row.GridEdge))
+		}
+	}
+	if len(edges) > 0 {
+		fmt.Fprintf(b, "\nλ chosen at the edge of the grid, so the best λ may lie outside it: %s; widen probe.l2 to check.\n",
+			strings.Join(edges, ", "))
 	}
 	var unconverged []string
 	for _, row := range all {
