@@ -1,11 +1,16 @@
 package stages
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"image"
 	"image/png"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,12 +19,53 @@ import (
 	"github.com/igpt/igpt/vqvae"
 )
 
-// TestVQVAEEncodeEqualsModel runs download → vqvae-train → vqvae-encode and
+// noiseArchive is folderArchive's layout (train and test, 3 classes of 4)
+// with every image a different seeded noise pattern, so that images, and
+// their code grids, differ within a class and within a batch.
+func noiseArchive(t *testing.T, size int) string {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	n := 0
+	for _, split := range []string{"train", "test"} {
+		for _, class := range []string{"cat", "dog", "emu"} {
+			for i := 0; i < 4; i++ {
+				r := rand.New(rand.NewPCG(uint64(n), 99))
+				n++
+				img := image.NewRGBA(image.Rect(0, 0, size, size))
+				for j := range img.Pix {
+					img.Pix[j] = uint8(r.IntN(256))
+					if j%4 == 3 {
+						img.Pix[j] = 255
+					}
+				}
+				var b bytes.Buffer
+				png.Encode(&b, img)
+				tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%s/%s/%02d.png", split, class, i), Mode: 0o644, Size: int64(b.Len()), Typeflag: tar.TypeReg})
+				tw.Write(b.Bytes())
+			}
+		}
+	}
+	tw.Close()
+	zw.Close()
+	p := filepath.Join(t.TempDir(), "noise.tar.gz")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestVQVAEEncodeEqualsModel runs download (16×16 noise images, 4×4 codes) → vqvae-train → vqvae-encode and
 // checks every record against vqvae.Encode of the same image in the same
-// batch, the carved val split, and the manifest's code statistics.
+// batch, the carved val split, and the manifest's code statistics. The
+// images are distinct noise, so their code grids differ (checked): a
+// record given another image's codes fails, and so does any input scaling
+// but the reference's p/255 − 0.5, computed here in float64 apart from
+// vqvae.AppendInput (a scaling of p/256 changes the codes: checked too).
 func TestVQVAEEncodeEqualsModel(t *testing.T) {
 	root := t.TempDir()
-	yaml := vqvaeYAML(root, folderArchive(t, 8, nil), "") + "vqvae_encode: {batch: 5, val_fraction: 0.25, seed: 3}\n"
+	yaml := vqvaeYAML(root, noiseArchive(t, 16), "") + "vqvae_encode: {batch: 5, val_fraction: 0.25, seed: 3}\n"
 	p, err := runUntil(t, yaml, "vqvae-encode", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -44,17 +90,24 @@ func TestVQVAEEncodeEqualsModel(t *testing.T) {
 	// The reference: each download shard's images in batches of 5, in
 	// shard order, through vqvae.Encode.
 	want := 0
+	grids := map[string]bool{}
+	scaleMatters := false
 	for _, f := range dl.Files {
 		if f.Split == "" {
 			continue
 		}
-		for _, r := range referenceCodes(t, dl.Path(f.Name), m, 5) {
+		other := referenceCodesScaled(t, dl.Path(f.Name), m, 5, 256)
+		for i, r := range referenceCodes(t, dl.Path(f.Name), m, 5) {
+			grids[fmt.Sprint(r.Tok)] = true
+			if fmt.Sprint(other[i].Tok) != fmt.Sprint(r.Tok) {
+				scaleMatters = true
+			}
 			want++
 			g, ok := got[r.Key]
 			if !ok {
 				t.Fatalf("image %s: no record in the encoded shards", r.Key)
 			}
-			if g.H != 2 || g.W != 2 || g.Vocab != cfg.K || g.Label != r.Label || fmt.Sprint(g.Tok) != fmt.Sprint(r.Tok) {
+			if g.H != 4 || g.W != 4 || g.Vocab != cfg.K || g.Label != r.Label || fmt.Sprint(g.Tok) != fmt.Sprint(r.Tok) {
 				t.Fatalf("image %s: stage %+v, vqvae.Encode %+v", r.Key, g, r)
 			}
 			if f.Split == "test" && splitOf[r.Key] != "test" || f.Split == "train" && splitOf[r.Key] == "test" {
@@ -64,6 +117,13 @@ func TestVQVAEEncodeEqualsModel(t *testing.T) {
 	}
 	if want != len(got) || want != 24 {
 		t.Fatalf("%d records encoded, %d images downloaded (want 24)", len(got), want)
+	}
+	// The test's own power: swapped codes and a wrong scaling must show.
+	if len(grids) != 24 {
+		t.Fatalf("%d distinct code grids among 24 images: the test could not tell every image apart", len(grids))
+	}
+	if !scaleMatters {
+		t.Fatal("inputs scaled by 1/256 give the same codes as 1/255: the test could not tell the scalings apart")
 	}
 	if n := len(readAllTokens(t, em, "val")); n == 0 || n == 12 {
 		t.Fatalf("val_fraction 0.25 carved %d of 12 train images", n)
@@ -231,6 +291,13 @@ func TestVQCodecDecodeEqualsReconstruct(t *testing.T) {
 // v/255 − 0.5, as vqvae-train feeds them).
 func referenceCodes(t *testing.T, shard string, m *vqvae.Model, batch int) []records.Tokens {
 	t.Helper()
+	return referenceCodesScaled(t, shard, m, batch, 255)
+}
+
+// referenceCodesScaled encodes with inputs p/scale − 0.5, computed in
+// float64 independently of vqvae.AppendInput.
+func referenceCodesScaled(t *testing.T, shard string, m *vqvae.Model, batch int, scale float64) []records.Tokens {
+	t.Helper()
 	var imgs []records.Image
 	if err := pipelines.ScanShard(context.Background(), shard, func(img records.Image) error {
 		imgs = append(imgs, img)
@@ -246,7 +313,7 @@ func referenceCodes(t *testing.T, shard string, m *vqvae.Model, batch int) []rec
 		var x []float32
 		for _, img := range b {
 			for _, v := range img.Pix {
-				x = append(x, float32(v)/255-0.5)
+				x = append(x, float32(float64(v)/scale-0.5))
 			}
 		}
 		codes := make([]uint16, len(b)*(h/f)*(w/f))
