@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -73,7 +74,7 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 		rc.GraphBytes = n
 		rc.logger().Info("job graph", "runner", runner, "pipeline_proto_bytes", n)
 	}
-	res, err := beam.Run(ctx, runner, p)
+	res, err := beamRun(ctx, runner, p)
 	if err != nil {
 		if cause := rootCause(err.Error()); cause != "" {
 			// The cause first: the runner's report (job, bundle, plan)
@@ -82,13 +83,27 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 		}
 		return "", fmt.Errorf("%s runner: %w", runner, err)
 	}
-	if res == nil {
+	// A runner that did not submit (a dry run, or Dataflow writing a
+	// template) returns a nil result, sometimes as a typed nil pointer in
+	// the interface: either has no job id to ask for.
+	if res == nil || isNilResult(res) {
 		if runner == "dataflow" && dryRunFlag() {
 			return "", ErrDryRun
 		}
 		return "", nil
 	}
 	return res.JobID(), nil
+}
+
+// beamRun runs a pipeline: beam.Run, which tests replace to build a
+// stage's job graph without running it.
+var beamRun = beam.Run
+
+// isNilResult reports a typed nil pointer held in a PipelineResult (the
+// Dataflow runner returns one when it writes a template instead of a job).
+func isNilResult(res beam.PipelineResult) bool {
+	v := reflect.ValueOf(res)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // GraphBytes is the size of p's pipeline proto: the job graph a runner

@@ -192,8 +192,8 @@ quantize: {val_fraction: 0.1}
 		for _, name := range []string{"download", "palette", "quantize"} {
 			st, _ := p.Step(name)
 			b, ok := st.Manifest.Meta["graph_bytes"].(float64)
-			if !ok || b <= 0 || b > 1<<20 {
-				t.Errorf("%s: graph_bytes %v, want a size under 1 MiB", name, st.Manifest.Meta["graph_bytes"])
+			if !ok || b <= 0 || b > 16<<10 {
+				t.Errorf("%s: graph_bytes %v, want a few KB (under 16 KiB)", name, st.Manifest.Meta["graph_bytes"])
 			}
 			g[name] = b
 		}
