@@ -53,6 +53,7 @@ type slowStage struct {
 	inFlight *atomic.Int32
 	maxIn    *atomic.Int32
 	skip     string // a listed file not written
+	mark     string // a file created when Run starts (a progress marker)
 }
 
 func newSlow(name string, ups ...string) slowStage {
@@ -73,6 +74,11 @@ func (s slowStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		m := s.maxIn.Load()
 		if in <= m || s.maxIn.CompareAndSwap(m, in) {
 			break
+		}
+	}
+	if s.mark != "" {
+		if err := os.WriteFile(s.mark, nil, 0o644); err != nil {
+			return nil, err
 		}
 	}
 	out := &Output{}
@@ -899,7 +905,8 @@ func TestReliabilityChild(t *testing.T) {
 		t.Skip("child of TestReliability1_KillNineLoop only")
 	}
 	reg, a, b := slowChain()
-	a.pause, b.pause = 20*time.Millisecond, 20*time.Millisecond
+	a.pause, b.pause = 30*time.Millisecond, 30*time.Millisecond
+	a.mark = os.Getenv("IGPT_RELIABILITY_MARK")
 	reg["a"], reg["b"] = a, b
 	cfg, err := ParseConfig([]byte("root: " + root + "\ndataset: {name: cifar10}\n"))
 	if err != nil {
@@ -914,10 +921,13 @@ func TestReliabilityChild(t *testing.T) {
 	}
 }
 
-// TestReliability1_KillNineLoop kills a forced run with SIGKILL at random
-// moments (while it holds the lock, mid-write, mid-swap) and checks after
-// each kill that a finished output was never lost or left incomplete, and
-// that the next run takes the dead run's lock over and finishes.
+// TestReliability1_KillNineLoop kills a forced run with SIGKILL at eight
+// fixed delays after it started stage a (its progress marker), 0 to 175 ms
+// into a chain of two stages that takes at least 240 ms (eight 30 ms
+// writes): while it holds the lock, mid-write, mid-swap. Each kill must
+// land on the live process (it died of SIGKILL); after each, a finished
+// output was never lost or left incomplete, and the next run takes the
+// dead run's lock over and finishes.
 func TestReliability1_KillNineLoop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
@@ -940,16 +950,36 @@ func TestReliability1_KillNineLoop(t *testing.T) {
 			want[st.Stage.Name()+"/"+f.Name] = string(b)
 		}
 	}
-	deadline := time.Now().Add(8 * time.Second)
-	for i := 0; i < 8 && time.Now().Before(deadline); i++ {
+	mark := filepath.Join(t.TempDir(), "started")
+	const trials = 8
+	landed := 0
+	for i := 0; i < trials; i++ {
+		os.Remove(mark)
 		cmd := exec.Command(os.Args[0], "-test.run=^TestReliabilityChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "IGPT_RELIABILITY_ROOT="+root)
+		cmd.Env = append(os.Environ(), "IGPT_RELIABILITY_ROOT="+root, "IGPT_RELIABILITY_MARK="+mark)
 		if err := cmd.Start(); err != nil {
-			t.Skipf("cannot start the child: %v", err)
+			t.Fatalf("cannot start the child: %v", err)
 		}
-		time.Sleep(time.Duration(20+i*25) * time.Millisecond)
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(mark); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("kill %d: the child never started stage a", i)
+			}
+		}
+		time.Sleep(time.Duration(i*25) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
+		if ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("kill %d, %d ms into stage a: the child was not killed (%v): the kill landed on nothing", i, i*25, cmd.ProcessState)
+		}
+		if _, err := os.Stat(mark); err != nil {
+			t.Fatalf("kill %d landed before the child started stage a: it tested process start-up, not a stage", i)
+		}
+		landed++
 		locks, _ := filepath.Glob(filepath.Join(root, "*", "*.lock"))
 		attempts, _ := filepath.Glob(filepath.Join(root, "*", "*.attempt"))
 		t.Logf("kill %d: left %d locks, %d attempt folders", i, len(locks), len(attempts))
@@ -978,5 +1008,6 @@ func TestReliability1_KillNineLoop(t *testing.T) {
 			t.Fatalf("kill %d: rerun after the kill: %v", i, err)
 		}
 	}
+	t.Logf("%d of %d kills landed mid-chain", landed, trials)
 	assertDoneComplete(t, cfg, reg)
 }

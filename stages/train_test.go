@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,12 +60,63 @@ func finalFiles(t *testing.T, dir string, step int) (w, o []byte) {
 	return w, o
 }
 
+// TestTrainRunsAndResumesInProcess trains 20 steps, cancelling the first
+// run once its first checkpoint is written; the second run must
+// resume from a checkpoint (not start over), write each step's metrics
+// once, and end with the weights and optimiser state of an uninterrupted
+// run.
 func TestTrainRunsAndResumesInProcess(t *testing.T) {
 	src := folderArchive(t, 8, nil)
+	refRoot := t.TempDir()
+	if _, err := runUntil(t, trainYAML(refRoot, src, 20, 32, 2, 0.01), "train", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	wantW, wantO := finalFiles(t, trainDir(t, refRoot), 20)
+
 	root := t.TempDir()
-	p, err := runUntil(t, trainYAML(root, src, 20, 32, 2, 0.01), "train", Options{})
+	yaml := trainYAML(root, src, 20, 32, 2, 0.01)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // cancel once the first checkpoint exists
+		defer cancel()
+		for ctx.Err() == nil {
+			if m, _ := filepath.Glob(filepath.Join(root, "train", "*", CheckpointDir, LatestFile)); len(m) > 0 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	cfg, err := ParseConfig([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
+	}
+	cfg.Path = "test.yaml"
+	p0, err := NewPlan(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p0.RunUntil(ctx, "train", Options{})
+	cancel()
+	if err == nil {
+		t.Fatal("the first run finished before it was cancelled: nothing was resumed")
+	}
+	if _, statErr := os.Stat(filepath.Join(trainDir(t, root), ManifestName)); statErr == nil {
+		t.Fatalf("the cancelled run (%v) left a manifest", err)
+	}
+	var log bytes.Buffer
+	p, err := runUntil(t, yaml, "train", Options{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := regexp.MustCompile(`msg="train: resuming" .*? step=(\d+)`).FindStringSubmatch(log.String())
+	if resumed == nil {
+		t.Fatalf("the second run did not resume:\n%s", log.String())
+	}
+	if step, _ := strconv.Atoi(resumed[1]); step < 1 || step >= 20 {
+		t.Fatalf("resumed from step %d of 20: want a checkpoint mid-run", step)
+	}
+	gotW, gotO := finalFiles(t, trainDir(t, root), 20)
+	if !bytes.Equal(gotW, wantW) || !bytes.Equal(gotO, wantO) {
+		t.Fatal("the resumed run's final weights or optimiser state differ from the uninterrupted run's")
 	}
 	m := p.byName["train"].Manifest
 	if m.Meta["steps"].(float64) != 20 || m.Meta["final_val_loss"] == nil {
@@ -140,7 +194,11 @@ func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 	bin := buildIgpt(t)
 	src := folderArchive(t, 8, nil)
 	const steps = 120
-	run := func(root string, interrupt func(cmd *exec.Cmd, dir string)) {
+	// run trains to the end in root; with interrupt, the first process is
+	// interrupted by it and the run restarted. It reports whether the
+	// signal landed: the first process died of SIGKILL, or exited with an
+	// error on SIGINT, before the stage was done.
+	run := func(root string, interrupt func(cmd *exec.Cmd, dir string)) (landed bool) {
 		cfg := filepath.Join(root, "exp.yaml")
 		os.WriteFile(cfg, []byte(trainYAML(root, src, steps, 64, 4, 0.01)), 0o644)
 		for attempt := 0; ; attempt++ {
@@ -154,8 +212,18 @@ func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 				interrupt(cmd, root)
 			}
 			err := cmd.Wait()
+			if attempt == 0 && interrupt != nil {
+				ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+				landed = err != nil && (ws.Signaled() && ws.Signal() == syscall.SIGKILL || ws.Exited())
+				if done, _ := filepath.Glob(filepath.Join(root, "train", "*", ManifestName)); len(done) > 0 {
+					landed = false // the stage finished before the signal
+				}
+				if !landed {
+					return false
+				}
+			}
 			if err == nil {
-				return
+				return landed
 			}
 			if attempt > 0 || interrupt == nil {
 				t.Fatalf("igpt run: %v\n%s", err, out.String())
@@ -179,17 +247,22 @@ func TestReliabilityHeld_TrainKillNineBitIdentical(t *testing.T) {
 
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			root := t.TempDir()
-			killed := false
-			run(root, func(cmd *exec.Cmd, root string) {
-				waitCheckpoint(root)
-				time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
-				if err := cmd.Process.Signal(sig); err == nil {
-					killed = true
-				}
-			})
-			if !killed {
-				t.Fatal("the process ended before it could be interrupted")
+			// A signal that arrives after the run ended proves nothing
+			// (signalling an exited, unreaped child succeeds): retry
+			// with shorter delays until one lands mid-stage.
+			var root string
+			landed := false
+			for try, maxDelay := 0, 400; try < 4 && !landed; try, maxDelay = try+1, maxDelay/3 {
+				root = t.TempDir()
+				landed = run(root, func(cmd *exec.Cmd, root string) {
+					waitCheckpoint(root)
+					time.Sleep(time.Duration(rand.IntN(maxDelay+1)) * time.Millisecond)
+					cmd.Process.Signal(sig)
+				})
+				t.Logf("try %d (delay < %d ms): landed %v", try, maxDelay, landed)
+			}
+			if !landed {
+				t.Fatal("no signal landed while the stage ran: the test interrupted nothing")
 			}
 			if _, err := os.Stat(filepath.Join(trainDir(t, root), ManifestName)); err != nil {
 				t.Fatalf("no manifest after the resumed run: %v", err)
