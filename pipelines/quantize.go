@@ -127,7 +127,7 @@ func (f *QuantizeFn) ProcessElement(split string, img records.Image, emit func(s
 // goes to "val" when a seeded hash of its key falls under valFraction) and
 // a shard chosen by another seeded hash of its key.
 func routeTokens(seed uint64, valFraction float64, shards map[string]int, split, key string) (string, error) {
-	if split == "train" && valFraction > 0 && unitHash(seed, "val", key) < valFraction {
+	if split == "train" && InVal(seed, valFraction, key) {
 		split = "val"
 	}
 	n := shards[split]
@@ -233,6 +233,12 @@ func mix64(z uint64) uint64 {
 }
 
 // unitHash maps a key to [0, 1) uniformly.
+// InVal reports whether the train image key is carved into the val split
+// of fraction frac under seed: the one rule of every stage that carves val.
+func InVal(seed uint64, frac float64, key string) bool {
+	return frac > 0 && unitHash(seed, "val", key) < frac
+}
+
 func unitHash(seed uint64, purpose, key string) float64 {
 	return float64(seededHash(seed, purpose, key)>>11) / (1 << 53)
 }

@@ -557,9 +557,21 @@ func headline(ctx context.Context, m *Manifest) string {
 			return fmt.Sprintf("%s: %.1f%% test (best val at step %d of %d, stopped by %s)", out.Init, 100*out.TestAcc, out.BestStep, out.Steps, out.Stopped)
 		}
 	case "vqvae-train":
-		if v, ok := num("eval_mse_255"); ok {
+		// Version 2 evaluates on val and reads test once at the end;
+		// version 1 outputs evaluated on test (no eval_split in meta).
+		var parts []string
+		if v, ok := num("test_mse_255"); ok {
+			psnr, _ := num("test_psnr")
+			parts = append(parts, fmt.Sprintf("test reconstruction MSE %.1f (PSNR %.2f dB)", v, psnr))
+		} else if v, ok := num("eval_mse_255"); ok {
 			psnr, _ := num("eval_psnr")
-			return fmt.Sprintf("reconstruction MSE %.1f (PSNR %.2f dB)", v, psnr)
+			parts = append(parts, fmt.Sprintf("reconstruction MSE %.1f (PSNR %.2f dB)", v, psnr))
+		}
+		if min, ok := num("minutes"); ok {
+			parts = append(parts, fmt.Sprintf("%.1f min of training", min))
+		}
+		if len(parts) > 0 {
+			return strings.Join(parts, ", ")
 		}
 	}
 	return "-"

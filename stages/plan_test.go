@@ -218,6 +218,8 @@ func TestHeadline(t *testing.T) {
 		{Manifest{Stage: "probe", Dir: dir}, "best layer 2 42.5% test, +5.5 points over raw pixels (37.0%)"},
 		{Manifest{Stage: "probe", Dir: t.TempDir()}, "-"},
 		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71}}, "reconstruction MSE 660.1 (PSNR 24.71 dB)"},
+		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71, "test_mse_255": 670.2, "test_psnr": 24.65, "minutes": 30.12}},
+			"test reconstruction MSE 670.2 (PSNR 24.65 dB), 30.1 min of training"},
 		{Manifest{Stage: "quantize", Files: []FileInfo{{Split: "train", Records: 7}, {Split: "test", Records: 3}}}, "10 records"},
 		{Manifest{Stage: "train"}, "-"},
 		{Manifest{Stage: "sample", Files: []FileInfo{{Name: "samples.png"}, {Name: "completions.png"}, {Name: "x.msgpack"}}}, "2 pictures"},

@@ -20,6 +20,7 @@ import (
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
+	"github.com/igpt/igpt/pipelines"
 	"github.com/igpt/igpt/vqvae"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -50,15 +51,20 @@ type VQVAEParams struct {
 	Epsilon   float64 `yaml:"epsilon" json:"epsilon"`
 	DeadAfter *int    `yaml:"dead_after" json:"dead_after"`
 
-	Batch           int     `yaml:"batch" json:"batch"`
-	Steps           int     `yaml:"steps" json:"steps"`
-	LR              float64 `yaml:"lr" json:"lr"`
-	Seed            uint64  `yaml:"seed" json:"seed"`
-	EvalEvery       int     `yaml:"eval_every" json:"eval_every"`
-	EvalImages      int     `yaml:"eval_images" json:"eval_images"`
-	CheckpointEvery int     `yaml:"checkpoint_every" json:"checkpoint_every"`
-	KeepCheckpoints int     `yaml:"keep_checkpoints" json:"keep_checkpoints"`
-	Threads         int     `yaml:"threads" json:"threads"`
+	Batch      int     `yaml:"batch" json:"batch"`
+	Steps      int     `yaml:"steps" json:"steps"`
+	LR         float64 `yaml:"lr" json:"lr"`
+	Seed       uint64  `yaml:"seed" json:"seed"`
+	EvalEvery  int     `yaml:"eval_every" json:"eval_every"`
+	EvalImages int     `yaml:"eval_images" json:"eval_images"`
+	// ValFraction of the train images (chosen by a hash of the key and
+	// seed) is held out as the val split that the evaluations during
+	// training read, when the download has no val split; test is read
+	// once, at the end.
+	ValFraction     *float64 `yaml:"val_fraction" json:"val_fraction"`
+	CheckpointEvery int      `yaml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int      `yaml:"keep_checkpoints" json:"keep_checkpoints"`
+	Threads         int      `yaml:"threads" json:"threads"`
 }
 
 func (v *VQVAEParams) fillDefaults() {
@@ -91,6 +97,10 @@ func (v *VQVAEParams) fillDefaults() {
 	deff(&v.LR, 3e-4)
 	def(&v.EvalEvery, 100)
 	def(&v.EvalImages, 1000)
+	if v.ValFraction == nil {
+		f := 0.1
+		v.ValFraction = &f
+	}
 	def(&v.CheckpointEvery, 200)
 	def(&v.KeepCheckpoints, 2)
 }
@@ -109,6 +119,9 @@ func (v VQVAEParams) check() error {
 		return fmt.Errorf("vqvae: batch, steps, lr, eval_every, eval_images, checkpoint_every and keep_checkpoints must be positive and threads not negative (got batch %d steps %d lr %v eval_every %d eval_images %d checkpoint_every %d keep_checkpoints %d threads %d)",
 			v.Batch, v.Steps, v.LR, v.EvalEvery, v.EvalImages, v.CheckpointEvery, v.KeepCheckpoints, v.Threads)
 	}
+	if f := *v.ValFraction; !(f >= 0 && f < 1) {
+		return fmt.Errorf("vqvae.val_fraction must be in [0, 1), got %v", f)
+	}
 	return nil
 }
 
@@ -117,7 +130,7 @@ func (v VQVAEParams) check() error {
 type vqvaeTrainStage struct{}
 
 func (vqvaeTrainStage) Name() string              { return "vqvae-train" }
-func (vqvaeTrainStage) Version() int              { return 1 }
+func (vqvaeTrainStage) Version() int              { return 2 } // 2: evaluates on a carved val split, test once at the end
 func (vqvaeTrainStage) Upstream(*Config) []string { return []string{"download"} }
 func (vqvaeTrainStage) Params(cfg *Config) any    { return cfg.VQVAE }
 func (vqvaeTrainStage) Resumable() bool           { return true }
@@ -157,8 +170,9 @@ type imageSet struct {
 
 func (s *imageSet) image(i int) []float32 { return s.x[i*s.h*s.w*3 : (i+1)*s.h*s.w*3] }
 
-// readImageSet reads up to limit (0: all) RGB images of a split.
-func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*imageSet, error) {
+// readImageSet reads up to limit (0: all) RGB images of a split, those
+// whose key keep accepts (nil: all).
+func readImageSet(ctx context.Context, m *Manifest, split string, limit int, keep func(key string) bool) (*imageSet, error) {
 	s := &imageSet{}
 	stop := errors.New("enough")
 	for _, f := range m.Split(split) {
@@ -170,6 +184,9 @@ func readImageSet(ctx context.Context, m *Manifest, split string, limit int) (*i
 		err = records.Scan(rc, path, func(im records.Image) error {
 			if im.C != 3 {
 				return fmt.Errorf("vqvae-train: %s: image %s has %d channels; the VQ-VAE takes RGB", path, im.Key, im.C)
+			}
+			if keep != nil && !keep(im.Key) {
+				return nil
 			}
 			if s.n == 0 {
 				s.h, s.w = im.H, im.W
@@ -216,7 +233,12 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 		kernels.SetThreads(vc.Threads)
 	}
 	dl := rc.Inputs["download"]
-	train, err := readImageSet(ctx, dl, "train", 0)
+	// Evaluations during training read val: the download's, else a
+	// seeded val_fraction of train held out from training. Test is read
+	// once, for the final report (output).
+	carve := len(dl.Split("val")) == 0
+	inVal := func(key string) bool { return carve && pipelines.InVal(vc.Seed, *vc.ValFraction, key) }
+	train, err := readImageSet(ctx, dl, "train", 0, func(key string) bool { return !inVal(key) })
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +248,11 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 	if err := vc.Model().CheckImage(train.h, train.w); err != nil {
 		return nil, fmt.Errorf("vqvae.factor = %d must divide the dataset's %d×%d images", vc.Factor, train.h, train.w)
 	}
-	evalSplit := "val"
-	if len(dl.Split(evalSplit)) == 0 {
-		evalSplit = "test"
+	evalSplit, evalFrom, keep := "val", "val", func(string) bool { return true }
+	if carve {
+		evalFrom, keep = "train", inVal
 	}
-	eval, err := readImageSet(ctx, dl, evalSplit, vc.EvalImages)
+	eval, err := readImageSet(ctx, dl, evalFrom, vc.EvalImages, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -339,12 +361,21 @@ func (tr *vqTrainer) loop(ctx context.Context) error {
 	return nil
 }
 
-// evaluate reconstructs the eval images (batches of Batch) and records
-// MSE, PSNR, perplexity and codes used.
+// evaluate reconstructs the eval (val) images and records MSE, PSNR,
+// perplexity and codes used in met, and the code counts for the plot.
 func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
-	e := tr.eval
+	counts, err := tr.evaluateSet(tr.eval, met)
+	if counts != nil {
+		tr.evalCounts = counts
+	}
+	return err
+}
+
+// evaluateSet reconstructs e's images (batches of Batch) into met's eval
+// fields and returns the code counts; nothing when e is empty.
+func (tr *vqTrainer) evaluateSet(e *imageSet, met *VQVAEMetric) ([]int, error) {
 	if e.n == 0 {
-		return nil
+		return nil, nil
 	}
 	f := tr.vc.Factor
 	per := (e.h / f) * (e.w / f)
@@ -356,13 +387,13 @@ func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
 		n := min(tr.vc.Batch, e.n-i)
 		x := e.x[i*e.h*e.w*3 : (i+n)*e.h*e.w*3]
 		if err := tr.m.Encode(codes, x, n, e.h, e.w); err != nil {
-			return fmt.Errorf("vqvae-train: eval: %w", err)
+			return nil, fmt.Errorf("vqvae-train: eval: %w", err)
 		}
 		for _, c := range codes[:n*per] {
 			counts[c]++
 		}
 		if err := tr.m.Decode(rec, codes, n, e.h/f, e.w/f); err != nil {
-			return fmt.Errorf("vqvae-train: eval: %w", err)
+			return nil, fmt.Errorf("vqvae-train: eval: %w", err)
 		}
 		for j, v := range x {
 			d := float64(vqvae.OutputPixel(rec[j]) - vqvae.OutputPixel(v))
@@ -383,7 +414,25 @@ func (tr *vqTrainer) evaluate(met *VQVAEMetric) error {
 	}
 	perp := math.Exp(ent)
 	met.EvalMSE255, met.EvalPSNR, met.EvalPerp, met.EvalUsed = &mse, &psnr, &perp, &used
-	tr.evalCounts = counts
+	return counts, nil
+}
+
+// testReport evaluates the final model on up to eval_images test images:
+// the only time vqvae-train reads the test split. It adds test_* figures
+// to meta (none without a test split).
+func (tr *vqTrainer) testReport(ctx context.Context, meta map[string]any) error {
+	dl := tr.rc.Inputs["download"]
+	test, err := readImageSet(ctx, dl, "test", tr.vc.EvalImages, nil)
+	if err != nil {
+		return err
+	}
+	var met VQVAEMetric
+	if _, err := tr.evaluateSet(test, &met); err != nil || met.EvalMSE255 == nil {
+		return err
+	}
+	meta["test_images"], meta["test_mse_255"], meta["test_psnr"] = test.n, *met.EvalMSE255, *met.EvalPSNR
+	meta["test_perplexity"], meta["test_codes_used"] = *met.EvalPerp, *met.EvalUsed
+	tr.rc.Log.Info("vqvae-train: test (once, at the end)", "images", test.n, "mse_255", *met.EvalMSE255, "psnr", *met.EvalPSNR)
 	return nil
 }
 
@@ -499,11 +548,15 @@ func (tr *vqTrainer) output(ctx context.Context) (*Output, error) {
 	if n := len(tr.metrics); n > 0 {
 		meta["minutes"] = tr.metrics[n-1].ElapsedS / 60
 	}
+	meta["eval_split"], meta["eval_images"], meta["train_images"] = "val", tr.eval.n, tr.train.n
 	for i := len(tr.metrics) - 1; i >= 0; i-- {
 		if m := tr.metrics[i]; m.EvalMSE255 != nil {
 			meta["eval_mse_255"], meta["eval_psnr"], meta["eval_perplexity"], meta["eval_codes_used"] = *m.EvalMSE255, *m.EvalPSNR, *m.EvalPerp, *m.EvalUsed
 			break
 		}
+	}
+	if err := tr.testReport(ctx, meta); err != nil {
+		return nil, err
 	}
 	out := &Output{Meta: meta}
 	for _, f := range []string{storage.Join(final, VQVAEWeightsFile), storage.Join(final, OptimFile), storage.Join(final, StateFile),
