@@ -3,9 +3,7 @@ package stages
 import (
 	"bufio"
 	"fmt"
-	"math"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -23,60 +21,18 @@ const (
 	MaxScale = 64
 )
 
-// checkFinite refuses NaN and ±Inf anywhere in the config, naming the key
-// ("train.lr"): YAML accepts .nan and .inf, JSON (the stage key) cannot
-// encode them, and every comparison with NaN passes range checks.
-func (c *Config) checkFinite() error {
-	return finite(reflect.ValueOf(c).Elem(), "")
-}
-
-func finite(v reflect.Value, key string) error {
-	switch v.Kind() {
-	case reflect.Float32, reflect.Float64:
-		if f := v.Float(); math.IsNaN(f) || math.IsInf(f, 0) {
-			return fmt.Errorf("%s is %v: give a finite number", key, f)
+// product multiplies xs, reporting ok false when the product passes
+// limit or would overflow int64 (resize: [3037000500, 3037000500] wrapped
+// h·w to a negative number that passed a plain int64 comparison).
+func product(limit int64, xs ...int) (p int64, ok bool) {
+	p = 1
+	for _, x := range xs {
+		if x < 0 || (x > 0 && p > limit/int64(x)) {
+			return 0, false
 		}
-	case reflect.Pointer, reflect.Interface:
-		if !v.IsNil() {
-			return finite(v.Elem(), key)
-		}
-	case reflect.Slice, reflect.Array:
-		for i := 0; i < v.Len(); i++ {
-			if err := finite(v.Index(i), fmt.Sprintf("%s[%d]", key, i)); err != nil {
-				return err
-			}
-		}
-	case reflect.Map:
-		iter := v.MapRange()
-		for iter.Next() {
-			if err := finite(iter.Value(), fmt.Sprintf("%s.%v", key, iter.Key())); err != nil {
-				return err
-			}
-		}
-	case reflect.Struct:
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			k := name
-			if key != "" {
-				k = key + "." + name
-			}
-			if err := finite(v.Field(i), k); err != nil {
-				return err
-			}
-		}
+		p *= int64(x)
 	}
-	return nil
+	return p, p <= limit
 }
 
 // TrainBytes estimates the memory the train stage needs for model mc at
