@@ -228,3 +228,51 @@ func TestReliability29_9_ConfigRangesDoc(t *testing.T) {
 		}
 	}
 }
+
+// TestReliability29_9_StageMemory: each stage that sizes memory from its
+// config (finetune, probe, sample, vqvae-train, vqvae-encode; train in
+// TestReliability9_ConfigMemoryLimits) estimates it before allocating and
+// refuses what passes the machine's memory, naming the keys and the
+// estimate against the cap; the shipped defaults fit a 23 GB machine.
+func TestReliability29_9_StageMemory(t *testing.T) {
+	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
+	machineMemory = func() (float64, bool) { return 23e9, true }
+	mc, err := ModelConfig(TrainParams{Model: "nano"}, 1024, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vq := VQVAEParams{DeadAfter: new(int)}
+	vq.fillDefaults()
+	big := vq
+	big.Hidden, big.Codes, big.CodeDim = 4096, 65535, 4096
+	for _, tc := range []struct {
+		name  string
+		check func() error
+		want  string // "" when it fits
+	}{
+		{"finetune.batch", func() error { return checkFinetuneMemory(mc, FinetuneParams{Batch: 1 << 16}) }, "finetune: model L4 d128 H4 T1024 V512 with finetune.batch 65536 needs about"},
+		{"finetune default", func() error { return checkFinetuneMemory(mc, FinetuneParams{Batch: 32}) }, ""},
+		{"probe.batch", func() error { return checkProbeMemory(mc, ProbeParams{Batch: 1 << 16}) }, "probe: model L4 d128 H4 T1024 V512 with probe.batch 65536 needs about"},
+		{"probe default", func() error { return checkProbeMemory(mc, ProbeParams{Batch: 64}) }, ""},
+		{"sample.unconditional", func() error {
+			return checkSampleMemory(mc, "sample.unconditional 4096", "lower it", 4096, 4096, 32, 32, MaxScale)
+		}, "sample: sample.unconditional 4096 needs about"},
+		{"sample default", func() error { return checkSampleMemory(mc, "sample.unconditional 16", "", 16, 16, 32, 32, 4) }, ""},
+		{"vqvae.hidden/codes", func() error {
+			return checkVQVAEMemory("vqvae-train", "vqvae.batch 4096", big.Model(), 4096, 32, 32, 1000, true, "lower vqvae.batch")
+		}, "vqvae-train: vqvae.batch 4096 needs about"},
+		{"vqvae default", func() error { return checkVQVAEMemory("vqvae-train", "", vq.Model(), 32, 32, 32, 1000, true, "") }, ""},
+		{"vqvae_encode.resize", func() error {
+			return checkVQVAEMemory("vqvae-encode", "vqvae_encode.batch 32 at vqvae_encode.resize [2048 2048]", vq.Model(), 32, 2048, 2048, 0, false, "")
+		}, "vqvae-encode: vqvae_encode.batch 32 at vqvae_encode.resize [2048 2048] needs about"},
+		{"vqvae_encode default", func() error { return checkVQVAEMemory("vqvae-encode", "", vq.Model(), 32, 32, 32, 0, false, "") }, ""},
+	} {
+		err := tc.check()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v, want it to fit 23 GB", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !strings.Contains(err.Error(), "but this machine has 23.0 GB")):
+			t.Errorf("%s: %v, want an error starting with %q and naming the 23.0 GB cap", tc.name, err, tc.want)
+		}
+	}
+}
