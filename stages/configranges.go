@@ -275,16 +275,26 @@ func inRange(key, table string, f float64, s string, k reflect.Kind) error {
 	return fmt.Errorf("%s is %s: want %s%s; change %s (docs/config-ranges.md lists every key's range)", key, s, r.text(k), note, table)
 }
 
-// CheckValue checks a number given outside a config file (a command-line
-// flag such as igpt sample --n) against the range of the config key it
-// stands for, naming flag in the error.
-func CheckValue(flag, key string, f float64) error {
+// CheckValue checks a number given outside a config file, as text (a
+// command-line flag such as igpt sample --n), against the range of the
+// config key it stands for, naming flag in the error.
+func CheckValue(flag, key, value string) error {
 	r, ok := configRanges[key]
 	if !ok {
 		return fmt.Errorf("%s: igpt has no range for %s (a bug: add it to configRanges)", flag, key)
 	}
-	if math.IsNaN(f) || !r.contains(f) {
-		return fmt.Errorf("%s is %s: want %s (the range of %s; docs/config-ranges.md)", flag, strconv.FormatFloat(f, 'g', -1, 64), r.text(reflect.Float64), key)
+	f, err := strconv.ParseFloat(value, 64)
+	if err != nil {
+		return fmt.Errorf("%s is %q: want a number", flag, value)
+	}
+	if !r.contains(f) {
+		kind := reflect.Float64
+		for _, nk := range numericKeys(reflect.TypeOf(Config{}), "", "number") {
+			if nk.Key == key {
+				kind = nk.Kind
+			}
+		}
+		return fmt.Errorf("%s is %s: want %s (the range of %s; docs/config-ranges.md)", flag, value, r.text(kind), key)
 	}
 	return nil
 }
