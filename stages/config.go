@@ -48,7 +48,7 @@ const DefaultRoot = "./igpt-data"
 // LoadConfig reads a YAML config. Unknown keys are errors, so a typo never
 // silently falls back to a default.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -70,9 +70,21 @@ func LoadConfig(path string) (*Config, error) {
 // Errors name keys as the YAML does (train.steps) and suggest the key meant
 // when one is misspelt.
 func ParseConfig(data []byte) (*Config, error) {
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("the config is %d bytes: at most %d (%d KiB); a config lists settings, not data: move long lists elsewhere", len(data), MaxConfigBytes, MaxConfigBytes>>10)
+	}
 	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil && err != io.EOF {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		return nil, err
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err != io.EOF {
+		line := next.Line
+		if err != nil {
+			line = 0
+		}
+		return nil, fmt.Errorf("the config holds a second YAML document%s: igpt reads one document and would ignore the rest; remove the `---` and merge its keys into the first", lineText(line))
 	}
 	var cfg Config
 	if len(doc.Content) > 0 {
@@ -91,7 +103,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.Runner = "prism"
 	}
 	cfg.fillDefaults()
-	if err := cfg.checkFinite(); err != nil {
+	if err := cfg.checkValues(); err != nil {
 		return nil, err
 	}
 	if err := cfg.validate(); err != nil {
@@ -167,6 +179,29 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// MaxConfigBytes caps a config file: the shipped ones are under 4 KiB.
+const MaxConfigBytes = 1 << 20
+
+// readConfigFile reads at most MaxConfigBytes+1 bytes of path, so that a
+// huge file (or a device) is refused by ParseConfig without being read
+// whole.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+}
+
+// lineText is " (from line N)" when the line is known.
+func lineText(line int) string {
+	if line <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (from line %d)", line)
 }
 
 // hasKey reports whether the YAML mapping n has key k.

@@ -25,6 +25,9 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil
 	}
+	if err := checkMapping(n, path); err != nil {
+		return err
+	}
 	if t.Kind() != reflect.Struct {
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
 			return fmt.Errorf("%s (line %d): want %s, got %s", keyName(path), n.Line, kindName(t), nodeText(n))
@@ -53,19 +56,36 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 	return nil
 }
 
+// checkMapping refuses, in one linear pass, a mapping with more than
+// maxMapKeys entries or a key written twice. yaml.v3 finds duplicates by
+// comparing every pair of keys, so a config of 300,000 shard keys took
+// minutes to load (igpt status included) before this check.
+func checkMapping(n *yaml.Node, path string) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	if len(n.Content)/2 > maxMapKeys {
+		return fmt.Errorf("%s (line %d): %d keys, at most %d: a config names a few splits or settings per section; remove the extra keys",
+			keyName(path), n.Line, len(n.Content)/2, maxMapKeys)
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if first, dup := seen[k.Value]; dup {
+			return fmt.Errorf("%s (line %d): written twice (first at line %d); keep one", joinKey(path, k.Value), k.Line, first)
+		}
+		seen[k.Value] = k.Line
+	}
+	return nil
+}
+
 // yamlFields maps a struct's YAML keys to their field types.
 func yamlFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "-" {
-			continue
+		if name, ok := yamlName(t.Field(i)); ok {
+			out[name] = t.Field(i).Type
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = f.Type
 	}
 	return out
 }

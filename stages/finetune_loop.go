@@ -161,6 +161,9 @@ func (ft *finetuner) initModel(ctx context.Context, in trainInputs, classes int)
 		if err != nil {
 			return err
 		}
+		if err := checkFinetuneMemory(mc, fc); err != nil {
+			return err
+		}
 		ft.m, _ = model.New(mc)
 		ft.m.Params.Init(fc.Seed)
 	} else {
@@ -171,6 +174,9 @@ func (ft *finetuner) initModel(ctx context.Context, in trainInputs, classes int)
 		if p.Config.Seq != in.h*in.w || p.Config.Vocab != in.vocab {
 			return fmt.Errorf("finetune: the train stage's model reads %d tokens of vocabulary %d, the %s output has %dx%d tokens of vocabulary %d",
 				p.Config.Seq, p.Config.Vocab, cfg.TokensStage(), in.h, in.w, in.vocab)
+		}
+		if err := checkFinetuneMemory(p.Config, fc); err != nil {
+			return err
 		}
 		ft.m, objective = model.FromParams(p), tout.Objective
 	}

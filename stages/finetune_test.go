@@ -149,7 +149,7 @@ func TestFinetuneConfig(t *testing.T) {
 		{"defaults", base, ""},
 		{"bad init", base + "finetune: {init: scratch}", "finetune.init is \"scratch\""},
 		{"negative pad", base + "finetune: {pad: -1}", "finetune.pad is -1"},
-		{"flip probability", base + "finetune: {hflip: 2}", "finetune.hflip is a probability"},
+		{"flip probability", base + "finetune: {hflip: 2}", "finetune.hflip is 2: want [0, 1]"},
 		{"vqvae flip", base + "tokens: vqvae\nfinetune: {hflip: 0.5}", "flipping a grid of VQ codes"},
 		{"vqvae default", base + "tokens: vqvae\nfinetune: {}", ""},
 		{"warmup", base + "finetune: {steps: 10, warmup_steps: 20}", "warmup_steps <= steps"},

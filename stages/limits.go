@@ -3,13 +3,12 @@ package stages
 import (
 	"bufio"
 	"fmt"
-	"math"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 
 	"github.com/igpt/igpt/model"
+	"github.com/igpt/igpt/vqvae"
 )
 
 // Limits a config must respect before any stage allocates for it. Each
@@ -23,60 +22,18 @@ const (
 	MaxScale = 64
 )
 
-// checkFinite refuses NaN and ±Inf anywhere in the config, naming the key
-// ("train.lr"): YAML accepts .nan and .inf, JSON (the stage key) cannot
-// encode them, and every comparison with NaN passes range checks.
-func (c *Config) checkFinite() error {
-	return finite(reflect.ValueOf(c).Elem(), "")
-}
-
-func finite(v reflect.Value, key string) error {
-	switch v.Kind() {
-	case reflect.Float32, reflect.Float64:
-		if f := v.Float(); math.IsNaN(f) || math.IsInf(f, 0) {
-			return fmt.Errorf("%s is %v: give a finite number", key, f)
+// product multiplies xs, reporting ok false when the product passes
+// limit or would overflow int64 (resize: [3037000500, 3037000500] wrapped
+// h·w to a negative number that passed a plain int64 comparison).
+func product(limit int64, xs ...int) (p int64, ok bool) {
+	p = 1
+	for _, x := range xs {
+		if x < 0 || (x > 0 && p > limit/int64(x)) {
+			return 0, false
 		}
-	case reflect.Pointer, reflect.Interface:
-		if !v.IsNil() {
-			return finite(v.Elem(), key)
-		}
-	case reflect.Slice, reflect.Array:
-		for i := 0; i < v.Len(); i++ {
-			if err := finite(v.Index(i), fmt.Sprintf("%s[%d]", key, i)); err != nil {
-				return err
-			}
-		}
-	case reflect.Map:
-		iter := v.MapRange()
-		for iter.Next() {
-			if err := finite(iter.Value(), fmt.Sprintf("%s.%v", key, iter.Key())); err != nil {
-				return err
-			}
-		}
-	case reflect.Struct:
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			k := name
-			if key != "" {
-				k = key + "." + name
-			}
-			if err := finite(v.Field(i), k); err != nil {
-				return err
-			}
-		}
+		p *= int64(x)
 	}
-	return nil
+	return p, p <= limit
 }
 
 // TrainBytes estimates the memory the train stage needs for model mc at
@@ -117,14 +74,72 @@ var machineMemory = func() (bytes float64, ok bool) {
 	return 0, false
 }
 
+// memTerm is one part of a stage's memory estimate.
+type memTerm struct {
+	what  string
+	bytes float64
+}
+
+// checkMemory is the one memory check every stage runs before it
+// allocates what its config sizes: it refuses an estimate above this
+// machine's memory, naming the stage, the keys and values that size it
+// (setting), each part of the estimate, and what to lower (advice).
+func checkMemory(stage, setting, advice string, terms ...memTerm) error {
+	var total float64
+	parts := make([]string, len(terms))
+	for i, t := range terms {
+		total += t.bytes
+		parts[i] = fmt.Sprintf("%.1f GB of %s", t.bytes/1e9, t.what)
+	}
+	have, ok := machineMemory()
+	if !ok || total <= have {
+		return nil
+	}
+	return fmt.Errorf("%s: %s needs about %.1f GB (%s) but this machine has %.1f GB: %s",
+		stage, setting, total/1e9, strings.Join(parts, ", "), have/1e9, advice)
+}
+
 // checkTrainMemory refuses a model and batch whose training state would
 // not fit this machine, naming the keys to change.
 func checkTrainMemory(mc model.Config, tc TrainParams) error {
 	params, acts := TrainBytes(mc, tc.Batch)
-	have, ok := machineMemory()
-	if !ok || params+acts <= have {
-		return nil
-	}
-	return fmt.Errorf("train: model %v (train.model %s) with train.batch %d needs about %.1f GB (%.1f GB of parameters, gradients and Adam moments, %.1f GB of activations) but this machine has %.1f GB: lower train.batch (use train.accum for the same step size) or choose a smaller train.model, train.layers or train.d",
-		mc, tc.Model, tc.Batch, (params+acts)/1e9, params/1e9, acts/1e9, have/1e9)
+	return checkMemory("train", fmt.Sprintf("model %v (train.model %s) with train.batch %d", mc, tc.Model, tc.Batch),
+		"lower train.batch (use train.accum for the same step size) or choose a smaller train.model, train.layers or train.d",
+		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts})
+}
+
+// checkFinetuneMemory: fine-tuning trains the whole model at
+// finetune.batch, as train does at train.batch.
+func checkFinetuneMemory(mc model.Config, fc FinetuneParams) error {
+	params, acts := TrainBytes(mc, fc.Batch)
+	return checkMemory("finetune", fmt.Sprintf("model %v with finetune.batch %d", mc, fc.Batch), "lower finetune.batch",
+		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts})
+}
+
+// checkSampleMemory: seqs sequences sampled together hold a key/value
+// cache of every layer and their logits; the picture holds images images
+// of ph×pw pixels at scale² RGBA pixels each.
+func checkSampleMemory(mc model.Config, setting, advice string, seqs, images, ph, pw, scale int) error {
+	N, L, C, T, V := float64(seqs), float64(mc.Layers), float64(mc.D), float64(mc.Seq), float64(mc.Vocab)
+	cache := 4 * (2*L*N*T*C + N*(9*C+float64(mc.Heads)*T+V) + N*T)
+	png := float64(images) * float64(ph) * float64(pw) * float64(scale) * float64(scale) * 4
+	return checkMemory("sample", setting, advice, memTerm{"parameters", 4 * float64(mc.NumParams())},
+		memTerm{"key/value cache and logits", cache}, memTerm{"picture", png})
+}
+
+// checkProbeMemory: each probe.batch of sequences runs the model forward,
+// keeping every layer's features; TrainBytes' activations bound it.
+func checkProbeMemory(mc model.Config, pc ProbeParams) error {
+	_, acts := TrainBytes(mc, pc.Batch)
+	return checkMemory("probe", fmt.Sprintf("model %v with probe.batch %d", mc, pc.Batch), "lower probe.batch",
+		memTerm{"parameters", 4 * float64(mc.NumParams())}, memTerm{"activations", acts})
+}
+
+// checkVQVAEMemory: vqvae-train trains at vqvae.batch and keeps
+// vqvae.eval_images beside the train images; vqvae-encode runs the
+// encoder over vqvae_encode.batch images.
+func checkVQVAEMemory(stage, setting string, mc vqvae.Config, batch, h, w, evalImages int, train bool, advice string) error {
+	params, acts := mc.Bytes(batch, h, w, train)
+	return checkMemory(stage, setting, advice, memTerm{"parameters", params}, memTerm{"activations", acts},
+		memTerm{"images held", 4 * 3 * float64(h) * float64(w) * float64(evalImages+batch)})
 }

@@ -150,6 +150,9 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	mc := params.Config
+	if err := checkProbeMemory(mc, pc); err != nil {
+		return nil, err
+	}
 	qm := rc.Inputs[rc.Config.TokensStage()]
 	if q, err := ReadTokensOutput(qm); err != nil {
 		return nil, fmt.Errorf("probe: %w", err)

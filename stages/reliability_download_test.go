@@ -128,7 +128,7 @@ func folderTarGz(t *testing.T) []byte {
 func TestReliability19_ShardCountBounded(t *testing.T) {
 	assertConfigError(t, "download: {shards: {train: 20000}}", "download.shards is no longer used")
 	for _, v := range []string{"-1", "4097", "100000"} {
-		assertConfigError(t, "download: {shard_mib: "+v+"}", "download.shard_mib must be in 1..4096")
+		assertConfigError(t, "download: {shard_mib: "+v+"}", "download.shard_mib is "+v+": want 0..4096")
 	}
 	// 2 splits × 3 classes (6 units) × 4 images of 400×400×3: 1.8 MiB of
 	// pixels a unit, 11 MiB in all.

@@ -96,6 +96,10 @@ func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	var recs []records.Tokens
 
 	if n := sc.Unconditional; n > 0 {
+		if err := checkSampleMemory(m.Config, fmt.Sprintf("sample.unconditional %d", n), "lower sample.unconditional or sample.scale",
+			n, n, h*codec.Factor(), w*codec.Factor(), sc.Scale); err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		toks, err := m.Sample(nil, n, m.Config.Seq, opt)
 		if err != nil {
@@ -194,6 +198,10 @@ func Complete(m *model.Model, imgs []records.Tokens, n int, keep float64, opt mo
 	}
 	if err := CheckGrid(imgs, h, w, codec.Vocab()); err != nil {
 		return nil, nil, fmt.Errorf("sample: %w", err)
+	}
+	if err := checkSampleMemory(m.Config, fmt.Sprintf("%d completions of %d images (sample.completions × sample.images, or --n)", n, len(imgs)),
+		"lower sample.completions or sample.images (--n for igpt sample --complete)", len(imgs)*n, len(imgs)*(n+2), h*codec.Factor(), w*codec.Factor(), scale); err != nil {
+		return nil, nil, err
 	}
 	P := int(float64(h)*keep) * w
 	prefix := make([]int32, 0, len(imgs)*n*P)
@@ -402,6 +410,9 @@ func SampleGrid(ctx context.Context, runDir string, n int, opt model.SampleOptio
 		return nil, err
 	}
 	m := run.m
+	if err := checkSampleMemory(m.Config, fmt.Sprintf("--n %d samples", n), "lower --n or --scale", n, n, run.h*run.codec.Factor(), run.w*run.codec.Factor(), scale); err != nil {
+		return nil, err
+	}
 	toks, err := m.Sample(nil, n, m.Config.Seq, opt)
 	if err != nil {
 		return nil, err

@@ -58,9 +58,11 @@ func checkTokenParams(section string, resize []int, valFraction float64, shards 
 	if r := resize; len(r) != 0 && (len(r) != 2 || r[0] <= 0 || r[1] <= 0) {
 		return fmt.Errorf("%s.resize must be [height, width] with positive values, got %v", section, r)
 	}
-	if r := resize; len(r) == 2 && int64(r[0])*int64(r[1]) > MaxResizePixels {
-		return fmt.Errorf("%s.resize %v is %d pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower %s.resize",
-			section, r, int64(r[0])*int64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels, section)
+	if r := resize; len(r) == 2 {
+		if _, ok := product(MaxResizePixels, r[0], r[1]); !ok {
+			return fmt.Errorf("%s.resize %v is %.4g pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower %s.resize",
+				section, r, float64(r[0])*float64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels, section)
+		}
 	}
 	if valFraction < 0 || valFraction >= 1 {
 		return fmt.Errorf("%s.val_fraction must be in [0, 1), got %v", section, valFraction)

@@ -69,6 +69,10 @@ func (vqvaeEncodeStage) Run(ctx context.Context, rc *RunContext) (*Output, error
 		if err := mc.CheckImage(resize[0], resize[1]); err != nil {
 			return nil, fmt.Errorf("vqvae_encode.resize = %v: the VQ-VAE's factor %d must divide it", vc.Resize, mc.Factor)
 		}
+		if err := checkVQVAEMemory("vqvae-encode", fmt.Sprintf("vqvae_encode.batch %d at vqvae_encode.resize %v with the VQ-VAE's hidden %d and codes %d",
+			vc.Batch, vc.Resize, mc.Hidden, mc.K), mc, vc.Batch, resize[0], resize[1], 0, false, "lower vqvae_encode.batch or vqvae_encode.resize"); err != nil {
+			return nil, err
+		}
 	}
 	rc.Log.Info("vqvae-encode: starting", "inputs", len(plan.inputs), "codes", mc.K, "factor", mc.Factor,
 		"val_fraction", plan.valFraction, "shards", plan.shards)

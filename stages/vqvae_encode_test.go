@@ -155,10 +155,10 @@ func TestVQVAEEncodeEqualsModel(t *testing.T) {
 func TestVQVAEEncodeErrors(t *testing.T) {
 	cases := []struct{ extra, want string }{
 		{"vqvae_encode: {resize: [6, 6]}\n", "vqvae_encode.resize = [6 6]: the VQ-VAE's factor 4 must divide it"},
-		{"vqvae_encode: {batch: -1}\n", "vqvae_encode.batch = -1"},
+		{"vqvae_encode: {batch: -1}\n", "vqvae_encode.batch is -1: want 1..65536"},
 		{"tokens: vq\n", `tokens: "vq", want palette or vqvae`},
 		{"tokens: vqvae\ntrain: {hflip: 0.5}\n", "train.hflip = 0.5 with tokens: vqvae"},
-		{"vqvae_encode: {val_fraction: 1.5}\n", "vqvae_encode.val_fraction must be in [0, 1), got 1.5"},
+		{"vqvae_encode: {val_fraction: 1.5}\n", "vqvae_encode.val_fraction is 1.5: want [0, 1)"},
 	}
 	src := folderArchive(t, 8, nil)
 	for _, c := range cases {

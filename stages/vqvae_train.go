@@ -248,6 +248,11 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 	if err := vc.Model().CheckImage(train.h, train.w); err != nil {
 		return nil, fmt.Errorf("vqvae.factor = %d must divide the dataset's %d×%d images", vc.Factor, train.h, train.w)
 	}
+	if err := checkVQVAEMemory("vqvae-train", fmt.Sprintf("vqvae.batch %d and vqvae.eval_images %d of %d×%d images with vqvae.hidden %d, res_blocks %d, codes %d, code_dim %d",
+		vc.Batch, vc.EvalImages, train.h, train.w, vc.Hidden, vc.ResBlocks, vc.Codes, vc.CodeDim), vc.Model(), vc.Batch, train.h, train.w, vc.EvalImages, true,
+		"lower vqvae.batch, vqvae.eval_images, vqvae.hidden, vqvae.res_blocks or vqvae.codes"); err != nil {
+		return nil, err
+	}
 	evalSplit, evalFrom, keep := "val", "val", func(string) bool { return true }
 	if carve {
 		evalFrom, keep = "train", inVal

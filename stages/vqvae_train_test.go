@@ -119,9 +119,9 @@ func TestVQVAETrainRunsAndResumes(t *testing.T) {
 func TestVQVAEConfigErrors(t *testing.T) {
 	for _, c := range []struct{ from, to, want string }{
 		{"factor: 4", "factor: 3", "vqvae.factor = 3"},
-		{"codes: 16", "codes: 70000", "vqvae.codes = 70000"},
-		{"batch: 4", "batch: -1", "vqvae: batch"},
-		{"res_hidden: 4", "res_hidden: -2", "vqvae.res_hidden = -2"},
+		{"codes: 16", "codes: 70000", "vqvae.codes is 70000: want 1..65535"},
+		{"batch: 4", "batch: -1", "vqvae.batch is -1: want 1..65536"},
+		{"res_hidden: 4", "res_hidden: -2", "vqvae.res_hidden is -2: want 1..4096"},
 	} {
 		_, err := ParseConfig([]byte(strings.Replace(vqvaeYAML("/tmp/x", "/tmp/y", ""), c.from, c.to, 1)))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -30,9 +30,11 @@ type command struct {
 }
 
 // flagDoc is a flag as one command uses it: what it means there and, when
-// it differs from the flag's, its default for that command.
+// it differs from the flag's, its default for that command. A numeric flag
+// that stands for a config key names it (key): its value must lie in that
+// key's range (docs/config-ranges.md), checked before the command runs.
 type flagDoc struct {
-	name, usage, def string
+	name, usage, def, key string
 }
 
 // Flags every command accepts, and Beam's flags for the commands that run
@@ -56,14 +58,14 @@ var (
 	}
 	sampleFlags = []flagDoc{
 		{name: "out", usage: "PNG file to write (required)"},
-		{name: "n", usage: "unconditional samples, or completions of --complete", def: "16"},
+		{name: "n", usage: "unconditional samples, or completions of --complete", def: "16", key: "sample.unconditional"},
 		{name: "complete", usage: "a PNG or JPEG picture (centre-cropped, resized and quantized with the run's palette) whose bottom part the model completes"},
-		{name: "keep", usage: "with --complete: fraction of the picture's rows kept"},
-		{name: "temperature", usage: "softmax temperature"},
-		{name: "top_k", usage: "keep the k most likely tokens (0: all)"},
-		{name: "top_p", usage: "nucleus mass (0: off)"},
-		{name: "seed", usage: "random seed"},
-		{name: "scale", usage: "pixel magnification"},
+		{name: "keep", usage: "with --complete: fraction of the picture's rows kept", key: "sample.keep"},
+		{name: "temperature", usage: "softmax temperature", key: "sample.temperature"},
+		{name: "top_k", usage: "keep the k most likely tokens (0: all)", key: "sample.top_k"},
+		{name: "top_p", usage: "nucleus mass (0: off)", key: "sample.top_p"},
+		{name: "seed", usage: "random seed", key: "sample.seed"},
+		{name: "scale", usage: "pixel magnification", key: "sample.scale"},
 	}
 )
 
@@ -93,8 +95,8 @@ func init() {
 			flags:   []flagDoc{{name: "n", usage: "records to print"}}},
 		{name: "show", args: "tokens PATH", nargs: 2, run: showCmd,
 			summary: "draw the first records of a quantize or vqvae-encode folder (or a Tokens shard), each original beside its tokens decoded by the palette or the VQ-VAE",
-			flags: []flagDoc{{name: "out", usage: "PNG file to write (required)"}, {name: "n", usage: "images to draw (try 64)"},
-				{name: "scale", usage: "pixel magnification"}}},
+			flags: []flagDoc{{name: "out", usage: "PNG file to write (required)"}, {name: "n", usage: "images to draw (try 64)", key: "sample.images"},
+				{name: "scale", usage: "pixel magnification", key: "sample.scale"}}},
 		{name: "sample", args: "RUN", nargs: 1, run: sampleCmd,
 			summary: "from a train stage folder: --n unconditional samples, or --n completions of your own picture (--complete)",
 			flags:   sampleFlags},
@@ -172,6 +174,14 @@ func (c *command) checkFlags() error {
 			if err := flag.Set(f.name, f.def); err != nil {
 				return err
 			}
+		}
+	}
+	for _, f := range c.flags {
+		if f.key == "" {
+			continue
+		}
+		if err := stages.CheckValue("--"+f.name, f.key, flag.Lookup(f.name).Value.String()); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
 		}
 	}
 	return nil

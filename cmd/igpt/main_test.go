@@ -427,3 +427,37 @@ func TestWrap(t *testing.T) {
 		}
 	}
 }
+
+// TestReliability29_9_FlagRanges: a numeric flag that stands for a config
+// key (igpt sample --n for sample.unconditional, --scale, --top_k, …) goes
+// through that key's range before the command runs: --n 100000000 was
+// sampled, and OOMed.
+func TestReliability29_9_FlagRanges(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		flags   []string
+		wantErr string
+	}{
+		{"sample --n", []string{"sample", "run"}, []string{"n", "100000000"}, "sample: --n is 100000000: want 0..4096 (the range of sample.unconditional"},
+		{"sample --n max", []string{"sample", "run"}, []string{"n", "9223372036854775807"}, "sample: --n is 9223372036854775807: want 0..4096"},
+		{"sample --scale", []string{"sample", "run"}, []string{"scale", "-1"}, "sample: --scale is -1: want 1..64 (the range of sample.scale"},
+		{"sample --top_k", []string{"sample", "run"}, []string{"top_k", "-1"}, "sample: --top_k is -1: want 0..65536"},
+		{"sample --temperature", []string{"sample", "run"}, []string{"temperature", "NaN"}, "sample: --temperature is NaN: want (0, 100]"},
+		{"sample --keep", []string{"sample", "run"}, []string{"keep", "1"}, "sample: --keep is 1: want (0, 1)"},
+		{"show --n", []string{"show", "tokens", "x"}, []string{"n", "100000000"}, "show: --n is 100000000: want 0..1024 (the range of sample.images"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			freshFlags(t, tc.flags...)
+			err := dispatch(context.Background(), tc.args)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Errorf("dispatch(%q) with %q = %v, want an error starting with %q", tc.args, tc.flags, err, tc.wantErr)
+			}
+		})
+	}
+	// The defaults are in range: sample gets as far as wanting --out.
+	freshFlags(t)
+	if err := dispatch(context.Background(), []string{"sample", "run"}); err == nil || !strings.Contains(err.Error(), "give --out") {
+		t.Errorf("sample with the default flags: %v, want the --out error", err)
+	}
+}
