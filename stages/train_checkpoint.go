@@ -31,6 +31,7 @@ func (storageFS) List(ctx context.Context, dir string) ([]string, error) {
 }
 func (storageFS) RemoveAll(ctx context.Context, dir string) error { return storage.RemoveAll(ctx, dir) }
 func (storageFS) Join(base string, elem ...string) string         { return storage.Join(base, elem...) }
+func (storageFS) Within(base, rel string) (string, error)         { return storage.Within(base, rel) }
 
 // checkpointStore is the checkpoint folder of the stage run in dir.
 func checkpointStore(dir string, keep int) model.CheckpointStore {
