@@ -6,15 +6,19 @@ package stages
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/igpt/igpt/internal/datasets"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/vqvae"
 )
 
@@ -168,5 +172,132 @@ func TestReliability29_2_LatestEscape(t *testing.T) {
 		latest := escape(t, ft.rc.Dir, t.TempDir(), false)
 		_, err := ft.store().Latest(ctx)
 		firstLineHas(t, err, latest, "is not a path inside")
+	})
+}
+
+// tinyFinetuner is a finetuner of a model of cfg with a 3-class head in
+// run folder dir, before any step (what newFinetuner builds, without data).
+func tinyFinetuner(t *testing.T, dir string, cfg model.Config) *finetuner {
+	t.Helper()
+	m, err := model.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params.Init(1)
+	opt, err := model.NewOptimizer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := &finetuner{rc: &RunContext{Dir: dir, Log: slog.New(slog.DiscardHandler)}, fc: FinetuneParams{Steps: 10, KeepCheckpoints: 1},
+		m: m, opt: opt, head: model.NewClassHead(cfg.D, 3, 1), rng: rand.NewPCG(1, 2), started: time.Now(), best: -1}
+	for _, p := range ft.head.Params() {
+		ft.hm = append(ft.hm, make([]float32, len(p)), make([]float32, len(p)))
+	}
+	if ft.rngState, err = ft.rng.MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	return ft
+}
+
+// editState rewrites key of the state.json in checkpoint folder dir.
+func editState(t *testing.T, dir, key, value string) string {
+	t.Helper()
+	p := filepath.Join(dir, StateFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]json.RawMessage
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st[key] = json.RawMessage(value)
+	b, _ = json.Marshal(st)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestReliability29_10_ResumeStateChecked: a checkpoint whose state.json
+// numbers do not fit the run (vqvae-train index 1000000 or −1, a step of
+// −50 or past the config's steps) or whose weights are of another model
+// is refused by checkResume, naming the file and key, for vqvae-train,
+// finetune and train: no index panic, no negative learning rate, no
+// partial copy of the weights.
+func TestReliability29_10_ResumeStateChecked(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ key, value, want string }{
+		{"index", "1000000", "index = 1000000 is outside 0..4"},
+		{"index", "-1", "index = -1 is outside"},
+		{"step", "-50", "step = -50 is outside"},
+		{"step", "99", "step = 99 is outside 0..4"},
+		{"epoch", "-1", "epoch = -1 is outside"},
+	} {
+		t.Run("vqvae-train "+tc.key+"="+tc.value, func(t *testing.T) {
+			dir := t.TempDir()
+			tr := tinyVQTrainer(t, dir)
+			tr.st.Step, tr.opt.Step = 1, 1
+			if err := tr.checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			state := editState(t, filepath.Join(dir, CheckpointDir, ckptName(1)), tc.key, tc.value)
+			err := tinyVQTrainer(t, dir).resume(ctx)
+			firstLineHas(t, err, "vqvae-train: "+state, tc.want)
+		})
+	}
+	cfg := model.Config{Layers: 1, D: 8, Heads: 1, Seq: 4, Vocab: 16}
+	for _, tc := range []struct{ name, key, value, want string }{
+		{"step -50", "step", "-50", "step = -50 is outside 0..10"},
+		{"step past steps", "step", "11", "step = 11 is outside 0..10"},
+		{"evals since best", "evals_since_best", "-3", "evals_since_best = -3 is outside"},
+		{"weights of another model", "", "", "holds model"},
+	} {
+		t.Run("finetune "+tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ft := tinyFinetuner(t, dir, cfg)
+			ft.step, ft.opt.Step = 1, 1
+			if err := ft.checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ckpt := filepath.Join(dir, CheckpointDir, ckptName(1))
+			want := []string{"finetune: ", tc.want}
+			if tc.key != "" {
+				want = append(want, editState(t, ckpt, tc.key, tc.value))
+			} else {
+				// A model.safetensors of a wider model over the checkpoint's.
+				other := tinyFinetuner(t, t.TempDir(), model.Config{Layers: 1, D: 16, Heads: 1, Seq: 4, Vocab: 16})
+				other.step, other.opt.Step = 1, 1
+				if err := other.checkpoint(ctx); err != nil {
+					t.Fatal(err)
+				}
+				b, err := os.ReadFile(filepath.Join(other.rc.Dir, CheckpointDir, ckptName(1), WeightsFile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(ckpt, WeightsFile), b, 0o644)
+				want = append(want, ckpt, "holds model L1 d16")
+			}
+			_, err := tinyFinetuner(t, dir, cfg).resume(ctx, ckpt)
+			firstLineHas(t, err, want...)
+		})
+	}
+	t.Run("train step -50", func(t *testing.T) {
+		qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
+		rc := tinyTrainContext(t)
+		tr, err := newTrainer(ctx, rc, qm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.step, tr.opt.Step = 1, 1
+		if err := tr.markStep(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		state := editState(t, filepath.Join(rc.Dir, CheckpointDir, ckptName(1)), "step", "-50")
+		_, err = newTrainer(ctx, rc, qm)
+		firstLineHas(t, err, "train: "+state, "step = -50 is outside 0..2")
 	})
 }
