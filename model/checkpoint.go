@@ -245,7 +245,9 @@ func (o *Optimizer) LoadState(r io.Reader) error {
 			if !ok || !sameShape(s.Shape, t.Shape) || s.DType != "F32" {
 				return fmt.Errorf("model: load optimizer state: %s%s missing or not F32 %v", part.prefix, t.Name, t.Shape)
 			}
-			s.Float32s(t.Data)
+			if _, err := s.Float32s(t.Data); err != nil {
+				return fmt.Errorf("model: load optimizer state: %w", err)
+			}
 		}
 	}
 	if n := 2 * len(o.M.Tensors()); len(st.Tensors) != n {

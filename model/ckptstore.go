@@ -29,6 +29,9 @@ type CheckpointFS interface {
 	List(ctx context.Context, dir string) ([]string, error)
 	RemoveAll(ctx context.Context, dir string) error
 	Join(base string, elem ...string) string
+	// Within joins rel, a name read from a file (LATEST), to base, and
+	// refuses one that leads outside base (storage.Within).
+	Within(base, rel string) (string, error)
 }
 
 // CheckpointStore keeps a training run's checkpoints in Dir: each step's
@@ -116,5 +119,9 @@ func (s CheckpointStore) Latest(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return s.FS.Join(s.Dir, strings.TrimSpace(string(b))), nil
+	dir, err := s.FS.Within(s.Dir, strings.TrimSpace(string(b)))
+	if err != nil {
+		return "", fmt.Errorf("checkpoints: %s: %w; the file is damaged or forged: delete it (and the checkpoint folders) to start over", s.FS.Join(s.Dir, LatestFile), err)
+	}
+	return dir, nil
 }

@@ -32,6 +32,7 @@ import (
 
 // STTensor is one tensor of a safetensors file.
 type STTensor struct {
+	Name  string // in the header (errors name it)
 	DType string // "F32", "F64", "F16", "BF16", "I64", …
 	Shape []int
 	Data  []byte // raw little-endian bytes (a view into the file)
@@ -148,7 +149,7 @@ func parseEntry(name string, msg json.RawMessage, data []byte) (STTensor, uint64
 		return STTensor{}, 0, 0, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] do not fit shape %v %s in %d data bytes",
 			name, b, e, info.Shape, *info.DType, len(data))
 	}
-	return STTensor{DType: *info.DType, Shape: shape, Data: data[b:e:e]}, b, e, nil
+	return STTensor{Name: name, DType: *info.DType, Shape: shape, Data: data[b:e:e]}, b, e, nil
 }
 
 // ReadSafetensors reads and parses a safetensors file.
@@ -170,8 +171,30 @@ func (t STTensor) Len() int {
 }
 
 // Float32s converts a floating-point tensor (F32, F64, F16, BF16) to
-// float32 into dst (grown if too short) and returns it.
+// float32 into dst (grown if too short) and returns it. A NaN or an
+// infinity is an error naming the tensor and the value's index: every
+// weights loader (the iGPT checkpoint and optimizer state, the classifier
+// head, HF import, the VQ-VAE) decodes through here or Float64s, so
+// non-finite weights are refused at load, once, for all of them.
 func (t STTensor) Float32s(dst []float32) ([]float32, error) {
+	dst, err := t.float32s(dst)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range dst {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, t.nonFinite(i, float64(v))
+		}
+	}
+	return dst, nil
+}
+
+// nonFinite is the error for value i of t, v, a NaN or an infinity.
+func (t STTensor) nonFinite(i int, v float64) error {
+	return fmt.Errorf("safetensors: tensor %q %v: value %d is %v: the weights are not finite (a diverged or damaged run); use an earlier checkpoint", t.Name, t.Shape, i, v)
+}
+
+func (t STTensor) float32s(dst []float32) ([]float32, error) {
 	n := t.Len()
 	if cap(dst) < n {
 		dst = make([]float32, n)
@@ -207,6 +230,9 @@ func (t STTensor) Float64s() ([]float64, error) {
 		out := make([]float64, t.Len())
 		for i := range out {
 			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(t.Data[8*i:]))
+			if math.IsNaN(out[i]) || math.IsInf(out[i], 0) {
+				return nil, t.nonFinite(i, out[i])
+			}
 		}
 		return out, nil
 	}

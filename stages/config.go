@@ -2,9 +2,9 @@ package stages
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 
@@ -188,7 +188,9 @@ const MaxConfigBytes = 1 << 20
 // huge file (or a device) is refused by ParseConfig without being read
 // whole.
 func readConfigFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// A regular file only (a FIFO or device never ends); its size is
+	// judged by ParseConfig, from the first MaxConfigBytes+1 bytes.
+	f, err := storage.OpenUserFile(context.Background(), path, 1<<40)
 	if err != nil {
 		return nil, err
 	}

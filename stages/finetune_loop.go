@@ -538,11 +538,15 @@ func (ft *finetuner) resume(ctx context.Context, dir string) (loader.Position, e
 	if err != nil {
 		return st.Position, fmt.Errorf("finetune: checkpoint %s: %w; delete %s to start over", dir, err, ft.rc.Dir)
 	}
-	if st.Model != ft.m.Config {
-		return st.Position, fmt.Errorf("finetune: checkpoint %s is for model %v, the run has %v; delete %s to start over", dir, st.Model, ft.m.Config, ft.rc.Dir)
+	if err := checkResume("finetune", dir, ft.rc.Dir, ft.m.Config, st.Model, resumeBound{"step", st.Step, 0, ft.fc.Steps},
+		resumeBound{"evals_since_best", st.SinceBest, 0, ft.fc.Steps}); err != nil {
+		return st.Position, err
 	}
 	if err := ft.loadCheckpointFiles(ctx, dir); err != nil {
 		return st.Position, err
+	}
+	if ft.opt.Step != st.Step {
+		return st.Position, fmt.Errorf("finetune: checkpoint %s: optimizer is at step %d, state at %d; delete %s to start over", dir, ft.opt.Step, st.Step, ft.rc.Dir)
 	}
 	if err := ft.rng.UnmarshalBinary(st.RNG); err != nil {
 		return st.Position, fmt.Errorf("finetune: %s: rng state: %w", storage.Join(dir, StateFile), err)
@@ -567,6 +571,9 @@ func (ft *finetuner) loadCheckpointFiles(ctx context.Context, dir string) error 
 	p, _, err := model.LoadCheckpoint(bytes.NewReader(w))
 	if err != nil {
 		return fmt.Errorf("finetune: %s: %w", storage.Join(dir, WeightsFile), err)
+	}
+	if err := checkResume("finetune", dir, ft.rc.Dir, ft.m.Config, p.Config); err != nil {
+		return err
 	}
 	copy(ft.m.Params.Data, p.Data)
 	o, err := read(OptimFile)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -146,7 +145,7 @@ var (
 func (m *Manifest) checkNames() error {
 	where := storage.Join(m.Dir, ManifestName)
 	for i, f := range m.Files {
-		if !localName(f.Name) {
+		if !storage.LocalName(f.Name) {
 			return fmt.Errorf("manifest %s: files[%d].name %q is not a path inside the stage folder; the manifest is damaged or forged: delete %s and rerun the stage", where, i, f.Name, m.Dir)
 		}
 	}
@@ -156,10 +155,4 @@ func (m *Manifest) checkNames() error {
 		}
 	}
 	return nil
-}
-
-// localName reports whether name is a relative path that stays inside its
-// folder, in both local and gs:// terms.
-func localName(name string) bool {
-	return name != "" && !strings.Contains(name, `\`) && filepath.IsLocal(name) && !strings.HasPrefix(name, "/")
 }

@@ -114,6 +114,18 @@ const ManifestName = "_MANIFEST.json"
 // Path returns the full path of one of the manifest's files.
 func (m *Manifest) Path(name string) string { return storage.Join(m.Dir, name) }
 
+// Resolve is the full path of rel, a path inside the stage folder that the
+// manifest's field (e.g. "meta.checkpoint") holds, through storage.Within:
+// a path leading outside the folder is refused, naming the manifest and
+// the field, never read.
+func (m *Manifest) Resolve(field, rel string) (string, error) {
+	p, err := storage.Within(m.Dir, rel)
+	if err != nil {
+		return "", fmt.Errorf("manifest %s: %s: %w; the manifest is damaged or forged: delete %s and rerun the %s stage", storage.Join(m.Dir, ManifestName), field, err, m.Dir, m.Stage)
+	}
+	return p, nil
+}
+
 // Split returns the manifest's files of one split, in name order.
 func (m *Manifest) Split(split string) []FileInfo {
 	var out []FileInfo

@@ -231,13 +231,14 @@ func ReadTrainOutput(m *Manifest) (TrainOutput, error) {
 	if err := decodeMeta(m, "train", &out); err != nil {
 		return out, err
 	}
-	if out.Checkpoint == "" || !localName(out.Checkpoint) {
-		return out, fmt.Errorf("manifest %s: meta.checkpoint %q is not a path inside the train folder; the manifest is damaged or forged", storage.Join(m.Dir, ManifestName), out.Checkpoint)
+	dir, err := m.Resolve("meta.checkpoint", out.Checkpoint)
+	if err != nil {
+		return out, err
 	}
 	if out.Objective == "" {
 		out.Objective = "ar"
 	}
-	out.Weights = m.Path(storage.Join(out.Checkpoint, WeightsFile))
+	out.Weights = storage.Join(dir, WeightsFile)
 	return out, nil
 }
 

@@ -31,6 +31,7 @@ func (storageFS) List(ctx context.Context, dir string) ([]string, error) {
 }
 func (storageFS) RemoveAll(ctx context.Context, dir string) error { return storage.RemoveAll(ctx, dir) }
 func (storageFS) Join(base string, elem ...string) string         { return storage.Join(base, elem...) }
+func (storageFS) Within(base, rel string) (string, error)         { return storage.Within(base, rel) }
 
 // checkpointStore is the checkpoint folder of the stage run in dir.
 func checkpointStore(dir string, keep int) model.CheckpointStore {
@@ -80,8 +81,8 @@ func (tr *trainer) resume(ctx context.Context) (*TrainState, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("train: %s: %w", storage.Join(dir, StateFile), err)
 	}
-	if st.Model != tr.m.Config {
-		return nil, fmt.Errorf("train: checkpoint %s is for model %v, the config asks for %v", dir, st.Model, tr.m.Config)
+	if err := checkResume("train", dir, tr.rc.Dir, tr.m.Config, st.Model, resumeBound{"step", st.Step, 0, tr.tc.Steps}); err != nil {
+		return nil, err
 	}
 	if err := tr.loadState(ctx, dir, st); err != nil {
 		return nil, err

@@ -340,14 +340,16 @@ func (tr *trainer) initFrom(ctx context.Context, from string) error {
 		path = storage.Join(tr.rc.Config.Root, path)
 	}
 	if !strings.HasSuffix(path, ".safetensors") {
-		latest, err := storage.ReadFile(ctx, storage.Join(path, CheckpointDir, LatestFile))
+		// A train stage folder: its newest checkpoint, through the same
+		// LATEST resolver as a resume (no LATEST: a checkpoint folder).
+		latest, err := checkpointStore(path, 1).Latest(ctx)
 		switch {
-		case err == nil:
-			path = storage.Join(path, CheckpointDir, strings.TrimSpace(string(latest)), WeightsFile)
-		case errors.Is(err, storage.ErrNotExist):
-			path = storage.Join(path, WeightsFile)
-		default:
+		case err != nil:
 			return fmt.Errorf("train.init_from: %w", err)
+		case latest != "":
+			path = storage.Join(latest, WeightsFile)
+		default:
+			path = storage.Join(path, WeightsFile)
 		}
 	}
 	w, err := storage.ReadFile(ctx, path)

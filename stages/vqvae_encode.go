@@ -113,7 +113,11 @@ func ReadVQVAE(m *Manifest) (vqvae.Config, string, error) {
 	if out.Checkpoint == "" || out.Model.K < 1 || out.Model.Factor < 1 {
 		return out.Model, "", fmt.Errorf("vqvae-train output %s: its manifest names no checkpoint or model (meta %v); rerun: igpt stage vqvae-train CONFIG --force", m.Dir, m.Meta)
 	}
-	return out.Model, m.Path(out.Checkpoint), nil
+	weights, err := m.Resolve("meta.checkpoint", out.Checkpoint)
+	if err != nil {
+		return out.Model, "", err
+	}
+	return out.Model, weights, nil
 }
 
 // VQVAEEncodeOutput is what the vqvae-encode stage records: the token

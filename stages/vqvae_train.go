@@ -487,8 +487,9 @@ func (tr *vqTrainer) resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("vqvae-train: %s: %w", storage.Join(dir, VQVAEWeightsFile), err)
 	}
-	if m.Cfg != tr.m.Cfg {
-		return fmt.Errorf("vqvae-train: checkpoint %s is for %+v, the config asks for %+v", dir, m.Cfg, tr.m.Cfg)
+	if err := checkResume("vqvae-train", dir, tr.rc.Dir, tr.m.Cfg, m.Cfg, resumeBound{"step", st.Step, 0, tr.vc.Steps},
+		resumeBound{"epoch", st.Epoch, 0, tr.vc.Steps * tr.vc.Batch}, resumeBound{"index", st.Index, 0, tr.train.n}); err != nil {
+		return err
 	}
 	ob, err := storage.ReadFile(ctx, storage.Join(dir, OptimFile))
 	if err != nil {

@@ -35,15 +35,22 @@ func ExportHF(ctx context.Context, runDir, out string) error {
 	return storage.WriteFile(ctx, storage.Join(out, "config.json"), cfg.Bytes())
 }
 
+// Caps of the files ImportHF reads: a config.json is a few KB; the
+// largest published iGPT (XL, 6.8B parameters) is 27 GB of float32.
+const (
+	maxHFConfig  = 1 << 20
+	maxHFWeights = 64 << 30
+)
+
 // ImportHF reads a Hugging Face ImageGPT folder (config.json and
 // model.safetensors, e.g. published iGPT weights; local or gs://) and
 // writes it as an igpt checkpoint file.
 func ImportHF(ctx context.Context, dir, out string) (model.Config, error) {
-	cfg, err := storage.ReadFile(ctx, storage.Join(dir, "config.json"))
+	cfg, err := storage.ReadUserFile(ctx, storage.Join(dir, "config.json"), maxHFConfig)
 	if err != nil {
 		return model.Config{}, fmt.Errorf("import-hf: %w", err)
 	}
-	st, err := storage.ReadFile(ctx, storage.Join(dir, "model.safetensors"))
+	st, err := storage.ReadUserFile(ctx, storage.Join(dir, "model.safetensors"), maxHFWeights)
 	if err != nil {
 		return model.Config{}, fmt.Errorf("import-hf: %w (only safetensors weights are read)", err)
 	}

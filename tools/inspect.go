@@ -24,7 +24,7 @@ func Inspect(ctx context.Context, path string, n int, w io.Writer) error {
 	} else if !errors.Is(err, storage.ErrNotExist) {
 		return err
 	}
-	rc, err := storage.Open(ctx, path)
+	rc, err := storage.OpenUserFile(ctx, path, 0) // a shard: streamed, any size
 	if err != nil {
 		return err
 	}

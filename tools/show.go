@@ -64,6 +64,9 @@ func tokensShard(ctx context.Context, path string) (*stages.Manifest, string, er
 		}
 		return m, m.Path(m.Files[0].Name), nil
 	}
+	if _, err := storage.StatUserFile(ctx, path, 0); err != nil {
+		return nil, "", fmt.Errorf("show: %w", err)
+	}
 	qm, err := stages.ReadManifest(ctx, storage.Dir(path))
 	if err != nil {
 		return nil, "", fmt.Errorf("show: %s: the shard's stage folder has no manifest: %w", path, err)

@@ -63,3 +63,40 @@ func (c Config) CheckImage(h, w int) error {
 	}
 	return nil
 }
+
+// MaxWeights caps the float32 values a loaded model may hold (its
+// parameters, codebook and EMA state): 2^29, 2 GiB (4 GiB with the
+// gradients New allocates beside them), far above any VQ-VAE igpt trains.
+const MaxWeights = 1 << 29
+
+// Weights is the number of float32 values of a model of this
+// configuration (every Param, the codebook [K,D] and its EMA state [K] and
+// [K,D]), computed without allocating: Load checks it against the file
+// and MaxWeights before New allocates. It is a float64 so that hostile
+// sizes do not overflow; model_test checks it against New.
+func (c Config) Weights() float64 {
+	h, rh, d := float64(c.Hidden), float64(c.ResHidden), float64(c.D)
+	conv := func(k, cin, cout float64) float64 { return k*k*cin*cout + cout }
+	n := conv(3, h, h) + conv(1, h, d) + conv(3, d, h) // encoder.conv, pre_vq, decoder.conv
+	n += 2 * float64(max(c.ResBlocks, 0)) * (conv(3, h, rh) + conv(1, rh, h))
+	cin := 3.0 // encoder.down.i
+	for i, L := 0, c.Levels(); i < L; i++ {
+		cout := h / 2
+		if i == L-1 {
+			cout = h
+		}
+		n += conv(4, cin, cout)
+		cin = cout
+	}
+	cin = h // decoder.up.i
+	for i, L := 0, c.Levels(); i < L; i++ {
+		cout := h / 2
+		if i == L-1 {
+			cout = 3
+		}
+		n += conv(4, cin, cout)
+		cin = cout
+	}
+	k := float64(c.K)
+	return n + 2*k*d + k
+}

@@ -102,6 +102,12 @@ func Load(r io.Reader) (*Model, error) {
 			return nil, fmt.Errorf("vqvae: load: metadata %s = %q: %w", f.key, md[f.key], err)
 		}
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("vqvae: load: metadata: %w", err)
+	}
+	if err := fitsFile(cfg, st); err != nil {
+		return nil, fmt.Errorf("vqvae: load: %w", err)
+	}
 	m, err := New(cfg, 0)
 	if err != nil {
 		return nil, fmt.Errorf("vqvae: load: %w", err)
@@ -144,6 +150,26 @@ func readTensor(st *model.SafeTensors, w Weight) error {
 	}
 	if err := t.Into(w.T); err != nil {
 		return fmt.Errorf("tensor %s: %w", w.Name, err)
+	}
+	return nil
+}
+
+// fitsFile checks, before anything is allocated for it, that the model the
+// metadata describes is one the file's tensors can hold (its F32 weights
+// need 4 bytes a value) and within MaxWeights: a 150-byte file claiming
+// hidden = 131072 is refused here, not with a 618 GB allocation.
+func fitsFile(cfg Config, st *model.SafeTensors) error {
+	var have int
+	for _, t := range st.Tensors {
+		have += len(t.Data)
+	}
+	need := cfg.Weights()
+	desc := fmt.Sprintf("hidden=%d res_hidden=%d res_blocks=%d codes=%d code_dim=%d factor=%d", cfg.Hidden, cfg.ResHidden, cfg.ResBlocks, cfg.K, cfg.D, cfg.Factor)
+	if need > MaxWeights {
+		return fmt.Errorf("metadata %s: %.4g weights, more than the %d a VQ-VAE may hold; the file is damaged or forged", desc, need, MaxWeights)
+	}
+	if 4*need > float64(have) {
+		return fmt.Errorf("metadata %s needs %.0f bytes of F32 weights, the file's tensors hold %d; the file is damaged or forged", desc, 4*need, have)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/stages"
 	"github.com/igpt/igpt/tools"
@@ -374,6 +375,9 @@ func showCmd(ctx context.Context, args []string) error {
 	return writeOut(png)
 }
 
+// maxPictureFile caps the picture sample --complete reads.
+const maxPictureFile = 64 << 20
+
 func sampleCmd(ctx context.Context, args []string) error {
 	if *outPath == "" {
 		return fmt.Errorf("sample: give --out FILE.png")
@@ -386,7 +390,7 @@ func sampleCmd(ctx context.Context, args []string) error {
 		}
 		return writeOut(png)
 	}
-	pic, err := os.ReadFile(*complete)
+	pic, err := storage.ReadUserFile(ctx, *complete, maxPictureFile)
 	if err != nil {
 		return fmt.Errorf("sample: --complete: %w", err)
 	}

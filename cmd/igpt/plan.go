@@ -11,6 +11,9 @@ import (
 	"github.com/igpt/igpt/stages"
 )
 
+// maxConfigFile caps a config file: igpt's are a few KB.
+const maxConfigFile = 4 << 20
+
 // loadPlan reads the config at path, applies --root and --source, and
 // plans its stages. A relative root is taken from the current directory;
 // when that folder does not exist but the same relative root beside the
@@ -18,6 +21,11 @@ import (
 // finished stages of this plan, it stops and says so rather than plan to
 // redo everything in a new folder.
 func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {
+	// The config is a user-given file: a FIFO or a device is refused before
+	// LoadConfig reads it.
+	if _, err := storage.StatUserFile(ctx, path, maxConfigFile); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	cfg, err := stages.LoadConfig(path)
 	if err != nil {
 		return nil, err

@@ -76,7 +76,10 @@ func readFolderPrefix(ctx context.Context, u Unit, emit func(Item) error) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p := storage.Join(u.Path, m)
+		p, err := storage.Within(u.Path, m)
+		if err != nil {
+			return fmt.Errorf("datasets: read unit: member %w: the unit list is damaged or forged", err)
+		}
 		data, err := storage.ReadFile(ctx, p)
 		if err != nil {
 			return fmt.Errorf("datasets: read unit: %w", err)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/igpt/igpt/internal/storage"
 )
 
 // Options tune how a source is read. Inspect copies them into every Unit.
@@ -393,7 +395,10 @@ func openBinMember(ctx context.Context, u Unit, member string) (io.Reader, int64
 		return nil, 0, nil, nil, fmt.Errorf("datasets: read unit: %w", err)
 	}
 	if fi.IsDir() {
-		p := filepath.Join(u.Path, filepath.FromSlash(member))
+		p, err := storage.Within(u.Path, member)
+		if err != nil {
+			return nil, 0, nil, nil, fmt.Errorf("datasets: read unit: member %w: the unit list is damaged or forged", err)
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			return nil, 0, nil, nil, fmt.Errorf("datasets: read unit: %w", err)

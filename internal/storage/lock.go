@@ -147,10 +147,12 @@ func TryLock(ctx context.Context, p string, opt LockOptions) (*Lock, error) {
 	return nil, fmt.Errorf("storage: lock %s: still contended after removing stale locks: %w", p, ErrLockHeld)
 }
 
-// stale reports whether a lock with info (possibly unreadable: nil) last
-// refreshed at mod is stale.
+// stale reports whether a lock with info last refreshed at mod is stale.
+// A garbled lock (info nil: see readLockInfo) is stale at once: a lock is
+// never half written (a link of a complete file, a GCS object), so no
+// live holder wrote it.
 func (l *Lock) stale(info *LockInfo, mod time.Time) bool {
-	if time.Since(mod) > l.opt.StaleAfter {
+	if info == nil || time.Since(mod) > l.opt.StaleAfter {
 		return true
 	}
 	if info != nil && info.Host == l.info.Host && info.PID > 0 && !processAlive(info.PID) {
@@ -164,9 +166,11 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+// readLockInfo parses a lock's body; nil means garbled: not JSON, or
+// without a pid, a host or a token.
 func readLockInfo(b []byte) *LockInfo {
 	var i LockInfo
-	if json.Unmarshal(b, &i) != nil || i.Token == "" {
+	if json.Unmarshal(b, &i) != nil || i.Token == "" || i.PID <= 0 || i.Host == "" {
 		return nil
 	}
 	return &i
@@ -200,9 +204,6 @@ func (l *Lock) tryLocal(body []byte) (bool, *LockInfo, error) {
 	}
 	info := readLockInfo(b)
 	if !l.stale(info, st.ModTime()) {
-		if info == nil {
-			info = &LockInfo{Host: "?", Time: st.ModTime()}
-		}
 		return false, info, nil
 	}
 	// Take the stale lock over: move it aside, then make sure what moved
@@ -292,9 +293,6 @@ func (l *Lock) tryGCS(ctx context.Context, body []byte) (bool, *LockInfo, error)
 		info = readLockInfo(b)
 	}
 	if !l.stale(info, attrs.Updated) {
-		if info == nil {
-			info = &LockInfo{Host: "?", Time: attrs.Updated}
-		}
 		return false, info, nil
 	}
 	err = obj.If(gcs.Conditions{GenerationMatch: attrs.Generation}).Delete(ctx)
