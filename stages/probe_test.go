@@ -65,12 +65,12 @@ func TestProbeEndToEnd(t *testing.T) {
 	if len(rep.Rows) != 3 { // embedding + 2 layers
 		t.Fatalf("report rows: %s", b)
 	}
-	// The report counts the images of each split it probed: test is the
-	// whole test split, and validation is carved out of train.
+	// The report counts the images of each split it probed: the token
+	// stage's train, val and test splits, each whole.
 	qm := p.byName["quantize"].Manifest
-	trainN, testN := int(qm.Records("train")), int(qm.Records("test"))
-	if im := rep.Images; im.Test != testN || im.Train+im.Val != trainN || im.Val == 0 || im.Train == 0 {
-		t.Errorf("report images %+v; quantize wrote %d train and %d test images", im, trainN, testN)
+	want := probe.SplitSizes{Train: int(qm.Records("train")), Val: int(qm.Records("val")), Test: int(qm.Records("test"))}
+	if rep.Images != want || want.Val == 0 {
+		t.Errorf("report images %+v; quantize wrote %+v", rep.Images, want)
 	}
 	// The headline is the val-chosen row, with its own test accuracy.
 	best := rep.Rows[0]
