@@ -221,13 +221,24 @@ func reference(t *testing.T) (py, script string) {
 		script = v
 	}
 	if _, err := os.Stat(script); err != nil {
-		t.Skipf("reference script not found (%v); set IGPT_REFERENCE", err)
+		skipOrFail(t, "reference script not found (%v); set IGPT_REFERENCE", err)
 	}
 	if out, err := exec.Command(py, "-c", "import torch, numpy").CombinedOutput(); err != nil {
-		t.Skipf("%s has no torch/numpy (%v: %s); apt-get install python3-torch python3-numpy to run the live reference check",
+		skipOrFail(t, "%s has no torch/numpy (%v: %s); apt-get install python3-torch python3-numpy to run the live reference check",
 			py, err, bytes.TrimSpace(out))
 	}
 	return py, script
+}
+
+// skipOrFail skips a live reference check whose tools are missing, or
+// fails it when IGPT_REQUIRE_TORCH=1 (CI installs PyTorch and sets it, so
+// a missing reference is an error there, never a silent skip).
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("IGPT_REQUIRE_TORCH") == "1" {
+		t.Fatalf("IGPT_REQUIRE_TORCH=1: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 func run(t *testing.T, name string, args ...string) string {

@@ -144,6 +144,9 @@ func TestTorchFixtures(t *testing.T) {
 func TestTorchLive(t *testing.T) {
 	const py = "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import torch").Run(); err != nil {
+		if os.Getenv("IGPT_REQUIRE_TORCH") == "1" {
+			t.Fatalf("IGPT_REQUIRE_TORCH=1 but PyTorch is not available (%s -c 'import torch': %v): apt-get install python3-torch", py, err)
+		}
 		t.Skipf("PyTorch not available (%s -c 'import torch': %v); the committed fixtures are checked by TestTorchFixtures", py, err)
 	}
 	update := os.Getenv("VQVAE_UPDATE_FIXTURES") == "1"
