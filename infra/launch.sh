@@ -5,6 +5,9 @@
 #
 #   launch.sh --config=configs/imagenet32.yaml --root=gs://BUCKET/igpt \
 #     --project=PROJECT --region=REGION [--until=quantize] [--command=run]
+#   launch.sh --command="stage download" --config=gs://BUCKET/exp.yaml … \
+#     --template_location=gs://…   (what a flex template launch passes:
+#     the stage's job is written there, and Dataflow runs it)
 #
 # Parameters arrive as --name=value (flex templates pass them so);
 # defaults fit the shard sizes of configs/imagenet*.yaml (see infra/README.md).
@@ -29,7 +32,9 @@ for a in "$@"; do
 done
 [ -n "$config" ] || { echo "launch.sh: --config=FILE is required" >&2; exit 2; }
 [ -f "$worker" ] || { echo "launch.sh: worker binary $worker not found: run infra/build.sh" >&2; exit 2; }
-args=("$command" "$config" --runner=dataflow --worker_binary="$worker"
+# "stage download" is two words: the command and its stage.
+read -ra words <<< "$command"
+args=("${words[@]}" "$config" --runner=dataflow --worker_binary="$worker"
   --worker_machine_type="$machine" --disk_size_gb="$disk" --max_num_workers="$workers")
 [ -n "$until" ] && args+=(--until="$until")
 exec "$igpt" "${args[@]}" "${extra[@]}"

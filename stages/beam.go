@@ -24,6 +24,19 @@ import (
 // printed but, because of --dry_run, not submitted. No manifest is written.
 var ErrDryRun = errors.New("dry run: the Dataflow job was printed, not submitted")
 
+// ErrTemplateWritten is returned by a Beam stage whose Dataflow job was
+// written to --template_location (as a flex template launch asks) instead
+// of submitted: the job runs later, launched by Dataflow.
+var ErrTemplateWritten = errors.New("the Dataflow job was written to --template_location, not submitted")
+
+// templateLocation is Beam's --template_location flag, "" when unset.
+func templateLocation() string {
+	if f := flag.Lookup("template_location"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
 // dryRunFlag reports Beam's --dry_run flag (defined by the Dataflow runner;
 // igpt's planner reads the same flag).
 func dryRunFlag() bool {
@@ -89,6 +102,10 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 	if res == nil || isNilResult(res) {
 		if runner == "dataflow" && dryRunFlag() {
 			return "", ErrDryRun
+		}
+		if loc := templateLocation(); runner == "dataflow" && loc != "" {
+			rc.logger().Info("Dataflow job written, not submitted", "template_location", loc, "pipeline_proto_bytes", rc.GraphBytes)
+			return "", ErrTemplateWritten
 		}
 		return "", nil
 	}

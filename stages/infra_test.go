@@ -6,10 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/igpt/igpt/internal/testutil"
+	"google.golang.org/protobuf/proto"
 )
 
 var (
@@ -106,6 +112,74 @@ func TestFlexTemplate(t *testing.T) {
 	for _, p := range meta.Parameters {
 		if !strings.Contains(string(launch), "--"+p.Name+"=") && !strings.Contains(string(out), "--"+p.Name) {
 			t.Errorf("metadata.json parameter %s is neither handled by launch.sh nor a flag of igpt", p.Name)
+		}
+	}
+}
+
+// TestFlexTemplateLaunchWritesJob runs infra/launch.sh the way a flex
+// template launch does: one stage per launch (--command="stage download"),
+// a config on gs://, and --template_location, where the Dataflow runner
+// writes the job instead of submitting it (Beam's Go runner returns a
+// typed nil result then, on which igpt used to panic). The launch must
+// exit 0, write a job spec naming the stage's transforms and the staged
+// worker binary, and write no manifest (nothing ran).
+func TestFlexTemplateLaunchWritesJob(t *testing.T) {
+	bin := buildInfra(t)
+	srv := testutil.FakeGCS(t, "data", "out")
+	imageNetSource(t, srv, "data", "imagenet", 4, 2, 4)
+	putObject(srv, "out", "exp.yaml", []byte("dataset: {name: imagenet, source: gs://data/imagenet}\ndownload: {resize: 16}\n"))
+	cmd := exec.Command("bash", filepath.Join(repoRoot(), "infra", "launch.sh"),
+		"--command=stage download", "--config=gs://out/exp.yaml", "--root=gs://out/root",
+		"--project=igpt-test", "--region=us-central1", "--staging_location=gs://out/staging",
+		"--template_location=gs://out/templates/download.json")
+	cmd.Env = append(os.Environ(), "IGPT_BINARY="+filepath.Join(bin, "igpt"), "IGPT_WORKER_BINARY="+filepath.Join(bin, "igpt-worker"))
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "panic") {
+		t.Fatalf("launch.sh: %v\n%s", err, out)
+	}
+	obj, err := srv.GetObject("out", "templates/download.json")
+	if err != nil {
+		t.Fatalf("no job spec at the template location: %v\n%s", err, out)
+	}
+	// The spec names the pipeline and worker that the runner staged:
+	// both must be there, the pipeline holding the stage's transforms.
+	spec := string(obj.Content)
+	staged := map[string]*fakestorage.Object{}
+	for _, what := range []string{"model", "worker"} {
+		m := regexp.MustCompile(`gs://out/(staging/[^"]*/` + what + `)"`).FindStringSubmatch(spec)
+		if m == nil {
+			t.Fatalf("the job spec names no staged %s:\n%.1500s", what, spec)
+		}
+		o, err := srv.GetObject("out", m[1])
+		if err != nil {
+			t.Fatalf("the job spec names %s, which was not staged: %v", m[1], err)
+		}
+		staged[what] = &o
+	}
+	var pipe pipepb.Pipeline
+	if err := proto.Unmarshal(staged["model"].Content, &pipe); err != nil {
+		t.Fatalf("staged model: %v", err)
+	}
+	names := ""
+	for _, tr := range pipe.GetComponents().GetTransforms() {
+		names += tr.GetUniqueName() + "\n"
+	}
+	if !strings.Contains(names, "download/") {
+		t.Errorf("the staged pipeline has no download transforms:\n%s", names)
+	}
+	if fi, err := os.Stat(filepath.Join(bin, "igpt-worker")); err != nil || int64(len(staged["worker"].Content)) != fi.Size() {
+		t.Errorf("the staged worker is %d bytes, infra/bin/igpt-worker %v (%v)", len(staged["worker"].Content), fi.Size(), err)
+	}
+	if !strings.Contains(string(out), "template_location") {
+		t.Errorf("igpt did not say the job was written, not run:\n%s", out)
+	}
+	objs, _, err := srv.ListObjectsWithOptions("out", fakestorage.ListOptions{Prefix: "root/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if strings.HasSuffix(o.Name, ManifestName) {
+			t.Errorf("a launch that only wrote the job left a manifest: %s", o.Name)
 		}
 	}
 }

@@ -331,6 +331,10 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 		log.Info("stage not submitted (--dry_run); no manifest written", "pipeline_proto_bytes", rc.GraphBytes)
 		return nil
 	}
+	if errors.Is(err, ErrTemplateWritten) {
+		log.Info("stage written as a Dataflow job to --template_location, not run here; no manifest written", "pipeline_proto_bytes", rc.GraphBytes)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}

@@ -319,6 +319,9 @@ func helpCmd(_ context.Context, args []string) error {
 }
 
 func runCmd(ctx context.Context, args []string) error {
+	if f := flag.Lookup("template_location"); f != nil && f.Value.String() != "" {
+		return fmt.Errorf("run: --template_location writes one Dataflow job, and a run is a chain of them: use igpt stage NAME CONFIG --template_location=… once per stage (infra/README.md shows how to chain them)")
+	}
 	return withPlan(ctx, args[0], func(plan *stages.Plan, opt stages.Options) error {
 		if *until != "" {
 			return plan.RunUntil(ctx, *until, opt)
