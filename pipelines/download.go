@@ -122,21 +122,28 @@ func WriteLines[T any](ctx context.Context, path string, items []T) error {
 	return storage.WriteFile(ctx, path, b.Bytes())
 }
 
-// ReadLinesFn emits the non-empty lines of a file.
+// ReadLinesFn emits the non-empty lines of a file, streamed through the
+// sources' shared line reader (datasets.EachLine, capped at
+// datasets.MaxListLine a line): a damaged list that is one huge line is
+// refused, not read whole.
 type ReadLinesFn struct{}
 
 // ProcessElement reads the file at path.
 func (f *ReadLinesFn) ProcessElement(ctx context.Context, path string, emit func(string)) error {
-	data, err := storage.ReadFile(ctx, path)
+	rc, err := storage.Open(ctx, path)
 	if err != nil {
 		return err
 	}
-	for line := range bytes.Lines(data) {
+	defer rc.Close()
+	return datasets.EachLine(rc, path, datasets.MaxListLine, func(_ int, line []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if l := strings.TrimSpace(string(line)); l != "" {
 			emit(l)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // ReadUnitFn reads, decodes and writes one unit (a JSON UnitTask) and emits

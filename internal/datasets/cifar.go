@@ -95,7 +95,10 @@ func cifarClasses(spec Spec, opt Options, b binSource, log *slog.Logger) ([]stri
 		}
 	}
 	if data, ok := b.texts[namesFile]; ok {
-		classes := readNames(data)
+		classes, err := readNames(b.where(namesFile), data)
+		if err != nil {
+			return nil, err
+		}
 		if len(classes) == 0 {
 			return nil, fmt.Errorf("datasets: inspect %s: %s has no class names: %w", b.path(), b.where(namesFile), ErrCorrupt)
 		}

@@ -3,7 +3,6 @@ package datasets
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -332,11 +331,12 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 // readImageNetVal streams the flat validation tar, labelled from the
 // labels file.
 func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
-	raw, err := storage.ReadFile(ctx, u.LabelPath)
+	rc, err := storage.Open(ctx, u.LabelPath)
 	if err != nil {
 		return err
 	}
-	labels, err := parseValLabels(u.LabelPath, raw, u.Classes)
+	labels, err := parseValLabels(u.LabelPath, ctxReader{ctx, rc}, u.Classes)
+	rc.Close()
 	if err != nil {
 		return err
 	}
@@ -355,37 +355,48 @@ func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
 	})
 }
 
+// maxValLabels bounds the entries of a validation labels file (ImageNet's
+// has 50,000).
+const maxValLabels = 1 << 24
+
 // parseValLabels maps validation image names (without extension) to labels.
 // A .csv is Kaggle's ImageId,PredictionString (the first wnid of the
 // prediction string is the class); otherwise line i holds the wnid of
-// ILSVRC2012_val_{i+1:08d}.
-func parseValLabels(file string, raw []byte, classes []string) (map[string]int, error) {
+// ILSVRC2012_val_{i+1:08d}. Lines are read with the shared line cap.
+func parseValLabels(file string, r io.Reader, classes []string) (map[string]int, error) {
 	index := classIndex(classes)
 	out := map[string]int{}
 	csv := strings.HasSuffix(strings.ToLower(file), ".csv")
 	n := 0
-	for line := range bytes.Lines(raw) {
+	err := EachLine(r, file, MaxTextLine, func(_ int, line []byte) error {
 		s := strings.TrimSpace(string(line))
 		if s == "" {
-			continue
+			return nil
 		}
 		n++
+		if n > maxValLabels {
+			return fmt.Errorf("datasets: %s: more than %d labels: is it the validation labels file?", file, maxValLabels)
+		}
 		name, wnid := fmt.Sprintf("ILSVRC2012_val_%08d", n), s
 		if csv {
 			if n == 1 && strings.HasPrefix(s, "ImageId") {
-				continue
+				return nil
 			}
 			id, pred, ok := strings.Cut(s, ",")
 			if !ok {
-				return nil, fmt.Errorf("datasets: %s line %d: want ImageId,PredictionString, got %q", file, n, s)
+				return fmt.Errorf("datasets: %s line %d: want ImageId,PredictionString, got %q", file, n, clip(s))
 			}
 			name, wnid = id, strings.Fields(pred + " ")[0]
 		}
 		label, ok := index[wnid]
 		if !ok {
-			return nil, fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, wnid, len(classes))
+			return fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, clip(wnid), len(classes))
 		}
 		out[name] = label
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/igpt/igpt/internal/testutil"
 )
 
 // signalWriter calls fn once with the first log line that contains want.
@@ -119,5 +121,91 @@ func TestReliability29_14_OfflineAtFirstContact(t *testing.T) {
 	err = Fetch(context.Background(), "http://"+addr+"/f.bin", File{Name: "f.bin"}, dst, opt)
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "offline?") {
 		t.Fatalf("err = %v, want ErrUnreachable saying offline?", err)
+	}
+}
+
+// TestReliability29_4_LineCap: a validation_labels.txt that is one huge
+// line used to be read whole (5.4 GB resident for 1 GB). Every
+// line-oriented reader of the sources now goes through EachLine: the line is
+// refused at MaxTextLine bytes, naming the file and line, and little is
+// allocated whatever the file's size.
+func TestReliability29_4_LineCap(t *testing.T) {
+	dir := t.TempDir()
+	huge := bytes.Repeat([]byte("n01440764"), (16<<20)/9) // one 16 MiB line
+	img := jpegBytes(t, testImage(2, 2, gradient(1)))
+	valTar := writeFile(t, filepath.Join(dir, ImageNetValTar), tarBytes(t, false, []entry{{name: "ILSVRC2012_val_00000001.JPEG", data: img}}))
+	classes := []string{"n01440764"}
+	cases := []struct {
+		name, file string
+		read       func(file string) error
+	}{
+		{"imagenet validation_labels.txt", "validation_labels.txt", func(file string) error {
+			u := Unit{Format: FormatImageNet, Split: "test", Path: valTar, LabelPath: file, Classes: classes}
+			return ReadUnit(context.Background(), u, discardItems)
+		}},
+		{"imagenet LOC_val_solution.csv", "LOC_val_solution.csv", func(file string) error {
+			u := Unit{Format: FormatImageNet, Split: "test", Path: valTar, LabelPath: file, Classes: classes}
+			return ReadUnit(context.Background(), u, discardItems)
+		}},
+		{"cifar10 batches.meta.txt", "batches.meta.txt", func(file string) error {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			data = data[:maxNamesFile-1] // what scanBinDir lets through
+			b := binSource{dir: dir, members: map[string]string{"batches.meta.txt": "batches.meta.txt"}, texts: map[string][]byte{"batches.meta.txt": data}}
+			_, err = cifarClasses(Spec{Format: FormatCIFAR10}, Options{}, b, slog.Default())
+			return err
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file := writeFile(t, filepath.Join(t.TempDir(), c.file), huge)
+			var err error
+			alloc := testutil.Allocated(func() { err = c.read(file) })
+			if err == nil || !errors.Is(err, ErrLineTooLong) {
+				t.Fatalf("a file that is one %d-byte line: err = %.300v, want the line refused (ErrLineTooLong)", len(huge), err)
+			}
+			mustContain(t, err, c.file, "line 1 is longer than")
+			if c.file != "batches.meta.txt" && alloc > 4<<20 {
+				t.Errorf("reading it allocated %d bytes, want < 4 MiB (the line cap, not the file)", alloc)
+			}
+		})
+	}
+}
+
+// TestReliability29_4_EachLine: the shared line reader's cases, at and
+// around its cap, with and without line endings.
+func TestReliability29_4_EachLine(t *testing.T) {
+	cases := []struct {
+		in    string
+		max   int
+		lines []string
+		err   bool
+	}{
+		{"", 4, nil, false},
+		{"a\nbb\r\n\nccc", 4, []string{"a", "bb", "", "ccc"}, false},
+		{"abcd\n", 4, []string{"abcd"}, false},
+		{"abcd", 4, []string{"abcd"}, false},
+		{"abcde\n", 4, nil, true},
+		{"ok\nabcde", 4, []string{"ok"}, true},
+		{strings.Repeat("x", 200<<10) + "\ny", 300 << 10, []string{strings.Repeat("x", 200<<10), "y"}, false},
+		{strings.Repeat("x", 200<<10), 100 << 10, nil, true},
+	}
+	for i, c := range cases {
+		var got []string
+		err := EachLine(strings.NewReader(c.in), "f.txt", c.max, func(n int, l []byte) error {
+			if n != len(got)+1 {
+				t.Errorf("case %d: line numbered %d, want %d", i, n, len(got)+1)
+			}
+			got = append(got, string(l))
+			return nil
+		})
+		if (err != nil) != c.err || (err != nil && !strings.Contains(err.Error(), "f.txt")) {
+			t.Errorf("case %d: err = %v, want error %v naming f.txt", i, err, c.err)
+		}
+		if strings.Join(got, "|") != strings.Join(c.lines, "|") || len(got) != len(c.lines) {
+			t.Errorf("case %d: lines %q, want %q", i, got, c.lines)
+		}
 	}
 }

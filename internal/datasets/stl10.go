@@ -39,7 +39,9 @@ func inspectSTL10(ctx context.Context, spec Spec, src string, fi os.FileInfo, op
 	}
 	classes := spec.Classes
 	if data, ok := b.texts["class_names.txt"]; ok {
-		classes = readNames(data)
+		if classes, err = readNames(b.where("class_names.txt"), data); err != nil {
+			return Layout{}, err
+		}
 	}
 	if len(classes) == 0 {
 		classes = stl10Classes
