@@ -40,6 +40,11 @@ func (downloadStage) Params(cfg *Config) any {
 // source units for the workers; the job graph holds only its path.
 const UnitsName = "_units.jsonl"
 
+// ClassesName is the file, beside UnitsName, that holds the source's class
+// names once, one JSON string a line (label order): the units reference it
+// instead of each carrying the names.
+const ClassesName = "_classes.jsonl"
+
 // InputsName is the file, in a Beam stage's folder, that lists its input
 // shards for the workers, for the same reason.
 const InputsName = "_inputs.jsonl"
@@ -165,15 +170,15 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	tasks := unitTasks(layout.Units)
-	unitsPath := storage.Join(rc.Dir, UnitsName)
-	if err := pipelines.WriteLines(ctx, unitsPath, tasks); err != nil {
+	unitsPath, classesPath := storage.Join(rc.Dir, UnitsName), storage.Join(rc.Dir, ClassesName)
+	if err := pipelines.WriteUnits(ctx, unitsPath, classesPath, tasks, layout.Classes); err != nil {
 		return nil, err
 	}
 	shardMiB := cmp.Or(cfg.Download.ShardMiB, defaultShardMiB)
 	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
 
 	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
+	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, Classes: classesPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)

@@ -632,7 +632,7 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 }
 
 func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	root, err := filepath.EvalSymlinks(u.Path)
 	if err != nil {
 		return fmt.Errorf("datasets: read unit: %w", err)
@@ -679,7 +679,7 @@ func readFolderZip(ctx context.Context, u Unit, zr *zipCloser, emit func(Item) e
 	for _, f := range zr.File {
 		byName[f.Name] = f
 	}
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	n := 0
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
@@ -747,7 +747,7 @@ func readZipFile(ctx context.Context, archive string, f *zip.File) ([]byte, erro
 }
 
 func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	var want map[string]bool
 	if u.Members != nil {
 		want = make(map[string]bool, len(u.Members))

@@ -280,8 +280,8 @@ func openUnitTar(ctx context.Context, u Unit, name string) (*tarStream, io.Close
 
 // readClassTar streams the images of one class tar inside the train tar.
 func readClassTar(ctx context.Context, u Unit, emit func(Item) error) error {
-	label := slices.Index(u.Classes, u.Class)
-	if label < 0 {
+	label, ok := u.labelIndex()[u.Class]
+	if !ok {
 		return fmt.Errorf("datasets: read %s: class %s is not among the unit's classes", u.Path, u.Class)
 	}
 	t, c, err := openUnitTar(ctx, u, u.Path+": member "+u.Member)
@@ -335,7 +335,7 @@ func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
 	if err != nil {
 		return err
 	}
-	labels, err := parseValLabels(u.LabelPath, ctxReader{ctx, rc}, u.Classes)
+	labels, err := parseValLabels(u.LabelPath, ctxReader{ctx, rc}, u.labelIndex())
 	rc.Close()
 	if err != nil {
 		return err
@@ -363,8 +363,7 @@ const maxValLabels = 1 << 24
 // A .csv is Kaggle's ImageId,PredictionString (the first wnid of the
 // prediction string is the class); otherwise line i holds the wnid of
 // ILSVRC2012_val_{i+1:08d}. Lines are read with the shared line cap.
-func parseValLabels(file string, r io.Reader, classes []string) (map[string]int, error) {
-	index := classIndex(classes)
+func parseValLabels(file string, r io.Reader, index map[string]int) (map[string]int, error) {
 	out := map[string]int{}
 	csv := strings.HasSuffix(strings.ToLower(file), ".csv")
 	n := 0
@@ -390,7 +389,7 @@ func parseValLabels(file string, r io.Reader, classes []string) (map[string]int,
 		}
 		label, ok := index[wnid]
 		if !ok {
-			return fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, clip(wnid), len(classes))
+			return fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, clip(wnid), len(index))
 		}
 		out[name] = label
 		return nil

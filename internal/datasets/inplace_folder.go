@@ -71,7 +71,7 @@ func InspectFolderPrefix(ctx context.Context, src string, opt Options) (Layout, 
 
 // readFolderPrefix reads a unit's images object by object.
 func readFolderPrefix(ctx context.Context, u Unit, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -156,7 +156,7 @@ func TestParseValLabels(t *testing.T) {
 		{"LOC_val_solution.csv", "ImageId,PredictionString\nno-comma\n", nil, "want ImageId,PredictionString"},
 	}
 	for _, tc := range tests {
-		got, err := parseValLabels(tc.file, strings.NewReader(tc.raw), classes)
+		got, err := parseValLabels(tc.file, strings.NewReader(tc.raw), classIndex(classes))
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), tc.file) {
 				t.Errorf("%s %q: error %v, want %q", tc.file, tc.raw, err, tc.err)

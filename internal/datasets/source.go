@@ -57,9 +57,12 @@ type Unit struct {
 	// relative to Path) this unit reads, in order; nil for idx, and nil for a
 	// tar image folder, meaning every image of the split in archive order.
 	// STL-10 units list the images member, then the labels member.
-	Members    []string
-	LabelPath  string   // idx: the labels file; "" otherwise
-	Classes    []string // class names; label = index
+	Members   []string
+	LabelPath string // idx: the labels file; "" otherwise
+	// Classes are the class names; label = index. The download stage's
+	// unit list leaves them out: the units there reference one class table
+	// (ClassTable, UseClasses) written once.
+	Classes    []string `json:",omitempty"`
 	FirstIndex int      // index of the unit's first record within its split (for keys)
 	Options    Options
 
@@ -78,6 +81,8 @@ type Unit struct {
 	// Count is the number of records Inspect found in the unit (before any
 	// image is skipped by Decode); 0 if unknown. ReadUnit checks it.
 	Count int `json:",omitempty"`
+
+	index map[string]int // class name → label, shared through UseClasses
 }
 
 // Layout is what Inspect found in a source.
