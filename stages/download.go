@@ -191,7 +191,9 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	classes := layout.Classes
 	if classes == nil {
-		classes = numericClasses(st)
+		if classes, err = numericClasses(st); err != nil {
+			return nil, err
+		}
 	}
 	files, meta := downloadMeta(spec, classes, st, src)
 	meta["units"] = len(tasks)
@@ -285,11 +287,16 @@ func unitTasks(units []datasets.Unit) []pipelines.UnitTask {
 }
 
 // numericClasses names the labels of a source without class names
-// (WebDataset's .cls integers) by their number, 0 … the largest seen.
-func numericClasses(st *pipelines.DownloadStats) []string {
+// (WebDataset's .cls integers) by their number, 0 … the largest seen. The
+// readers refuse a label of datasets.MaxClasses or more; checked again
+// here, before the names are allocated, since the stats come from files.
+func numericClasses(st *pipelines.DownloadStats) ([]string, error) {
 	top := -1
 	for _, sh := range st.Shards {
 		for l := range sh.Labels {
+			if l >= datasets.MaxClasses {
+				return nil, fmt.Errorf("download: shard %s holds label %d, more than the %d classes allowed: is its .cls member a class index?", sh.Name, l, datasets.MaxClasses)
+			}
 			top = max(top, l)
 		}
 	}
@@ -297,7 +304,7 @@ func numericClasses(st *pipelines.DownloadStats) []string {
 	for i := range c {
 		c[i] = strconv.Itoa(i)
 	}
-	return c
+	return c, nil
 }
 
 func datasetOptions(d DatasetParams) datasets.Options {

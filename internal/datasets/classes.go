@@ -98,6 +98,27 @@ func (u *Unit) labelIndex() map[string]int {
 	return u.index
 }
 
+// labelBound is the number of labels the records of u may carry: its class
+// count, or MaxClasses for a source without class names (WebDataset's .cls
+// integers, numbered by the download stage).
+func (u *Unit) labelBound() int {
+	if len(u.Classes) > 0 {
+		return len(u.Classes)
+	}
+	return MaxClasses
+}
+
+// checkLabel refuses a label read from a file that is not one of the n
+// classes, numbered from base (0, or 1 in STL-10 and the npz files),
+// naming where it was read: every reader checks the labels it reads here,
+// before a label sizes or indexes anything.
+func checkLabel(where string, label int64, base, n int) error {
+	if label < int64(base) || label-int64(base) >= int64(n) {
+		return fmt.Errorf("datasets: read %s: label %d is outside %d … %d (the %d classes): %w", where, label, base, base+n-1, n, ErrCorrupt)
+	}
+	return nil
+}
+
 // LabelOf returns the label of a class name among the unit's classes.
 func (u *Unit) LabelOf(class string) (int, bool) {
 	l, ok := u.labelIndex()[class]

@@ -451,7 +451,7 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 			if err := flush(); err != nil {
 				return err
 			}
-			cur = wdsSample{key: key, label: -1}
+			cur = wdsSample{key: key, label: -1, classes: u.labelBound()}
 		}
 		if err := cur.add(ctx, t, name, strings.ToLower(ext), hdr.Size); err != nil {
 			return err
@@ -464,6 +464,7 @@ type wdsSample struct {
 	key, name string
 	image     []byte
 	label     int
+	classes   int // the label bound (Unit.labelBound)
 }
 
 func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, size int64) error {
@@ -485,11 +486,14 @@ func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, siz
 		if err != nil {
 			return t.memberErr(err)
 		}
-		v, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil || v < 0 {
+		v, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err != nil {
 			return fmt.Errorf("datasets: read %s: label member %s holds %q; want an integer ≥ 0", t.name, name, data)
 		}
-		s.label = v
+		if err := checkLabel(t.name+": member "+name, v, 0, s.classes); err != nil {
+			return err
+		}
+		s.label = int(v)
 	}
 	return nil
 }

@@ -193,8 +193,8 @@ func readNPYLabels(file string, zr *zip.Reader) ([]int, error) {
 		case 8:
 			v = binary.LittleEndian.Uint64(raw[8*i:])
 		}
-		if v < 1 || v > 1000 {
-			return nil, corrupt(file, fmt.Sprintf("member labels.npy entry %d", i), fmt.Errorf("label %d is outside 1 … 1000", int64(v)))
+		if err := checkLabel(fmt.Sprintf("%s: member labels.npy entry %d", file, i), int64(v), 1, 1000); err != nil {
+			return nil, err
 		}
 		labels[i] = int(v) - 1
 	}

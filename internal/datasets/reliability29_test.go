@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -208,4 +209,96 @@ func TestReliability29_4_EachLine(t *testing.T) {
 			t.Errorf("case %d: lines %q, want %q", i, got, c.lines)
 		}
 	}
+}
+
+// wdsTar writes a WebDataset shard of one sample per label in cls (an
+// image and a .cls member) and returns its path.
+func wdsTar(t testing.TB, dir, name string, cls ...string) string {
+	t.Helper()
+	img := pngBytes(t, testImage(2, 2, gradient(2)))
+	var es []entry
+	for i, c := range cls {
+		key := fmt.Sprintf("%06d", i)
+		es = append(es, entry{name: key + ".png", data: img}, entry{name: key + ".cls", data: []byte(c)})
+	}
+	return writeFile(t, filepath.Join(dir, name), tarBytes(t, false, es))
+}
+
+// TestReliability29_3_WebDatasetLabelBound: a .cls member holding
+// 9223372036854775807 made the download stage panic in makeslice after the
+// whole download, 1000000000 allocate 16 GB. Labels are checked against the
+// class count where they are read (checkLabel, shared by every reader): a
+// WebDataset without class names allows MaxClasses, one with names their
+// count; the error names the shard and member.
+func TestReliability29_3_WebDatasetLabelBound(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		cls     string
+		classes []string
+		want    string // "" for accepted
+	}{
+		{"7", nil, ""},
+		{"9223372036854775807", nil, "label 9223372036854775807 is outside 0 … 1048575"},
+		{"1000000000", nil, "label 1000000000 is outside 0 … 1048575"},
+		{fmt.Sprint(MaxClasses), nil, "label 1048576 is outside 0 … 1048575"},
+		{"-1", nil, "label -1 is outside"},
+		{"99999999999999999999", nil, "want an integer"},
+		{"2", []string{"cat", "dog"}, "label 2 is outside 0 … 1 (the 2 classes)"},
+		{"1", []string{"cat", "dog"}, ""},
+	}
+	for i, c := range cases {
+		t.Run(c.cls, func(t *testing.T) {
+			p := wdsTar(t, dir, fmt.Sprintf("s%d.tar", i), c.cls)
+			u := Unit{Format: FormatWebDataset, Split: "train", Path: p, Classes: c.classes}
+			var labels []int
+			var err error
+			alloc := testutil.Allocated(func() {
+				err = ReadUnit(context.Background(), u, func(it Item) error { labels = append(labels, it.Label); return nil })
+			})
+			if alloc > 8<<20 {
+				t.Errorf("reading a 2-sample shard allocated %d bytes", alloc)
+			}
+			if c.want == "" {
+				if err != nil || len(labels) != 1 {
+					t.Fatalf("label %s: err %v, labels %v; want it read", c.cls, err, labels)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf(".cls %s accepted as label %v; want it refused", c.cls, labels)
+			}
+			mustContain(t, err, p, "000000.cls", c.want)
+		})
+	}
+}
+
+// FuzzWebDatasetLabel: any .cls content gives a label within the class
+// bound or an error naming the shard, never a panic.
+func FuzzWebDatasetLabel(f *testing.F) {
+	for _, s := range []string{"0", "7\n", " 12 ", "9223372036854775807", "1000000000", "-1", "x", "1048575", "+3", "0x10"} {
+		f.Add(s, 0)
+		f.Add(s, 5)
+	}
+	dir := f.TempDir()
+	img := pngBytes(f, testImage(1, 1, gradient(3)))
+	f.Fuzz(func(t *testing.T, cls string, nclasses int) {
+		if len(cls) > 64 {
+			cls = cls[:64]
+		}
+		var classes []string
+		if nclasses > 0 {
+			classes = make([]string, nclasses%1000)
+		}
+		p := writeFile(t, filepath.Join(dir, "000000.tar"), tarBytes(t, false, []entry{{name: "k.png", data: img}, {name: "k.cls", data: []byte(cls)}}))
+		u := Unit{Format: FormatWebDataset, Split: "train", Path: p, Classes: classes}
+		err := ReadUnit(context.Background(), u, func(it Item) error {
+			if it.Label < -1 || it.Label >= u.labelBound() {
+				t.Fatalf(".cls %q gave label %d, outside the %d classes", cls, it.Label, u.labelBound())
+			}
+			return nil
+		})
+		if err != nil && !strings.Contains(err.Error(), p) {
+			t.Fatalf("error does not name the shard: %v", err)
+		}
+	})
 }

@@ -159,8 +159,8 @@ func readSTLRecords(ctx context.Context, r io.Reader, cfg stlConfig, errf func(e
 				return fmt.Errorf("datasets: read %s: more images than the %d labels: %w", source, len(cfg.labels), ErrCorrupt)
 			}
 			l := int(cfg.labels[i])
-			if l < 1 || l > cfg.classes {
-				return fmt.Errorf("datasets: read %s: label %d outside 1..%d: %w", source, l, cfg.classes, ErrCorrupt)
+			if err := checkLabel(source, int64(l), 1, cfg.classes); err != nil {
+				return err
 			}
 			label = l - 1
 		}
