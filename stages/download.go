@@ -189,6 +189,9 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSplitsRead(src, layout, st); err != nil {
+		return nil, err
+	}
 	classes := layout.Classes
 	if classes == nil {
 		if classes, err = numericClasses(st); err != nil {
@@ -284,6 +287,35 @@ func unitTasks(units []datasets.Unit) []pipelines.UnitTask {
 		next[u.Split]++
 	}
 	return tasks
+}
+
+// checkSplitsRead is the download's check where the records are collected,
+// for every source: each split the source listed must have given records.
+// A WebDataset train pattern whose shards hold no samples used to finish
+// "done" without a train split.
+func checkSplitsRead(src string, layout datasets.Layout, st *pipelines.DownloadStats) error {
+	got := map[string]int64{}
+	for _, sh := range st.Shards {
+		got[sh.Split] += sh.Records
+	}
+	units := map[string]int{}
+	for _, u := range layout.Units {
+		units[u.Split]++
+	}
+	var empty []string
+	for _, split := range layout.Splits() {
+		if got[split] == 0 {
+			empty = append(empty, fmt.Sprintf("%s (%d units read)", split, units[split]))
+		}
+	}
+	if len(empty) == 0 {
+		return nil
+	}
+	hint := "check that its files hold images (.jpg/.jpeg/.png members; for WebDataset, samples named <key>.<ext>)"
+	if len(st.Skipped) > 0 {
+		hint = fmt.Sprintf("%d images were skipped (on_bad_image: skip), the first: %s", len(st.Skipped), st.Skipped[0])
+	}
+	return fmt.Errorf("download: source %s: split %s gave no records: %s", src, strings.Join(empty, ", split "), hint)
 }
 
 // numericClasses names the labels of a source without class names

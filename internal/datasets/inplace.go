@@ -77,8 +77,8 @@ func InspectInPlace(ctx context.Context, spec Spec, src string, splits map[strin
 	if err != nil {
 		return Layout{}, err
 	}
-	for i := range l.Units {
-		l.Units[i].Options = opt
+	if err := finishLayout(spec, &l, opt); err != nil {
+		return Layout{}, err
 	}
 	return l, nil
 }
@@ -409,7 +409,8 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		return err
 	}
 	defer c.Close()
-	shard := strings.SplitN(storage.Base(u.Path), ".", 2)[0]
+	keys := unitKeySpace(u)
+	seen := map[string]bool{}
 	var cur wdsSample
 	flush := func() error {
 		if cur.key == "" {
@@ -420,7 +421,11 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		if s.image == nil {
 			return fmt.Errorf("datasets: read %s: sample %s has no .jpg/.jpeg/.png member", u.Path, s.key)
 		}
-		key := u.Split + "/" + shard + "/" + s.key
+		key := keys + "/" + s.key
+		if seen[s.key] {
+			return fmt.Errorf("datasets: read %s: sample %s appears twice (its members are not together): keys must be unique in a shard: %w", u.Path, s.key, ErrDuplicate)
+		}
+		seen[s.key] = true
 		return emit(Item{Key: key, Split: u.Split, Label: s.label, Source: u.Path + ":" + s.name, Encoded: s.image})
 	}
 	for {

@@ -4,6 +4,7 @@ package datasets
 // TestReliability29_<N>_… turns item N into a test.
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,4 +303,58 @@ func FuzzWebDatasetLabel(f *testing.F) {
 			t.Fatalf("error does not name the shard: %v", err)
 		}
 	})
+}
+
+// TestReliability29_6_ShapeAndDuplicates: an imagenet32 npz of 8×8 rows, or
+// a mix of 16×16 and 32×32 batches, was read silently; a WebDataset shard
+// set with s.tar and s.tar.gz holding the same samples gave duplicate
+// record keys. One check of the layout (finishLayout) for every source
+// refuses units whose records would share keys, and ReadUnit holds every
+// raw record to the registry's size (checkShape).
+func TestReliability29_6_ShapeAndDuplicates(t *testing.T) {
+	ctx := context.Background()
+	img := pngBytes(t, testImage(2, 2, gradient(4)))
+	sample := []entry{{name: "000001.png", data: img}, {name: "000001.cls", data: []byte("1")}}
+	cases := []struct {
+		name   string
+		format string
+		files  func(dir string)
+		want   []string
+	}{
+		{"imagenet32 of 8×8 rows", "imagenet32", func(dir string) {
+			writeNPZ(t, filepath.Join(dir, "train_data_batch_1.npz"), 2, 8, []int64{1, 2}, zip.Store)
+		}, []string{"train_data_batch_1.npz row 0", "a 8×8 image, but this dataset's images are 32×32"}},
+		{"imagenet32 of 32×32 and 16×16 batches", "imagenet32", func(dir string) {
+			writeNPZ(t, filepath.Join(dir, "train_data_batch_1.npz"), 1, 32, []int64{1}, zip.Store)
+			writeNPZ(t, filepath.Join(dir, "train_data_batch_2.npz"), 1, 16, []int64{1}, zip.Store)
+		}, []string{"train_data_batch_2.npz row 0", "a 16×16 image"}},
+		{"npz batch of the same name in two folders", "imagenet32", func(dir string) {
+			os.MkdirAll(filepath.Join(dir, "a"), 0o755)
+			os.MkdirAll(filepath.Join(dir, "b"), 0o755)
+			writeNPZ(t, filepath.Join(dir, "a", "train_data_batch_1.npz"), 1, 32, []int64{1}, zip.Store)
+			writeNPZ(t, filepath.Join(dir, "b", "train_data_batch_1.npz"), 1, 32, []int64{1}, zip.Store)
+		}, []string{"a/train_data_batch_1.npz and ", "b/train_data_batch_1.npz", "the same keys"}},
+		{"webdataset s.tar and s.tar.gz", "webdataset", func(dir string) {
+			writeFile(t, filepath.Join(dir, "s.tar"), tarBytes(t, false, sample))
+			writeFile(t, filepath.Join(dir, "s.tar.gz"), tarBytes(t, true, sample))
+		}, []string{"s.tar and ", "s.tar.gz", "the same keys (train/s/…)"}},
+		{"webdataset sample twice in a shard", "webdataset", func(dir string) {
+			writeFile(t, filepath.Join(dir, "s.tar"), tarBytes(t, false, append(append(slices.Clone(sample), entry{name: "000002.png", data: img}), sample...)))
+		}, []string{"s.tar", "sample 000001 appears twice"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c.files(dir)
+			spec, err := Lookup(c.format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = readSource(ctx, spec, dir)
+			if err == nil {
+				t.Fatal("read without an error")
+			}
+			mustContain(t, err, c.want...)
+		})
+	}
 }
