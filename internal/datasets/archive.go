@@ -317,7 +317,10 @@ func readNames(name string, b []byte) ([]string, error) {
 		}
 		return nil
 	})
-	return names, err
+	if err != nil {
+		return nil, err
+	}
+	return normalizeClasses(name, names)
 }
 
 // maxNamesFile bounds the size of class-name files read into memory.

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // MaxClasses bounds the classes of a source (ImageNet-21k has 21,841,
@@ -123,4 +126,31 @@ func checkLabel(where string, label int64, base, n int) error {
 func (u *Unit) LabelOf(class string) (int, bool) {
 	l, ok := u.labelIndex()[class]
 	return l, ok
+}
+
+// normalizeClasses is the one check of class names, for every source that
+// names its classes (folder trees, class-name files, ImageNet's class
+// tars): each name is NFC-normalised, and two names that are the same
+// after it (café written NFC and NFD) or that differ only in case (Cat,
+// cat) are refused naming both: they would be two classes of one thing,
+// and a probe would train and test on disjoint labels. where names the
+// source in the error. The names come back NFC, in the given order.
+func normalizeClasses(where string, raw []string) ([]string, error) {
+	out := make([]string, len(raw))
+	byNFC := make(map[string]string, len(raw))
+	byFold := make(map[string]string, len(raw))
+	for i, r := range raw {
+		n := norm.NFC.String(r)
+		if prev, dup := byNFC[n]; dup {
+			return nil, fmt.Errorf("datasets: %s: classes %q and %q are the same name in two Unicode forms (NFC and NFD): rename one folder or line so each class is spelt once: %w", where, prev, r, ErrDuplicate)
+		}
+		byNFC[n] = r
+		f := strings.ToLower(n)
+		if prev, dup := byFold[f]; dup {
+			return nil, fmt.Errorf("datasets: %s: classes %q and %q differ only in case: igpt refuses them (on a case-insensitive disk they are one folder); merge or rename one: %w", where, prev, r, ErrDuplicate)
+		}
+		byFold[f] = r
+		out[i] = n
+	}
+	return out, nil
 }

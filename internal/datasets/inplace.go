@@ -201,6 +201,9 @@ func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error
 	if i := firstDup(l.Classes); i >= 0 {
 		return Layout{}, fmt.Errorf("datasets: imagenet: %s holds class %s twice", train.Path, l.Classes[i])
 	}
+	if _, err := normalizeClasses("imagenet "+train.Path, l.Classes); err != nil {
+		return Layout{}, err
+	}
 	slices.SortFunc(l.Units, func(a, b Unit) int { return strings.Compare(a.Class, b.Class) })
 	for i := range l.Units {
 		l.Units[i].Classes = l.Classes

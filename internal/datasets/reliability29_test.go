@@ -358,3 +358,88 @@ func TestReliability29_6_ShapeAndDuplicates(t *testing.T) {
 		})
 	}
 }
+
+// TestReliability29_7_ClassNames: class folders "café" in NFC and in NFD,
+// or "Cat" and "cat", were three classes with no warning. Class names are
+// NFC-normalised in one place (normalizeClasses, for folder trees in any
+// container, class-name files and ImageNet's class tars): names equal after
+// NFC or differing only in case are refused naming both; a class found in
+// only one split is a warning naming it; an NFD folder reads as its NFC
+// name.
+func TestReliability29_7_ClassNames(t *testing.T) {
+	ctx := context.Background()
+	img := pngBytes(t, testImage(2, 2, gradient(5)))
+	nfc, nfd := "caf\u00e9", "cafe\u0301"
+	folder := Spec{Name: "folder", Format: FormatFolder}
+	cases := []struct {
+		name    string
+		files   []string
+		classes []string // accepted: the layout's classes
+		want    []string // refused: the error's parts
+		warn    []string // the warning's parts
+	}{
+		{"NFC and NFD", []string{"train/" + nfc + "/a.png", "train/" + nfd + "/b.png"}, nil,
+			[]string{`"` + nfc + `"`, `"` + nfd + `"`, "two Unicode forms"}, nil},
+		{"case only", []string{"train/Cat/a.png", "train/cat/b.png", "train/dog/c.png"}, nil,
+			[]string{`"Cat"`, `"cat"`, "differ only in case"}, nil},
+		{"NFD alone", []string{"train/" + nfd + "/a.png", "test/" + nfd + "/b.png"}, []string{nfc}, nil, nil},
+		{"class only in one split", []string{"train/cat/a.png", "train/dog/b.png", "test/cat/c.png", "test/bird/d.png"}, []string{"bird", "cat", "dog"}, nil,
+			[]string{"classes found only in one split", "split=test", "classes=bird", "split=train", "classes=dog"}},
+	}
+	for _, c := range cases {
+		for _, container := range []string{"dir", "tar", "zip"} {
+			t.Run(c.name+"/"+container, func(t *testing.T) {
+				var es []entry
+				for _, f := range c.files {
+					es = append(es, entry{name: f, data: img})
+				}
+				dir := t.TempDir()
+				src := dir
+				switch container {
+				case "dir":
+					writeTree(t, dir, es)
+				case "tar":
+					src = writeFile(t, filepath.Join(dir, "s.tar"), tarBytes(t, false, es))
+				case "zip":
+					src = writeFile(t, filepath.Join(dir, "s.zip"), zipBytes(t, es))
+				}
+				var logs bytes.Buffer
+				prev := slog.Default()
+				slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+				l, err := Inspect(ctx, folder, src, Options{})
+				slog.SetDefault(prev)
+				if c.want != nil {
+					if err == nil {
+						t.Fatalf("classes %v accepted; want them refused", l.Classes)
+					}
+					mustContain(t, err, c.want...)
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(l.Classes, c.classes) {
+					t.Fatalf("classes %q, want %q", l.Classes, c.classes)
+				}
+				for split, items := range readAll(t, l) {
+					if len(items) == 0 {
+						t.Errorf("split %s read no items", split)
+					}
+				}
+				for _, w := range c.warn {
+					if !strings.Contains(logs.String(), w) {
+						t.Errorf("log %q lacks %q", logs.String(), w)
+					}
+				}
+				if c.warn == nil && strings.Contains(logs.String(), "only in one split") {
+					t.Errorf("unexpected warning: %s", logs.String())
+				}
+			})
+		}
+	}
+	t.Run("class-name file", func(t *testing.T) {
+		b := binSource{dir: t.TempDir(), members: map[string]string{"batches.meta.txt": "batches.meta.txt"}, texts: map[string][]byte{"batches.meta.txt": []byte("Cat\ndog\ncat\n")}}
+		_, err := cifarClasses(Spec{Format: FormatCIFAR10}, Options{}, b, slog.Default())
+		mustContain(t, err, "batches.meta.txt", `"Cat"`, `"cat"`, "differ only in case")
+	})
+}
