@@ -44,6 +44,10 @@ type DownloadConfig struct {
 	// launcher (WriteLines): the job graph carries its path only, so its
 	// size does not grow with the source.
 	Units string
+	// Classes is the class table the units reference (WriteUnits): one
+	// file, read once per worker. "" for a unit list whose units carry
+	// their own class names (the format before the class table).
+	Classes string
 	// ShardBytes is the decoded pixel bytes after which a unit's output
 	// shard is closed and the next one begun.
 	ShardBytes int64
@@ -91,7 +95,7 @@ func Download(s beam.Scope, cfg DownloadConfig) (beam.PCollection, error) {
 		return beam.PCollection{}, fmt.Errorf("pipelines: download: need a units file and ShardBytes > 0")
 	}
 	units := beam.Reshuffle(s.Scope("SpreadUnits"), CreateFromFile(s.Scope("ListUnits"), cfg.Units))
-	events := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{Dir: cfg.Dir, ShardBytes: cfg.ShardBytes, Resize: cfg.Resize}, units)
+	events := beam.ParDo(s.Scope("ReadUnits"), &ReadUnitFn{Dir: cfg.Dir, Classes: cfg.Classes, ShardBytes: cfg.ShardBytes, Resize: cfg.Resize}, units)
 	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, events), nil
 }
 
@@ -122,42 +126,130 @@ func WriteLines[T any](ctx context.Context, path string, items []T) error {
 	return storage.WriteFile(ctx, path, b.Bytes())
 }
 
-// ReadLinesFn emits the non-empty lines of a file.
+// ReadLinesFn emits the non-empty lines of a file, streamed through the
+// sources' shared line reader (datasets.EachLine, capped at
+// datasets.MaxListLine a line): a damaged list that is one huge line is
+// refused, not read whole.
 type ReadLinesFn struct{}
 
 // ProcessElement reads the file at path.
 func (f *ReadLinesFn) ProcessElement(ctx context.Context, path string, emit func(string)) error {
-	data, err := storage.ReadFile(ctx, path)
+	rc, err := storage.Open(ctx, path)
 	if err != nil {
 		return err
 	}
-	for line := range bytes.Lines(data) {
+	defer rc.Close()
+	return datasets.EachLine(rc, path, datasets.MaxListLine, func(_ int, line []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if l := strings.TrimSpace(string(line)); l != "" {
 			emit(l)
 		}
+		return nil
+	})
+}
+
+// WriteUnits writes the download stage's unit list and its class table:
+// the units at unitsPath, one UnitTask a line without their class names,
+// and the names once, at classesPath (datasets.WriteClassTable). The list
+// grows as units + classes: with the names in every unit it grew as
+// units × classes (12 MB at 1000 classes, gigabytes at ImageNet-21k).
+func WriteUnits(ctx context.Context, unitsPath, classesPath string, tasks []UnitTask, classes []string) error {
+	var b bytes.Buffer
+	if err := datasets.WriteClassTable(&b, classes); err != nil {
+		return fmt.Errorf("pipelines: encode %s: %w", classesPath, err)
 	}
-	return nil
+	if err := storage.WriteFile(ctx, classesPath, b.Bytes()); err != nil {
+		return err
+	}
+	b.Reset()
+	enc := json.NewEncoder(&b)
+	for _, t := range tasks {
+		t.Unit.Classes = nil // the table holds them
+		if err := enc.Encode(t); err != nil {
+			return fmt.Errorf("pipelines: encode %s: %w", unitsPath, err)
+		}
+	}
+	return storage.WriteFile(ctx, unitsPath, b.Bytes())
+}
+
+// ReadClassTable reads the class table at path (WriteUnits).
+func ReadClassTable(ctx context.Context, path string) (*datasets.ClassTable, error) {
+	rc, err := storage.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("download: class table: %w", err)
+	}
+	defer rc.Close()
+	return datasets.ReadClassTable(rc, path)
+}
+
+// DecodeUnitTask parses one line of a unit list (WriteUnits) and gives its
+// unit the class table. A unit that carries its own class names (a list
+// written before the class table) keeps them; table may then be nil.
+func DecodeUnitTask(line []byte, table *datasets.ClassTable) (UnitTask, error) {
+	var t UnitTask
+	if err := json.Unmarshal(line, &t); err != nil {
+		return t, fmt.Errorf("download: decode unit %.80q: %w (the unit list is damaged: rerun the download stage with --force)", line, err)
+	}
+	u := &t.Unit
+	switch {
+	case t.Index < 0 || u.FirstIndex < 0 || u.Count < 0 || u.Offset < 0 || u.Size < 0:
+		return t, fmt.Errorf("download: unit %d of split %q: a negative index, count, offset or size: the unit list is damaged: rerun the download stage with --force", t.Index, u.Split)
+	case u.Format == "" || u.Split == "":
+		return t, fmt.Errorf("download: unit %d: no format or split: the unit list is damaged: rerun the download stage with --force", t.Index)
+	case u.Classes != nil:
+		// The previous format: the unit carries its names.
+	case table == nil:
+		return t, fmt.Errorf("download: unit %d of split %q names no classes and no class table was given: rerun the download stage with --force", t.Index, u.Split)
+	default:
+		u.UseClasses(table)
+	}
+	if u.Class != "" {
+		if _, ok := u.LabelOf(u.Class); !ok {
+			return t, fmt.Errorf("download: unit %d of split %q: class %.80q is not in the class table: the unit list and class table do not match; rerun the download stage with --force", t.Index, u.Split, u.Class)
+		}
+	}
+	return t, nil
 }
 
 // ReadUnitFn reads, decodes and writes one unit (a JSON UnitTask) and emits
 // a stats event (JSON) per written shard and skipped image.
 type ReadUnitFn struct {
 	Dir        string
+	Classes    string // the class table (WriteUnits); "" when units carry their names
 	ShardBytes int64
 	Resize     int
+
+	table *datasets.ClassTable
+}
+
+// Setup reads the class table, once per worker.
+func (f *ReadUnitFn) Setup(ctx context.Context) error {
+	if f.Classes == "" || f.table != nil {
+		return nil
+	}
+	t, err := ReadClassTable(ctx, f.Classes)
+	if err != nil {
+		return err
+	}
+	f.table = t
+	return nil
 }
 
 // ProcessElement reads one unit.
 func (f *ReadUnitFn) ProcessElement(ctx context.Context, taskJSON string, emit func(string)) error {
-	var t UnitTask
-	if err := json.Unmarshal([]byte(taskJSON), &t); err != nil {
-		return fmt.Errorf("download: decode unit: %w", err)
+	if err := f.Setup(ctx); err != nil {
+		return err
+	}
+	t, err := DecodeUnitTask([]byte(taskJSON), f.table)
+	if err != nil {
+		return err
 	}
 	u := t.Unit
 	if !datasets.ReadsInPlace(u.Format) {
 		// The older readers need a local file; a copy is made on this
 		// worker, never by the launcher.
-		var err error
 		if u.Path, err = localize(ctx, u.Path); err != nil {
 			return err
 		}
@@ -168,7 +260,7 @@ func (f *ReadUnitFn) ProcessElement(ctx context.Context, taskJSON string, emit f
 		}
 	}
 	w := &unitWriter{dir: f.Dir, split: u.Split, unit: t.Index, limit: f.ShardBytes, emit: emit}
-	err := datasets.ReadUnit(ctx, u, func(it datasets.Item) error {
+	err = datasets.ReadUnit(ctx, u, func(it datasets.Item) error {
 		img, err := datasets.Decode(it, u.Options)
 		if isSkipped(err) {
 			emit(skippedEvent(err.Error()))

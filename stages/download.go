@@ -40,6 +40,11 @@ func (downloadStage) Params(cfg *Config) any {
 // source units for the workers; the job graph holds only its path.
 const UnitsName = "_units.jsonl"
 
+// ClassesName is the file, beside UnitsName, that holds the source's class
+// names once, one JSON string a line (label order): the units reference it
+// instead of each carrying the names.
+const ClassesName = "_classes.jsonl"
+
 // InputsName is the file, in a Beam stage's folder, that lists its input
 // shards for the workers, for the same reason.
 const InputsName = "_inputs.jsonl"
@@ -165,15 +170,15 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	tasks := unitTasks(layout.Units)
-	unitsPath := storage.Join(rc.Dir, UnitsName)
-	if err := pipelines.WriteLines(ctx, unitsPath, tasks); err != nil {
+	unitsPath, classesPath := storage.Join(rc.Dir, UnitsName), storage.Join(rc.Dir, ClassesName)
+	if err := pipelines.WriteUnits(ctx, unitsPath, classesPath, tasks, layout.Classes); err != nil {
 		return nil, err
 	}
 	shardMiB := cmp.Or(cfg.Download.ShardMiB, defaultShardMiB)
 	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
 
 	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
+	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, Classes: classesPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)
@@ -184,9 +189,14 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSplitsRead(src, layout, st); err != nil {
+		return nil, err
+	}
 	classes := layout.Classes
 	if classes == nil {
-		classes = numericClasses(st)
+		if classes, err = numericClasses(st); err != nil {
+			return nil, err
+		}
 	}
 	files, meta := downloadMeta(spec, classes, st, src)
 	meta["units"] = len(tasks)
@@ -279,12 +289,46 @@ func unitTasks(units []datasets.Unit) []pipelines.UnitTask {
 	return tasks
 }
 
+// checkSplitsRead is the download's check where the records are collected,
+// for every source: each split the source listed must have given records.
+// A WebDataset train pattern whose shards hold no samples used to finish
+// "done" without a train split.
+func checkSplitsRead(src string, layout datasets.Layout, st *pipelines.DownloadStats) error {
+	got := map[string]int64{}
+	for _, sh := range st.Shards {
+		got[sh.Split] += sh.Records
+	}
+	units := map[string]int{}
+	for _, u := range layout.Units {
+		units[u.Split]++
+	}
+	var empty []string
+	for _, split := range layout.Splits() {
+		if got[split] == 0 {
+			empty = append(empty, fmt.Sprintf("%s (%d units read)", split, units[split]))
+		}
+	}
+	if len(empty) == 0 {
+		return nil
+	}
+	hint := "check that its files hold images (.jpg/.jpeg/.png members; for WebDataset, samples named <key>.<ext>)"
+	if len(st.Skipped) > 0 {
+		hint = fmt.Sprintf("%d images were skipped (on_bad_image: skip), the first: %s", len(st.Skipped), st.Skipped[0])
+	}
+	return fmt.Errorf("download: source %s: split %s gave no records: %s", src, strings.Join(empty, ", split "), hint)
+}
+
 // numericClasses names the labels of a source without class names
-// (WebDataset's .cls integers) by their number, 0 … the largest seen.
-func numericClasses(st *pipelines.DownloadStats) []string {
+// (WebDataset's .cls integers) by their number, 0 … the largest seen. The
+// readers refuse a label of datasets.MaxClasses or more; checked again
+// here, before the names are allocated, since the stats come from files.
+func numericClasses(st *pipelines.DownloadStats) ([]string, error) {
 	top := -1
 	for _, sh := range st.Shards {
 		for l := range sh.Labels {
+			if l >= datasets.MaxClasses {
+				return nil, fmt.Errorf("download: shard %s holds label %d, more than the %d classes allowed: is its .cls member a class index?", sh.Name, l, datasets.MaxClasses)
+			}
 			top = max(top, l)
 		}
 	}
@@ -292,7 +336,7 @@ func numericClasses(st *pipelines.DownloadStats) []string {
 	for i := range c {
 		c[i] = strconv.Itoa(i)
 	}
-	return c
+	return c, nil
 }
 
 func datasetOptions(d DatasetParams) datasets.Options {

@@ -307,15 +307,20 @@ func memberName(archive, name string) (string, error) {
 }
 
 // readNames parses a class-name file: one name a line, blank lines and
-// surrounding space dropped.
-func readNames(b []byte) []string {
+// surrounding space dropped, read with the shared line cap (EachLine).
+// name names the file in errors.
+func readNames(name string, b []byte) ([]string, error) {
 	var names []string
-	for line := range bytes.Lines(b) {
+	err := EachLine(bytes.NewReader(b), name, MaxTextLine, func(_ int, line []byte) error {
 		if s := strings.TrimSpace(string(line)); s != "" {
 			names = append(names, s)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return names
+	return normalizeClasses(name, names)
 }
 
 // maxNamesFile bounds the size of class-name files read into memory.

@@ -95,7 +95,10 @@ func cifarClasses(spec Spec, opt Options, b binSource, log *slog.Logger) ([]stri
 		}
 	}
 	if data, ok := b.texts[namesFile]; ok {
-		classes := readNames(data)
+		classes, err := readNames(b.where(namesFile), data)
+		if err != nil {
+			return nil, err
+		}
 		if len(classes) == 0 {
 			return nil, fmt.Errorf("datasets: inspect %s: %s has no class names: %w", b.path(), b.where(namesFile), ErrCorrupt)
 		}
@@ -231,8 +234,8 @@ func readCIFARRecords(ctx context.Context, r io.Reader, cfg cifarConfig, errf fu
 	return readFixedRecords(ctx, r, rec, 64, "record", errf, func(i int, buf []byte) error {
 		source := fmt.Sprintf("%s@record %d (offset %d)", cfg.source, i, i*rec)
 		label := int(buf[labelAt])
-		if label >= cfg.classes {
-			return fmt.Errorf("datasets: read %s: label %d, but there are only %d classes: %w", source, label, cfg.classes, ErrCorrupt)
+		if err := checkLabel(source, int64(label), 0, cfg.classes); err != nil {
+			return err
 		}
 		pix := make([]byte, cifarPixels)
 		p := buf[pixAt:]

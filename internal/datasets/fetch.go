@@ -298,11 +298,21 @@ func copyLocal(ctx context.Context, src, part, name string, opt FetchOptions) er
 var ErrUnreachable = errors.New("cannot reach the server (offline?)")
 
 // unreachable reports whether a request error means no connection could
-// be made: a DNS failure, a refused or unroutable connection.
-func unreachable(err error) bool {
+// be made: a DNS failure, a refused or unroutable connection. answered says
+// whether the host has answered this download before (a response in an
+// earlier attempt, or bytes already in the partial file): then a refused,
+// reset or unroutable connection is a server restarting or a network
+// blinking, transient, and only a name that no longer resolves still means
+// offline. This is the one place that tells "offline?" from "retry".
+func unreachable(err error, answered bool) bool {
 	var dns *net.DNSError
-	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
+	if errors.As(err, &dns) {
+		return true
+	}
+	if answered {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // keptPart says that the partial download part is kept for a later run to
@@ -340,8 +350,10 @@ func fetchHTTP(ctx context.Context, rawURL string, f File, part, name string, op
 	defer cancel()
 	start := time.Now()
 	best, noProgress := max(fileSize(part), 0), 0
+	// Bytes kept from an earlier run came from this server: it answered.
+	answered := best > 0
 	for attempt := 0; ; attempt++ {
-		r, err := httpAttempt(ctx, client, rawURL, f, part, name, opt.Progress, opt.stall(), opt.limit(f), log)
+		r, err := httpAttempt(ctx, client, rawURL, f, part, name, opt.Progress, opt.stall(), opt.limit(f), &answered, log)
 		resumed = resumed || r
 		if err == nil {
 			return resumed, nil
@@ -432,7 +444,9 @@ func retryAfter(h http.Header) time.Duration {
 //
 // It writes at most limit bytes in all: a body that goes on (a server that
 // never ends it) stops there with an error.
-func httpAttempt(parent context.Context, client *http.Client, rawURL string, f File, part, name string, progress io.Writer, stall time.Duration, limit int64, log *slog.Logger) (bool, error) {
+//
+// answered is set once the server has sent a response; sendRequest reads it.
+func httpAttempt(parent context.Context, client *http.Client, rawURL string, f File, part, name string, progress io.Writer, stall time.Duration, limit int64, answered *bool, log *slog.Logger) (bool, error) {
 	// The attempt is cancelled when no bytes arrive for the stall time.
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -450,10 +464,11 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 	if f.Size > 0 && off == f.Size {
 		return false, nil // complete: verify it
 	}
-	resp, err := sendRequest(ctx, client, rawURL, off, errStalled)
+	resp, err := sendRequest(ctx, client, rawURL, off, errStalled, *answered)
 	if err != nil {
 		return false, err
 	}
+	*answered = true
 	defer resp.Body.Close()
 	resumed, done, err := rangeOutcome(resp, off, part, log)
 	if done || err != nil {
@@ -467,8 +482,10 @@ func httpAttempt(parent context.Context, client *http.Client, rawURL string, f F
 }
 
 // sendRequest asks for rawURL from byte off on. A server that cannot be
-// reached is not retried (ErrUnreachable); other failures are.
-func sendRequest(ctx context.Context, client *http.Client, rawURL string, off int64, errStalled error) (*http.Response, error) {
+// reached at first contact is not retried (ErrUnreachable); other failures
+// are, and so is a refused connection once the server has answered
+// (answered): it is restarting, and the retry resumes with Range.
+func sendRequest(ctx context.Context, client *http.Client, rawURL string, off int64, errStalled error, answered bool) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return nil, &httpError{err: err}
@@ -483,8 +500,11 @@ func sendRequest(ctx context.Context, client *http.Client, rawURL string, off in
 		if context.Cause(ctx) == errStalled {
 			err = errStalled
 		}
-		if unreachable(err) {
+		if unreachable(err, answered) {
 			return nil, &httpError{err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
+		}
+		if answered {
+			err = fmt.Errorf("the server answered before, so this is taken as transient (restarting?): %w", err)
 		}
 		return nil, &httpError{err: err, retry: true}
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/text/unicode/norm"
 )
 
 // maxImageFile bounds the size of one encoded image read into memory.
@@ -61,8 +62,9 @@ type folderPlan struct {
 	root    string // wrapper prefix ending in "/", or ""
 	classes []string
 	splits  []string
-	files   map[classKey][]fentry // images per class folder, in source order
+	files   map[classKey][]fentry // images per class folder (NFC name), in source order
 	count   map[string]int        // images per split
+	raw     map[string][]string   // class folder names as spelt, per NFC name
 }
 
 // listNames formats up to 5 names for an error message.
@@ -77,7 +79,7 @@ func listNames(names []string) string {
 // planFolder finds the <split>/<class>/<image> tree in a list of entries,
 // optionally inside one wrapper folder. src names the source in messages.
 func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, error) {
-	p := folderPlan{files: map[classKey][]fentry{}, count: map[string]int{}}
+	p := folderPlan{files: map[classKey][]fentry{}, count: map[string]int{}, raw: map[string][]string{}}
 	images, others, err := splitEntries(src, entries, log)
 	if err != nil {
 		return p, err
@@ -102,7 +104,44 @@ func planFolder(src string, entries []fentry, log *slog.Logger) (folderPlan, err
 	}
 	slices.Sort(p.classes)
 	slices.Sort(p.splits)
+	var spelt []string
+	for _, c := range p.classes {
+		spelt = append(spelt, p.raw[c]...)
+	}
+	if _, err := normalizeClasses("image folder "+src, spelt); err != nil {
+		return p, err
+	}
+	p.warnSplitOnly(src, log)
 	return p, nil
+}
+
+// warnSplitOnly warns, naming them, about classes found in some splits
+// but not others (a class only in test): a probe would test on a label it
+// never trained on. Not an error: a source may mean it.
+func (p *folderPlan) warnSplitOnly(src string, log *slog.Logger) {
+	if len(p.splits) < 2 {
+		return
+	}
+	for _, split := range p.splits {
+		var only []string
+		for _, c := range p.classes {
+			if len(p.files[classKey{split, c}]) == 0 {
+				continue
+			}
+			in := 0
+			for _, s := range p.splits {
+				if len(p.files[classKey{s, c}]) > 0 {
+					in++
+				}
+			}
+			if in == 1 {
+				only = append(only, c)
+			}
+		}
+		if len(only) > 0 {
+			log.Warn("datasets: image folder: classes found only in one split: a probe trains and tests on different labels", "src", src, "split", split, "count", len(only), "classes", listNames(only))
+		}
+	}
 }
 
 // splitEntries sorts entries into images and the rest (folders, other
@@ -185,9 +224,12 @@ func (p *folderPlan) assign(src string, images []fentry) error {
 		case 2:
 			underSplit = append(underSplit, e.name)
 		default:
-			k := classKey{parts[0], parts[1]}
+			k := classKey{parts[0], norm.NFC.String(parts[1])}
 			p.files[k] = append(p.files[k], e)
 			p.count[parts[0]]++
+			if !slices.Contains(p.raw[k.class], parts[1]) {
+				p.raw[k.class] = append(p.raw[k.class], parts[1])
+			}
 		}
 	}
 	if len(atTop) > 0 {
@@ -216,7 +258,7 @@ func (p *folderPlan) checkEmptyClasses(src string, others []fentry, log *slog.Lo
 		if len(parts) < 2 || (!e.dir && len(parts) < 3) || p.count[parts[0]] == 0 {
 			continue
 		}
-		k := classKey{parts[0], parts[1]}
+		k := classKey{parts[0], norm.NFC.String(parts[1])}
 		if len(p.files[k]) == 0 {
 			d := p.root + parts[0] + "/" + parts[1] + "/"
 			if !slices.Contains(empty, d) {
@@ -596,7 +638,7 @@ func folderItem(u Unit, labels map[string]int, key, source string, data []byte) 
 	if len(parts) < 3 || parts[0] != u.Split {
 		return Item{}, fmt.Errorf("datasets: read %s: %s is not under %s<split>/<class>/: the source changed since Inspect; run Inspect again", u.Path, source, u.Root)
 	}
-	label, ok := labels[parts[1]]
+	label, ok := labels[norm.NFC.String(parts[1])]
 	if !ok {
 		return Item{}, fmt.Errorf("datasets: read %s: %s is in class folder %q, which is not among the %d classes Inspect found: the source changed since Inspect; run Inspect again", u.Path, source, parts[1], len(u.Classes))
 	}
@@ -632,7 +674,7 @@ func readFolderUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 }
 
 func readFolderDir(ctx context.Context, u Unit, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	root, err := filepath.EvalSymlinks(u.Path)
 	if err != nil {
 		return fmt.Errorf("datasets: read unit: %w", err)
@@ -679,7 +721,7 @@ func readFolderZip(ctx context.Context, u Unit, zr *zipCloser, emit func(Item) e
 	for _, f := range zr.File {
 		byName[f.Name] = f
 	}
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	n := 0
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
@@ -747,7 +789,7 @@ func readZipFile(ctx context.Context, archive string, f *zip.File) ([]byte, erro
 }
 
 func readFolderTar(ctx context.Context, u Unit, t *tarStream, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	var want map[string]bool
 	if u.Members != nil {
 		want = make(map[string]bool, len(u.Members))

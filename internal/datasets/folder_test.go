@@ -69,7 +69,7 @@ func TestFolderCIFAR10JPEGReal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Sorted class folder names happen to be CIFAR-10's label order.
-	if want := readNames(meta); !slices.Equal(l.Classes, want) || !slices.Equal(l.Classes, cifar10Classes) {
+	if want, _ := readNames("meta", meta); !slices.Equal(l.Classes, want) || !slices.Equal(l.Classes, cifar10Classes) {
 		t.Fatalf("classes %v, want %v", l.Classes, want)
 	}
 	if len(l.Units) != 2 || l.Units[0].Root != "" || l.Units[0].Members != nil {

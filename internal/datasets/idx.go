@@ -241,8 +241,8 @@ func readIDXRecords(ctx context.Context, images, labels io.Reader, cfg idxConfig
 			return i, ioErr(cfg.labels, fmt.Sprintf("label %d of %d at uncompressed byte %d", i, cfg.n, lblHdr+i), err)
 		}
 		source := fmt.Sprintf("%s@image %d (offset %d)", cfg.images, i, imgHdr+i*size)
-		if int(lbl[0]) >= cfg.classes {
-			return i, fmt.Errorf("datasets: read %s: label %d of image %d, but there are only %d classes: %w", cfg.labels, lbl[0], i, cfg.classes, ErrCorrupt)
+		if err := checkLabel(fmt.Sprintf("%s: label of image %d", cfg.labels, i), int64(lbl[0]), 0, cfg.classes); err != nil {
+			return i, err
 		}
 		it := Item{
 			Key:    indexKey(cfg.split, cfg.first+i),

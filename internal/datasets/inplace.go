@@ -3,7 +3,6 @@ package datasets
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -78,8 +77,8 @@ func InspectInPlace(ctx context.Context, spec Spec, src string, splits map[strin
 	if err != nil {
 		return Layout{}, err
 	}
-	for i := range l.Units {
-		l.Units[i].Options = opt
+	if err := finishLayout(spec, &l, opt); err != nil {
+		return Layout{}, err
 	}
 	return l, nil
 }
@@ -202,6 +201,9 @@ func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error
 	if i := firstDup(l.Classes); i >= 0 {
 		return Layout{}, fmt.Errorf("datasets: imagenet: %s holds class %s twice", train.Path, l.Classes[i])
 	}
+	if _, err := normalizeClasses("imagenet "+train.Path, l.Classes); err != nil {
+		return Layout{}, err
+	}
 	slices.SortFunc(l.Units, func(a, b Unit) int { return strings.Compare(a.Class, b.Class) })
 	for i := range l.Units {
 		l.Units[i].Classes = l.Classes
@@ -281,8 +283,8 @@ func openUnitTar(ctx context.Context, u Unit, name string) (*tarStream, io.Close
 
 // readClassTar streams the images of one class tar inside the train tar.
 func readClassTar(ctx context.Context, u Unit, emit func(Item) error) error {
-	label := slices.Index(u.Classes, u.Class)
-	if label < 0 {
+	label, ok := u.labelIndex()[u.Class]
+	if !ok {
 		return fmt.Errorf("datasets: read %s: class %s is not among the unit's classes", u.Path, u.Class)
 	}
 	t, c, err := openUnitTar(ctx, u, u.Path+": member "+u.Member)
@@ -332,11 +334,12 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 // readImageNetVal streams the flat validation tar, labelled from the
 // labels file.
 func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
-	raw, err := storage.ReadFile(ctx, u.LabelPath)
+	rc, err := storage.Open(ctx, u.LabelPath)
 	if err != nil {
 		return err
 	}
-	labels, err := parseValLabels(u.LabelPath, raw, u.Classes)
+	labels, err := parseValLabels(u.LabelPath, ctxReader{ctx, rc}, u.labelIndex())
+	rc.Close()
 	if err != nil {
 		return err
 	}
@@ -355,37 +358,47 @@ func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
 	})
 }
 
+// maxValLabels bounds the entries of a validation labels file (ImageNet's
+// has 50,000).
+const maxValLabels = 1 << 24
+
 // parseValLabels maps validation image names (without extension) to labels.
 // A .csv is Kaggle's ImageId,PredictionString (the first wnid of the
 // prediction string is the class); otherwise line i holds the wnid of
-// ILSVRC2012_val_{i+1:08d}.
-func parseValLabels(file string, raw []byte, classes []string) (map[string]int, error) {
-	index := classIndex(classes)
+// ILSVRC2012_val_{i+1:08d}. Lines are read with the shared line cap.
+func parseValLabels(file string, r io.Reader, index map[string]int) (map[string]int, error) {
 	out := map[string]int{}
 	csv := strings.HasSuffix(strings.ToLower(file), ".csv")
 	n := 0
-	for line := range bytes.Lines(raw) {
+	err := EachLine(r, file, MaxTextLine, func(_ int, line []byte) error {
 		s := strings.TrimSpace(string(line))
 		if s == "" {
-			continue
+			return nil
 		}
 		n++
+		if n > maxValLabels {
+			return fmt.Errorf("datasets: %s: more than %d labels: is it the validation labels file?", file, maxValLabels)
+		}
 		name, wnid := fmt.Sprintf("ILSVRC2012_val_%08d", n), s
 		if csv {
 			if n == 1 && strings.HasPrefix(s, "ImageId") {
-				continue
+				return nil
 			}
 			id, pred, ok := strings.Cut(s, ",")
 			if !ok {
-				return nil, fmt.Errorf("datasets: %s line %d: want ImageId,PredictionString, got %q", file, n, s)
+				return fmt.Errorf("datasets: %s line %d: want ImageId,PredictionString, got %q", file, n, clip(s))
 			}
 			name, wnid = id, strings.Fields(pred + " ")[0]
 		}
 		label, ok := index[wnid]
 		if !ok {
-			return nil, fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, wnid, len(classes))
+			return fmt.Errorf("datasets: %s line %d: class %q is not one of the %d train classes", file, n, clip(wnid), len(index))
 		}
 		out[name] = label
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -399,7 +412,8 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		return err
 	}
 	defer c.Close()
-	shard := strings.SplitN(storage.Base(u.Path), ".", 2)[0]
+	keys := unitKeySpace(u)
+	seen := map[string]bool{}
 	var cur wdsSample
 	flush := func() error {
 		if cur.key == "" {
@@ -410,7 +424,11 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 		if s.image == nil {
 			return fmt.Errorf("datasets: read %s: sample %s has no .jpg/.jpeg/.png member", u.Path, s.key)
 		}
-		key := u.Split + "/" + shard + "/" + s.key
+		key := keys + "/" + s.key
+		if seen[s.key] {
+			return fmt.Errorf("datasets: read %s: sample %s appears twice (its members are not together): keys must be unique in a shard: %w", u.Path, s.key, ErrDuplicate)
+		}
+		seen[s.key] = true
 		return emit(Item{Key: key, Split: u.Split, Label: s.label, Source: u.Path + ":" + s.name, Encoded: s.image})
 	}
 	for {
@@ -441,7 +459,7 @@ func readWebDatasetShard(ctx context.Context, u Unit, emit func(Item) error) err
 			if err := flush(); err != nil {
 				return err
 			}
-			cur = wdsSample{key: key, label: -1}
+			cur = wdsSample{key: key, label: -1, classes: u.labelBound()}
 		}
 		if err := cur.add(ctx, t, name, strings.ToLower(ext), hdr.Size); err != nil {
 			return err
@@ -454,6 +472,7 @@ type wdsSample struct {
 	key, name string
 	image     []byte
 	label     int
+	classes   int // the label bound (Unit.labelBound)
 }
 
 func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, size int64) error {
@@ -475,11 +494,14 @@ func (s *wdsSample) add(ctx context.Context, t *tarStream, name, ext string, siz
 		if err != nil {
 			return t.memberErr(err)
 		}
-		v, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil || v < 0 {
+		v, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err != nil {
 			return fmt.Errorf("datasets: read %s: label member %s holds %q; want an integer ≥ 0", t.name, name, data)
 		}
-		s.label = v
+		if err := checkLabel(t.name+": member "+name, v, 0, s.classes); err != nil {
+			return err
+		}
+		s.label = int(v)
 	}
 	return nil
 }

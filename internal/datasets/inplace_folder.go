@@ -61,17 +61,19 @@ func InspectFolderPrefix(ctx context.Context, src string, opt Options) (Layout, 
 			c.Format = FormatFolderGCS
 			c.Members = u.Members[i:min(i+folderUnitFiles, len(u.Members))]
 			c.FirstIndex, c.Count = u.FirstIndex+i, len(c.Members)
-			c.Options = opt
 			units = append(units, c)
 		}
 	}
 	l.Units = units
+	if err := finishLayout(Spec{Name: "folder", Format: FormatFolderGCS}, &l, opt); err != nil {
+		return Layout{}, err
+	}
 	return l, nil
 }
 
 // readFolderPrefix reads a unit's images object by object.
 func readFolderPrefix(ctx context.Context, u Unit, emit func(Item) error) error {
-	labels := classIndex(u.Classes)
+	labels := u.labelIndex()
 	for _, m := range u.Members {
 		if err := ctx.Err(); err != nil {
 			return err

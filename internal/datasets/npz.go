@@ -104,14 +104,14 @@ func readNPZUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 	if n != len(labels) {
 		return corrupt(u.Path, "", fmt.Errorf("data.npy has %d rows but labels.npy %d labels", n, len(labels)))
 	}
-	stem := strings.TrimSuffix(storage.Base(u.Path), ".npz")
+	keys := unitKeySpace(u)
 	buf := make([]byte, row)
 	for i := range n {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return ioErr(u.Path, fmt.Sprintf("member data.npy row %d of %d", i, n), err)
 		}
 		pix := planarToHWC(buf, side*side)
-		it := Item{Key: fmt.Sprintf("%s/%s/%07d", u.Split, stem, i), Split: u.Split, Label: labels[i],
+		it := Item{Key: fmt.Sprintf("%s/%07d", keys, i), Split: u.Split, Label: labels[i],
 			Source: fmt.Sprintf("%s row %d", u.Path, i), H: side, W: side, C: 3, Pix: pix}
 		if err := emit(it); err != nil {
 			return err
@@ -193,8 +193,8 @@ func readNPYLabels(file string, zr *zip.Reader) ([]int, error) {
 		case 8:
 			v = binary.LittleEndian.Uint64(raw[8*i:])
 		}
-		if v < 1 || v > 1000 {
-			return nil, corrupt(file, fmt.Sprintf("member labels.npy entry %d", i), fmt.Errorf("label %d is outside 1 … 1000", int64(v)))
+		if err := checkLabel(fmt.Sprintf("%s: member labels.npy entry %d", file, i), int64(v), 1, 1000); err != nil {
+			return nil, err
 		}
 		labels[i] = int(v) - 1
 	}

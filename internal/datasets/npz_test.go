@@ -73,6 +73,7 @@ func TestNPZSource(t *testing.T) {
 	writeNPZ(t, filepath.Join(dir, "train_data_batch_1.npz"), 3, 2, []int64{1, 1000, 7}, zip.Store)
 	writeNPZ(t, filepath.Join(dir, "val_data.npz"), 2, 2, []int64{5, 6}, zip.Deflate)
 	spec, _ := Lookup("imagenet32")
+	spec.H, spec.W = 2, 2 // the batches here are 2×2 (ReadUnit holds records to the spec's size)
 	l, err := InspectInPlace(context.Background(), spec, dir, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +157,7 @@ func TestParseValLabels(t *testing.T) {
 		{"LOC_val_solution.csv", "ImageId,PredictionString\nno-comma\n", nil, "want ImageId,PredictionString"},
 	}
 	for _, tc := range tests {
-		got, err := parseValLabels(tc.file, []byte(tc.raw), classes)
+		got, err := parseValLabels(tc.file, strings.NewReader(tc.raw), classIndex(classes))
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), tc.file) {
 				t.Errorf("%s %q: error %v, want %q", tc.file, tc.raw, err, tc.err)

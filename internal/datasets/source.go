@@ -59,9 +59,12 @@ type Unit struct {
 	// relative to Path) this unit reads, in order; nil for idx, and nil for a
 	// tar image folder, meaning every image of the split in archive order.
 	// STL-10 units list the images member, then the labels member.
-	Members    []string
-	LabelPath  string   // idx: the labels file; "" otherwise
-	Classes    []string // class names; label = index
+	Members   []string
+	LabelPath string // idx: the labels file; "" otherwise
+	// Classes are the class names; label = index. The download stage's
+	// unit list leaves them out: the units there reference one class table
+	// (ClassTable, UseClasses) written once.
+	Classes    []string `json:",omitempty"`
 	FirstIndex int      // index of the unit's first record within its split (for keys)
 	Options    Options
 
@@ -80,6 +83,12 @@ type Unit struct {
 	// Count is the number of records Inspect found in the unit (before any
 	// image is skipped by Decode); 0 if unknown. ReadUnit checks it.
 	Count int `json:",omitempty"`
+	// H and W are the size every raw-pixel record of the unit must have
+	// (the registry's, e.g. 32×32 for imagenet32); 0 when any.
+	H int `json:",omitempty"`
+	W int `json:",omitempty"`
+
+	index map[string]int // class name → label, shared through UseClasses
 }
 
 // Layout is what Inspect found in a source.
@@ -156,11 +165,66 @@ func Inspect(ctx context.Context, spec Spec, src string, opt Options) (Layout, e
 	if err != nil {
 		return Layout{}, err
 	}
-	for i := range l.Units {
-		l.Units[i].Options = opt
+	if err := finishLayout(spec, &l, opt); err != nil {
+		return Layout{}, err
 	}
 	checkCounts(spec, l, log)
 	return l, nil
+}
+
+// finishLayout is the one check of a layout, for every source (Inspect,
+// InspectInPlace, InspectFolderPrefix): it gives the units the options and
+// the registry's image size, which ReadUnit holds every raw record to
+// (checkShape), and refuses two units whose records would have the same
+// keys (unitKeySpace: s.tar and s.tar.gz, two dirs holding
+// train_data_batch_1.npz).
+func finishLayout(spec Spec, l *Layout, opt Options) error {
+	seen := map[string]string{}
+	for i := range l.Units {
+		u := &l.Units[i]
+		u.Options = opt
+		if spec.H > 0 && spec.W > 0 {
+			u.H, u.W = spec.H, spec.W
+		}
+		ks := unitKeySpace(*u)
+		if ks == "" {
+			continue
+		}
+		if prev, dup := seen[ks]; dup {
+			return fmt.Errorf("datasets: %s: %s and %s would give records the same keys (%s/…): they hold the same samples under two names? keep one: %w", spec.Name, prev, u.Path, ks, ErrDuplicate)
+		}
+		seen[ks] = u.Path
+	}
+	return nil
+}
+
+// ErrDuplicate is wrapped by the error for a source that would give two
+// records the same key.
+var ErrDuplicate = errors.New("duplicate records")
+
+// unitKeySpace is the key prefix of the records of a unit whose keys are
+// named after its file ("train/shard-000001" for WebDataset, "train/
+// train_data_batch_1" for npz), or "" when keys are unique by construction
+// (indices, member paths, ImageNet's class/file). The readers build their
+// keys from it.
+func unitKeySpace(u Unit) string {
+	base := storage.Base(u.Path)
+	switch u.Format {
+	case FormatWebDataset:
+		return u.Split + "/" + strings.SplitN(base, ".", 2)[0]
+	case FormatNPZ:
+		return u.Split + "/" + strings.TrimSuffix(base, ".npz")
+	}
+	return ""
+}
+
+// checkShape refuses a raw-pixel record whose size is not the unit's (the
+// registry's): imagenet32 batches of 8×8 rows, or mixed 16 and 32.
+func checkShape(u *Unit, it *Item) error {
+	if it.Pix == nil || u.H == 0 || (it.H == u.H && it.W == u.W) {
+		return nil
+	}
+	return fmt.Errorf("datasets: read %s: a %d×%d image, but this dataset's images are %d×%d: is the file from another resolution's release? %w", it.Source, it.H, it.W, u.H, u.W, ErrCorrupt)
 }
 
 // checkCounts warns when a split's size differs from the registry's.
@@ -189,6 +253,9 @@ func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 	inner := emit
 	emit = func(it Item) error {
 		defer h.release()
+		if err := checkShape(&u, &it); err != nil {
+			return err
+		}
 		return inner(it)
 	}
 	switch u.Format {

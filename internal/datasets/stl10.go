@@ -39,7 +39,9 @@ func inspectSTL10(ctx context.Context, spec Spec, src string, fi os.FileInfo, op
 	}
 	classes := spec.Classes
 	if data, ok := b.texts["class_names.txt"]; ok {
-		classes = readNames(data)
+		if classes, err = readNames(b.where("class_names.txt"), data); err != nil {
+			return Layout{}, err
+		}
 	}
 	if len(classes) == 0 {
 		classes = stl10Classes
@@ -157,8 +159,8 @@ func readSTLRecords(ctx context.Context, r io.Reader, cfg stlConfig, errf func(e
 				return fmt.Errorf("datasets: read %s: more images than the %d labels: %w", source, len(cfg.labels), ErrCorrupt)
 			}
 			l := int(cfg.labels[i])
-			if l < 1 || l > cfg.classes {
-				return fmt.Errorf("datasets: read %s: label %d outside 1..%d: %w", source, l, cfg.classes, ErrCorrupt)
+			if err := checkLabel(source, int64(l), 1, cfg.classes); err != nil {
+				return err
 			}
 			label = l - 1
 		}

@@ -115,7 +115,7 @@ func checkSTL10Errors(t *testing.T, spec Spec, trainX []byte) {
 		want []string
 	}{
 		{"label out of range", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord]}, {name: "stl10_binary/train_y.bin", data: []byte{11}}},
-			[]string{"train_X.bin@image 0", "label 11 outside 1..10"}},
+			[]string{"train_X.bin@image 0", "label 11 is outside 1 … 10"}},
 		{"short images", []entry{{name: "stl10_binary/train_X.bin", data: trainX[:stlRecord+5]}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
 			[]string{"train_X.bin", "27653 bytes", "27648-byte"}},
 		{"label count", []entry{{name: "stl10_binary/train_X.bin", data: trainX}, {name: "stl10_binary/train_y.bin", data: []byte{1}}},
