@@ -33,7 +33,7 @@ quantize: {resize: [16, 16], val_fraction: 0.05}
 train: {model: nano, steps: 5, batch: 8, eval_every: 5, eval_records: 64, checkpoint_every: 5}
 probe: {batch: 64, max_per_shard: 2000, max_train: 4000, baselines: false, l2: [0.01]}
 YAML
-    for stage in ${STAGES:-download palette quantize train probe}; do
+    for stage in ${STAGES:-download palette quantize train probe-baselines probe}; do
       start=$(date +%s.%N)
       log=$("$work/igpt" stage $stage "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) || { echo "$log" | tail -20; exit 1; }
       end=$(date +%s.%N)
