@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/graphx"
+	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
 	"github.com/igpt/igpt/internal/testutil"
 )
 
@@ -22,9 +25,25 @@ var errGraphOnly = errors.New("graph built, not run")
 // stub, and returns the size of the job graph it built (the first, for a
 // stage that runs several jobs).
 func graphBytesOf(t *testing.T, p *Plan, name string, inputs map[string]*Manifest) int {
+	n, _ := graphOf(t, p, name, inputs)
+	return n
+}
+
+// graphOf is graphBytesOf with the job graph itself.
+func graphOf(t *testing.T, p *Plan, name string, inputs map[string]*Manifest) (int, *pipepb.Pipeline) {
 	t.Helper()
 	saved := beamRun
-	beamRun = func(context.Context, string, *beam.Pipeline) (beam.PipelineResult, error) { return nil, errGraphOnly }
+	var built *pipepb.Pipeline
+	beamRun = func(_ context.Context, _ string, bp *beam.Pipeline) (beam.PipelineResult, error) {
+		edges, _, err := bp.Build()
+		if err != nil {
+			return nil, err
+		}
+		if built, err = graphx.Marshal(edges, &graphx.Options{Environment: &pipepb.Environment{Urn: "beam:env:docker:v1"}}); err != nil {
+			return nil, err
+		}
+		return nil, errGraphOnly
+	}
 	defer func() { beamRun = saved }()
 	st, err := p.Step(name)
 	if err != nil {
@@ -34,10 +53,65 @@ func graphBytesOf(t *testing.T, p *Plan, name string, inputs map[string]*Manifes
 	if _, err := st.Stage.Run(context.Background(), rc); !errors.Is(err, errGraphOnly) {
 		t.Fatalf("%s: Run returned %v before building its job", name, err)
 	}
-	if rc.GraphBytes <= 0 {
+	if rc.GraphBytes <= 0 || built == nil {
 		t.Fatalf("%s: no job graph measured", name)
 	}
-	return rc.GraphBytes
+	return rc.GraphBytes, built
+}
+
+// checkFusionBreak asserts that in a stage's job graph every list the
+// launcher wrote (a ListUnits or ListShards scope: one element that a
+// DoFn expands into the units) reaches the per-unit work only through a
+// Reshuffle. Without that break a runner fuses the expansion with the
+// work, and one worker, in one bundle, processes every unit.
+func checkFusionBreak(t *testing.T, name string, pipe *pipepb.Pipeline) {
+	t.Helper()
+	tr := pipe.GetComponents().GetTransforms()
+	var reshuffles []string
+	for _, x := range tr {
+		if x.GetSpec().GetUrn() == graphx.URNReshuffle {
+			reshuffles = append(reshuffles, x.GetUniqueName()+"/")
+		}
+	}
+	under := func(n string, prefixes []string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(n, p) {
+				return true
+			}
+		}
+		return false
+	}
+	consumers := map[string][]string{} // PCollection → leaf transforms reading it
+	for _, x := range tr {
+		if len(x.GetSubtransforms()) == 0 {
+			for _, in := range x.GetInputs() {
+				consumers[in] = append(consumers[in], x.GetUniqueName())
+			}
+		}
+	}
+	lists := 0
+	for _, x := range tr {
+		n := x.GetUniqueName()
+		i := max(strings.Index(n, "/ListUnits/"), strings.Index(n, "/ListShards/"))
+		if len(x.GetSubtransforms()) > 0 || i < 0 {
+			continue
+		}
+		scope := n[:strings.Index(n[i+1:], "/")+i+2]
+		for _, out := range x.GetOutputs() {
+			for _, c := range consumers[out] {
+				if strings.HasPrefix(c, scope) {
+					continue
+				}
+				lists++
+				if !under(c, reshuffles) {
+					t.Errorf("%s: %s reads the list expanded by %s directly, not through a Reshuffle: the runner fuses them and one worker does every unit", name, c, scope)
+				}
+			}
+		}
+	}
+	if lists == 0 {
+		t.Errorf("%s: no ListUnits or ListShards scope whose output leaves it: the graph's lists are not where this test looks", name)
+	}
 }
 
 // grown copies the upstream manifests with every data file listed k times
@@ -84,7 +158,9 @@ func TestGraphBytesFlatWithUnits(t *testing.T) {
 			prefix := fmt.Sprintf("in%d", classes)
 			imageNetSource(t, srv, "data", prefix, classes, 1, 4)
 			p := planFor(t, fmt.Sprintf("root: %s\ndataset: {name: imagenet, source: gs://data/%s}\ndownload: {resize: 16}\n", t.TempDir(), prefix))
-			sizes = append(sizes, graphBytesOf(t, p, "download", nil))
+			n, pipe := graphOf(t, p, "download", nil)
+			checkFusionBreak(t, "download", pipe)
+			sizes = append(sizes, n)
 		}
 		checkFlat(t, "download", sizes, "10 and 1000 class tars")
 	})
@@ -113,7 +189,8 @@ func TestGraphBytesFlatWithUnits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			small := graphBytesOf(t, p, name, inputs)
+			small, pipe := graphOf(t, p, name, inputs)
+			checkFusionBreak(t, name, pipe)
 			large := graphBytesOf(t, p, name, grown(t, inputs, 100))
 			checkFlat(t, name, []int{small, large}, "the upstream shards and those listed 100 times")
 		})
