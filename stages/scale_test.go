@@ -18,8 +18,11 @@ import (
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/igpt/igpt/internal/beamboot"
+	"github.com/igpt/igpt/internal/datasets"
+	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/internal/testutil"
+	"github.com/igpt/igpt/pipelines"
 )
 
 // jpegBytes encodes a small random-coloured JPEG of h×w.
@@ -308,5 +311,48 @@ func TestScaleFolderPrefixWorkerProcesses(t *testing.T) {
 	if m.Records("train") != 1041 || m.Records("test") != 20 || m.Meta["units"] != float64(5) {
 		t.Errorf("records train %d test %d, units %v; want 1041, 20 and 5 (cat's 1001 train images make two units)",
 			m.Records("train"), m.Records("test"), m.Meta["units"])
+	}
+}
+
+// TestImageNetValTarInRanges downloads an ImageNet-shaped source whose
+// validation tar is cut into 2 KiB ranges (datasets.TarRangeBytes; 128
+// MiB in use) on prism: every validation image is read exactly once, with
+// its label, and each range is its own unit.
+func TestImageNetValTarInRanges(t *testing.T) {
+	defer func(b int64) { datasets.TarRangeBytes = b }(datasets.TarRangeBytes)
+	datasets.TarRangeBytes = 2048
+	srv := testutil.FakeGCS(t, "data", "out")
+	const classes, val = 6, 40
+	imageNetSource(t, srv, "data", "in", classes, 2, val)
+	obj, err := srv.GetObject("data", "in/ILSVRC2012_img_val.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := (int64(len(obj.Content)) + 2047) / 2048
+	p := planFor(t, "root: "+t.TempDir()+"\ndataset: {name: imagenet, source: gs://data/in}\ndownload: {resize: 16, shard_mib: 1}\n")
+	if err := p.RunUntil(context.Background(), "download", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dl, _ := p.Step("download")
+	m := dl.Manifest
+	if m.Records("test") != val || m.Meta["units"] != float64(classes+int(ranges)) {
+		t.Fatalf("test records %d, units %v; want %d records and %d units (%d class tars + the %d-byte val tar in %d ranges)",
+			m.Records("test"), m.Meta["units"], val, classes+int(ranges), classes, len(obj.Content), ranges)
+	}
+	keys := map[string]bool{}
+	for _, f := range m.Split("test") {
+		err := pipelines.ScanShard(context.Background(), m.Path(f.Name), func(im records.Image) error {
+			if keys[im.Key] {
+				return fmt.Errorf("image %s read twice", im.Key)
+			}
+			keys[im.Key] = true
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(keys) != val {
+		t.Fatalf("%d distinct validation images, want %d", len(keys), val)
 	}
 }

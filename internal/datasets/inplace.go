@@ -148,7 +148,14 @@ func inspectImageNet(ctx context.Context, src string) (Layout, error) {
 		return Layout{}, fmt.Errorf("datasets: imagenet: %s has %s but no labels file (%s): put one beside it",
 			src, ImageNetValTar, strings.Join(imageNetValLabels, " or "))
 	}
-	l.Units = append(l.Units, Unit{Format: FormatImageNet, Split: "test", Path: val.Path, Size: val.Size, LabelPath: labels.Path, Classes: l.Classes})
+	// The validation tar (50,000 images, 6.4 GB) is cut into byte ranges:
+	// one unit each, read in place by the workers.
+	vu := Unit{Format: FormatImageNet, Split: "test", Path: val.Path, Size: val.Size, LabelPath: labels.Path, Classes: l.Classes}
+	if strings.HasSuffix(val.Path, ".tar") {
+		l.Units = append(l.Units, splitTarRange(vu, val.Size)...)
+	} else {
+		l.Units = append(l.Units, vu)
+	}
 	return l, nil
 }
 
@@ -343,19 +350,23 @@ func readImageNetVal(ctx context.Context, u Unit, emit func(Item) error) error {
 	if err != nil {
 		return err
 	}
-	t, c, err := openUnitTar(ctx, u, u.Path)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return eachTarImage(ctx, t, func(name string, data []byte) error {
+	each := func(name string, data []byte) error {
 		base := path.Base(name)
 		label, ok := labels[strings.TrimSuffix(base, path.Ext(base))]
 		if !ok {
 			return fmt.Errorf("datasets: read %s: image %s has no label in %s", u.Path, name, u.LabelPath)
 		}
 		return emit(Item{Key: u.Split + "/" + base, Split: u.Split, Label: label, Source: u.Path + ":" + name, Encoded: data})
-	})
+	}
+	if u.RangeEnd > 0 {
+		return eachTarRangeImage(ctx, u, each)
+	}
+	t, c, err := openUnitTar(ctx, u, u.Path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return eachTarImage(ctx, t, each)
 }
 
 // maxValLabels bounds the entries of a validation labels file (ImageNet's

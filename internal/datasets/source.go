@@ -79,6 +79,11 @@ type Unit struct {
 	Size   int64  `json:",omitempty"`
 	// Class is the class name of a unit that holds one class (ImageNet).
 	Class string `json:",omitempty"`
+	// RangeStart and RangeEnd cut a flat uncompressed tar into work items
+	// (splitTarRange): the unit reads the members whose header starts in
+	// [RangeStart, RangeEnd); RangeEnd 0 means the whole file.
+	RangeStart int64 `json:",omitempty"`
+	RangeEnd   int64 `json:",omitempty"`
 
 	// Count is the number of records Inspect found in the unit (before any
 	// image is skipped by Decode); 0 if unknown. ReadUnit checks it.
