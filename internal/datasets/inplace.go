@@ -318,24 +318,30 @@ func eachTarImage(ctx context.Context, t *tarStream, fn func(name string, data [
 		if err != nil {
 			return err
 		}
-		if !isRegular(hdr) {
-			continue
-		}
-		name, err := memberName(t.name, hdr.Name)
-		if err != nil {
-			return err
-		}
-		if name == "" || hiddenPath(name) || !isImageName(name) {
-			continue
-		}
-		data, err := readLimited(ctx, t.tr, hdr.Size)
-		if err != nil {
-			return t.memberErr(err)
-		}
-		if err := fn(name, data); err != nil {
+		if err := t.image(ctx, hdr, fn); err != nil {
 			return err
 		}
 	}
+}
+
+// image calls fn with the current member's name and data when it is a
+// regular, visible image file; other members are skipped.
+func (t *tarStream) image(ctx context.Context, hdr *tar.Header, fn func(name string, data []byte) error) error {
+	if !isRegular(hdr) {
+		return nil
+	}
+	name, err := memberName(t.name, hdr.Name)
+	if err != nil {
+		return err
+	}
+	if name == "" || hiddenPath(name) || !isImageName(name) {
+		return nil
+	}
+	data, err := readLimited(ctx, t.tr, hdr.Size)
+	if err != nil {
+		return t.memberErr(err)
+	}
+	return fn(name, data)
 }
 
 // readImageNetVal streams the flat validation tar, labelled from the

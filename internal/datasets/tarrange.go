@@ -120,21 +120,10 @@ func eachTarRangeImage(ctx context.Context, u Unit, fn func(name string, data []
 			return err
 		}
 		next = pos + t.start + (hdr.Size+511)&^511
-		if chain < u.RangeStart || !isRegular(hdr) {
-			continue
+		if chain < u.RangeStart {
+			continue // the unit before this one reads it
 		}
-		name, err := memberName(t.name, hdr.Name)
-		if err != nil {
-			return err
-		}
-		if name == "" || hiddenPath(name) || !isImageName(name) {
-			continue
-		}
-		data, err := readLimited(ctx, t.tr, hdr.Size)
-		if err != nil {
-			return t.memberErr(err)
-		}
-		if err := fn(name, data); err != nil {
+		if err := t.image(ctx, hdr, fn); err != nil {
 			return err
 		}
 	}
