@@ -132,19 +132,8 @@ func TestReliability29_2_LatestEscape(t *testing.T) {
 	for _, abs := range []bool{false, true} {
 		name := map[bool]string{false: "relative", true: "absolute"}[abs]
 		t.Run("train "+name, func(t *testing.T) {
-			qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
-			rc := tinyTrainContext(t)
-			tr, err := newTrainer(ctx, rc, qm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr.step, tr.opt.Step = 1, 1
-			if err := tr.markStep(); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.checkpoint(ctx); err != nil {
-				t.Fatal(err)
-			}
+			qm, rc := checkpointedTrainer(t)
+			var err error
 			rc2 := tinyTrainContext(t)
 			latest := escape(t, rc2.Dir, rc.Dir, abs)
 			_, err = newTrainer(ctx, rc2, qm)
@@ -283,19 +272,8 @@ func TestReliability29_10_ResumeStateChecked(t *testing.T) {
 		})
 	}
 	t.Run("train step -50", func(t *testing.T) {
-		qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
-		rc := tinyTrainContext(t)
-		tr, err := newTrainer(ctx, rc, qm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.step, tr.opt.Step = 1, 1
-		if err := tr.markStep(); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.checkpoint(ctx); err != nil {
-			t.Fatal(err)
-		}
+		qm, rc := checkpointedTrainer(t)
+		var err error
 		state := editState(t, filepath.Join(rc.Dir, CheckpointDir, ckptName(1)), "step", "-50")
 		_, err = newTrainer(ctx, rc, qm)
 		firstLineHas(t, err, "train: "+state, "step = -50 is outside 0..2")

@@ -642,23 +642,33 @@ func TestReliability11_TokensRecords(t *testing.T) {
 // TestReliability8_ResumeStateOutOfRange: a checkpoint whose state.json
 // data position does not fit the data is refused naming the file, not a
 // slice-bounds panic.
+// checkpointedTrainer returns a tiny train stage's token input and run
+// context with one checkpoint written, at step 1.
+func checkpointedTrainer(t *testing.T) (*Manifest, *RunContext) {
+	t.Helper()
+	ctx := context.Background()
+	qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
+	rc := tinyTrainContext(t)
+	tr, err := newTrainer(ctx, rc, qm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.step, tr.opt.Step = 1, 1
+	if err := tr.markStep(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return qm, rc
+}
+
 func TestReliability8_ResumeStateOutOfRange(t *testing.T) {
 	ctx := context.Background()
 	for _, pos := range []string{`{"epoch":0,"group":99,"record":0}`, `{"epoch":0,"group":0,"record":-5}`, `{"epoch":-1,"group":0,"record":0}`} {
 		t.Run(pos, func(t *testing.T) {
-			qm := fakeQuantize(t, 16, tokRec("a", 2, 2, 16, 1), tokRec("b", 2, 2, 16, 2))
-			rc := tinyTrainContext(t)
-			tr, err := newTrainer(ctx, rc, qm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr.step, tr.opt.Step = 1, 1
-			if err := tr.markStep(); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.checkpoint(ctx); err != nil {
-				t.Fatal(err)
-			}
+			qm, rc := checkpointedTrainer(t)
+			var err error
 			state := filepath.Join(rc.Dir, CheckpointDir, ckptName(1), StateFile)
 			b, _ := os.ReadFile(state)
 			var st map[string]json.RawMessage
