@@ -87,6 +87,14 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 		rc.GraphBytes = n
 		rc.logger().Info("job graph", "runner", runner, "pipeline_proto_bytes", n)
 	}
+	if runner == "prism" {
+		// In-process prism picks loopback workers only when it starts its
+		// server, the first job of the process; a later job with the flag
+		// cleared (a test that set and restored it) would ask for Docker.
+		if f := flag.Lookup("environment_type"); f != nil && f.Value.String() == "" {
+			f.Value.Set("loopback")
+		}
+	}
 	res, err := beamRun(ctx, runner, p)
 	if err != nil {
 		if cause := rootCause(err.Error()); cause != "" {
