@@ -56,11 +56,11 @@ type Output struct {
 	Downstream []Ref             `json:"downstream"`
 	Lock       *storage.LockInfo `json:"lock,omitempty"`
 
-	dir      string            // <root>/<stage>/<key>
-	workDir  string            // where a run without a manifest writes (dir or dir.attempt)
-	manifest *stages.Manifest  // nil unless done
-	files    map[string]bool   // names the manifest lists
-	err      error             // why the manifest could not be read
+	dir      string           // <root>/<stage>/<key>
+	workDir  string           // where a run without a manifest writes (dir or dir.attempt)
+	manifest *stages.Manifest // nil unless done
+	files    map[string]bool  // names the manifest lists
+	err      error            // why the manifest could not be read
 }
 
 // Index is every stage output under a root at one moment.

@@ -30,9 +30,6 @@ const (
 	// decoding, as igpt sample --complete does.
 	maxUploadBytes = 16 << 20
 	maxCompletions = 4
-	// abandonAfter: a job nobody has watched for this long is cancelled,
-	// so a client that went away does not hold the model.
-	abandonAfter = 10 * time.Second
 )
 
 // job is one use of a model: a completion (streamed) or a checkpoint
@@ -137,12 +134,14 @@ func (s *Server) drain(q *queue) {
 func (s *Server) runJob(j *job) {
 	defer j.cancel()
 	if j.ctx.Err() != nil {
-		j.update(func() { j.state, j.err, j.position = "error", "cancelled while queued: "+context.Cause(j.ctx).Error(), 0 })
+		j.update(func() {
+			j.state, j.err, j.position = "error", "cancelled while queued: "+context.Cause(j.ctx).Error(), 0
+		})
 		return
 	}
 	j.update(func() { j.state, j.position, j.started = "running", 0, time.Now() })
 	if s.beforeJob != nil {
-		s.beforeJob(j.kind)
+		s.beforeJob(j.ctx, j.kind)
 	}
 	err := j.work(j.ctx, j)
 	j.update(func() {
@@ -201,7 +200,7 @@ func (s *Server) newJob(kind string, work func(context.Context, *job) error) *jo
 }
 
 func (s *Server) watchdog(j *job) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(min(time.Second, s.abandonAfter/4))
 	defer t.Stop()
 	for {
 		select {
@@ -209,7 +208,7 @@ func (s *Server) watchdog(j *job) {
 			return
 		case <-t.C:
 			j.mu.Lock()
-			gone := j.watchers == 0 && time.Since(j.seen) > abandonAfter
+			gone := j.watchers == 0 && time.Since(j.seen) > s.abandonAfter
 			j.mu.Unlock()
 			if gone {
 				s.log.Info("igpt serve: nobody watches the job any more: cancelled", "id", j.id)

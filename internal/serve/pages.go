@@ -146,6 +146,15 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	chain = append(chain, self)
 	walk(self, true)
 	walk(self, false)
+	// The other inputs of what lies downstream (probe's baselines).
+	for _, o := range slices.Clone(chain) {
+		for _, in := range o.Inputs {
+			if m := ix.byRef[in]; m != nil && !seen[in] {
+				seen[in] = true
+				chain = append(chain, m)
+			}
+		}
+	}
 	slices.SortStableFunc(chain, func(a, b *Output) int { return stageRank(a.Stage) - stageRank(b.Stage) })
 	var items []chainItem
 	for _, o := range chain {

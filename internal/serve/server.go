@@ -67,8 +67,15 @@ type Server struct {
 
 	// beforeJob, when set (tests), runs in the model's queue before each
 	// job's work.
-	beforeJob func(kind string)
+	beforeJob func(ctx context.Context, kind string)
+	// abandonAfter: a job nobody has watched for this long is cancelled,
+	// so a client that went away does not hold the model.
+	abandonAfter time.Duration
 }
+
+// Token is the access token requests need ("" on a loopback address
+// when none was given).
+func (s *Server) Token() string { return s.opt.Token }
 
 // New checks the root and makes a Server.
 func New(ctx context.Context, opt Options) (*Server, error) {
@@ -103,6 +110,9 @@ func New(ctx context.Context, opt Options) (*Server, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
+	if !Loopback(opt.Addr) && opt.Token == "" {
+		opt.Token = NewToken() // never open to the network without one
+	}
 	host, _ := os.Hostname()
 	tmpl, err := template.New("").Funcs(template.FuncMap{"json": func(v any) (string, error) {
 		b, err := json.Marshal(v)
@@ -112,7 +122,7 @@ func New(ctx context.Context, opt Options) (*Server, error) {
 		return nil, err
 	}
 	return &Server{root: root, opt: opt, log: opt.Log, host: host, now: time.Now, tmpl: tmpl,
-		queues: map[string]*queue{}, jobs: jobTable{m: map[string]*job{}}, imgCache: map[string][]byte{}}, nil
+		abandonAfter: 10 * time.Second, queues: map[string]*queue{}, jobs: jobTable{m: map[string]*job{}}, imgCache: map[string][]byte{}}, nil
 }
 
 // Loopback reports whether addr's host is a loopback address or
@@ -227,9 +237,6 @@ func (s *Server) tokenOK(w http.ResponseWriter, r *http.Request) bool {
 // Listen serves until ctx ends. It refuses a non-loopback address without
 // a token by making one, and logs the URL to open (with the token).
 func (s *Server) Listen(ctx context.Context, ready func(url string)) error {
-	if !Loopback(s.opt.Addr) && s.opt.Token == "" {
-		s.opt.Token = NewToken()
-	}
 	l, err := net.Listen("tcp", s.opt.Addr)
 	if err != nil {
 		return fmt.Errorf("serve: listen on %s: %w (pick another --addr)", s.opt.Addr, err)
