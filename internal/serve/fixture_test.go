@@ -230,3 +230,5 @@ func next(t testing.TB, ch <-chan event, wait time.Duration, names ...string) ev
 type httptestRecorder = httptest.ResponseRecorder
 
 func newRecorder() *httptestRecorder { return httptest.NewRecorder() }
+
+type colorRGBA = color.RGBA

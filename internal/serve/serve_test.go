@@ -108,14 +108,14 @@ func TestTraversal(t *testing.T) {
 		path string
 		code int
 	}{
-		{"/file/train/" + key + "/loss.png", 404},                         // symlink out of the root
-		{"/file/sample/aaaaaaaaaaaa/secret.png", 404},                     // stage folder is a symlink out
-		{"/file/sample/bbbbbbbbbbbb/..%2F..%2F..%2Fsecret.png", 400},      // encoded slashes
-		{"/file/sample/bbbbbbbbbbbb/%2e%2e/%2e%2e/%2e%2e/secret.png", 0},  // cleaned or refused, never served
-		{"/file/train/" + key + "/../../../secret.png", 0},                // cleaned by the mux: never served
-		{"/file/train/" + key + "/unlisted.png", 404},                     // not in the manifest
-		{"/file/train/" + key + "/checkpoints/LATEST", 404},               // not a served kind
-		{"/file/train/" + key + "/..%5c..%5csecret.png", 400},             // encoded backslash
+		{"/file/train/" + key + "/loss.png", 404},                        // symlink out of the root
+		{"/file/sample/aaaaaaaaaaaa/secret.png", 404},                    // stage folder is a symlink out
+		{"/file/sample/bbbbbbbbbbbb/..%2F..%2F..%2Fsecret.png", 400},     // encoded slashes
+		{"/file/sample/bbbbbbbbbbbb/%2e%2e/%2e%2e/%2e%2e/secret.png", 0}, // cleaned or refused, never served
+		{"/file/train/" + key + "/../../../secret.png", 0},               // cleaned by the mux: never served
+		{"/file/train/" + key + "/unlisted.png", 404},                    // not in the manifest
+		{"/file/train/" + key + "/checkpoints/LATEST", 404},              // not a served kind
+		{"/file/train/" + key + "/..%5c..%5csecret.png", 400},            // encoded backslash
 		{"/file/train/" + key + "/" + strings.Repeat("x/", 3) + "a.png", 404},
 	}
 	for _, c := range cases {
