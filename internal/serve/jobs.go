@@ -399,6 +399,9 @@ func (s *Server) complete(ctx context.Context, j *job, tm *stages.Manifest, pict
 			}
 			j.done = t + 1 - P
 		})
+		if s.afterToken != nil {
+			s.afterToken(t+1-P, T-P)
+		}
 		return nil
 	})
 	return err

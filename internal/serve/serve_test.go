@@ -386,7 +386,19 @@ func waitFor(t testing.TB, wait time.Duration, what string, ok func() bool) {
 func TestCompletionStreams(t *testing.T) {
 	root := tinyRoot(t)
 	key := onlyKey(t, root, "train")
-	_, ts := newTestServer(t, Options{Root: root})
+	s, ts := newTestServer(t, Options{Root: root})
+	// The job waits half way until the stream has shown a partial
+	// picture, so the test sees streaming however fast the model is.
+	partialSeen := make(chan struct{})
+	var once sync.Once
+	s.afterToken = func(done, total int) {
+		if done == total/2 {
+			select {
+			case <-partialSeen:
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}
 	pic := pngBytes(40, 30, func(x, y int) color.RGBA { return color.RGBA{uint8(x * 6), uint8(y * 8), 90, 255} })
 	code, body := postComplete(t, ts.URL, map[string]string{"run": key, "n": "3", "keep": "0.25", "temperature": "1", "top_k": "8"}, pic)
 	if code != 200 {
@@ -406,6 +418,7 @@ func TestCompletionStreams(t *testing.T) {
 		json.Unmarshal([]byte(ev.data), &sn)
 		if ev.name == "tokens" && sn.Done < sn.Total && partial.Total == 0 {
 			partial = sn
+			once.Do(func() { close(partialSeen) })
 		}
 		if ev.name == "done" || ev.name == "error" {
 			final = sn

@@ -68,6 +68,9 @@ type Server struct {
 	// beforeJob, when set (tests), runs in the model's queue before each
 	// job's work.
 	beforeJob func(ctx context.Context, kind string)
+	// afterToken, when set (tests), runs after each sampled position of a
+	// completion.
+	afterToken func(done, total int)
 	// abandonAfter: a job nobody has watched for this long is cancelled,
 	// so a client that went away does not hold the model.
 	abandonAfter time.Duration
