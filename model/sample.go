@@ -214,6 +214,14 @@ func (m *Model) Sample(prefix []int32, B, n int, opt SampleOptions) ([]int32, er
 // Sample is Model.Sample on the Sampler's batch (B = s.Batch(), n <= s.Len()),
 // reusing its cache; it resets the Sampler.
 func (s *Sampler) Sample(prefix []int32, n int, opt SampleOptions) ([]int32, error) {
+	return s.SampleEach(prefix, n, opt, nil)
+}
+
+// SampleEach is Sample calling each (when not nil) after every position t
+// it draws, with out [B,n] final up to position t in every sequence; so a
+// caller can show tokens as they come (igpt serve streams them). An error
+// from each stops the sampling and is returned.
+func (s *Sampler) SampleEach(prefix []int32, n int, opt SampleOptions, each func(t int, out []int32) error) ([]int32, error) {
 	B, V := s.batch, s.m.Config.Vocab
 	P, out, err := s.m.sampleSetup(prefix, B, n, opt)
 	if err != nil {
@@ -246,6 +254,11 @@ func (s *Sampler) Sample(prefix []int32, n int, opt SampleOptions) ([]int32, err
 		}
 		for b := 0; b < B; b++ {
 			out[b*n+t] = tp.pick(logits[b*V:(b+1)*V], rngs[b])
+		}
+		if each != nil {
+			if err := each(t, out); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil

@@ -326,6 +326,9 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: dir, Inputs: inputs, Runner: runner, Log: log}
 	log.Info("stage starting", "dir", dir, "runner", runner)
 	start := time.Now()
+	if !opt.DryRun {
+		writeRunning(ctx, st, dir, start, log)
+	}
 	out, err := st.Stage.Run(ctx, rc)
 	if errors.Is(err, ErrDryRun) {
 		log.Info("stage not submitted (--dry_run); no manifest written", "pipeline_proto_bytes", rc.GraphBytes)

@@ -269,31 +269,43 @@ func CompletePicture(ctx context.Context, runDir string, picture []byte, n int, 
 	if err != nil {
 		return nil, err
 	}
-	// The header's size first: a small file can claim 100000×100000.
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(picture))
-	if err != nil {
-		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPicturePixels {
-		return nil, fmt.Errorf("sample: the picture's %s header claims %d×%d pixels; at most %d pixels are read: shrink it first", format, cfg.Width, cfg.Height, MaxPicturePixels)
-	}
-	src, _, err := image.Decode(bytes.NewReader(picture))
-	if err != nil {
-		return nil, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
-	}
-	f := run.codec.Factor()
-	ph, pw := run.h*f, run.w*f
-	pix, hh, ww := cropRGB(src, ph, pw)
-	small, err := imgproc.Resize(pix, hh, ww, 3, ph, pw)
+	tok, err := run.encodePicture(picture)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := run.codec.Encode(records.Image{Key: "picture", H: ph, W: pw, C: 3, Pix: small})
-	if err != nil {
-		return nil, fmt.Errorf("sample: encode the picture: %w", err)
-	}
 	png, _, err := Complete(run.m, []records.Tokens{tok}, n, keep, opt, run.codec, scale)
 	return png, err
+}
+
+// encodePicture decodes a PNG or JPEG picture (its header's size checked
+// against MaxPicturePixels first), centre-crops it to the token grid's
+// aspect, resizes it with an area filter to the grid's pixels and encodes
+// it with the run's codec.
+func (r *trainedRun) encodePicture(picture []byte) (records.Tokens, error) {
+	// The header's size first: a small file can claim 100000×100000.
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(picture))
+	if err != nil {
+		return records.Tokens{}, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPicturePixels {
+		return records.Tokens{}, fmt.Errorf("sample: the picture's %s header claims %d×%d pixels; at most %d pixels are read: shrink it first", format, cfg.Width, cfg.Height, MaxPicturePixels)
+	}
+	src, _, err := image.Decode(bytes.NewReader(picture))
+	if err != nil {
+		return records.Tokens{}, fmt.Errorf("sample: the picture is not a readable PNG or JPEG: %w", err)
+	}
+	f := r.codec.Factor()
+	ph, pw := r.h*f, r.w*f
+	pix, hh, ww := cropRGB(src, ph, pw)
+	small, err := imgproc.Resize(pix, hh, ww, 3, ph, pw)
+	if err != nil {
+		return records.Tokens{}, err
+	}
+	tok, err := r.codec.Encode(records.Image{Key: "picture", H: ph, W: pw, C: 3, Pix: small})
+	if err != nil {
+		return records.Tokens{}, fmt.Errorf("sample: encode the picture: %w", err)
+	}
+	return tok, nil
 }
 
 // MaxPicturePixels caps the picture sample --complete decodes (8192×8192).

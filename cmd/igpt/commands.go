@@ -108,6 +108,11 @@ func init() {
 		{name: "import-hf", args: "DIR", nargs: 1, run: importHFCmd,
 			summary: "a Hugging Face ImageGPT folder (e.g. published iGPT weights) as an igpt checkpoint",
 			flags:   []flagDoc{{name: "out", usage: ".safetensors checkpoint to write (required)"}}},
+		{name: "serve", nargs: 0, run: serveCmd,
+			summary: "see every run under --root in a browser: live curves, runs side by side, samples at every kept step, complete your own picture",
+			detail: "Serves the root read-only (completions are kept in memory) on --addr, 127.0.0.1:8080 by default; " +
+				"a non-loopback address requires the access token printed with the URL. Press Ctrl-C to stop.",
+			flags: serveFlags},
 		{name: "stages", nargs: 0, run: stagesCmd, summary: "list the stages in the order a run takes them"},
 		{name: "help", args: "[COMMAND]", nargs: -1, run: helpCmd, summary: "this list, or one command's arguments and flags"},
 	}

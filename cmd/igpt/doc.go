@@ -9,6 +9,7 @@
 //	igpt sample RUN         from a train stage folder: --n unconditional samples, or --n completions of your own picture (--complete)
 //	igpt export-hf RUN      a train folder's final weights as a Hugging Face ImageGPT model (config.json + model.safetensors)
 //	igpt import-hf DIR      a Hugging Face ImageGPT folder (e.g. published iGPT weights) as an igpt checkpoint
+//	igpt serve              see every run under --root in a browser: live curves, runs side by side, samples at every kept step, complete your own picture
 //	igpt stages             list the stages in the order a run takes them
 //	igpt help [COMMAND]     this list, or one command's arguments and flags
 //
