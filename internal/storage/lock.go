@@ -339,13 +339,32 @@ func (l *Lock) refresh() error {
 		return err
 	}
 	body, _ := json.Marshal(l.info)
-	w := obj.If(gcs.Conditions{GenerationMatch: l.gen}).NewWriter(ctx)
-	w.Write(body)
-	if err := w.Close(); err != nil {
+	write := func() error {
+		w := obj.If(gcs.Conditions{GenerationMatch: l.gen}).NewWriter(ctx)
+		w.Write(body)
+		if err := w.Close(); err != nil {
+			return err
+		}
+		l.gen = w.Attrs().Generation
+		return nil
+	}
+	err = write()
+	if !preconditionFailed(err) {
 		return err
 	}
-	l.gen = w.Attrs().Generation
-	return nil
+	// The generation moved without another holder: an earlier refresh
+	// landed after its client gave up (a timeout under load), so every
+	// later refresh failed its precondition. If the object still holds
+	// this run's token, adopt its generation and write again.
+	attrs, aerr := obj.Attrs(ctx)
+	if aerr != nil {
+		return fmt.Errorf("storage: lock %s: %w (and reading its generation: %v)", l.path, err, aerr)
+	}
+	if cerr := l.Check(ctx); cerr != nil {
+		return cerr
+	}
+	l.gen = attrs.Generation
+	return write()
 }
 
 // Check returns an error wrapping ErrLockLost unless the lock still holds
