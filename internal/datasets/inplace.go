@@ -38,7 +38,7 @@ const (
 // where it lies, so the launcher must only list it.
 func ReadsInPlace(format string) bool {
 	switch format {
-	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS:
+	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS, FormatFolderZip, FormatFolderTar:
 		return true
 	}
 	return false
