@@ -70,7 +70,7 @@ func sameRecords(t *testing.T, want, got map[string][]Item) {
 // many small units. The records must be the same.
 func TestFolderArchiveInPlaceMatchesLocal(t *testing.T) {
 	defer func(z, r int64) { ZipUnitBytes, TarRangeBytes = z, r }(ZipUnitBytes, TarRangeBytes)
-	ZipUnitBytes, TarRangeBytes = 1024, 4096
+	ZipUnitBytes, TarRangeBytes = 1024, 8192 // a train range holds test members
 	es := archiveFolder(t)
 	dir := t.TempDir()
 	for _, c := range []struct {
