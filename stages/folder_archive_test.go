@@ -143,8 +143,8 @@ func TestScaleFolderArchiveWorkerProcesses(t *testing.T) {
 			st, _ := p.Step("download")
 			m := st.Manifest
 			units, _ := m.Meta["units"].(float64)
-			if min := float64(len(archive)) / (256 << 10); units < min {
-				t.Errorf("%v units, want at least %.0f (one per 256 KiB)", units, min)
+			if min := len(archive) / (256 << 10); int(units) < min {
+				t.Errorf("%v units, want at least %d (one per 256 KiB)", units, min)
 			}
 			got := imageDigests(t, m)
 			if len(got) != images || len(got) != len(want) {
