@@ -233,6 +233,14 @@ func planSource(ctx context.Context, rc *RunContext, spec *datasets.Spec) (strin
 		layout, err := datasets.InspectFolderPrefix(ctx, src, opt)
 		return src, layout, err
 	}
+	if src := rc.Config.Dataset.Source; spec.Format == datasets.FormatFolder && datasets.IsFolderArchive(src) && rc.Config.Dataset.SHA256 == "" {
+		// Read in place by the workers: the launcher reads the zip's
+		// directory or the tar's headers, and copies nothing. With
+		// dataset.sha256 set the archive is fetched and verified whole, as
+		// the digest asks, below.
+		layout, err := datasets.InspectFolderArchive(ctx, src, opt)
+		return src, layout, err
+	}
 	if err := sourceFits(ctx, rc, spec); err != nil {
 		return "", datasets.Layout{}, err
 	}

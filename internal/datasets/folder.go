@@ -1,6 +1,7 @@
 package datasets
 
 import (
+	"archive/tar"
 	"archive/zip"
 	"bytes"
 	"context"
@@ -481,6 +482,20 @@ func inspectFolderZip(src string, zr *zip.Reader, log *slog.Logger) (Layout, err
 	return l, nil
 }
 
+// tarEntry is the folder entry of a tar member: a folder or a regular file
+// (ok false for links and the like), its name checked by memberName.
+func tarEntry(archive string, hdr *tar.Header) (e fentry, ok bool, err error) {
+	dir := hdr.Typeflag == tar.TypeDir || hdr.FileInfo().IsDir()
+	if !dir && !isRegular(hdr) {
+		return fentry{}, false, nil
+	}
+	name, err := memberName(archive, hdr.Name)
+	if err != nil {
+		return fentry{}, false, err
+	}
+	return fentry{name: name, orig: hdr.Name, dir: dir}, true, nil
+}
+
 func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layout, error) {
 	var entries []fentry
 	for {
@@ -494,15 +509,13 @@ func inspectFolderTar(ctx context.Context, t *tarStream, log *slog.Logger) (Layo
 		if err != nil {
 			return Layout{}, err
 		}
-		dir := hdr.Typeflag == 'D' || hdr.FileInfo().IsDir()
-		if !dir && !isRegular(hdr) {
-			continue
-		}
-		name, err := memberName(t.name, hdr.Name)
+		e, ok, err := tarEntry(t.name, hdr)
 		if err != nil {
 			return Layout{}, err
 		}
-		entries = append(entries, fentry{name: name, orig: hdr.Name, dir: dir})
+		if ok {
+			entries = append(entries, e)
+		}
 	}
 	if err := t.drain(log); err != nil {
 		return Layout{}, err
@@ -760,10 +773,17 @@ func readFolderZip(ctx context.Context, u Unit, zr *zipCloser, emit func(Item) e
 func zipRatio(archive string, f *zip.File) error {
 	if f.UncompressedSize64 > gateMin && f.UncompressedSize64 > maxInflation*f.CompressedSize64 {
 		off, _ := f.DataOffset()
-		return fmt.Errorf("datasets: read %s: member %s (data at byte %d) inflates from %d to %d bytes, over %d times: no image file compresses so well (a zip bomb?); refusing it: %w",
-			archive, f.Name, off, f.CompressedSize64, f.UncompressedSize64, maxInflation, ErrCorrupt)
+		return inflationErr(archive, f.Name, fmt.Sprintf("data at byte %d", off), f.CompressedSize64, f.UncompressedSize64)
 	}
 	return nil
+}
+
+// inflationErr is zipRatio's refusal of member, which the central
+// directory says inflates from csize to usize bytes; where says where in
+// the archive it lies.
+func inflationErr(archive, member, where string, csize, usize uint64) error {
+	return fmt.Errorf("datasets: read %s: member %s (%s) inflates from %d to %d bytes, over %d times: no image file compresses so well (a zip bomb?); refusing it: %w",
+		archive, member, where, csize, usize, maxInflation, ErrCorrupt)
 }
 
 func readZipFile(ctx context.Context, archive string, f *zip.File) ([]byte, error) {

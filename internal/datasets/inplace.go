@@ -38,7 +38,7 @@ const (
 // where it lies, so the launcher must only list it.
 func ReadsInPlace(format string) bool {
 	switch format {
-	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS:
+	case FormatImageNet, FormatWebDataset, FormatNPZ, FormatFolderGCS, FormatFolderZip, FormatFolderTar:
 		return true
 	}
 	return false
@@ -159,47 +159,68 @@ func inspectImageNet(ctx context.Context, src string) (Layout, error) {
 	return l, nil
 }
 
-// listClassTars walks the headers of the outer train tar: one unit per
-// member tar, with the byte range of its data. Only headers are read.
-func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error) {
-	ra, err := storage.OpenReaderAt(ctx, train.Path)
+// walkTarHeaders walks the headers of the uncompressed tar at p through
+// ranged reads, never reading a member's data (tar skips data by seeking;
+// it reads the last byte of each member to check it is there): fn gets
+// each header, the offset where the member's header chain starts (its
+// first header, PAX or long-name blocks included: what eachTarRangeImage
+// cuts ranges by) and the offset of its data. One ranged read per header:
+// cheap for the thousand class tars of ImageNet's train tar, slow for
+// millions of members on GCS.
+func walkTarHeaders(ctx context.Context, p string, fn func(hdr *tar.Header, chain, data int64) error) error {
+	ra, err := storage.OpenReaderAt(ctx, p)
 	if err != nil {
-		return Layout{}, err
+		return err
 	}
 	defer ra.Close()
-	ra.NoCache() // read the headers only, never a class tar's data
+	ra.NoCache() // read the headers only, never a member's data
 	sr := io.NewSectionReader(ra, 0, ra.Size())
 	tr := tar.NewReader(sr)
-	var l Layout
+	var chain int64
 	for {
 		if err := ctx.Err(); err != nil {
-			return Layout{}, err
+			return err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			pos, _ := sr.Seek(0, io.SeekCurrent)
-			return Layout{}, corrupt(train.Path, fmt.Sprintf("reading the header at byte %d", pos), err)
+			return corrupt(p, fmt.Sprintf("reading the header that starts at byte %d", chain), err)
 		}
+		data, _ := sr.Seek(0, io.SeekCurrent)
+		if err := fn(hdr, chain, data); err != nil {
+			return err
+		}
+		chain = data + (hdr.Size+511)&^511
+	}
+}
+
+// listClassTars walks the headers of the outer train tar: one unit per
+// member tar, with the byte range of its data. Only headers are read.
+func listClassTars(ctx context.Context, train storage.ObjectInfo) (Layout, error) {
+	var l Layout
+	err := walkTarHeaders(ctx, train.Path, func(hdr *tar.Header, _, off int64) error {
 		if !isRegular(hdr) {
-			continue
+			return nil
 		}
 		name, err := memberName(train.Path, hdr.Name)
 		if err != nil {
-			return Layout{}, err
+			return err
 		}
 		if name == "" || hiddenPath(name) {
-			continue
+			return nil
 		}
 		if !strings.HasSuffix(name, ".tar") {
-			return Layout{}, fmt.Errorf("datasets: imagenet: %s: member %s is not a class tar (want n01440764.tar, …): is this %s?", train.Path, hdr.Name, ImageNetTrainTar)
+			return fmt.Errorf("datasets: imagenet: %s: member %s is not a class tar (want n01440764.tar, …): is this %s?", train.Path, hdr.Name, ImageNetTrainTar)
 		}
-		off, _ := sr.Seek(0, io.SeekCurrent)
 		class := strings.TrimSuffix(path.Base(name), ".tar")
 		l.Classes = append(l.Classes, class)
 		l.Units = append(l.Units, Unit{Format: FormatImageNet, Split: "train", Path: train.Path, Member: name, Offset: off, Size: hdr.Size, Class: class})
+		return nil
+	})
+	if err != nil {
+		return Layout{}, err
 	}
 	if len(l.Units) == 0 {
 		return Layout{}, corrupt(train.Path, "", errors.New("no class tars in it"))

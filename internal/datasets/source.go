@@ -84,6 +84,9 @@ type Unit struct {
 	// [RangeStart, RangeEnd); RangeEnd 0 means the whole file.
 	RangeStart int64 `json:",omitempty"`
 	RangeEnd   int64 `json:",omitempty"`
+	// Zip lists, for a zip read in place (FormatFolderZip), the unit's
+	// members as the central directory describes them, in archive order.
+	Zip []ZipMember `json:",omitempty"`
 
 	// Count is the number of records Inspect found in the unit (before any
 	// image is skipped by Decode); 0 if unknown. ReadUnit checks it.
@@ -280,6 +283,10 @@ func ReadUnit(ctx context.Context, u Unit, emit func(Item) error) error {
 		return readNPZUnit(ctx, u, emit)
 	case FormatFolderGCS:
 		return readFolderPrefix(ctx, u, emit)
+	case FormatFolderZip:
+		return readFolderZipInPlace(ctx, u, emit)
+	case FormatFolderTar:
+		return readFolderTarInPlace(ctx, u, emit)
 	}
 	return fmt.Errorf("datasets: read unit %s of %s: unknown format %q", u.Split, u.Path, u.Format)
 }
