@@ -332,6 +332,13 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 		return nil
 	}
 	if err != nil {
+		if dir != st.Dir {
+			// What a failed attempt wrote is of no use to the next run,
+			// which clears it anyway: leave nothing behind.
+			if rerr := storage.RemoveAll(context.WithoutCancel(ctx), dir); rerr != nil {
+				log.Warn("attempt folder not removed", "dir", dir, "err", rerr)
+			}
+		}
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
 	return p.publish(ctx, st, rc, out, start)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/stages"
 )
@@ -21,6 +22,11 @@ func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {
 	cfg, err := stages.LoadConfig(path)
 	if err != nil {
 		return nil, err
+	}
+	if r := *runners.Runner; r != "" {
+		if err := stages.CheckRunner("--runner", r); err != nil {
+			return nil, err
+		}
 	}
 	if *source != "" {
 		cfg.Dataset.Source = *source
