@@ -600,10 +600,10 @@ func probeHeadline(ctx context.Context, m *Manifest) string {
 	s := rep.Summary
 	out := fmt.Sprintf("best %s %.1f%% test", s.Best.Name, 100*s.Best.TestAcc)
 	if s.MarginOverRawPixels != nil {
-		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
+		out += fmt.Sprintf(", %s raw pixels (%.1f%%)", probe.MarginPhrase(*s.MarginOverRawPixels), 100*s.Best.TestAcc-*s.MarginOverRawPixels)
 	}
 	if s.MarginOverInputPixels != nil {
-		out += fmt.Sprintf(", %+.1f over them at the input resolution", *s.MarginOverInputPixels)
+		out += fmt.Sprintf(", %s them at the input resolution", probe.MarginPhrase(*s.MarginOverInputPixels))
 	}
 	return out
 }
