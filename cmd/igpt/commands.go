@@ -339,6 +339,7 @@ func withPlan(ctx context.Context, config string, run func(*stages.Plan, stages.
 	if err != nil {
 		return err
 	}
+	defer logPeakMemory()
 	opt := runOptions()
 	err = run(plan, opt)
 	if !opt.DryRun {
