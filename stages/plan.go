@@ -442,13 +442,29 @@ func (p *Plan) Print(w io.Writer, names []string, force bool) {
 	tw.Flush()
 }
 
-// Status writes each stage's state, key, record counts per split and bytes.
-func (p *Plan) Status(w io.Writer) {
+// Status writes each stage's state (done, running with its lock holder
+// and progress, or not run), key, record counts per split and bytes, with
+// notes on a root that does not exist and on finished downloads of the
+// same dataset from another source.
+func (p *Plan) Status(ctx context.Context, w io.Writer) {
+	if note := p.rootNote(); note != "" {
+		fmt.Fprintln(w, note)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "STAGE\tSTATE\tKEY\tRECORDS\tBYTES\tFINISHED\n")
+	defer func() {
+		tw.Flush()
+		for _, n := range p.otherSourceNotes(ctx) {
+			fmt.Fprintln(w, n)
+		}
+	}()
 	for _, st := range p.Steps {
 		if !st.Done() {
-			fmt.Fprintf(tw, "%s\tnot run\t%s\t-\t-\t-\n", st.Stage.Name(), st.Key)
+			state := "not run"
+			if r := p.runningState(ctx, st); r != "" {
+				state = r
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\n", st.Stage.Name(), state, st.Key)
 			continue
 		}
 		m := st.Manifest
@@ -474,7 +490,6 @@ func (p *Plan) Status(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\tdone\t%s\t%s\t%d\t%s\n", st.Stage.Name(), st.Key, strings.Join(recs, " "), bytes, m.Finished.Format(time.RFC3339))
 	}
-	tw.Flush()
 }
 
 // Summary writes, after a run, a table of the stages it took (state, key,

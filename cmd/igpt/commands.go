@@ -353,7 +353,7 @@ func statusCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	plan.Status(os.Stdout)
+	plan.Status(ctx, os.Stdout)
 	return nil
 }
 
