@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"image"
+	"image/png"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -120,5 +122,30 @@ func TestUserSeesShortErrors(t *testing.T) {
 	got = runMain(t, "run "+bad)
 	if !strings.HasPrefix(got, "igpt: ") || strings.Count(got, "\n") != 1 || !strings.Contains(got, "did you mean train.steps?") {
 		t.Errorf("config error: stderr\n%s\nwant one line, the error", got)
+	}
+}
+
+// TestPlanWarnsOfLargeImages: a run planned on a folder of 224×224 images
+// with the quickstart's 16×16 token grid prints a warning naming the config
+// and download.resize.
+func TestPlanWarnsOfLargeImages(t *testing.T) {
+	src := t.TempDir()
+	for _, split := range []string{"train", "test"} {
+		d := filepath.Join(src, split, "cats")
+		os.MkdirAll(d, 0o755)
+		f, _ := os.Create(filepath.Join(d, "a.png"))
+		png.Encode(f, image.NewGray(image.Rect(0, 0, 224, 224)))
+		f.Close()
+	}
+	cfg := tempConfig(t, "root: "+t.TempDir()+"\ndataset: {name: folder, source: "+src+"}\nquantize: {resize: [16, 16]}\n")
+	freshFlags(t)
+	plan, err := loadPlan(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	warnSize(&b, plan)
+	if !strings.HasPrefix(b.String(), "igpt: warning: config "+cfg+": images are 224×224") || !strings.Contains(b.String(), "download.resize: 32") {
+		t.Errorf("plan of 224×224 images at 16×16: %q", b.String())
 	}
 }
