@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/model"
 )
 
 func statusOf(t *testing.T, cfg *Config) string {
@@ -99,5 +100,19 @@ func TestStatusNamesOtherSource(t *testing.T) {
 	// With the same --source, nothing to say: the stage is done.
 	if got := statusOf(t, &other); strings.Contains(got, "dataset.source") || !strings.Contains(got, "download         done") {
 		t.Errorf("status with the run's --source:\n%s", got)
+	}
+}
+
+// TestSampleRefusesOtherStageFolder: igpt sample given a palette folder
+// says what it is and what to give ("has no token input" before).
+func TestSampleRefusesOtherStageFolder(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "palette", "3e00996f9af9")
+	if err := writeManifest(ctx, &Manifest{Stage: "palette", Key: "3e00996f9af9", Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := SampleGrid(ctx, dir, 4, model.SampleOptions{Temperature: 1}, 2)
+	if err == nil || err.Error() != "sample: "+dir+" is a palette stage folder; give a train stage folder (<root>/train/<key>; igpt status CONFIG lists its key)" {
+		t.Errorf("sample of a palette folder: %v", err)
 	}
 }
