@@ -78,6 +78,11 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 	if !beam.Initialized() {
 		beam.Init()
 	}
+	// beam.Run exits the process on a runner it does not know, past every
+	// deferred lock release: refuse it here as an error.
+	if err := CheckRunner("runner", runner); err != nil {
+		return "", err
+	}
 	if runner == "dataflow" {
 		if err := checkDataflowFlags(rc.logger()); err != nil {
 			return "", err

@@ -173,7 +173,7 @@ func (c *Config) checkTokens() error {
 func (c *Config) validate() error {
 	for _, check := range []func() error{c.Dataset.check, c.Download.check, c.Palette.check, c.Quantize.check,
 		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens,
-		func() error { return c.Finetune.check(c.Tokens) }} {
+		func() error { return c.Finetune.check(c.Tokens) }, func() error { return CheckRunner("runner", c.Runner) }} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -448,6 +448,10 @@ func fetchSource(ctx context.Context, rc *RunContext, spec datasets.Spec) (strin
 	case src == "" && len(files) == 0:
 		return "", fmt.Errorf("dataset %s has no download URL: set dataset.source", spec.Name)
 	case src == "":
+		if dir := packagedSource(spec, rc.logger()); dir != "" { // a system package's copy
+			rc.logger().Info("download: using the copy a system package installed", "dataset", spec.Name, "dir", dir)
+			return dir, nil
+		}
 		for _, f := range files { // the registry's URL, then its mirrors
 			if err := datasets.FetchFile(ctx, f, filepath.Join(cache, f.Name), fopt); err != nil {
 				return "", offlineHint(spec, err)
@@ -537,7 +541,7 @@ func offlineHint(spec datasets.Spec, err error) error {
 	if err == nil || !errors.Is(err, datasets.ErrUnreachable) {
 		return err
 	}
-	return fmt.Errorf("%w\nno network? run with --source PATH: a local copy of %s (its %s files), an image folder <split>/<class>/<image>, or a .tar/.tar.gz/.zip of one", err, spec.Name, spec.Format)
+	return fmt.Errorf("%w\nno network? run with --source PATH: a local copy of %s (its %s files), an image folder <split>/<class>/<image>, or a .tar/.tar.gz/.zip of one%s", err, spec.Name, spec.Format, packageHint(spec))
 }
 
 // isLocalDir reports whether p is a local folder.

@@ -339,6 +339,13 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 		return nil
 	}
 	if err != nil {
+		if dir != st.Dir {
+			// What a failed attempt wrote is of no use to the next run,
+			// which clears it anyway: leave nothing behind.
+			if rerr := storage.RemoveAll(context.WithoutCancel(ctx), dir); rerr != nil {
+				log.Warn("attempt folder not removed", "dir", dir, "err", rerr)
+			}
+		}
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
 	return p.publish(ctx, st, rc, out, start)
@@ -442,13 +449,29 @@ func (p *Plan) Print(w io.Writer, names []string, force bool) {
 	tw.Flush()
 }
 
-// Status writes each stage's state, key, record counts per split and bytes.
-func (p *Plan) Status(w io.Writer) {
+// Status writes each stage's state (done, running with its lock holder
+// and progress, or not run), key, record counts per split and bytes, with
+// notes on a root that does not exist and on finished downloads of the
+// same dataset from another source.
+func (p *Plan) Status(ctx context.Context, w io.Writer) {
+	if note := p.rootNote(); note != "" {
+		fmt.Fprintln(w, note)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "STAGE\tSTATE\tKEY\tRECORDS\tBYTES\tFINISHED\n")
+	defer func() {
+		tw.Flush()
+		for _, n := range p.otherSourceNotes(ctx) {
+			fmt.Fprintln(w, n)
+		}
+	}()
 	for _, st := range p.Steps {
 		if !st.Done() {
-			fmt.Fprintf(tw, "%s\tnot run\t%s\t-\t-\t-\n", st.Stage.Name(), st.Key)
+			state := "not run"
+			if r := p.runningState(ctx, st); r != "" {
+				state = r
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\n", st.Stage.Name(), state, st.Key)
 			continue
 		}
 		m := st.Manifest
@@ -474,7 +497,6 @@ func (p *Plan) Status(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\tdone\t%s\t%s\t%d\t%s\n", st.Stage.Name(), st.Key, strings.Join(recs, " "), bytes, m.Finished.Format(time.RFC3339))
 	}
-	tw.Flush()
 }
 
 // Summary writes, after a run, a table of the stages it took (state, key,
@@ -600,10 +622,10 @@ func probeHeadline(ctx context.Context, m *Manifest) string {
 	s := rep.Summary
 	out := fmt.Sprintf("best %s %.1f%% test", s.Best.Name, 100*s.Best.TestAcc)
 	if s.MarginOverRawPixels != nil {
-		out += fmt.Sprintf(", %+.1f points over raw pixels (%.1f%%)", *s.MarginOverRawPixels, 100*s.Best.TestAcc-*s.MarginOverRawPixels)
+		out += fmt.Sprintf(", %s raw pixels (%.1f%%)", probe.MarginPhrase(*s.MarginOverRawPixels), 100*s.Best.TestAcc-*s.MarginOverRawPixels)
 	}
 	if s.MarginOverInputPixels != nil {
-		out += fmt.Sprintf(", %+.1f over them at the input resolution", *s.MarginOverInputPixels)
+		out += fmt.Sprintf(", %s them at the input resolution", probe.MarginPhrase(*s.MarginOverInputPixels))
 	}
 	return out
 }

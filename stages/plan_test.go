@@ -208,6 +208,12 @@ func TestHeadline(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ReportJSON), []byte(report), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A model below raw pixels: "2.2 points below", not "-2.2 points over".
+	below := t.TempDir()
+	report = `{"rows": [], "summary": {"best": {"layer": 1, "name": "layer 1", "test_acc": 0.39}, "margin_over_raw_pixels_points": -2.2, "margin_over_input_pixels_points": -0.04}}`
+	if err := os.WriteFile(filepath.Join(below, ReportJSON), []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		m    Manifest
 		want string
@@ -215,7 +221,8 @@ func TestHeadline(t *testing.T) {
 		{Manifest{Stage: "palette", Meta: map[string]any{"mse_per_pixel": 74.77}}, "palette MSE 74.8 per pixel"},
 		{Manifest{Stage: "train", Meta: map[string]any{"final_val_loss": 2.7741, "steps": 9000.0}}, "val loss 2.774 nats/token after 9000 steps"},
 		{Manifest{Stage: "train", Meta: map[string]any{"final_val_loss": 3.9221, "steps": 6000.0, "minutes": 88.04}}, "val loss 3.922 nats/token after 6000 steps (88.0 min of training)"},
-		{Manifest{Stage: "probe", Dir: dir}, "best layer 2 42.5% test, +5.5 points over raw pixels (37.0%)"},
+		{Manifest{Stage: "probe", Dir: dir}, "best layer 2 42.5% test, 5.5 points above raw pixels (37.0%)"},
+		{Manifest{Stage: "probe", Dir: below}, "best layer 1 39.0% test, 2.2 points below raw pixels (41.2%), level with (within 0.05 points) them at the input resolution"},
 		{Manifest{Stage: "probe", Dir: t.TempDir()}, "-"},
 		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71}}, "reconstruction MSE 660.1 (PSNR 24.71 dB)"},
 		{Manifest{Stage: "vqvae-train", Meta: map[string]any{"eval_mse_255": 660.1, "eval_psnr": 24.71, "test_mse_255": 670.2, "test_psnr": 24.65, "minutes": 30.12}},

@@ -352,6 +352,9 @@ func loadRun(ctx context.Context, runDir string) (*trainedRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sample: %s is not a finished train folder: %w", runDir, err)
 	}
+	if tm.Stage != "train" {
+		return nil, fmt.Errorf("sample: %s is a %s stage folder; give a train stage folder (<root>/train/<key>; igpt status CONFIG lists its key)", runDir, tm.Stage)
+	}
 	qm, err := tokensInput(ctx, tm)
 	if err != nil {
 		return nil, err

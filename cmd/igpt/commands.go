@@ -348,6 +348,7 @@ func withPlan(ctx context.Context, config string, run func(*stages.Plan, stages.
 	if err != nil {
 		return err
 	}
+	defer logPeakMemory()
 	opt := runOptions()
 	err = run(plan, opt)
 	if !opt.DryRun {
@@ -361,7 +362,7 @@ func statusCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	plan.Status(os.Stdout)
+	plan.Status(ctx, os.Stdout)
 	return nil
 }
 

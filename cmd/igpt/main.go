@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -48,7 +49,9 @@ func init() {
 }
 
 func main() {
-	flag.Usage = func() { printUsage(os.Stderr) }
+	// A bad flag value: the flag package has printed the error; point at
+	// the command's help rather than push the error off screen.
+	flag.Usage = func() { flagErrorHint(os.Stderr, os.Args[1:]) }
 	beamboot.MaybeBoot() // started by a worker pool: become a Beam worker
 	if name, ok := helpRequested(os.Args[1:]); ok {
 		var err error
@@ -71,19 +74,15 @@ func main() {
 	setLogLevel(*logLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var pool *beamboot.Pool
 	if *workerProcs {
 		var err error
-		if pool, err = startWorkerPool(); err != nil {
+		if workerPool, err = startWorkerPool(); err != nil {
 			fmt.Fprintf(os.Stderr, "igpt: --worker_processes: %v\n", err)
 			os.Exit(1)
 		}
-		defer pool.Stop()
+		defer workerPool.Stop()
 	}
 	err := dispatch(ctx, args)
-	if len(args) > 0 && (args[0] == "run" || args[0] == "stage") {
-		logPeakMemory(pool)
-	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "igpt: %v\n", err)
 		os.Exit(1)
@@ -127,11 +126,27 @@ func startWorkerPool() (*beamboot.Pool, error) {
 	return pool, nil
 }
 
+// workerPool is the external worker pool of --worker_processes, nil without.
+var workerPool *beamboot.Pool
+
+// flagErrorHint follows the flag package's own line about a bad flag (or
+// value) with where that command's flags are described.
+func flagErrorHint(w io.Writer, args []string) {
+	for _, a := range args {
+		if _, ok := lookup(a); ok && !strings.HasPrefix(a, "-") {
+			fmt.Fprintf(w, "see: igpt help %s\n", a)
+			return
+		}
+	}
+	fmt.Fprintln(w, "see: igpt help")
+}
+
 // logPeakMemory logs this process's peak resident memory and, with
-// --worker_processes, that of the largest worker, for sizing machines.
-func logPeakMemory(pool *beamboot.Pool) {
+// --worker_processes, that of the largest worker, for sizing machines. Run
+// and stage log it once a plan was loaded (not after a config error).
+func logPeakMemory() {
 	var worker int64
-	if pool != nil {
+	if pool := workerPool; pool != nil {
 		worker = pool.PeakWorkerRSSKiB()
 	}
 	slog.Info("peak memory", "launcher_rss_mib", beamboot.PeakRSSKiB(os.Getpid())>>10, "largest_worker_rss_mib", worker>>10)

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/stages"
 )
@@ -30,17 +32,27 @@ func loadPlan(ctx context.Context, path string) (*stages.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r := *runners.Runner; r != "" {
+		if err := stages.CheckRunner("--runner", r); err != nil {
+			return nil, err
+		}
+	}
 	if *source != "" {
 		cfg.Dataset.Source = *source
 	}
 	if *root != "" {
 		cfg.Root = *root
-		return stages.NewPlan(ctx, cfg)
+		plan, err := stages.NewPlan(ctx, cfg)
+		if err == nil {
+			warnSize(os.Stderr, plan)
+		}
+		return plan, err
 	}
 	plan, err := stages.NewPlan(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	warnSize(os.Stderr, plan)
 	if other := rootElsewhere(ctx, cfg, plan); other != "" {
 		return nil, fmt.Errorf("config %s: root %q is taken from the current directory, where %s does not exist, "+
 			"but %s holds this config's finished stages: run from %s, or pass --root=%s to use them "+
@@ -94,4 +106,16 @@ func absPath(p string) string {
 		return a
 	}
 	return p
+}
+
+// warnSize prints stages.SizeWarning for a plan whose quantize stage is
+// still to run: images much larger than the token grid were planned
+// without a word.
+func warnSize(w io.Writer, plan *stages.Plan) {
+	if q, err := plan.Step("quantize"); err != nil || q.Done() {
+		return
+	}
+	if msg := stages.SizeWarning(plan.Config); msg != "" {
+		fmt.Fprintf(w, "igpt: warning: config %s: %s\n", plan.Config.Path, msg)
+	}
 }

@@ -445,11 +445,7 @@ func (r *Report) writeSummary(b *strings.Builder) {
 		s.Best.Name, s.Best.Layer, r.Rows[len(r.Rows)-1].Layer, pct(s.Best.ValAcc), pct(s.Best.TestAcc))
 	margin := func(label, name string, m *float64) {
 		raw, _ := r.Baseline(name)
-		v, side := *m, "above"
-		if v < 0 {
-			v, side = -v, "below"
-		}
-		fmt.Fprintf(b, "; %.1f points %s the %s baseline (test acc %s)", v, side, label, pct(raw.TestAcc))
+		fmt.Fprintf(b, "; %s the %s baseline (test acc %s)", MarginPhrase(*m), label, pct(raw.TestAcc))
 	}
 	if s.MarginOverRawPixels != nil {
 		margin("raw-pixel", RawPixels, s.MarginOverRawPixels)
@@ -460,6 +456,20 @@ func (r *Report) writeSummary(b *strings.Builder) {
 		margin(RawPixelsInput, RawPixelsInput, s.MarginOverInputPixels)
 	}
 	fmt.Fprintf(b, "; %s.\n", LastLayerPhrase(s.LastLayerDrop))
+}
+
+// MarginPhrase says where a score sits against a baseline, given m =
+// score − baseline in points: "5.6 points above", "2.2 points below", or
+// level with it when m rounds to 0.0 (never "-2.2 points over" or "0.0
+// points below").
+func MarginPhrase(m float64) string {
+	switch {
+	case math.Round(m*10) == 0:
+		return "level with (within 0.05 points)"
+	case m > 0:
+		return fmt.Sprintf("%.1f points above", m)
+	}
+	return fmt.Sprintf("%.1f points below", -m)
 }
 
 // LastLayerPhrase says where the last layer's test accuracy sits against the

@@ -120,3 +120,21 @@ func TestGridEdgeAndLastLayerPhrase(t *testing.T) {
 		}
 	}
 }
+
+// TestMarginPhrase: a signed margin reads "above" or "below" with its size,
+// never "-2.2 points over" or "0.0 points below".
+func TestMarginPhrase(t *testing.T) {
+	for _, tc := range []struct {
+		m    float64
+		want string
+	}{
+		{5.56, "5.6 points above"},
+		{-2.2, "2.2 points below"},
+		{-0.04, "level with (within 0.05 points)"},
+		{0.049, "level with (within 0.05 points)"},
+	} {
+		if got := MarginPhrase(tc.m); got != tc.want {
+			t.Errorf("MarginPhrase(%v) = %q, want %q", tc.m, got, tc.want)
+		}
+	}
+}
