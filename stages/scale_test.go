@@ -1,13 +1,9 @@
 package stages
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"image"
-	"image/color"
-	"image/jpeg"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -25,31 +21,12 @@ import (
 	"github.com/igpt/igpt/pipelines"
 )
 
-// jpegBytes encodes a small random-coloured JPEG of h×w.
-func jpegBytes(rng *rand.Rand, h, w int) []byte {
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	base := color.RGBA{uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255}
-	for y := range h {
-		for x := range w {
-			img.Set(x, y, color.RGBA{base.R + uint8(x*4), base.G + uint8(y*4), base.B, 255})
-		}
-	}
-	var b bytes.Buffer
-	jpeg.Encode(&b, img, &jpeg.Options{Quality: 80})
-	return b.Bytes()
-}
-
-// tarOf writes members (name → data, in order) as a tar.
-func tarOf(names []string, data [][]byte) []byte {
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for i, n := range names {
-		tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(data[i])), Typeflag: tar.TypeReg})
-		tw.Write(data[i])
-	}
-	tw.Close()
-	return b.Bytes()
-}
+// jpegBytes and tarOf are testutil's source generators, shared with
+// bench/dataflow.
+var (
+	jpegBytes = testutil.JPEG
+	tarOf     = testutil.Tar
+)
 
 func putObject(srv *fakestorage.Server, bucket, name string, data []byte) {
 	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: data})

@@ -13,14 +13,10 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"image"
-	"image/color"
-	"image/jpeg"
 	"io"
 	"log"
 	"log/slog"
@@ -34,6 +30,7 @@ import (
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/internal/testutil"
 	"github.com/igpt/igpt/stages"
 )
 
@@ -154,30 +151,6 @@ func put(srv *fakestorage.Server, bucket, name string, data []byte) {
 	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: data})
 }
 
-func jpegOf(rng *rand.Rand, h, w int) []byte {
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	base := color.RGBA{uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255}
-	for y := range h {
-		for x := range w {
-			img.Set(x, y, color.RGBA{base.R + uint8(x*4), base.G + uint8(y*4), base.B, 255})
-		}
-	}
-	var b bytes.Buffer
-	jpeg.Encode(&b, img, &jpeg.Options{Quality: 80})
-	return b.Bytes()
-}
-
-func tarOf(names []string, data [][]byte) []byte {
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for i, n := range names {
-		tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(data[i])), Typeflag: tar.TypeReg})
-		tw.Write(data[i])
-	}
-	tw.Close()
-	return b.Bytes()
-}
-
 // imageNet uploads ILSVRC2012_img_train.tar (one tar per class), the
 // validation tar and its labels under gs://data/prefix, and returns the
 // bytes of the source.
@@ -192,20 +165,20 @@ func imageNet(srv *fakestorage.Server, prefix string, classes, perClass, val int
 		var md [][]byte
 		for i := range perClass {
 			mn = append(mn, fmt.Sprintf("%s_%d.JPEG", wnid, i))
-			md = append(md, jpegOf(rng, 24, 24))
+			md = append(md, testutil.JPEG(rng, 24, 24))
 		}
-		names, tars = append(names, wnid+".tar"), append(tars, tarOf(mn, md))
+		names, tars = append(names, wnid+".tar"), append(tars, testutil.Tar(mn, md))
 	}
-	train := tarOf(names, tars)
+	train := testutil.Tar(names, tars)
 	put(srv, "data", prefix+"/ILSVRC2012_img_train.tar", train)
 	var vn []string
 	var vd [][]byte
 	var labels strings.Builder
 	for i := range val {
-		vn, vd = append(vn, fmt.Sprintf("ILSVRC2012_val_%08d.JPEG", i+1)), append(vd, jpegOf(rng, 24, 24))
+		vn, vd = append(vn, fmt.Sprintf("ILSVRC2012_val_%08d.JPEG", i+1)), append(vd, testutil.JPEG(rng, 24, 24))
 		fmt.Fprintln(&labels, wnids[rng.IntN(classes)])
 	}
-	vt := tarOf(vn, vd)
+	vt := testutil.Tar(vn, vd)
 	put(srv, "data", prefix+"/ILSVRC2012_img_val.tar", vt)
 	put(srv, "data", prefix+"/validation_labels.txt", []byte(labels.String()))
 	return int64(len(train) + len(vt) + labels.Len())
@@ -221,9 +194,9 @@ func webDataset(srv *fakestorage.Server, prefix string, shards, per int) int64 {
 		for i := range per {
 			key := fmt.Sprintf("%06d", s*per+i)
 			names = append(names, key+".jpg", key+".cls")
-			data = append(data, jpegOf(rng, 24, 24), []byte(strconv.Itoa(rng.IntN(10))))
+			data = append(data, testutil.JPEG(rng, 24, 24), []byte(strconv.Itoa(rng.IntN(10))))
 		}
-		b := tarOf(names, data)
+		b := testutil.Tar(names, data)
 		total += int64(len(b))
 		put(srv, "data", fmt.Sprintf("%s/train-%06d.tar", prefix, s), b)
 	}
