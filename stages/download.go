@@ -237,7 +237,11 @@ func planSource(ctx context.Context, rc *RunContext, spec *datasets.Spec) (strin
 		// Read in place by the workers: the launcher reads the zip's
 		// directory or the tar's headers, and copies nothing. With
 		// dataset.sha256 set the archive is fetched and verified whole, as
-		// the digest asks, below.
+		// the digest asks, below. The source must name a file, as for
+		// every fetched source.
+		if _, err := sourceFileName(src); err != nil {
+			return "", datasets.Layout{}, err
+		}
 		layout, err := datasets.InspectFolderArchive(ctx, src, opt)
 		return src, layout, err
 	}
