@@ -171,8 +171,11 @@ func (c *Config) checkTokens() error {
 
 // validate runs each section's check, in the order the stages run.
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.Dataset.check, c.Download.check, c.Palette.check, c.Quantize.check,
-		c.Train.check, c.Probe.check, c.Sample.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens,
+	// Single values are checked against their ranges first (checkValues);
+	// these checks are what a range cannot say: names, shapes, and one key
+	// against another.
+	for _, check := range []func() error{c.Dataset.check, c.Download.check, c.Quantize.check,
+		c.Train.check, c.Probe.check, c.VQVAE.check, c.VQVAEEncode.check, c.checkTokens,
 		func() error { return c.Finetune.check(c.Tokens) }, func() error { return CheckRunner("runner", c.Runner) }} {
 		if err := check(); err != nil {
 			return err

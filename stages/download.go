@@ -94,9 +94,6 @@ type DownloadParams struct {
 // defaultShardMiB is download.shard_mib's default.
 const defaultShardMiB = 128
 
-// maxDownloadResize bounds download.resize (a 4096² RGB image is 48 MiB).
-const maxDownloadResize = 4096
-
 // check validates the dataset section. The values' own rules live with
 // the datasets package (datasets.Options.Validate); this adds the YAML
 // shape of image_size and the source a folder needs.
@@ -107,8 +104,8 @@ func (d DatasetParams) check() error {
 	if d.Name == "folder" && d.Source == "" {
 		return fmt.Errorf("dataset.source is required for an image folder: a directory, .tar, .tar.gz or .zip of <split>/<class>/*.png|jpg")
 	}
-	if len(d.ImageSize) != 0 && (len(d.ImageSize) != 2 || d.ImageSize[0] <= 0 || d.ImageSize[1] <= 0) {
-		return fmt.Errorf("dataset.image_size must be [height, width] with positive values, got %v", d.ImageSize)
+	if len(d.ImageSize) != 0 && len(d.ImageSize) != 2 {
+		return fmt.Errorf("dataset.image_size must be [height, width], got %v", d.ImageSize)
 	}
 	if err := datasetOptions(d).Validate(); err != nil {
 		return errors.New(datasetKeys.Replace(strings.TrimPrefix(err.Error(), "datasets: bad options: ")))
@@ -149,12 +146,6 @@ func (d *DatasetParams) fillDefaults() {
 func (d DownloadParams) check() error {
 	if len(d.Shards) > 0 {
 		return fmt.Errorf("download.shards is no longer used: each source unit now writes its own shards; set download.shard_mib (MiB of pixels per shard, default %d) instead", defaultShardMiB)
-	}
-	if d.ShardMiB < 0 || d.ShardMiB > 4096 {
-		return fmt.Errorf("download.shard_mib must be in 1..4096 (MiB of pixels per shard), got %d", d.ShardMiB)
-	}
-	if d.Resize < 0 || d.Resize > maxDownloadResize {
-		return fmt.Errorf("download.resize must be in 1..%d (the short side, then a centre crop), got %d", maxDownloadResize, d.Resize)
 	}
 	return nil
 }

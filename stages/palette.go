@@ -67,16 +67,6 @@ func (p *PaletteParams) fillDefaults() {
 	}
 }
 
-func (p PaletteParams) check() error {
-	if p.K < 2 || p.K > 65536 {
-		return fmt.Errorf("palette.k must be in 2..65536 (tokens are uint16), got %d", p.K)
-	}
-	if p.MaxIter < 0 || p.Tol < 0 {
-		return fmt.Errorf("palette.max_iter and palette.tol must not be negative")
-	}
-	return nil
-}
-
 func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Palette
 	dl := rc.Inputs["download"]

@@ -116,29 +116,8 @@ const (
 )
 
 func (p ProbeParams) check() error {
-	for _, l := range p.L2 {
-		if l <= 0 {
-			return fmt.Errorf("probe.l2 values must be positive, got %v", p.L2)
-		}
-	}
 	if p.RawPixels != "" && p.RawPixels != RawInput && p.RawPixels != RawBoth {
 		return fmt.Errorf("probe.raw_pixels is %q: want original, input or both", p.RawPixels)
-	}
-	if p.Batch < 1 || p.MaxTrain < 0 || p.MaxPerShard < 0 || p.MaxIter < 0 || p.Patience < 0 {
-		return fmt.Errorf("probe.batch must be positive and probe.max_train, probe.max_per_shard, probe.max_iter, probe.patience not negative")
-	}
-	for _, k := range p.LabelsPerClass {
-		if k < 1 {
-			return fmt.Errorf("probe.labels_per_class values must be positive, got %v", p.LabelsPerClass)
-		}
-	}
-	if p.LowDataDraws < 0 {
-		return fmt.Errorf("probe.low_data_draws must not be negative, got %d", p.LowDataDraws)
-	}
-	for _, l := range p.Concat {
-		if l < 0 {
-			return fmt.Errorf("probe.concat lists layers (0: the embedding), got %v", p.Concat)
-		}
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (q *QuantizeParams) fillDefaults() {
 }
 
 func (q QuantizeParams) check() error {
-	return checkTokenParams("quantize", q.Resize, *q.ValFraction, q.Shards)
+	return checkTokenParams("quantize", q.Resize)
 }
 
 func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {

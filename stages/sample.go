@@ -72,16 +72,6 @@ func (s *SampleParams) fillDefaults() {
 	}
 }
 
-func (s SampleParams) check() error {
-	if s.Keep <= 0 || s.Keep >= 1 || s.Unconditional < 0 || s.Images < 0 || s.Completions < 0 || s.Scale < 1 {
-		return fmt.Errorf("sample: keep must be in (0, 1); counts and scale positive")
-	}
-	if s.Scale > MaxScale {
-		return fmt.Errorf("sample.scale is %d: at most %d (each image pixel becomes scale² PNG pixels)", s.Scale, MaxScale)
-	}
-	return nil
-}
-
 // Run is a Beam-free local stage.
 func (sampleStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	sc := rc.Config.Sample

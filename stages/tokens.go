@@ -54,22 +54,14 @@ func planTokenShards(dl *Manifest, valFraction float64, override map[string]int)
 
 // checkTokenParams checks the settings quantize and vqvae-encode share,
 // naming the keys under section.
-func checkTokenParams(section string, resize []int, valFraction float64, shards map[string]int) error {
-	if r := resize; len(r) != 0 && (len(r) != 2 || r[0] <= 0 || r[1] <= 0) {
-		return fmt.Errorf("%s.resize must be [height, width] with positive values, got %v", section, r)
+func checkTokenParams(section string, resize []int) error {
+	if r := resize; len(r) != 0 && len(r) != 2 {
+		return fmt.Errorf("%s.resize must be [height, width], got %v", section, r)
 	}
 	if r := resize; len(r) == 2 {
 		if _, ok := product(MaxResizePixels, r[0], r[1]); !ok {
 			return fmt.Errorf("%s.resize %v is %.4g pixels per image (%.3g GB of RGB, and a token sequence as long); at most %d: lower %s.resize",
 				section, r, float64(r[0])*float64(r[1]), float64(r[0])*float64(r[1])*3/1e9, MaxResizePixels, section)
-		}
-	}
-	if valFraction < 0 || valFraction >= 1 {
-		return fmt.Errorf("%s.val_fraction must be in [0, 1), got %v", section, valFraction)
-	}
-	for split, n := range shards {
-		if n <= 0 {
-			return fmt.Errorf("%s.shards.%s must be positive, got %d", section, split, n)
 		}
 	}
 	return nil

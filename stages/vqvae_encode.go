@@ -37,10 +37,7 @@ func (v *VQVAEEncodeParams) fillDefaults() {
 }
 
 func (v VQVAEEncodeParams) check() error {
-	if v.Batch < 1 {
-		return fmt.Errorf("vqvae_encode.batch = %d, want ≥ 1", v.Batch)
-	}
-	return checkTokenParams("vqvae_encode", v.Resize, *v.ValFraction, v.Shards)
+	return checkTokenParams("vqvae_encode", v.Resize)
 }
 
 // vqvaeEncodeStage maps every image to the code grid of the trained

@@ -115,13 +115,6 @@ func (v VQVAEParams) check() error {
 	if err := v.Model().Validate(); err != nil {
 		return fmt.Errorf("%s", strings.Replace(err.Error(), "vqvae: ", "vqvae.", 1))
 	}
-	if v.Batch < 1 || v.Steps < 1 || !(v.LR > 0) || v.EvalEvery < 1 || v.EvalImages < 1 || v.CheckpointEvery < 1 || v.KeepCheckpoints < 1 || v.Threads < 0 {
-		return fmt.Errorf("vqvae: batch, steps, lr, eval_every, eval_images, checkpoint_every and keep_checkpoints must be positive and threads not negative (got batch %d steps %d lr %v eval_every %d eval_images %d checkpoint_every %d keep_checkpoints %d threads %d)",
-			v.Batch, v.Steps, v.LR, v.EvalEvery, v.EvalImages, v.CheckpointEvery, v.KeepCheckpoints, v.Threads)
-	}
-	if f := *v.ValFraction; !(f >= 0 && f < 1) {
-		return fmt.Errorf("vqvae.val_fraction must be in [0, 1), got %v", f)
-	}
 	return nil
 }
 
