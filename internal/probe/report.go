@@ -476,13 +476,14 @@ func MarginPhrase(m float64) string {
 // best layer's, given drop = 100·(best − last) points: "below it", "above it
 // (on test)", or level with it when the gap rounds to 0.0.
 func LastLayerPhrase(drop float64) string {
-	switch {
+	switch m := MarginPhrase(-drop); {
 	case math.Round(drop*10) == 0:
 		return "the last layer is level with it (within 0.05 points)"
-	case drop > 0:
-		return fmt.Sprintf("the last layer is %.1f points below it", drop)
+	case drop < 0:
+		return "the last layer is " + m + " it (on test)"
+	default:
+		return "the last layer is " + m + " it"
 	}
-	return fmt.Sprintf("the last layer is %.1f points above it (on test)", -drop)
 }
 
 // writeLowData writes the low-data probes' table, one row per feature set
