@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/igpt/igpt/internal/storage"
 )
 
 // maxImageFile bounds the size of one encoded image read into memory.
@@ -323,12 +325,12 @@ func inspectFolder(ctx context.Context, src string, fi os.FileInfo, opt Options,
 // whose resolved path is root, and refuses one that leads outside it: a
 // link to /etc/passwd or to another dataset is not part of the source.
 func resolveInside(root, p string) (string, error) {
-	r, err := filepath.EvalSymlinks(p)
+	r, err := storage.ResolveUnder(root, p)
+	if errors.Is(err, storage.ErrOutside) {
+		return "", fmt.Errorf("datasets: image folder: %s is a link to %s, outside the source folder %s: igpt reads only files inside the source; copy the file in or remove the link", p, r, root)
+	}
 	if err != nil {
 		return "", fmt.Errorf("datasets: image folder: %w", err)
-	}
-	if rel, err := filepath.Rel(root, r); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
-		return "", fmt.Errorf("datasets: image folder: %s is a link to %s, outside the source folder %s: igpt reads only files inside the source; copy the file in or remove the link", p, r, root)
 	}
 	return r, nil
 }

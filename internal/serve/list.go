@@ -13,6 +13,8 @@ import (
 
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/iterator"
+
+	"github.com/igpt/igpt/internal/storage"
 )
 
 // entry is one name in a folder: a subfolder, or a file with its size and
@@ -118,10 +120,6 @@ func insideRoot(root, p string) bool {
 	if err != nil {
 		return false
 	}
-	q, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(r, q)
-	return err == nil && filepath.IsLocal(rel)
+	_, err = storage.ResolveUnder(r, p)
+	return err == nil
 }

@@ -30,3 +30,19 @@ func Within(root, rel string) (string, error) {
 	}
 	return Join(root, rel), nil
 }
+
+// ResolveUnder resolves every symlink of the local path p and returns the
+// result when it lies inside resolvedRoot, a folder whose own links are
+// already resolved; otherwise the resolved path and an error wrapping
+// ErrOutside. The one containment check for links: image folders read by
+// the workers and the files igpt serve sends.
+func ResolveUnder(resolvedRoot, p string) (string, error) {
+	q, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	if rel, err := filepath.Rel(resolvedRoot, q); err != nil || !filepath.IsLocal(rel) {
+		return q, fmt.Errorf("%s %w %s", q, ErrOutside, resolvedRoot)
+	}
+	return q, nil
+}
