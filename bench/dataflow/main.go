@@ -21,7 +21,6 @@ import (
 	"log"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -129,19 +128,9 @@ func field(logs, key string) string {
 }
 
 func fakeGCS(buckets ...string) *fakestorage.Server {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, host, err := testutil.StartFakeGCS(buckets...)
 	if err != nil {
-		log.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	host := "127.0.0.1:" + strconv.Itoa(port)
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", Port: uint16(port), PublicHost: host})
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, b := range buckets {
-		srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: b})
+		log.Fatalf("fake GCS: %v", err)
 	}
 	os.Setenv("STORAGE_EMULATOR_HOST", host)
 	return srv

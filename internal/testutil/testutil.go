@@ -20,9 +20,23 @@ import (
 // workers) talks to it.
 func FakeGCS(t testing.TB, buckets ...string) *fakestorage.Server {
 	t.Helper()
+	srv, host, err := StartFakeGCS(buckets...)
+	if err != nil {
+		t.Fatalf("fake GCS: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	t.Setenv("STORAGE_EMULATOR_HOST", host)
+	return srv
+}
+
+// StartFakeGCS starts an in-process fake-gcs-server on a free port of
+// 127.0.0.1 with the given buckets and returns it with its host:port, for
+// STORAGE_EMULATOR_HOST (FakeGCS sets it for a test; bench/dataflow for
+// its process). The caller stops it.
+func StartFakeGCS(buckets ...string) (*fakestorage.Server, string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
@@ -32,17 +46,14 @@ func FakeGCS(t testing.TB, buckets ...string) *fakestorage.Server {
 		Host:       "127.0.0.1",
 		Port:       uint16(port),
 		PublicHost: host,
-		Writer:     nil,
 	})
 	if err != nil {
-		t.Fatalf("fake GCS: %v", err)
+		return nil, "", err
 	}
-	t.Cleanup(srv.Stop)
 	for _, b := range buckets {
 		srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: b})
 	}
-	t.Setenv("STORAGE_EMULATOR_HOST", host)
-	return srv
+	return srv, host, nil
 }
 
 // SharedData returns the path of ../shared/data (the real datasets), or
