@@ -169,19 +169,48 @@ func probeFeatures(feat, h []float32, acc []float64, B, T, C int) {
 	for b := 0; b < B; b++ {
 		clear(acc[:C])
 		for t := 0; t < T; t++ {
-			x := h[(b*T+t)*C : (b*T+t+1)*C]
-			var ss float32
-			for _, v := range x {
-				ss += v * v
-			}
-			r := 1 / math.Sqrt(float64(ss/float32(C))+kernels.RMSNormEps)
-			for i, v := range x {
-				acc[i] += float64(v) * r
-			}
+			normAdd(acc[:C], h[(b*T+t)*C:(b*T+t+1)*C])
 		}
 		f := feat[b*C : (b+1)*C]
 		for i := range f {
 			f[i] = float32(acc[i] / float64(T))
+		}
+	}
+}
+
+// normAdd: acc[C] += x[C]/sqrt(mean(x²)+1e-5), x one position's state.
+func normAdd(acc []float64, x []float32) {
+	var ss float32
+	for _, v := range x {
+		ss += v * v
+	}
+	r := 1 / math.Sqrt(float64(ss/float32(len(x)))+kernels.RMSNormEps)
+	for i, v := range x {
+		acc[i] += float64(v) * r
+	}
+}
+
+// probeFeaturesGrid: the probe features pooled over an n×n grid of regions
+// of the gh×gw token grid (T = gh·gw, row-major) instead of over all of it:
+// feat[B, n·n, C], region (i, j) holding the mean of norm(h[b,t,:]) over
+// the positions t = r·gw+c with r·n/gh = i and c·n/gw = j (Coates, Lee & Ng
+// 2011 pool their features over quadrants, n = 2). n = 1 is probeFeatures.
+// acc [n·n·C] and cnt [n·n] are scratch.
+func probeFeaturesGrid(feat, h []float32, acc []float64, cnt []int, B, gh, gw, n, C int) {
+	T, R := gh*gw, n*n
+	for b := 0; b < B; b++ {
+		clear(acc[:R*C])
+		clear(cnt[:R])
+		for t := 0; t < T; t++ {
+			reg := (t/gw*n/gh)*n + t%gw*n/gw
+			normAdd(acc[reg*C:(reg+1)*C], h[(b*T+t)*C:(b*T+t+1)*C])
+			cnt[reg]++
+		}
+		f := feat[b*R*C : (b+1)*R*C]
+		for reg := 0; reg < R; reg++ {
+			for i := 0; i < C; i++ {
+				f[reg*C+i] = float32(acc[reg*C+i] / float64(cnt[reg]))
+			}
 		}
 	}
 }

@@ -400,12 +400,44 @@ func (m *Model) PooledFinal(tokens []int32, mask []bool, obj Objective, pooled [
 // with B: feats [L+1, B, d] receives, for each layer l, the mean over
 // positions of norm(h_l) with gain 1. The head is not run.
 func (m *Model) Probe(tokens []int32, mask []bool, obj Objective, feats []float32) error {
-	T, C := m.Config.Seq, m.Config.D
-	B := len(tokens) / T
-	if want := (m.Config.Layers + 1) * B * C; len(feats) < want {
-		return fmt.Errorf("model: probe features need %d values ([L+1,B,d]), got %d", want, len(feats))
+	return m.ProbeGrid(tokens, mask, obj, feats, Pool{})
+}
+
+// Pool says where the probe features are pooled: over the whole sequence
+// (N ≤ 1, the paper's mean over positions), or over an N×N grid of regions
+// of the H×W token grid (H·W = Seq), each region's mean kept: N·N·d
+// features per layer, region-major.
+type Pool struct{ H, W, N int }
+
+// Regions is the number of pooled regions: N·N, or 1.
+func (p Pool) Regions() int { return max(p.N, 1) * max(p.N, 1) }
+
+// Check refuses a grid that does not fit a sequence of seq tokens.
+func (p Pool) Check(seq int) error {
+	if p.N <= 1 {
+		return nil
 	}
-	_, _, err := m.inferForward(tokens, mask, obj, inferOut{feats: feats})
+	if p.H*p.W != seq {
+		return fmt.Errorf("model: probe pooling over a %dx%d token grid, but the model reads %d tokens", p.H, p.W, seq)
+	}
+	if p.N > p.H || p.N > p.W {
+		return fmt.Errorf("model: probe pooling over a %dx%d grid of regions of a %dx%d token grid: a region would be empty", p.N, p.N, p.H, p.W)
+	}
+	return nil
+}
+
+// ProbeGrid is Probe with the features pooled as pool says: feats
+// [L+1, B, pool.Regions()·d].
+func (m *Model) ProbeGrid(tokens []int32, mask []bool, obj Objective, feats []float32, pool Pool) error {
+	T, C := m.Config.Seq, m.Config.D
+	if err := pool.Check(T); err != nil {
+		return err
+	}
+	B := len(tokens) / T
+	if want := (m.Config.Layers + 1) * B * pool.Regions() * C; len(feats) < want {
+		return fmt.Errorf("model: probe features need %d values ([L+1,B,%d·d]), got %d", want, pool.Regions(), len(feats))
+	}
+	_, _, err := m.inferForward(tokens, mask, obj, inferOut{feats: feats, pool: pool})
 	return err
 }
 
@@ -414,6 +446,7 @@ func (m *Model) Probe(tokens []int32, mask []bool, obj Objective, feats []float3
 type inferOut struct {
 	loss          bool
 	feats, pooled []float32
+	pool          Pool // where feats are pooled
 }
 
 func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inferOut) (float64, int, error) {
@@ -430,6 +463,11 @@ func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inf
 	}
 	B := len(tokens) / T
 	a := m.inference()
+	var acc []float64
+	var cnt []int
+	if out.pool.N > 1 {
+		acc, cnt = make([]float64, out.pool.Regions()*C), make([]int, out.pool.Regions())
+	}
 	var sum float64
 	var count int
 	for b0 := 0; b0 < B; b0 += a.B {
@@ -448,7 +486,10 @@ func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inf
 			if l > 0 {
 				blockForward(h, h, &p.Layers[l-1], &a.blocks[0], b, T, C, H, obj == AR)
 			}
-			if out.feats != nil {
+			if out.feats != nil && out.pool.N > 1 {
+				R := out.pool.Regions()
+				probeFeaturesGrid(out.feats[(l*B+b0)*R*C:(l*B+b0+b)*R*C], h, acc, cnt, b, out.pool.H, out.pool.W, out.pool.N, C)
+			} else if out.feats != nil {
 				probeFeatures(out.feats[(l*B+b0)*C:(l*B+b0+b)*C], h, a.acc, b, T, C)
 			}
 		}

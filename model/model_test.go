@@ -351,3 +351,37 @@ func TestInit(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeGridMatchesNaive checks the features pooled over a grid of
+// regions against naiveProbeGrid on a 5×7 token grid (regions of unequal
+// sizes), for n = 1 (equal to Probe), 2 (quadrants), 3 and 5 (rows).
+func TestProbeGridMatchesNaive(t *testing.T) {
+	gh, gw := 5, 7
+	cfg := Config{Layers: 2, D: 24, Heads: 3, Seq: gh * gw, Vocab: 19}
+	B := 3
+	m := testModel(t, cfg, 3, 0.08)
+	ref := newNaive(m.Params)
+	rng := rand.New(rand.NewPCG(4, 4))
+	tokens := randomTokens(rng, B*cfg.Seq, cfg.Vocab)
+	_, _, hidden := ref.forward(tokens, nil, AR)
+	for _, n := range []int{1, 2, 3, 5} {
+		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
+			R := max(n, 1) * max(n, 1)
+			feats := make([]float32, (cfg.Layers+1)*B*R*cfg.D)
+			if err := m.ProbeGrid(tokens, nil, AR, feats, Pool{H: gh, W: gw, N: n}); err != nil {
+				t.Fatal(err)
+			}
+			for l := 0; l <= cfg.Layers; l++ {
+				want := naiveProbeGrid(hidden[l], B, gh, gw, n, cfg.D)
+				if e := relErr(feats[l*B*R*cfg.D:(l+1)*B*R*cfg.D], want); e > 1e-5 {
+					t.Errorf("layer %d: rel err %.3g", l, e)
+				}
+			}
+		})
+	}
+	for _, bad := range []Pool{{H: 5, W: 6, N: 2}, {H: 5, W: 7, N: 6}} {
+		if err := m.ProbeGrid(tokens, nil, AR, make([]float32, 1<<16), bad); err == nil {
+			t.Errorf("pool %+v accepted for a 5x7 grid", bad)
+		}
+	}
+}

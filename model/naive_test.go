@@ -240,3 +240,43 @@ func randomTokens(rng *rand.Rand, n, V int) []int32 {
 	}
 	return x
 }
+
+// naiveProbeGrid is naiveProbe over the regions of an n×n grid of the
+// gh×gw token grid: [B, n·n, C], region (i, j) the mean of norm(h) over
+// the rows r with floor(r·n/gh) = i and columns c with floor(c·n/gw) = j,
+// found by comparing region bounds in float64.
+func naiveProbeGrid(h []float64, B, gh, gw, n, C int) []float64 {
+	out := make([]float64, B*n*n*C)
+	in := func(x, side, k int) bool { // is x in part k of side cut in n?
+		lo, hi := float64(k)*float64(side)/float64(n), float64(k+1)*float64(side)/float64(n)
+		return float64(x) >= lo && float64(x) < hi
+	}
+	for b := 0; b < B; b++ {
+		for i := 0; i < n; i++ {
+			for j := 0; j < n; j++ {
+				var sum []float64
+				count := 0
+				for r := 0; r < gh; r++ {
+					for c := 0; c < gw; c++ {
+						if !in(r, gh, i) || !in(c, gw, j) {
+							continue
+						}
+						t := r*gw + c
+						x := naiveRMS(h[(b*gh*gw+t)*C:(b*gh*gw+t+1)*C], nil)
+						if sum == nil {
+							sum = make([]float64, C)
+						}
+						for k, v := range x {
+							sum[k] += v
+						}
+						count++
+					}
+				}
+				for k := range sum {
+					out[((b*n+i)*n+j)*C+k] = sum[k] / float64(count)
+				}
+			}
+		}
+	}
+	return out
+}

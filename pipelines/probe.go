@@ -39,7 +39,10 @@ type ProbeConfig struct {
 	// MaxPerShard caps the records read from each shard (0: all);
 	// MaxTrainPerShard caps those of each train shard (0: all).
 	MaxPerShard, MaxTrainPerShard int
-	Dir                           string
+	// PoolGrid pools each layer's features over a PoolGrid×PoolGrid grid
+	// of regions of the records' token grid (0 or 1: over all of it).
+	PoolGrid int
+	Dir      string
 }
 
 // Probe extracts, for every record of every input shard, the linear-probe
@@ -60,7 +63,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) (beam.PCollection, error) {
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
 	written := beam.ParDo(s.Scope("ExtractFeatures"), &ExtractFeaturesFn{
 		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
-		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, Dir: cfg.Dir,
+		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, PoolGrid: cfg.PoolGrid, Dir: cfg.Dir,
 	}, tasks)
 	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, written), nil
 }
@@ -155,6 +158,7 @@ type ExtractFeaturesFn struct {
 	MaxPerShard int
 	// MaxTrainPerShard caps the records read from each train shard.
 	MaxTrainPerShard int
+	PoolGrid         int
 	Dir              string
 
 	m *model.Model
@@ -205,7 +209,9 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	T, C, L := f.Config.Seq, f.Config.D, f.Config.Layers
+	T, L := f.Config.Seq, f.Config.Layers
+	pool := model.Pool{N: f.PoolGrid}
+	C := pool.Regions() * f.Config.D // features per layer
 	var batch []records.Tokens
 	tok := make([]int32, f.Batch*T)
 	feats := make([]float32, (L+1)*f.Batch*C)
@@ -223,7 +229,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		if obj == model.BERT {
 			mask = make([]bool, B*T) // no mask at probe time
 		}
-		if err := f.m.Probe(tok[:B*T], mask, obj, feats[:(L+1)*B*C]); err != nil {
+		if err := f.m.ProbeGrid(tok[:B*T], mask, obj, feats[:(L+1)*B*C], pool); err != nil {
 			return fmt.Errorf("probe: %s: %w", in.Path, err)
 		}
 		progress.Add(progress.ProbeFeatures, int64(B)) // the driver's bar, when this worker runs in its process
@@ -245,6 +251,16 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		}
 		if len(r.Tok) != T || r.Vocab != f.Config.Vocab {
 			return fmt.Errorf("probe: %s: record %s has %d tokens of vocabulary %d; the model takes %d of %d", in.Path, r.Key, len(r.Tok), r.Vocab, T, f.Config.Vocab)
+		}
+		if pool.N > 1 {
+			if pool.H == 0 {
+				pool.H, pool.W = r.H, r.W
+				if err := pool.Check(T); err != nil {
+					return fmt.Errorf("probe: %s: record %s: %w", in.Path, r.Key, err)
+				}
+			} else if r.H != pool.H || r.W != pool.W {
+				return fmt.Errorf("probe: %s: record %s is a %dx%d token grid, earlier records %dx%d", in.Path, r.Key, r.H, r.W, pool.H, pool.W)
+			}
 		}
 		batch = append(batch, r)
 		if len(batch) == f.Batch {

@@ -147,6 +147,7 @@ var configRanges = map[string]Range{
 	"probe.labels_per_class": {Min: 1, Max: 1e6},
 	"probe.low_data_draws":   {Min: 0, Max: 1000, Note: "0: the default"},
 	"probe.concat":           {Min: 0, Max: 1024, Note: "layers; 0: the embedding"},
+	"probe.pool_grid":        {Min: 0, Max: 16, Note: "regions per side; 0 or 1: the mean over all positions"},
 
 	"sample.unconditional": {Min: 0, Max: 4096, Note: "also igpt sample --n"},
 	"sample.images":        {Min: 0, Max: 1024},

@@ -82,6 +82,11 @@ type ProbeParams struct {
 	// times the VQ-VAE's factor for codes) or "both". The default is kept
 	// as "" so that the key did not change for configs written before it.
 	RawPixels string `yaml:"raw_pixels" json:"raw_pixels,omitempty"`
+	// PoolGrid pools each layer's features over an n×n grid of regions of
+	// the token grid, the regions' means side by side (n²·d features),
+	// as Coates, Lee & Ng (2011) pool over quadrants (n = 2); 1 (the
+	// default, stored as 0) is the paper's mean over all positions.
+	PoolGrid int `yaml:"pool_grid" json:"pool_grid,omitempty"`
 }
 
 func (p *ProbeParams) fillDefaults() {
@@ -105,6 +110,9 @@ func (p *ProbeParams) fillDefaults() {
 	}
 	if p.LowDataDraws == probe.DefaultDraws {
 		p.LowDataDraws = 0
+	}
+	if p.PoolGrid == 1 {
+		p.PoolGrid = 0
 	}
 }
 
@@ -138,6 +146,9 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	} else if q.Vocab != mc.Vocab {
 		return nil, fmt.Errorf("probe: the model in %s has a vocabulary of %d tokens, but the %s tokens in %s have %d: it was trained on other tokens; rerun train",
 			rc.Inputs["train"].Dir, mc.Vocab, qm.Stage, qm.Dir, q.Vocab)
+	}
+	if err := checkPoolGrid(ctx, qm, pc.PoolGrid); err != nil {
+		return nil, err
 	}
 	ex, err := newExtractor(ctx, rc, mc, trained.Objective)
 	if err != nil {
@@ -173,6 +184,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
+	rep.PoolGrid = pc.PoolGrid
 	opts.Fit.Progress = nil // the bar is finished
 	if err := addVariants(rep, splits, pc, opts, mc.Layers); err != nil {
 		return nil, err
@@ -265,7 +277,7 @@ func (ex *extractor) run(dir, weights string) (string, error) {
 	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs[ex.rc.Config.TokensStage()], pc.MaxPerShard, ex.maxTrainPerShard), ex.rc.Log).Finish()
 	p, s := beam.NewPipelineWithRoot()
 	if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
-		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, Dir: dir}); err != nil {
+		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, PoolGrid: pc.PoolGrid, Dir: dir}); err != nil {
 		return "", err
 	}
 	return runPipeline(ex.ctx, ex.rc, p)
@@ -435,6 +447,22 @@ func addVariants(rep *probe.Report, splits map[int]probe.Split, pc ProbeParams, 
 			return err
 		}
 		rep.AddLowData(rows...)
+	}
+	return nil
+}
+
+// checkPoolGrid refuses a probe.pool_grid with more regions per side than
+// the token grid of qm's records has tokens, before any feature is made.
+func checkPoolGrid(ctx context.Context, qm *Manifest, n int) error {
+	if n <= 1 {
+		return nil
+	}
+	h, w, err := TokensGrid(ctx, qm)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	if n > h || n > w {
+		return fmt.Errorf("probe: probe.pool_grid is %d, but the %s tokens in %s are %dx%d grids: a region would be empty; set probe.pool_grid to at most %d", n, qm.Stage, qm.Dir, h, w, min(h, w))
 	}
 	return nil
 }

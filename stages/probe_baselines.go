@@ -69,6 +69,9 @@ func (probeBaselinesStage) Run(ctx context.Context, rc *RunContext) (*Output, er
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPoolGrid(ctx, qm, pc.PoolGrid); err != nil {
+		return nil, err
+	}
 	mc, err := ModelConfig(TrainParams{Model: bp.Model, Layers: bp.Layers, D: bp.D, Heads: bp.Heads}, h*w, q.Vocab)
 	if err != nil {
 		return nil, err

@@ -307,3 +307,50 @@ func TestProbeBaselineCache(t *testing.T) {
 		t.Fatalf("damaged baselines: %v", err)
 	}
 }
+
+// TestProbePoolGrid probes with probe.pool_grid: 2 on 4×4 token grids:
+// every layer and the random-init baseline get 4·d features (one mean per
+// quadrant), the report says how they were pooled, and a grid of 5 regions
+// per side, more than the tokens have, is refused before any feature is
+// made.
+func TestProbePoolGrid(t *testing.T) {
+	root := t.TempDir()
+	base := strings.Replace(trainYAML(root, folderArchive(t, 8, nil), 20, 32, 2, 0.01), "quantize: {", "quantize: {resize: [4, 4], ", 1)
+	p, err := runUntil(t, base+"probe: {batch: 5, l2: [0.1], max_iter: 5, pool_grid: 2}\n", "probe", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := p.byName["probe"].Manifest
+	var rep probe.Report
+	b, err := os.ReadFile(pm.Path(ReportJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	trained, err := ReadTrainOutput(p.byName["train"].Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := trained.Model.D
+	for _, row := range append(append([]probe.Row{}, rep.Rows...), rep.Baselines...) {
+		want := 4 * d
+		if row.Name == probe.RawPixels {
+			want = 8 * 8 * 3
+		}
+		if row.Dim != want {
+			t.Errorf("%s: %d features, want %d", row.Name, row.Dim, want)
+		}
+	}
+	if rep.PoolGrid != 2 {
+		t.Errorf("report pool_grid %d, want 2", rep.PoolGrid)
+	}
+	if md, _ := os.ReadFile(pm.Path(ReportMD)); !strings.Contains(string(md), "2×2 grid") {
+		t.Errorf("report.md does not say how the features were pooled:\n%s", md)
+	}
+	_, err = runUntil(t, base+"probe: {batch: 5, l2: [0.1], max_iter: 5, pool_grid: 5}\n", "probe", Options{})
+	if err == nil || !strings.Contains(err.Error(), "at most 4") {
+		t.Fatalf("pool_grid 5 on 4x4 tokens: %v; want a refusal naming the largest grid, 4", err)
+	}
+}

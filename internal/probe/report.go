@@ -135,8 +135,11 @@ type Report struct {
 	Grid   []float64   `json:"grid"` // λ values tried
 	// MaxIter is the L-BFGS iteration limit of every fit; Patience the
 	// early stop along the grid (FitOptions.Patience; 0: off).
-	MaxIter  int       `json:"max_iter,omitempty"`
-	Patience int       `json:"patience,omitempty"`
+	MaxIter  int `json:"max_iter,omitempty"`
+	Patience int `json:"patience,omitempty"`
+	// PoolGrid > 1: the features are pooled over a PoolGrid×PoolGrid grid
+	// of regions of the token grid, not over all positions.
+	PoolGrid int       `json:"pool_grid,omitempty"`
 	Created  time.Time `json:"created"`
 }
 
@@ -418,8 +421,12 @@ func (r *Report) writeIntro(b *strings.Builder) {
 		title = "Linear probe"
 	}
 	fmt.Fprintf(b, "# %s\n\n", title)
-	fmt.Fprintf(b, "Multinomial logistic regression (L-BFGS) on the mean over positions of norm(h_l); "+
-		"L2 strength chosen on validation accuracy from %s", formatGrid(r.Grid))
+	pooled := "the mean over positions of norm(h_l)"
+	if r.PoolGrid > 1 {
+		pooled = fmt.Sprintf("the means of norm(h_l) over each region of a %d×%d grid of the token grid, side by side", r.PoolGrid, r.PoolGrid)
+	}
+	fmt.Fprintf(b, "Multinomial logistic regression (L-BFGS) on %s; "+
+		"L2 strength chosen on validation accuracy from %s", pooled, formatGrid(r.Grid))
 	if r.MaxIter > 0 {
 		fmt.Fprintf(b, "; at most %d iterations per fit", r.MaxIter)
 	}
