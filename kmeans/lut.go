@@ -29,20 +29,35 @@ const (
 // any centre. A cell with one candidate is filled at once; a leaf cell
 // compares its remaining candidates colour by colour.
 func NewLUT(centres [][3]float32) (*LUT, error) {
-	k := len(centres)
+	c := make([][3]float64, len(centres))
+	for j, cj := range centres {
+		for t, v := range cj {
+			c[j][t] = float64(v)
+		}
+	}
+	return buildLUT(c, nil, nil)
+}
+
+// buildLUT builds the table of centres c into table (length 2^24; nil
+// allocates one), as NewLUT describes. With occ (from newLUTOccupancy),
+// only the entries of cells holding a colour of occ are written; the
+// others keep what table held.
+func buildLUT(c [][3]float64, table []uint16, occ *lutOccupancy) (*LUT, error) {
+	k := len(c)
 	if k == 0 || k > 1<<16 {
 		return nil, fmt.Errorf("kmeans: lut: %d centres, want 1..65536", k)
 	}
-	b := &lutBuilder{k: k, c: make([][3]float64, k), table: make([]uint16, 1<<24)}
-	for j, c := range centres {
-		for t, v := range c {
-			f := float64(v)
+	for j := range c {
+		for _, f := range c[j] {
 			if math.IsNaN(f) || math.IsInf(f, 0) {
-				return nil, fmt.Errorf("kmeans: lut: centre %d has value %v", j, v)
+				return nil, fmt.Errorf("kmeans: lut: centre %d has value %v", j, f)
 			}
-			b.c[j][t] = f
 		}
 	}
+	if table == nil {
+		table = make([]uint16, 1<<24)
+	}
+	b := &lutBuilder{k: k, c: c, table: table[:1<<24], occ: occ}
 	all := make([]int32, k)
 	for j := range all {
 		all[j] = int32(j)
@@ -83,6 +98,47 @@ type lutBuilder struct {
 	k     int
 	c     [][3]float64 // [K, 3] centres
 	table []uint16     // [2^24]
+	occ   *lutOccupancy
+}
+
+// lutOccupancy marks the octree cells of every level (edge lutTask down to
+// lutLeaf) that hold at least one colour of a set.
+type lutOccupancy struct {
+	cells [][]bool // per level: [(256/edge)³] cell (r0, g0, b0) at ((r0/edge)·n + g0/edge)·n + b0/edge
+}
+
+// newLUTOccupancy marks the cells of the colours for which each(fn) calls fn.
+func newLUTOccupancy(each func(fn func(c uint32))) *lutOccupancy {
+	o := &lutOccupancy{}
+	for size := lutTask; size >= lutLeaf; size /= 2 {
+		n := 256 / size
+		o.cells = append(o.cells, make([]bool, n*n*n))
+	}
+	const n = 256 / lutLeaf
+	leaf := o.cells[len(o.cells)-1]
+	each(func(c uint32) {
+		r, g, b := int(c>>16)/lutLeaf, int(c>>8&0xff)/lutLeaf, int(c&0xff)/lutLeaf
+		leaf[(r*n+g)*n+b] = true
+	})
+	for l := len(o.cells) - 1; l > 0; l-- {
+		fine, coarse := o.cells[l], o.cells[l-1]
+		nf := 256 / (lutTask >> l)
+		nc := nf / 2
+		for i, on := range fine {
+			if on {
+				r, g, b := i/(nf*nf)/2, i/nf%nf/2, i%nf/2
+				coarse[(r*nc+g)*nc+b] = true
+			}
+		}
+	}
+	return o
+}
+
+// has reports whether the cell of edge size at (r0, g0, b0), at octree
+// level level, holds a colour.
+func (o *lutOccupancy) has(level, r0, g0, b0, size int) bool {
+	n := 256 / size
+	return o.cells[level][((r0/size)*n+g0/size)*n+b0/size]
 }
 
 type lutScratch struct {
@@ -104,6 +160,9 @@ func newLUTScratch(k int) *lutScratch {
 // (increasing indices) that include every centre that can be nearest to a
 // colour in it.
 func (b *lutBuilder) cell(r0, g0, b0, size int, cand []int32, s *lutScratch, level int) {
+	if b.occ != nil && !b.occ.has(level, r0, g0, b0, size) {
+		return
+	}
 	lo := [3]float64{float64(r0), float64(g0), float64(b0)}
 	hi := [3]float64{lo[0] + float64(size-1), lo[1] + float64(size-1), lo[2] + float64(size-1)}
 	// Smallest over candidates of the largest squared distance to the cell.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -17,17 +18,10 @@ import (
 
 func init() {
 	register.Function1x1(shardLine)
-	register.Function2x1(splitOfKey)
 }
 
 // shardLine names a written shard and its record count, for passert.
 func shardLine(st ShardStats) string { return fmt.Sprintf("%s:%d", st.Name, st.Records) }
-
-// splitOfKey is "split/key" of a quantized record keyed by its shard.
-func splitOfKey(shard string, t records.Tokens) string {
-	split, _, _ := parseShardKey(shard)
-	return split + "/" + t.Key
-}
 
 // TestWriteStatsFnFillsEmptyShards runs WriteStatsFn on prism: the shard
 // indices of a split that received no record are written as empty Tokens
@@ -84,7 +78,8 @@ func toAny(xs []string) []any {
 }
 
 // TestQuantizeFnCarvesVal runs QuantizeFn on prism: a seeded fraction of
-// the train split, and nothing of any other split, goes to val.
+// the train split, and nothing of any other split, goes to val; each
+// record lands in the piece of its output shard.
 func TestQuantizeFnCarvesVal(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -109,7 +104,7 @@ func TestQuantizeFnCarvesVal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inputs = append(inputs, fmt.Sprintf(`{"path":%q,"split":%q}`, filepath.Join(dir, st.Name), split))
+		inputs = append(inputs, fmt.Sprintf(`{"index":%d,"input":{"path":%q,"split":%q}}`, len(inputs), filepath.Join(dir, st.Name), split))
 	}
 	const seed = 7
 	for _, tc := range []struct {
@@ -137,12 +132,32 @@ func TestQuantizeFnCarvesVal(t *testing.T) {
 				t.Fatalf("fraction 0.3 of 40 keys carves %d", val)
 			}
 			sort.Strings(want)
+			out := t.TempDir()
+			shards := map[string]int{"train": 2, "val": 2, "test": 2}
 			p, s := beam.NewPipelineWithRoot()
-			imgs := beam.ParDo(s, &ReadSplitImagesFn{}, beam.CreateList(s, inputs))
-			toks := beam.ParDo(s, &QuantizeFn{Palette: palPath, ValFraction: tc.fraction, Seed: seed,
-				Shards: map[string]int{"train": 2, "val": 2, "test": 2}}, imgs)
-			passert.Equals(s, beam.ParDo(s, splitOfKey, toks), toAny(want)...)
+			beam.ParDo(s, &QuantizeFn{Palette: palPath, ValFraction: tc.fraction, Seed: seed, Shards: shards, Dir: out},
+				beam.CreateList(s, inputs))
 			ptest.RunAndValidate(t, p)
+			pieces, _ := filepath.Glob(filepath.Join(out, TokenPiecesDir, "*"))
+			var got []string
+			for _, piece := range pieces {
+				err := records.ScanFile(ctx, piece, func(tok records.Tokens) error {
+					key, _ := routeTokens(seed, tc.fraction, shards, strings.Split(tok.Key, "/")[0], tok.Key)
+					if name, _ := TokenPieceName(key, 0); !strings.HasPrefix(filepath.Base(piece), strings.SplitN(name, "-from-", 2)[0]) {
+						t.Errorf("%s in piece %s, its shard is %s", tok.Key, piece, key)
+					}
+					split, _, _ := parseShardKey(key)
+					got = append(got, split+"/"+tok.Key)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			sort.Strings(got)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("records by split %v, want %v", got, want)
+			}
 		})
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
+	"runtime"
+	"slices"
+	"sync"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
@@ -12,105 +14,181 @@ import (
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/kmeans"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 func init() {
-	beam.RegisterType(reflect.TypeOf((*kmeans.Histogram)(nil)).Elem())
-	register.DoFn3x1[context.Context, string, func(records.Image), error](&ReadImagesFn{})
-	register.Combiner3[*kmeans.Histogram, records.Image, *kmeans.Histogram](&HistogramFn{})
-	register.DoFn2x1[context.Context, *kmeans.Histogram, error](&WriteHistogramFn{})
-	register.Emitter1[records.Image]()
+	register.DoFn3x1[context.Context, string, func(string), error](&CountColoursFn{})
+	register.DoFn4x1[context.Context, int, func(*string) bool, func(string), error](&MergeColoursFn{})
+	register.Iter1[string]()
 }
 
 // PaletteConfig is the palette pipeline's input.
 type PaletteConfig struct {
 	// Shards is a file of ShardInput JSON lines (WriteLines): the Image
 	// shards to count, the training split.
-	Shards    string
-	Histogram string // where to write the colour histogram (msgpack)
+	Shards string
+	// Parts is the folder where each input shard's colour counts are
+	// written (ColourPartName) before they are merged; the caller removes
+	// it once the histogram is read.
+	Parts     string
+	Histogram string // where to write the merged colour counts (kmeans.Counts encoding)
 }
 
+// ColourPartName names the colour counts of the idx-th input shard.
+func ColourPartName(idx int) string { return fmt.Sprintf("colours-%05d.bin", idx) }
+
 // Palette builds the exact colour histogram of every pixel of the given
-// Image shards with a Beam combine and writes it to cfg.Histogram. The
-// k-means that turns it into a palette runs in the driver: it needs only
-// the distinct colours and their counts. It returns the histogram, a
-// single-element PCollection of *kmeans.Histogram.
+// Image shards and writes it to cfg.Histogram. The k-means that turns it
+// into a palette runs in the driver (kmeans.FitCounts).
+//
+// Memory does not follow the data: each worker counts one input shard at
+// a time into a dense kmeans.Counts (64 MiB, at most GOMAXPROCS of them
+// per process) and writes it to storage as one part; one worker then adds
+// the parts, streamed one at a time, into one more Counts. Only file names
+// cross a shuffle (a Beam combine of the histograms would send a partial
+// histogram per bundle through it, which prism holds in memory), and a
+// retried shard rewrites the same part. It returns a single-element
+// PCollection of the histogram's summary (JSON of ColourSummary).
 func Palette(s beam.Scope, cfg PaletteConfig) (beam.PCollection, error) {
 	if cfg.Shards == "" {
 		return beam.PCollection{}, fmt.Errorf("pipelines: palette: no shard list to read")
 	}
+	if cfg.Parts == "" || cfg.Histogram == "" {
+		return beam.PCollection{}, fmt.Errorf("pipelines: palette: no folder for the colour counts")
+	}
 	s = s.Scope("palette")
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Shards))
-	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
-	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
-	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
-	return hist, nil
+	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Shards))
+	parts := beam.ParDo(s.Scope("CountColours"), &CountColoursFn{Dir: cfg.Parts}, tasks)
+	all := beam.GroupByKey(s.Scope("CollectParts"), beam.AddFixedKey(s, parts))
+	return beam.ParDo(s.Scope("MergeColours"), &MergeColoursFn{Path: cfg.Histogram}, all), nil
 }
 
-// ReadImagesFn emits every Image record of one shard.
-type ReadImagesFn struct{}
+// ColourSummary describes a written histogram.
+type ColourSummary struct {
+	Parts    int    `json:"parts"`
+	Distinct int    `json:"distinct"`
+	Pixels   uint64 `json:"pixels"`
+	Bytes    int64  `json:"bytes"`
+}
 
-// ProcessElement reads one shard.
-func (f *ReadImagesFn) ProcessElement(ctx context.Context, input string, emit func(records.Image)) error {
-	var in ShardInput
-	if err := json.Unmarshal([]byte(input), &in); err != nil {
-		return fmt.Errorf("palette: bad input %q: %w", input, err)
+// countSlots bounds the dense histograms a worker process holds at once:
+// one per core, whatever the number of bundles the SDK runs together.
+var (
+	countSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	countPool  = sync.Pool{New: func() any { return new(kmeans.Counts) }}
+)
+
+// acquireCounts returns an empty dense histogram once one of the
+// process's slots is free; releaseCounts gives it back.
+func acquireCounts(ctx context.Context) (*kmeans.Counts, error) {
+	select {
+	case countSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(img); return nil })
+	h := countPool.Get().(*kmeans.Counts)
+	h.Reset()
+	return h, nil
 }
 
-// HistogramFn counts the distinct RGB colours of images (grey images count
-// as r = g = b).
-type HistogramFn struct{}
+func releaseCounts(h *kmeans.Counts) {
+	countPool.Put(h)
+	<-countSlots
+}
 
-// CreateAccumulator starts an empty histogram.
-func (f *HistogramFn) CreateAccumulator() *kmeans.Histogram { return &kmeans.Histogram{} }
+// CountColoursFn counts the RGB colours of every image of one input shard
+// (an IndexedInput; grey images count as r = g = b) and writes them to
+// Dir/ColourPartName(index), emitting the part's path.
+type CountColoursFn struct{ Dir string }
 
-// AddInput counts one image's pixels.
-func (f *HistogramFn) AddInput(h *kmeans.Histogram, img records.Image) (*kmeans.Histogram, error) {
-	rgb, err := imgproc.ToRGB(img.Pix, img.C)
+// ProcessElement counts one shard.
+func (f *CountColoursFn) ProcessElement(ctx context.Context, task string, emit func(string)) error {
+	var ti IndexedInput
+	if err := json.Unmarshal([]byte(task), &ti); err != nil {
+		return fmt.Errorf("palette: bad input %q: %w", task, err)
+	}
+	h, err := acquireCounts(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("palette: image %s: %w", img.Key, err)
+		return err
 	}
-	return h, h.Add(rgb)
-}
-
-// MergeAccumulators adds b's counts into a.
-func (f *HistogramFn) MergeAccumulators(a, b *kmeans.Histogram) (*kmeans.Histogram, error) {
-	return a, a.Merge(b)
-}
-
-// ExtractOutput returns the compacted histogram.
-func (f *HistogramFn) ExtractOutput(h *kmeans.Histogram) *kmeans.Histogram {
-	h.Compact()
-	return h
-}
-
-// WriteHistogramFn writes the final histogram with msgpack.
-type WriteHistogramFn struct{ Path string }
-
-// ProcessElement writes the histogram once.
-func (f *WriteHistogramFn) ProcessElement(ctx context.Context, h *kmeans.Histogram) error {
-	b, err := msgpack.Marshal(h)
+	defer releaseCounts(h)
+	err = records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
+		rgb, err := imgproc.ToRGB(img.Pix, img.C)
+		if err != nil {
+			return fmt.Errorf("palette: %s: image %s: %w", ti.Input.Path, img.Key, err)
+		}
+		return h.Add(rgb)
+	})
 	if err != nil {
-		return fmt.Errorf("palette: encode histogram: %w", err)
+		return err
 	}
-	return storage.WriteFile(ctx, f.Path, b)
+	path := storage.Join(f.Dir, ColourPartName(ti.Index))
+	if _, err := writeCounts(ctx, path, h); err != nil {
+		return err
+	}
+	emit(path)
+	return nil
 }
 
-// ReadHistogram reads a histogram written by the palette pipeline.
-func ReadHistogram(ctx context.Context, path string) (*kmeans.Histogram, error) {
-	b, err := storage.ReadFile(ctx, path)
+// writeCounts writes h's encoding to path atomically and returns its size.
+func writeCounts(ctx context.Context, path string, h *kmeans.Counts) (int64, error) {
+	w, err := storage.Create(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("palette: the pipeline finished without writing %s: %w", path, err)
+		return 0, err
 	}
-	var h kmeans.Histogram
-	if err := msgpack.Unmarshal(b, &h); err != nil {
-		return nil, fmt.Errorf("palette: %s: %w", path, err)
+	n, err := h.WriteTo(w)
+	if err != nil {
+		w.Abort()
+		return 0, fmt.Errorf("palette: write %s: %w", path, err)
 	}
-	if err := h.Validate(); err != nil {
-		return nil, fmt.Errorf("palette: %s: %w", path, err)
+	return n, w.Close()
+}
+
+// MergeColoursFn adds every part into one histogram and writes it to Path.
+type MergeColoursFn struct{ Path string }
+
+// ProcessElement merges the parts, in name order, one at a time.
+func (f *MergeColoursFn) ProcessElement(ctx context.Context, _ int, iter func(*string) bool, emit func(string)) error {
+	var parts []string
+	var p string
+	for iter(&p) {
+		parts = append(parts, p)
 	}
-	return &h, nil
+	slices.Sort(parts)
+	parts = slices.Compact(parts) // a part emitted twice (a retried bundle) counts once
+	h := new(kmeans.Counts)
+	for _, p := range parts {
+		if err := MergeCountsFile(ctx, h, p); err != nil {
+			return err
+		}
+	}
+	n, err := writeCounts(ctx, f.Path, h)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(ColourSummary{Parts: len(parts), Distinct: h.Distinct(), Pixels: h.Total(), Bytes: n})
+	emit(string(b))
+	return nil
+}
+
+// MergeCountsFile adds the colour counts of the file at path into h.
+func MergeCountsFile(ctx context.Context, h *kmeans.Counts, path string) error {
+	rc, err := storage.Open(ctx, path)
+	if err != nil {
+		return fmt.Errorf("palette: %w", err)
+	}
+	defer rc.Close()
+	if err := h.MergeFrom(rc, path); err != nil {
+		return fmt.Errorf("palette: %w", err)
+	}
+	return nil
+}
+
+// ReadHistogram reads the colour counts the palette pipeline wrote.
+func ReadHistogram(ctx context.Context, path string) (*kmeans.Counts, error) {
+	h := new(kmeans.Counts)
+	if err := MergeCountsFile(ctx, h, path); err != nil {
+		return nil, fmt.Errorf("%w (the pipeline finished without writing it whole)", err)
+	}
+	return h, nil
 }

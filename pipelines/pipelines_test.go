@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -44,11 +45,12 @@ func writeRandomShards(t *testing.T, n, perShard int) ([]string, map[uint32]uint
 	return paths, counts
 }
 
-// TestPaletteHistogram checks the Beam combine's histogram against a direct
-// count, on the test runner (prism by default).
+// TestPaletteHistogram checks the pipeline's histogram (per-shard parts
+// merged) against a direct count, on the test runner (prism by default).
 func TestPaletteHistogram(t *testing.T) {
 	paths, want := writeRandomShards(t, 5, 40)
-	out := filepath.Join(t.TempDir(), "hist.msgpack")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "hist.bin")
 	var inputs []ShardInput
 	for _, p := range paths {
 		inputs = append(inputs, ShardInput{Path: p, Split: "train"})
@@ -58,7 +60,7 @@ func TestPaletteHistogram(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, s := beam.NewPipelineWithRoot()
-	if _, err := Palette(s, PaletteConfig{Shards: list, Histogram: out}); err != nil {
+	if _, err := Palette(s, PaletteConfig{Shards: list, Parts: filepath.Join(dir, "parts"), Histogram: out}); err != nil {
 		t.Fatal(err)
 	}
 	ptest.RunAndValidate(t, p)
@@ -66,12 +68,17 @@ func TestPaletteHistogram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Len() != len(want) || h.Total() != 5*40*16 {
-		t.Fatalf("histogram: %d colours, %d pixels; want %d colours, %d pixels", h.Len(), h.Total(), len(want), 5*40*16)
+	if h.Distinct() != len(want) || h.Total() != 5*40*16 {
+		t.Fatalf("histogram: %d colours, %d pixels; want %d colours, %d pixels", h.Distinct(), h.Total(), len(want), 5*40*16)
 	}
-	for i := 0; i < h.Len(); i++ {
-		if want[h.Colours[i]] != h.Counts[i] {
-			t.Fatalf("colour %06x: count %d, want %d", h.Colours[i], h.Counts[i], want[h.Colours[i]])
+	for c, n := range want {
+		if h.Count(c) != n {
+			t.Fatalf("colour %06x: count %d, want %d", c, h.Count(c), n)
+		}
+	}
+	for i := range paths {
+		if _, err := os.Stat(filepath.Join(dir, "parts", ColourPartName(i))); err != nil {
+			t.Fatalf("part %d: %v", i, err)
 		}
 	}
 }

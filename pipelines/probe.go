@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
@@ -37,8 +38,10 @@ type ProbeConfig struct {
 	Objective string
 	Batch     int // records per forward pass
 	// MaxPerShard caps the records read from each shard (0: all);
-	// MaxTrainPerShard caps those of each train shard (0: all).
-	MaxPerShard, MaxTrainPerShard int
+	// MaxPerSplitShard those of each shard of the splits it names (the
+	// probe's max_train and max_eval spread over each split's shards).
+	MaxPerShard      int
+	MaxPerSplitShard map[string]int
 	// PoolGrid pools each layer's features over a PoolGrid×PoolGrid grid
 	// of regions of the records' token grid (0 or 1: over all of it).
 	PoolGrid int
@@ -63,7 +66,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) (beam.PCollection, error) {
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
 	written := beam.ParDo(s.Scope("ExtractFeatures"), &ExtractFeaturesFn{
 		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
-		MaxPerShard: cfg.MaxPerShard, MaxTrainPerShard: cfg.MaxTrainPerShard, PoolGrid: cfg.PoolGrid, Dir: cfg.Dir,
+		MaxPerShard: cfg.MaxPerShard, MaxPerSplitShard: cfg.MaxPerSplitShard, PoolGrid: cfg.PoolGrid, Dir: cfg.Dir,
 	}, tasks)
 	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, written), nil
 }
@@ -99,6 +102,19 @@ func (f *IndexLinesFn) ProcessElement(ctx context.Context, path string, emit fun
 // input shard of split.
 func FeaturesShardName(split string, layer, idx int) string {
 	return fmt.Sprintf("%s-layer%02d-%05d.msgpack", split, layer, idx)
+}
+
+// FeaturesShardLayer returns the layer of a Features shard of split named
+// by FeaturesShardName.
+func FeaturesShardLayer(name, split string) (int, error) {
+	var layer, idx int
+	rest, ok := strings.CutPrefix(name, split+"-layer")
+	if ok {
+		if n, err := fmt.Sscanf(rest, "%d-%d.msgpack", &layer, &idx); err == nil && n == 2 && layer >= 0 {
+			return layer, nil
+		}
+	}
+	return 0, fmt.Errorf("probe: %q is not a %s features shard name (%s)", name, split, FeaturesShardName(split, 0, 0))
 }
 
 // featureWriters writes one Features shard per layer for one input shard.
@@ -156,8 +172,9 @@ type ExtractFeaturesFn struct {
 	Objective   string
 	Batch       int
 	MaxPerShard int
-	// MaxTrainPerShard caps the records read from each train shard.
-	MaxTrainPerShard int
+	// MaxPerSplitShard caps the records read from each shard of the
+	// splits it names.
+	MaxPerSplitShard map[string]int
 	PoolGrid         int
 	Dir              string
 
@@ -201,10 +218,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 	if err != nil {
 		return err
 	}
-	limit := f.MaxPerShard
-	if in.Split == "train" && f.MaxTrainPerShard > 0 && (limit == 0 || f.MaxTrainPerShard < limit) {
-		limit = f.MaxTrainPerShard
-	}
+	limit := ShardLimit(in.Split, f.MaxPerShard, f.MaxPerSplitShard)
 	fw, err := newFeatureWriters(ctx, f.Dir, in.Split, ti.Index, f.Config.Layers+1)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
@@ -276,6 +290,16 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		return err
 	}
 	return fw.close(emit)
+}
+
+// ShardLimit is the number of records the feature pipeline reads from a
+// shard of split (0: all): the smaller positive cap of perShard and the
+// split's own cap.
+func ShardLimit(split string, perShard int, perSplitShard map[string]int) int {
+	if c := perSplitShard[split]; c > 0 && (perShard == 0 || c < perShard) {
+		return c
+	}
+	return perShard
 }
 
 // RawPixelsFn writes the raw-pixel baseline's features of one Image

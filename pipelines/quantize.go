@@ -21,11 +21,7 @@ import (
 )
 
 func init() {
-	register.DoFn3x1[context.Context, string, func(string, records.Image), error](&ReadSplitImagesFn{})
-	register.DoFn3x1[string, records.Image, func(string, records.Tokens), error](&QuantizeFn{})
-	register.DoFn4x1[context.Context, string, func(*records.Tokens) bool, func(string), error](&WriteTokensShardFn{})
-	register.Emitter2[string, records.Tokens]()
-	register.Iter1[records.Tokens]()
+	register.DoFn3x1[context.Context, string, func(string, string), error](&QuantizeFn{})
 	beam.RegisterType(reflectTypeOf[records.Tokens]())
 }
 
@@ -55,8 +51,8 @@ type QuantizeConfig struct {
 // (a 2^24-entry lookup table built once per worker), carves a val split
 // from train if asked, and writes Tokens shards per split. Records are
 // spread over shards and ordered within each shard by a seeded hash of
-// their key: a deterministic shuffle. It returns the written shards, a
-// PCollection of ShardStats.
+// their key: a deterministic shuffle, through storage (tokenSpill). It
+// returns the written shards, a PCollection of ShardStats.
 func Quantize(s beam.Scope, cfg QuantizeConfig) (beam.PCollection, error) {
 	if cfg.Inputs == "" {
 		return beam.PCollection{}, fmt.Errorf("pipelines: quantize: no input shard list")
@@ -65,61 +61,56 @@ func Quantize(s beam.Scope, cfg QuantizeConfig) (beam.PCollection, error) {
 		return beam.PCollection{}, fmt.Errorf("pipelines: quantize: no palette")
 	}
 	s = s.Scope("quantize")
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
-	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadSplitImagesFn{}, paths)
-	toks := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Palette: cfg.Palette, Resize: cfg.Resize, ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards}, imgs)
-	return writeTokenShards(s, toks, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}), nil
+	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
+	pieces := beam.ParDo(s.Scope("Quantize"), &QuantizeFn{Palette: cfg.Palette, Resize: cfg.Resize, ValFraction: cfg.ValFraction,
+		Seed: cfg.Seed, Shards: cfg.Shards, Dir: cfg.Dir}, tasks)
+	return writeTokenShards(s, pieces, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed}), nil
 }
 
-// writeTokenShards groups Tokens keyed by ShardKey into their shards,
-// writes each in seeded-shuffle order with w, fills the empty shards and
-// writes StatsName: the tail that quantize and vqvae-encode share. It
-// returns the stats of every shard written.
-func writeTokenShards(s beam.Scope, toks beam.PCollection, w *WriteTokensShardFn) beam.PCollection {
-	grouped := beam.GroupByKey(s.Scope("GroupShards"), toks)
-	written := beam.ParDo(s.Scope("WriteShards"), w, grouped)
-	return writeStats(s, &WriteStatsFn{Dir: w.Dir, Shards: w.Shards}, written)
-}
-
-// ReadSplitImagesFn emits the images of one JSON ShardInput keyed by split.
-type ReadSplitImagesFn struct{}
-
-// ProcessElement reads one shard.
-func (f *ReadSplitImagesFn) ProcessElement(ctx context.Context, input string, emit func(string, records.Image)) error {
-	var in ShardInput
-	if err := json.Unmarshal([]byte(input), &in); err != nil {
-		return fmt.Errorf("quantize: bad input %q: %w", input, err)
-	}
-	return records.ScanFile(ctx, in.Path, func(img records.Image) error { emit(in.Split, img); return nil })
-}
-
-// QuantizeFn turns one image into Tokens keyed by its output shard.
+// QuantizeFn turns the images of one input shard (an IndexedInput) into
+// Tokens, spilled to Dir's pieces by output shard; it emits (ShardKey,
+// piece path) for each piece.
 type QuantizeFn struct {
 	Palette     string // path of the palette file
 	Resize      [2]int
 	ValFraction float64
 	Seed        uint64
 	Shards      map[string]int
+	Dir         string
 
 	lut *kmeans.LUT
 	pal *records.Palette
 }
 
-// ProcessElement quantizes one image.
-func (f *QuantizeFn) ProcessElement(split string, img records.Image, emit func(string, records.Tokens)) error {
+// ProcessElement quantizes one input shard.
+func (f *QuantizeFn) ProcessElement(ctx context.Context, task string, emit func(string, string)) error {
 	if f.lut == nil {
 		return fmt.Errorf("quantize: no palette loaded (Setup was not run)")
 	}
+	var ti IndexedInput
+	if err := json.Unmarshal([]byte(task), &ti); err != nil {
+		return fmt.Errorf("quantize: bad input %q: %w", task, err)
+	}
 	lut, p := f.lut, f.pal
-	tok, err := Tokenize(img, lut, p.K, f.Resize)
+	spill := newTokenSpill(f.Dir, ti.Index)
+	err := records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
+		tok, err := Tokenize(img, lut, p.K, f.Resize)
+		if err != nil {
+			return err
+		}
+		key, err := routeTokens(f.Seed, f.ValFraction, f.Shards, ti.Input.Split, img.Key)
+		if err != nil {
+			return fmt.Errorf("quantize: %w", err)
+		}
+		spill.add(key, tok)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	key, err := routeTokens(f.Seed, f.ValFraction, f.Shards, split, img.Key)
-	if err != nil {
+	if err := spill.flush(ctx, emit); err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
-	emit(key, tok)
 	return nil
 }
 
@@ -253,17 +244,20 @@ type WriteTokensShardFn struct {
 	Vocab int
 }
 
-// ProcessElement writes one shard.
-func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, iter func(*records.Tokens) bool, emit func(string)) error {
+// ProcessElement writes one shard from its pieces.
+func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, iter func(*string) bool, emit func(string)) error {
 	split, idx, err := parseShardKey(key)
 	if err != nil {
 		return err
 	}
-	var toks []records.Tokens
-	var t records.Tokens
-	for iter(&t) {
-		toks = append(toks, t)
-		t = records.Tokens{}
+	var paths []string
+	var p string
+	for iter(&p) {
+		paths = append(paths, p)
+	}
+	toks, err := readPieces(ctx, paths)
+	if err != nil {
+		return fmt.Errorf("quantize: shard %s: %w", key, err)
 	}
 	order := make([]uint64, len(toks))
 	for i := range toks {

@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register.DoFn3x1[context.Context, string, func(string, records.Tokens), error](&EncodeVQFn{})
+	register.DoFn3x1[context.Context, string, func(string, string), error](&EncodeVQFn{})
 }
 
 // EncodeVQConfig is the vqvae-encode pipeline's input.
@@ -45,10 +45,10 @@ func EncodeVQ(s beam.Scope, cfg EncodeVQConfig) error {
 		return fmt.Errorf("pipelines: vqvae-encode: need an input shard list, a model and its vocab")
 	}
 	s = s.Scope("vqvae-encode")
-	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Inputs))
-	toks := beam.ParDo(s.Scope("Encode"), &EncodeVQFn{Model: cfg.Model, Resize: cfg.Resize, Batch: cfg.Batch,
-		ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards}, paths)
-	writeTokenShards(s, toks, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed, Vocab: cfg.Vocab})
+	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
+	pieces := beam.ParDo(s.Scope("Encode"), &EncodeVQFn{Model: cfg.Model, Resize: cfg.Resize, Batch: cfg.Batch,
+		ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards, Dir: cfg.Dir}, tasks)
+	writeTokenShards(s, pieces, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed, Vocab: cfg.Vocab})
 	return nil
 }
 
@@ -61,6 +61,7 @@ type EncodeVQFn struct {
 	ValFraction float64
 	Seed        uint64
 	Shards      map[string]int
+	Dir         string // the output folder, whose pieces the codes are spilled to
 
 	m *vqvae.Model // one per DoFn instance: a Model is not goroutine-safe
 }
@@ -87,14 +88,16 @@ func LoadVQVAE(ctx context.Context, path string) (*vqvae.Model, error) {
 }
 
 // ProcessElement encodes one shard.
-func (f *EncodeVQFn) ProcessElement(ctx context.Context, input string, emit func(string, records.Tokens)) error {
+func (f *EncodeVQFn) ProcessElement(ctx context.Context, task string, emit func(string, string)) error {
 	if f.m == nil {
 		return fmt.Errorf("vqvae-encode: no model loaded (Setup was not run)")
 	}
-	var in ShardInput
-	if err := json.Unmarshal([]byte(input), &in); err != nil {
-		return fmt.Errorf("vqvae-encode: bad input %q: %w", input, err)
+	var ti IndexedInput
+	if err := json.Unmarshal([]byte(task), &ti); err != nil {
+		return fmt.Errorf("vqvae-encode: bad input %q: %w", task, err)
 	}
+	in := ti.Input
+	spill := newTokenSpill(f.Dir, ti.Index)
 	enc := NewVQEncoder(f.m, f.Resize, f.Batch)
 	flush := func() error {
 		toks, err := enc.Flush()
@@ -106,7 +109,7 @@ func (f *EncodeVQFn) ProcessElement(ctx context.Context, input string, emit func
 			if err != nil {
 				return fmt.Errorf("vqvae-encode: %w", err)
 			}
-			emit(key, t)
+			spill.add(key, t)
 		}
 		return nil
 	}
@@ -119,10 +122,16 @@ func (f *EncodeVQFn) ProcessElement(ctx context.Context, input string, emit func
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
 		return err
 	}
-	return flush()
+	if err := spill.flush(ctx, emit); err != nil {
+		return fmt.Errorf("vqvae-encode: %w", err)
+	}
+	return nil
 }
 
 // VQEncoder batches images for a VQ-VAE's forward pass: Add them, Flush

@@ -143,6 +143,7 @@ var configRanges = map[string]Range{
 	"probe.patience":         {Min: 0, Max: 1e6},
 	"probe.max_train":        {Min: 0, Max: maxRecords, Note: "0: all"},
 	"probe.max_per_shard":    {Min: 0, Max: maxRecords, Note: "0: all"},
+	"probe.max_eval":         {Min: 0, Max: maxRecords, Note: "val and test each; 0: all"},
 	"probe.seed":             anySeed,
 	"probe.labels_per_class": {Min: 1, Max: 1e6},
 	"probe.low_data_draws":   {Min: 0, Max: 1000, Note: "0: the default"},

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/igpt/igpt/internal/records"
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/vqvae"
 )
@@ -128,11 +130,15 @@ func checkSampleMemory(mc model.Config, setting, advice string, seqs, images, ph
 }
 
 // checkProbeMemory: each probe.batch of sequences runs the model forward,
-// keeping every layer's features; TrainBytes' activations bound it.
+// keeping every layer's features; TrainBytes' activations bound it. A
+// worker writes one Features shard per layer at once, each with its
+// record buffer and, on gs://, its upload chunk (storage.GCSWriteBuffer).
 func checkProbeMemory(mc model.Config, pc ProbeParams) error {
 	_, acts := TrainBytes(mc, pc.Batch)
+	writers := float64(mc.Layers+1) * float64(records.WriterBuffer+storage.GCSWriteBuffer)
 	return checkMemory("probe", fmt.Sprintf("model %v with probe.batch %d", mc, pc.Batch), "lower probe.batch",
-		memTerm{"parameters", 4 * float64(mc.NumParams())}, memTerm{"activations", acts})
+		memTerm{"parameters", 4 * float64(mc.NumParams())}, memTerm{"activations", acts},
+		memTerm{"feature writers' buffers", writers})
 }
 
 // checkVQVAEMemory: vqvae-train trains at vqvae.batch and keeps

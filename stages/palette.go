@@ -22,15 +22,23 @@ func init() { Register(paletteStage{}) }
 const (
 	PaletteFile   = "palette.msgpack"
 	PalettePNG    = "palette.png"
-	HistogramFile = "histogram.msgpack"
+	HistogramFile = "histogram.bin" // kmeans.Counts encoding
+	colourParts   = "_colour-parts" // the pipeline's per-shard counts, removed once merged
 )
 
 // paletteStage learns the colour palette: an exact colour histogram of the
-// training pixels (Beam combine), then weighted k-means on it locally.
+// training pixels (Beam, per-shard dense counts merged through storage),
+// then weighted k-means on it locally. Its memory does not follow the
+// data: every process holds dense histograms of 64 MiB (see
+// pipelines.Palette and kmeans.FitCounts).
 type paletteStage struct{}
 
-func (paletteStage) Name() string              { return "palette" }
-func (paletteStage) Version() int              { return 1 }
+func (paletteStage) Name() string { return "palette" }
+
+// Version 2: the histogram is histogram.bin (dense counts, kmeans.Counts'
+// encoding) instead of histogram.msgpack; the palette itself is the same
+// for the same config (kmeans.FitCounts equals Fit bit for bit).
+func (paletteStage) Version() int              { return 2 }
 func (paletteStage) Upstream(*Config) []string { return []string{"download"} }
 func (paletteStage) Params(cfg *Config) any    { return cfg.Palette }
 
@@ -77,14 +85,14 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if len(shards) == 0 {
 		return nil, fmt.Errorf("palette: download output %s has no %q split to learn colours from (set palette.split)", dl.Dir, pc.Split)
 	}
-	histPath := storage.Join(rc.Dir, HistogramFile)
+	histPath, partsDir := storage.Join(rc.Dir, HistogramFile), storage.Join(rc.Dir, colourParts)
 	start := time.Now()
 	list := storage.Join(rc.Dir, InputsName)
 	if err := pipelines.WriteLines(ctx, list, shards); err != nil {
 		return nil, err
 	}
 	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Histogram: histPath}); err != nil {
+	if _, err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Parts: partsDir, Histogram: histPath}); err != nil {
 		return nil, err
 	}
 	job, err := runPipeline(ctx, rc, p)
@@ -95,8 +103,12 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := storage.RemoveAll(ctx, partsDir); err != nil {
+		return nil, fmt.Errorf("palette: remove the merged parts: %w", err)
+	}
 	histTime := time.Since(start)
-	rc.Log.Info("palette: histogram done", "pixels", hist.Total(), "distinct", hist.Len(), "elapsed", histTime.Round(time.Millisecond))
+	distinct := hist.Distinct()
+	rc.Log.Info("palette: histogram done", "pixels", hist.Total(), "distinct", distinct, "elapsed", histTime.Round(time.Millisecond))
 
 	start = time.Now()
 	pal, err := LearnPalette(hist, pc)
@@ -127,7 +139,7 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		Files: []FileInfo{
 			{Name: PaletteFile, Records: int64(pal.K), Bytes: int64(len(data))},
 			{Name: PalettePNG, Bytes: int64(len(swatch))},
-			{Name: HistogramFile, Records: int64(hist.Len()), Bytes: histSize},
+			{Name: HistogramFile, Records: int64(distinct), Bytes: histSize},
 		},
 		Meta: map[string]any{
 			"k": pal.K, "pixels": pal.Pixels, "distinct_colours": pal.Distinct, "mse_per_pixel": pal.MSE,
@@ -140,15 +152,16 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 
 // LearnPalette runs weighted k-means++ and Lloyd over a colour histogram:
 // the same optimum as k-means over every pixel. With at most K distinct
-// colours the palette is those colours, exactly.
-func LearnPalette(hist *kmeans.Histogram, pc PaletteParams) (*records.Palette, error) {
-	x, w := hist.Points()
-	n := len(w)
+// colours the palette is those colours, exactly. Its memory is bounded
+// whatever the data (kmeans.FitCounts).
+func LearnPalette(hist *kmeans.Counts, pc PaletteParams) (*records.Palette, error) {
+	n := hist.Distinct()
 	if n == 0 {
 		return nil, fmt.Errorf("palette: no pixels to learn from")
 	}
 	pal := &records.Palette{Pixels: hist.Total(), Distinct: n, Seed: pc.Seed}
 	if n <= pc.K {
+		x, w := hist.Histogram().Points()
 		pal.K, pal.Converged = n, true
 		for i := 0; i < n; i++ {
 			pal.Centres = append(pal.Centres, [3]float32{x[3*i], x[3*i+1], x[3*i+2]})
@@ -156,7 +169,7 @@ func LearnPalette(hist *kmeans.Histogram, pc PaletteParams) (*records.Palette, e
 		}
 		return pal, nil
 	}
-	res, err := kmeans.Fit(x, 3, w, kmeans.Options{K: pc.K, Seed: pc.Seed, MaxIter: pc.MaxIter, Tol: pc.Tol})
+	res, err := kmeans.FitCounts(hist, kmeans.Options{K: pc.K, Seed: pc.Seed, MaxIter: pc.MaxIter, Tol: pc.Tol})
 	if err != nil {
 		return nil, fmt.Errorf("palette: k-means: %w", err)
 	}

@@ -5,13 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/igpt/igpt/internal/probe"
 	"github.com/igpt/igpt/internal/progress"
-	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/model"
 	"github.com/igpt/igpt/pipelines"
@@ -60,6 +60,10 @@ type ProbeParams struct {
 	// to probe a sample of a large dataset; shards are shuffled, so the
 	// first records of each are a random sample.
 	MaxPerShard int `yaml:"max_per_shard" json:"max_per_shard,omitempty"`
+	// MaxEval caps the val and the test records each (0: all), sampled
+	// evenly over the split's shards as max_train is. With max_train it
+	// bounds the features the probe's driver holds (probe_features.go).
+	MaxEval int `yaml:"max_eval" json:"max_eval,omitempty"`
 	// Baselines adds raw pixels and a randomly initialised model of the
 	// same config to the report (default true).
 	Baselines *bool `yaml:"baselines" json:"baselines"`
@@ -141,6 +145,9 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	qm := rc.Inputs[rc.Config.TokensStage()]
+	if err := checkProbeFeatureMemory("probe", qm, pc, probeWidth{"a layer", mc.D}, probeWidth{"probe.concat", mc.D * len(pc.Concat)}); err != nil {
+		return nil, err
+	}
 	if q, err := ReadTokensOutput(qm); err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	} else if q.Vocab != mc.Vocab {
@@ -162,23 +169,16 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		return nil, err
 	}
 	extractS := time.Since(start).Seconds()
-	sets, err := readFeatureSets(ctx, featDir, pc.MaxTrain)
+	src, err := openFeatures(ctx, featDir, probeCaps(pc), pc.Seed)
 	if err != nil {
 		return nil, err
 	}
-	splits, err := probe.AssembleSplits(sets["train"], sets["val"], sets["test"], 0.1, pc.Seed)
-	if err != nil {
-		return nil, err
-	}
-	records := sets["train"].Len(0) + sets["test"].Len(0)
-	if sets["val"] != nil {
-		records += sets["val"].Len(0)
-	}
+	records := src.records()
 	rc.Log.Info("probe: features extracted", "records", records, "layers", mc.Layers+1, "elapsed_s", extractS,
 		"images_per_s", float64(records)/extractS)
 	start = time.Now()
 	bar := fitsBar(rc, &opts, mc.Layers+1)
-	rep, err := probe.Layers(splits, pc.L2, opts)
+	rep, err := probe.LayersFrom(src.layers(), src.split, pc.L2, opts)
 	bar.Finish()
 	if err != nil {
 		return nil, err
@@ -186,7 +186,7 @@ func (probeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	rep.Title = fmt.Sprintf("Linear probes: %v (%s), %s", mc, trained.Objective, rc.Config.Dataset.Name)
 	rep.PoolGrid = pc.PoolGrid
 	opts.Fit.Progress = nil // the bar is finished
-	if err := addVariants(rep, splits, pc, opts, mc.Layers); err != nil {
+	if err := addVariants(rep, src.splits, pc, opts, mc.Layers); err != nil {
 		return nil, err
 	}
 	if *pc.Baselines {
@@ -238,35 +238,30 @@ func writeReports(ctx context.Context, dir string, rep *probe.Report, out *Outpu
 // extractor runs the feature-extraction pipeline over the quantize
 // output's shards, listed once for every run of it.
 type extractor struct {
-	ctx              context.Context
-	rc               *RunContext
-	mc               model.Config
-	objective        string
-	list             string // the shard list file
-	maxTrainPerShard int
+	ctx       context.Context
+	rc        *RunContext
+	mc        model.Config
+	objective string
+	list      string         // the shard list file
+	perShard  map[string]int // records read from each shard of a split (probeShardCaps)
 }
 
 func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objective string) (*extractor, error) {
 	pc, qm := rc.Config.Probe, rc.Inputs[rc.Config.TokensStage()]
 	var inputs []pipelines.ShardInput
-	trainShards := 0
 	for _, f := range qm.Files {
 		if f.Split != "" {
 			inputs = append(inputs, pipelines.ShardInput{Path: qm.Path(f.Name), Split: f.Split})
-		}
-		if f.Split == "train" {
-			trainShards++
 		}
 	}
 	ex := &extractor{ctx: ctx, rc: rc, mc: mc, objective: objective, list: storage.Join(rc.Dir, InputsName)}
 	if err := pipelines.WriteLines(ctx, ex.list, inputs); err != nil {
 		return nil, err
 	}
-	// max_train is sampled in the workers, evenly over the train shards
-	// (the driver keeps the first max_train of what they wrote).
-	if pc.MaxTrain > 0 && trainShards > 0 {
-		ex.maxTrainPerShard = (pc.MaxTrain + trainShards - 1) / trainShards
-	}
+	// max_train and max_eval are sampled in the workers, evenly over each
+	// split's shards (the driver keeps the first max_train or max_eval of
+	// what they wrote).
+	ex.perShard = probeShardCaps(qm, pc)
 	return ex, nil
 }
 
@@ -274,41 +269,14 @@ func newExtractor(ctx context.Context, rc *RunContext, mc model.Config, objectiv
 // a random initialisation) into dir and returns the job's id.
 func (ex *extractor) run(dir, weights string) (string, error) {
 	pc := ex.rc.Config.Probe
-	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs[ex.rc.Config.TokensStage()], pc.MaxPerShard, ex.maxTrainPerShard), ex.rc.Log).Finish()
+	defer progress.Start(progress.ProbeFeatures, 0, probeRecords(ex.rc.Inputs[ex.rc.Config.TokensStage()], pc.MaxPerShard, ex.perShard), ex.rc.Log).Finish()
 	p, s := beam.NewPipelineWithRoot()
 	if _, err := pipelines.Probe(s, pipelines.ProbeConfig{Inputs: ex.list, Weights: weights, Config: ex.mc, Seed: pc.Seed,
-		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard, MaxTrainPerShard: ex.maxTrainPerShard, PoolGrid: pc.PoolGrid, Dir: dir}); err != nil {
+		Objective: ex.objective, Batch: pc.Batch, MaxPerShard: pc.MaxPerShard,
+		MaxPerSplitShard: ex.perShard, PoolGrid: pc.PoolGrid, Dir: dir}); err != nil {
 		return "", err
 	}
 	return runPipeline(ex.ctx, ex.rc, p)
-}
-
-// readFeatureSets reads every Features shard of a folder into one set per
-// split, keeping at most maxTrain train records (by key order) when set.
-func readFeatureSets(ctx context.Context, dir string, maxTrain int) (map[string]*probe.FeatureSet, error) {
-	st, err := pipelines.ReadDownloadStats(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	sets := map[string]*probe.FeatureSet{}
-	for _, sh := range st.Shards {
-		if sets[sh.Split] == nil {
-			sets[sh.Split] = probe.NewFeatureSet(sh.Split)
-		}
-		set := sets[sh.Split]
-		if err := pipelines.ScanShard(ctx, storage.Join(dir, sh.Name), func(f records.Features) error {
-			if sh.Split == "train" && maxTrain > 0 && set.Len(f.Layer) >= maxTrain {
-				return nil
-			}
-			return set.Add(f)
-		}); err != nil {
-			return nil, err
-		}
-	}
-	if sets["train"] == nil || sets["test"] == nil {
-		return nil, fmt.Errorf("probe: features need a train and a test split, found %v", keysOf(sets))
-	}
-	return sets, nil
 }
 
 func keysOf[V any](m map[string]V) []string {
@@ -323,11 +291,10 @@ func keysOf[V any](m map[string]V) []string {
 // own size (h = 0) or area-resized to h×w, split exactly as the tokens
 // were, as the row called name. A Beam pipeline writes their features
 // into sub (the workers read the Image shards; the driver lists the keys).
-func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*probe.FeatureSet, pc ProbeParams,
+func rawPixelBaseline(ctx context.Context, rc *RunContext, splitKeys map[string][]string, pc ProbeParams,
 	opts probe.Options, name, sub string, h, w int) (probe.Row, error) {
 	var keys []pipelines.KeySplit
-	for split, set := range sets {
-		ks, _ := set.Keys()
+	for split, ks := range splitKeys {
 		for _, k := range ks {
 			keys = append(keys, pipelines.KeySplit{Key: k, Split: split})
 		}
@@ -353,34 +320,30 @@ func rawPixelBaseline(ctx context.Context, rc *RunContext, sets map[string]*prob
 	if _, err := runPipeline(ctx, rc, p); err != nil {
 		return probe.Row{}, err
 	}
-	raw, err := readFeatureSets(ctx, dir, 0)
+	raw, err := openFeatures(ctx, dir, nil, pc.Seed)
 	if err != nil {
 		return probe.Row{}, err
 	}
-	rawSplits, err := probe.AssembleSplits(raw["train"], raw["val"], raw["test"], 0.1, pc.Seed)
+	rawSplit, err := raw.split(0)
 	if err != nil {
 		return probe.Row{}, fmt.Errorf("probe: %s baseline: %w", name, err)
 	}
-	return probe.Baseline(name, rawSplits[0], pc.L2, opts)
+	return probe.Baseline(name, rawSplit, pc.L2, opts)
 }
 
 // randomInitBaseline runs the same pipeline with untrained weights and
-// returns its best layer's row.
+// returns its best layer's row and the keys of each split it probed.
 func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
-	pc ProbeParams, opts probe.Options) (probe.Row, map[string]*probe.FeatureSet, error) {
+	pc ProbeParams, opts probe.Options) (probe.Row, map[string][]string, error) {
 	dir := storage.Join(rc.Dir, "features-random-init")
 	if _, err := ex.run(dir, ""); err != nil {
 		return probe.Row{}, nil, err
 	}
-	rsets, err := readFeatureSets(ctx, dir, pc.MaxTrain)
+	src, err := openFeatures(ctx, dir, probeCaps(pc), pc.Seed)
 	if err != nil {
 		return probe.Row{}, nil, err
 	}
-	rsplits, err := probe.AssembleSplits(rsets["train"], rsets["val"], rsets["test"], 0.1, pc.Seed)
-	if err != nil {
-		return probe.Row{}, nil, err
-	}
-	rrep, err := probe.Layers(rsplits, pc.L2, opts)
+	rrep, err := probe.LayersFrom(src.layers(), src.split, pc.L2, opts)
 	if err != nil {
 		return probe.Row{}, nil, err
 	}
@@ -388,18 +351,19 @@ func randomInitBaseline(ctx context.Context, rc *RunContext, ex *extractor,
 	if !ok {
 		return probe.Row{}, nil, fmt.Errorf("probe: random-init baseline: no layer was probed")
 	}
-	return row, rsets, nil
+	keys, err := src.keys()
+	if err != nil {
+		return probe.Row{}, nil, err
+	}
+	return row, keys, nil
 }
 
 // probeRecords is how many records the feature pipeline reads from the
 // token output: its progress bar's total.
-func probeRecords(qm *Manifest, maxPerShard, maxTrainPerShard int) int64 {
+func probeRecords(qm *Manifest, maxPerShard int, perShard map[string]int) int64 {
 	var n int64
 	for _, f := range qm.Files {
-		lim := int64(maxPerShard)
-		if f.Split == "train" && maxTrainPerShard > 0 && (lim == 0 || int64(maxTrainPerShard) < lim) {
-			lim = int64(maxTrainPerShard)
-		}
+		lim := int64(pipelines.ShardLimit(f.Split, maxPerShard, perShard))
 		switch {
 		case f.Split == "":
 		case lim > 0 && lim < f.Records:
@@ -423,12 +387,16 @@ func fitsBar(rc *RunContext, opts *probe.Options, rows int) *progress.Bar {
 // addVariants adds the probes the config asks for beside the per-layer
 // ones: the concatenation of probe.concat's layers, and the low-data
 // probes of the best layer (probe.labels_per_class).
-func addVariants(rep *probe.Report, splits map[int]probe.Split, pc ProbeParams, opts probe.Options, layers int) error {
+func addVariants(rep *probe.Report, load func(layers ...int) (map[int]probe.Split, error), pc ProbeParams, opts probe.Options, layers int) error {
 	if len(pc.Concat) > 0 {
 		for _, l := range pc.Concat {
 			if l > layers {
 				return fmt.Errorf("probe.concat lists layer %d, but the model has %d layers", l, layers)
 			}
+		}
+		splits, err := load(slices.Compact(slices.Sorted(slices.Values(pc.Concat)))...)
+		if err != nil {
+			return err
 		}
 		row, err := probe.ConcatRow(splits, pc.Concat, pc.L2, opts)
 		if err != nil {
@@ -440,6 +408,10 @@ func addVariants(rep *probe.Report, splits map[int]probe.Split, pc ProbeParams, 
 		best, ok := rep.Best()
 		if !ok {
 			return fmt.Errorf("probe: no layer to run the low-data probes on")
+		}
+		splits, err := load(best.Layer)
+		if err != nil {
+			return err
 		}
 		rows, err := probe.LowData(best.Layer, best.Name, splits[best.Layer], pc.L2,
 			probe.LowDataOptions{PerClass: pc.LabelsPerClass, Draws: pc.LowDataDraws, Seed: pc.Seed, Probe: opts})

@@ -82,6 +82,20 @@ func (probeBaselinesStage) Run(ctx context.Context, rc *RunContext) (*Output, er
 		if rc.Config.Tokens == TokensVQVAE {
 			f = rc.Config.VQVAE.Factor
 		}
+		ih, iw, ic, err := downloadImageShape(ctx, rc.Inputs["download"])
+		if err != nil {
+			return nil, err
+		}
+		widths := []probeWidth{{"a random-init layer", mc.D}}
+		if pc.RawPixels != RawInput {
+			widths = append(widths, probeWidth{"raw pixels", ih * iw * ic})
+		}
+		if pc.RawPixels != "" {
+			widths = append(widths, probeWidth{"raw pixels at the input resolution", h * f * w * f * ic})
+		}
+		if err := checkProbeFeatureMemory("probe-baselines", qm, pc, widths...); err != nil {
+			return nil, err
+		}
 		if res.Rows, err = fitBaselines(ctx, rc, mc, bp.Objective, h*f, w*f); err != nil {
 			return nil, err
 		}

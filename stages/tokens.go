@@ -114,6 +114,9 @@ func runTokenStage(ctx context.Context, rc *RunContext, plan tokenShardPlan, bui
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := storage.RemoveAll(ctx, storage.Join(rc.Dir, pipelines.TokenPiecesDir)); err != nil {
+		return nil, nil, fmt.Errorf("remove the spilled pieces: %w", err)
+	}
 	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
 	if err != nil {
 		return nil, nil, err

@@ -160,17 +160,31 @@ func (s Split) Sizes() SplitSizes {
 // λ), test accuracy of that fit reported. Layers run in increasing order;
 // each fit uses the kernels' Threads() (GOMAXPROCS by default).
 func Layers(layers map[int]Split, grid []float64, opts Options) (*Report, error) {
+	return LayersFrom(slices.Sorted(maps.Keys(layers)), func(l int) (Split, error) { return layers[l], nil }, grid, opts)
+}
+
+// LayersFrom is Layers over the given layers (in increasing order), each
+// loaded by load only when its turn comes and dropped once probed, so
+// that a caller reading features from storage holds one layer at a time.
+func LayersFrom(layers []int, load func(layer int) (Split, error), grid []float64, opts Options) (*Report, error) {
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("probe: no layers to probe")
 	}
+	if !slices.IsSorted(layers) {
+		return nil, fmt.Errorf("probe: layers %v are not in increasing order", layers)
+	}
 	rep := &Report{Grid: append([]float64(nil), grid...), Created: time.Now().UTC(),
 		MaxIter: opts.Fit.maxIter(), Patience: max(opts.Fit.Patience, 0)}
-	for _, l := range slices.Sorted(maps.Keys(layers)) {
+	for _, l := range layers {
+		s, err := load(l)
+		if err != nil {
+			return nil, err
+		}
 		if rep.Images == nil {
-			sz := layers[l].Sizes()
+			sz := s.Sizes()
 			rep.Images = &sz
 		}
-		row, err := probeOne(l, LayerName(l), layers[l], grid, opts)
+		row, err := probeOne(l, LayerName(l), s, grid, opts)
 		if err != nil {
 			return nil, err
 		}

@@ -54,9 +54,12 @@ type Writer struct {
 	bytes int64
 }
 
+// WriterBuffer is the buffer each shard Writer holds.
+const WriterBuffer = 1 << 20
+
 // NewWriter writes the header frame for kind and returns a Writer.
 func NewWriter(w io.Writer, kind Kind) (*Writer, error) {
-	sw := &Writer{w: bufio.NewWriterSize(w, 1<<20), kind: kind}
+	sw := &Writer{w: bufio.NewWriterSize(w, WriterBuffer), kind: kind}
 	sw.enc = msgpack.NewEncoder(&sw.buf)
 	sw.enc.UseCompactInts(true)
 	if err := sw.frame(Header{Format: Format, Version: Version, Kind: kind}); err != nil {

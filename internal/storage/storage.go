@@ -303,6 +303,13 @@ func WriteFile(ctx context.Context, p string, data []byte) error {
 
 const tempMarker = ".igpt-tmp-"
 
+// GCSWriteBuffer is the memory each open gs:// Writer holds: the upload
+// chunk the client buffers (and resends on a retry). The client's default
+// is 16 MiB; a probe worker writes a shard per layer at once (25 for
+// iGPT-S), so it is set lower: objects larger than this upload in chunks.
+// Stages count it in their memory (docs/memory.md).
+const GCSWriteBuffer = 4 << 20
+
 func isTemp(name string) bool { return strings.Contains(name, tempMarker) }
 
 // Writer writes one file atomically: Close publishes it, Abort discards it.
@@ -336,6 +343,9 @@ func Create(ctx context.Context, p string) (*Writer, error) {
 	if err != nil {
 		cancel()
 		return nil, wrap("create", p, err)
+	}
+	if gw, ok := w.(*gcs.Writer); ok {
+		gw.ChunkSize = GCSWriteBuffer
 	}
 	return &Writer{path: p, w: w, cancel: cancel}, nil
 }

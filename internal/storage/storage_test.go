@@ -239,3 +239,34 @@ func TestGlobAndRanges(t *testing.T) {
 		t.Error("reads from gs://bkt were not counted")
 	}
 }
+
+// TestWriteLargerThanGCSBuffer: an object of several GCSWriteBuffer chunks
+// (a resumable upload on gs://) arrives whole.
+func TestWriteLargerThanGCSBuffer(t *testing.T) {
+	ctx := context.Background()
+	data := make([]byte, 2*storage.GCSWriteBuffer+12345)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for name, root := range roots(t) {
+		t.Run(name, func(t *testing.T) {
+			p := storage.Join(root, "big.bin")
+			w, err := storage.Create(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for off := 0; off < len(data); off += 1 << 20 {
+				if _, err := w.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := storage.ReadFile(ctx, p)
+			if err != nil || string(got) != string(data) {
+				t.Fatalf("read back %d bytes (%v), wrote %d", len(got), err, len(data))
+			}
+		})
+	}
+}
