@@ -19,7 +19,7 @@ func init() {
 	beam.RegisterType(reflect.TypeOf((*kmeans.Histogram)(nil)).Elem())
 	register.DoFn3x1[context.Context, string, func(records.Image), error](&ReadImagesFn{})
 	register.Combiner3[*kmeans.Histogram, records.Image, *kmeans.Histogram](&HistogramFn{})
-	register.DoFn2x1[context.Context, *kmeans.Histogram, error](&WriteHistogramFn{})
+	register.DoFn3x1[context.Context, *kmeans.Histogram, func(string), error](&WriteHistogramFn{})
 	register.Emitter1[records.Image]()
 }
 
@@ -33,9 +33,11 @@ type PaletteConfig struct {
 
 // Palette builds the exact colour histogram of every pixel of the given
 // Image shards with a Beam combine and writes it to cfg.Histogram. The
-// k-means that turns it into a palette runs in the driver: it needs only
-// the distinct colours and their counts. It returns the histogram, a
-// single-element PCollection of *kmeans.Histogram.
+// k-means that turns it into a palette needs only the distinct colours and
+// their counts: it runs after the histogram is written (in the job's
+// finish step, stages/finish.go). It returns the histogram's path, a
+// single-element PCollection of string that exists only once the file is
+// written.
 func Palette(s beam.Scope, cfg PaletteConfig) (beam.PCollection, error) {
 	if cfg.Shards == "" {
 		return beam.PCollection{}, fmt.Errorf("pipelines: palette: no shard list to read")
@@ -44,8 +46,7 @@ func Palette(s beam.Scope, cfg PaletteConfig) (beam.PCollection, error) {
 	paths := beam.Reshuffle(s.Scope("SpreadShards"), CreateFromFile(s.Scope("ListShards"), cfg.Shards))
 	imgs := beam.ParDo(s.Scope("ReadImages"), &ReadImagesFn{}, paths)
 	hist := beam.Combine(s.Scope("Histogram"), &HistogramFn{}, imgs)
-	beam.ParDo0(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist)
-	return hist, nil
+	return beam.ParDo(s.Scope("WriteHistogram"), &WriteHistogramFn{Path: cfg.Histogram}, hist), nil
 }
 
 // ReadImagesFn emits every Image record of one shard.
@@ -87,16 +88,21 @@ func (f *HistogramFn) ExtractOutput(h *kmeans.Histogram) *kmeans.Histogram {
 	return h
 }
 
-// WriteHistogramFn writes the final histogram with msgpack.
+// WriteHistogramFn writes the final histogram with msgpack and emits its
+// path once written.
 type WriteHistogramFn struct{ Path string }
 
 // ProcessElement writes the histogram once.
-func (f *WriteHistogramFn) ProcessElement(ctx context.Context, h *kmeans.Histogram) error {
+func (f *WriteHistogramFn) ProcessElement(ctx context.Context, h *kmeans.Histogram, emit func(string)) error {
 	b, err := msgpack.Marshal(h)
 	if err != nil {
 		return fmt.Errorf("palette: encode histogram: %w", err)
 	}
-	return storage.WriteFile(ctx, f.Path, b)
+	if err := storage.WriteFile(ctx, f.Path, b); err != nil {
+		return err
+	}
+	emit(f.Path)
+	return nil
 }
 
 // ReadHistogram reads a histogram written by the palette pipeline.
