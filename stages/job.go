@@ -73,7 +73,7 @@ func runJob(ctx context.Context, rc *RunContext, s jobStage, state any, build fu
 			return nil, err
 		}
 	} else if m, err = ReadManifest(ctx, where); err != nil {
-		return nil, fmt.Errorf("stage %s: the job %s ended without writing its manifest: %w", s.Name(), job, err)
+		return nil, fmt.Errorf("the job %s ended without writing the stage's manifest: %w", job, err)
 	}
 	return &Output{Files: m.Files, Meta: m.Meta, JobID: cmp.Or(m.JobID, job), Manifest: m}, nil
 }
