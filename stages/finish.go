@@ -274,11 +274,11 @@ func finishStage(ctx context.Context, spec *FinishSpec) (*Manifest, error) {
 	for _, in := range spec.Inputs {
 		m, err := ReadManifest(ctx, in.Dir)
 		if err != nil {
-			return nil, fmt.Errorf("stages: %s: finish step: upstream %s: %w", spec.Stage, in.Stage, err)
+			return nil, fmt.Errorf("finish step: upstream %s: %w", in.Stage, err)
 		}
 		if m.Stage != in.Stage || m.Key != in.Key {
-			return nil, fmt.Errorf("stages: %s: finish step: %s holds %s/%s, not the %s/%s the job was planned with: an upstream stage was rerun while the job ran; rerun %s",
-				spec.Stage, in.Dir, m.Stage, m.Key, in.Stage, in.Key, spec.Stage)
+			return nil, fmt.Errorf("finish step: %s holds %s/%s, not the %s/%s the job was planned with: an upstream stage was rerun while the job ran; rerun %s",
+				in.Dir, m.Stage, m.Key, in.Stage, in.Key, spec.Stage)
 		}
 		inputs[in.Stage] = m
 		ups, upKeys = append(ups, in.Stage), append(upKeys, in.Key)
@@ -286,13 +286,13 @@ func finishStage(ctx context.Context, spec *FinishSpec) (*Manifest, error) {
 	if key, err := Key(s, s.Params(cfg), ups, upKeys); err != nil {
 		return nil, err
 	} else if key != spec.Key {
-		return nil, fmt.Errorf("stages: %s: finish step: the config it carries gives key %s, not the job's %s: the worker binary is not the launcher's; rebuild it (infra/build.sh)", spec.Stage, key, spec.Key)
+		return nil, fmt.Errorf("finish step: the config it carries gives %s the key %s, not the job's %s: the worker binary is not the launcher's; rebuild it (infra/build.sh)", spec.Stage, key, spec.Key)
 	}
 	rc := &RunContext{Config: cfg, Key: spec.Key, Dir: spec.Dir, Final: spec.Final, Inputs: inputs, Runner: spec.Runner,
 		Log: log, GraphBytes: spec.GraphBytes, Started: spec.Started, Detached: spec.Swap}
 	out, err := js.Finish(ctx, rc, spec.State)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", spec.Stage, err)
+		return nil, fmt.Errorf("finish step: %w", err)
 	}
 	out.JobID = workerJobID(ctx, spec.Runner)
 	if finishFault != nil {
@@ -305,11 +305,11 @@ func finishStage(ctx context.Context, spec *FinishSpec) (*Manifest, error) {
 		return nil, err
 	}
 	if err := commitManifest(ctx, m); err != nil {
-		return nil, fmt.Errorf("stage %s: %w", spec.Stage, err)
+		return nil, fmt.Errorf("finish step: %w", err)
 	}
 	if spec.Swap {
 		if err := swapLocked(ctx, spec.Dir, spec.Final, log); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", spec.Stage, err)
+			return nil, fmt.Errorf("finish step: %w", err)
 		}
 	}
 	return m, nil
