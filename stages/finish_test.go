@@ -238,6 +238,9 @@ func TestFailedJobLeavesNoManifest(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "zz-bad.png") {
 			t.Fatalf("the failing job returned %v", err)
 		}
+		if ms := manifestsUnder(t, root); len(ms) > 0 {
+			t.Fatalf("a failed job left manifests: %v", ms)
+		}
 		if err := p.RunOne(ctx, "download", Options{}); err == nil {
 			t.Fatal("igpt stage download succeeded")
 		}
@@ -253,6 +256,9 @@ func TestFailedJobLeavesNoManifest(t *testing.T) {
 		_, err := runJobDirectly(t, p, "download", nil)
 		if err == nil || !strings.Contains(err.Error(), "injected") {
 			t.Fatalf("the failing job returned %v", err)
+		}
+		if ms := manifestsUnder(t, root); len(ms) > 0 {
+			t.Fatalf("a job whose finish step failed left manifests: %v", ms)
 		}
 		st, _ := p.Step("download")
 		if err := p.RunOne(ctx, "download", Options{}); err == nil || !strings.Contains(err.Error(), "injected") {
