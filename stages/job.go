@@ -130,7 +130,13 @@ var jobWait = jobWaiter{state: dataflowJobState, every: 20 * time.Second, after:
 // without it (an error naming the job and its state), or ctx ends.
 func waitForJob(ctx context.Context, dir string, job JobRef, w jobWaiter, log *slog.Logger) (*Manifest, error) {
 	errs := 0
+	stopped := func() error {
+		return fmt.Errorf("stopped waiting for %s (it may still run, and finish its stage): %w", job, ctx.Err())
+	}
 	for {
+		if ctx.Err() != nil {
+			return nil, stopped()
+		}
 		m, err := ReadManifest(ctx, dir)
 		if err == nil {
 			return m, nil
@@ -159,7 +165,7 @@ func waitForJob(ctx context.Context, dir string, job JobRef, w jobWaiter, log *s
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("stopped waiting for %s (it may still run, and finish its stage): %w", job, ctx.Err())
+			return nil, stopped()
 		case <-w.after(w.every):
 		}
 	}
