@@ -42,23 +42,26 @@ package stages
 // the stage key from it and refuses to finish a stage whose key differs.
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/transforms/stats"
 	"github.com/igpt/igpt/internal/storage"
 	"gopkg.in/yaml.v3"
 )
 
 func init() {
-	register.DoFn2x1[context.Context, int, error](&FinishStageFn{})
+	register.DoFn3x1[context.Context, []byte, func(*beam.T) bool, error](&FinishStageFn{})
+	register.Iter1[beam.T]()
 }
 
 // jobStage is a Beam stage that is one job ending in the finish step.
@@ -80,9 +83,10 @@ var ErrSubmitted = errors.New("job submitted, not waited for (--async)")
 // JSON: paths and settings only, never lists that grow with the data.
 type FinishSpec struct {
 	Stage string `json:"stage"`
-	// Config is the run's config as YAML (every key, defaults filled in);
-	// ConfigPath the file it was read from, for messages.
-	Config     string `json:"config"`
+	// Config is the run's config as gzipped YAML (every key, defaults
+	// filled in: see encodeConfig), a third of the YAML's size in the job
+	// graph; ConfigPath the file it was read from, for messages.
+	Config     []byte `json:"config"`
 	ConfigPath string `json:"config_path,omitempty"`
 	Finetune   bool   `json:"finetune,omitempty"` // the config has a finetune section
 	Key        string `json:"key"`
@@ -130,7 +134,7 @@ func newFinishSpec(s Stage, rc *RunContext, state any) (*FinishSpec, error) {
 	if started.IsZero() {
 		started = time.Now()
 	}
-	spec := &FinishSpec{Stage: s.Name(), Config: string(cfg), ConfigPath: rc.Config.Path, Finetune: rc.Config.hasFinetune,
+	spec := &FinishSpec{Stage: s.Name(), Config: cfg, ConfigPath: rc.Config.Path, Finetune: rc.Config.hasFinetune,
 		Key: rc.Key, Dir: rc.Dir, Final: rc.final(), Runner: rc.Runner, Started: started.UTC(), State: st}
 	spec.Swap = rc.Detached && spec.Dir != spec.Final
 	for _, up := range s.Upstream(rc.Config) {
@@ -143,17 +147,29 @@ func newFinishSpec(s Stage, rc *RunContext, state any) (*FinishSpec, error) {
 	return spec, nil
 }
 
-// encodeConfig writes cfg as YAML that config decodes back into the same
-// Config: every key, except empty lists and maps, which would decode as
-// empty where the config holds nil (the two mean the same in every
-// section).
+// encodeConfig writes cfg as gzipped YAML that config decodes back into
+// the same Config: every key, except empty lists and maps, which would
+// decode as empty where the config holds nil (the two mean the same in
+// every section).
 func encodeConfig(cfg *Config) ([]byte, error) {
 	var doc yaml.Node
 	if err := doc.Encode(cfg); err != nil {
 		return nil, err
 	}
 	dropEmpty(&doc)
-	return yaml.Marshal(&doc)
+	text, err := yaml.Marshal(&doc)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	z := gzip.NewWriter(&b)
+	if _, err := z.Write(text); err != nil {
+		return nil, err
+	}
+	if err := z.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // dropEmpty removes the keys of n's mappings, at any depth, whose value is
@@ -181,7 +197,14 @@ func dropEmpty(n *yaml.Node) {
 // loaded it; the YAML holds it with its defaults filled in.
 func (f *FinishSpec) config() (*Config, error) {
 	var cfg Config
-	if err := yaml.Unmarshal([]byte(f.Config), &cfg); err != nil {
+	z, err := gzip.NewReader(bytes.NewReader(f.Config))
+	if err == nil {
+		var text []byte
+		if text, err = io.ReadAll(io.LimitReader(z, MaxConfigBytes)); err == nil {
+			err = yaml.Unmarshal(text, &cfg)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("stages: %s: the finish step's config does not decode: %w", f.Stage, err)
 	}
 	cfg.Path, cfg.hasFinetune = f.ConfigPath, f.Finetune
@@ -195,8 +218,15 @@ type FinishStageFn struct {
 	Spec string // FinishSpec as JSON
 }
 
-// ProcessElement finishes the stage.
-func (f *FinishStageFn) ProcessElement(ctx context.Context, written int) error {
+// ProcessElement finishes the stage, once: its main input is an impulse,
+// and its side input, what the writing steps emitted, is ready only once
+// they are all done.
+func (f *FinishStageFn) ProcessElement(ctx context.Context, _ []byte, writes func(*beam.T) bool) error {
+	written := 0
+	var w beam.T
+	for writes(&w) {
+		written++
+	}
 	var spec FinishSpec
 	if err := json.Unmarshal([]byte(f.Spec), &spec); err != nil {
 		return fmt.Errorf("stages: the finish step's spec does not decode: %w", err)
@@ -218,10 +248,10 @@ func addFinish(s beam.Scope, spec *FinishSpec, written beam.PCollection) error {
 		return fmt.Errorf("stages: %s: encode the finish step: %w", spec.Stage, err)
 	}
 	s = s.Scope("Finish")
-	// A global count: one element, made only once every element of
-	// written exists (zero included, so an empty output still finishes).
-	n := stats.CountElms(s.Scope("AfterWrites"), written)
-	beam.ParDo0(s.Scope("WriteManifest"), &FinishStageFn{Spec: string(b)}, n)
+	// One element (an impulse) with written as a side input: a runner
+	// runs the step only once every element of written exists (none
+	// included, so an empty output still finishes).
+	beam.ParDo0(s.Scope("WriteManifest"), &FinishStageFn{Spec: string(b)}, beam.Impulse(s), beam.SideInput{Input: written})
 	return nil
 }
 

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/graphx"
+	v1pb "github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/graphx/v1"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/util/protox"
 	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/igpt/igpt/internal/testutil"
@@ -118,20 +122,39 @@ func TestFlexTemplate(t *testing.T) {
 
 // TestFlexTemplateLaunchWritesJob runs infra/launch.sh the way a flex
 // template launch does: one stage per launch (--command="stage download"),
-// a config on gs://, and --template_location, where the Dataflow runner
-// writes the job instead of submitting it (Beam's Go runner returns a
-// typed nil result then, on which igpt used to panic). The launch must
-// exit 0, write a job spec naming the stage's transforms and the staged
-// worker binary, and write no manifest (nothing ran).
+// a config on gs://, every infra/metadata.json parameter, and
+// --template_location, where the Dataflow runner writes the job instead of
+// submitting it (Beam's Go runner returns a typed nil result then, on which
+// igpt used to panic). The launch must exit 0, write a job spec naming the
+// stage's transforms, the staged worker binary and the worker options the
+// parameters set, and write no manifest (nothing ran); the job graph must
+// end with the finish step that writes the stage's manifest, straight into
+// the stage folder (no launcher stays to swap an attempt folder in).
 func TestFlexTemplateLaunchWritesJob(t *testing.T) {
 	bin := buildInfra(t)
 	srv := testutil.FakeGCS(t, "data", "out")
 	imageNetSource(t, srv, "data", "imagenet", 4, 2, 4)
-	putObject(srv, "out", "exp.yaml", []byte("dataset: {name: imagenet, source: gs://data/imagenet}\ndownload: {resize: 16}\n"))
-	cmd := exec.Command("bash", filepath.Join(repoRoot(), "infra", "launch.sh"),
-		"--command=stage download", "--config=gs://out/exp.yaml", "--root=gs://out/root",
-		"--project=igpt-test", "--region=us-central1", "--staging_location=gs://out/staging",
+	// The config's source is overridden by the source parameter.
+	cfgYAML := "dataset: {name: imagenet, source: gs://data/elsewhere}\ndownload: {resize: 16}\n"
+	putObject(srv, "out", "exp.yaml", []byte(cfgYAML))
+	params := map[string]string{"command": "stage download", "config": "gs://out/exp.yaml", "root": "gs://out/root",
+		"source": "gs://data/imagenet", "force": "false", "worker_machine_type": "n2-highmem-2", "disk_size_gb": "30", "max_num_workers": "7"}
+	var meta struct{ Parameters []struct{ Name string } }
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "infra", "metadata.json"))
+	if err != nil || json.Unmarshal(raw, &meta) != nil {
+		t.Fatalf("metadata.json: %v", err)
+	}
+	args := []string{filepath.Join(repoRoot(), "infra", "launch.sh")}
+	for _, p := range meta.Parameters {
+		v, ok := params[p.Name]
+		if !ok {
+			t.Fatalf("metadata.json parameter %s is not exercised here: give it a value", p.Name)
+		}
+		args = append(args, "--"+p.Name+"="+v)
+	}
+	args = append(args, "--project=igpt-test", "--region=us-central1", "--staging_location=gs://out/staging",
 		"--template_location=gs://out/templates/download.json")
+	cmd := exec.Command("bash", args...)
 	cmd.Env = append(os.Environ(), "IGPT_BINARY="+filepath.Join(bin, "igpt"), "IGPT_WORKER_BINARY="+filepath.Join(bin, "igpt-worker"))
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.Contains(string(out), "panic") {
@@ -167,6 +190,35 @@ func TestFlexTemplateLaunchWritesJob(t *testing.T) {
 	if !strings.Contains(names, "download/") {
 		t.Errorf("the staged pipeline has no download transforms:\n%s", names)
 	}
+	for _, want := range []string{`"machineType":\s*"n2-highmem-2"`, `"diskSizeGb":\s*30`, `"maxNumWorkers":\s*7`} {
+		if !regexp.MustCompile(want).MatchString(spec) {
+			t.Errorf("the job spec does not set %s", want)
+		}
+	}
+	// The finish step: one, at the end, finishing the stage folder of the
+	// planned key in place.
+	cfg, err := ParseConfig([]byte(strings.Replace(cfgYAML, "gs://data/elsewhere", params["source"], 1) + "root: " + params["root"] + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := NewPlan(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, _ := plan.Step("download")
+	finish := finishSteps(t, &pipe)
+	if len(finish) != 1 {
+		t.Fatalf("the job graph has %d finish steps, want 1:\n%s", len(finish), names)
+	}
+	for name, f := range finish {
+		if !strings.Contains(name, "Finish/WriteManifest") {
+			t.Errorf("the finish step is %s", name)
+		}
+		if f.Stage != "download" || f.Key != dl.Key || f.Dir != dl.Dir || f.Final != dl.Dir || f.Swap || f.Runner != "dataflow" {
+			t.Errorf("the finish step finishes %s %s in %s (stage folder %s, swap %v, runner %s); want download %s in %s",
+				f.Stage, f.Key, f.Dir, f.Final, f.Swap, f.Runner, dl.Key, dl.Dir)
+		}
+	}
 	if fi, err := os.Stat(filepath.Join(bin, "igpt-worker")); err != nil || int64(len(staged["worker"].Content)) != fi.Size() {
 		t.Errorf("the staged worker is %d bytes, infra/bin/igpt-worker %v (%v)", len(staged["worker"].Content), fi.Size(), err)
 	}
@@ -182,4 +234,38 @@ func TestFlexTemplateLaunchWritesJob(t *testing.T) {
 			t.Errorf("a launch that only wrote the job left a manifest: %s", o.Name)
 		}
 	}
+}
+
+// finishSteps decodes a job graph's finish steps (FinishStageFn ParDos),
+// by transform name.
+func finishSteps(t *testing.T, pipe *pipepb.Pipeline) map[string]*FinishSpec {
+	t.Helper()
+	out := map[string]*FinishSpec{}
+	for _, tr := range pipe.GetComponents().GetTransforms() {
+		if tr.GetSpec().GetUrn() != graphx.URNParDo {
+			continue
+		}
+		var pardo pipepb.ParDoPayload
+		if err := proto.Unmarshal(tr.GetSpec().GetPayload(), &pardo); err != nil {
+			t.Fatalf("%s: %v", tr.GetUniqueName(), err)
+		}
+		var tp v1pb.TransformPayload
+		if err := protox.DecodeBase64(string(pardo.GetDoFn().GetPayload()), &tp); err != nil || tp.GetEdge() == nil {
+			continue // not a Go DoFn (a runner's own transform)
+		}
+		_, fn, _, _, _, err := graphx.DecodeMultiEdge(tp.GetEdge())
+		if err != nil || fn == nil {
+			continue
+		}
+		f, ok := fn.Recv.(*FinishStageFn)
+		if !ok {
+			continue
+		}
+		var spec FinishSpec
+		if err := json.Unmarshal([]byte(f.Spec), &spec); err != nil {
+			t.Fatalf("%s: the finish step's spec: %v", tr.GetUniqueName(), err)
+		}
+		out[tr.GetUniqueName()] = &spec
+	}
+	return out
 }
