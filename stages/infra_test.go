@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/igpt/igpt/internal/testutil"
 	"google.golang.org/protobuf/proto"
+	"gopkg.in/yaml.v3"
 )
 
 var (
@@ -268,4 +271,152 @@ func finishSteps(t *testing.T, pipe *pipepb.Pipeline) map[string]*FinishSpec {
 		out[tr.GetUniqueName()] = &spec
 	}
 	return out
+}
+
+// TestWorkflowChainsStages parses infra/workflow.yaml, the Cloud Workflows
+// chain of flex template launches: its default stages are, in dependency
+// order, every Beam stage a template launch can run from a fresh root (a
+// job stage whose upstream stages are all job stages), it names every job
+// stage, it passes exactly infra/metadata.json's parameters, and it waits
+// for each stage by polling for its _MANIFEST.json and its job's state.
+func TestWorkflowChainsStages(t *testing.T) {
+	root := repoRoot()
+	raw, err := os.ReadFile(filepath.Join(root, "infra", "workflow.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf map[string]any
+	if err := yaml.Unmarshal(raw, &wf); err != nil {
+		t.Fatalf("workflow.yaml: %v", err)
+	}
+	main, _ := wf["main"].(map[string]any)
+	if main == nil {
+		t.Fatal("workflow.yaml has no main workflow")
+	}
+	// The steps, by name, at any depth; and every call.
+	steps := map[string]map[string]any{}
+	var calls []map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if _, ok := x["call"]; ok {
+				calls = append(calls, x)
+			}
+			for k, c := range x {
+				if m, ok := c.(map[string]any); ok {
+					steps[k] = m
+				}
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(wf)
+
+	// The default stages, in order.
+	var defaults []string
+	var params []string
+	for _, a := range asList(steps["init"]["assign"]) {
+		for k, v := range a.(map[string]any) {
+			switch k {
+			case "stages":
+				m := regexp.MustCompile(`\[([^\]]*)\]`).FindStringSubmatch(fmt.Sprint(v))
+				if m == nil {
+					t.Fatalf("init assigns stages %q: no default list", v)
+				}
+				for _, s := range strings.Split(m[1], ",") {
+					defaults = append(defaults, strings.Trim(strings.TrimSpace(s), `"`))
+				}
+			case "parameters":
+				for p := range v.(map[string]any) {
+					params = append(params, p)
+				}
+			}
+		}
+	}
+	cfg, err := ParseConfig([]byte("root: " + t.TempDir() + "\ndataset: {name: cifar10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := NewPlan(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	launchable := map[string]bool{}
+	var want []string
+	for _, st := range plan.Steps { // dependency order
+		ok := isJobStage(st.Stage)
+		for _, u := range st.Upstream {
+			ok = ok && launchable[u.Stage.Name()]
+		}
+		if ok {
+			launchable[st.Stage.Name()] = true
+			want = append(want, st.Stage.Name())
+		}
+	}
+	if strings.Join(defaults, ",") != strings.Join(want, ",") {
+		t.Errorf("workflow.yaml's default stages are %v; the Beam stages a template launch runs from a fresh root, in order, are %v", defaults, want)
+	}
+	for _, n := range jobStageNames() {
+		if !strings.Contains(string(raw), `"`+n+`"`) {
+			t.Errorf("workflow.yaml does not name the Beam stage %s", n)
+		}
+	}
+
+	// The parameters: those of metadata.json, no other.
+	for _, v := range asList(steps["optional_parameters"]["for"].(map[string]any)["in"]) {
+		params = append(params, v.(string))
+	}
+	var meta struct{ Parameters []struct{ Name string } }
+	raw, err = os.ReadFile(filepath.Join(root, "infra", "metadata.json"))
+	if err != nil || json.Unmarshal(raw, &meta) != nil {
+		t.Fatalf("metadata.json: %v", err)
+	}
+	var names []string
+	for _, p := range meta.Parameters {
+		names = append(names, p.Name)
+	}
+	sort.Strings(params)
+	sort.Strings(names)
+	if strings.Join(params, ",") != strings.Join(names, ",") {
+		t.Errorf("workflow.yaml passes the parameters %v; metadata.json has %v", params, names)
+	}
+
+	// The calls: the launch, and the polls of the manifest and the job.
+	need := map[string]bool{
+		"googleapis.dataflow.v1b3.projects.locations.flexTemplates.launch": false,
+		"googleapis.storage.v1.objects.get":                                false,
+		"googleapis.dataflow.v1b3.projects.locations.jobs.get":             false,
+		"sys.sleep": false,
+	}
+	for _, c := range calls {
+		name := fmt.Sprint(c["call"])
+		if _, ok := need[name]; ok {
+			need[name] = true
+		}
+		if name == "googleapis.dataflow.v1b3.projects.locations.flexTemplates.launch" {
+			lp := fmt.Sprint(c["args"].(map[string]any)["body"].(map[string]any)["launchParameter"])
+			if !strings.Contains(lp, "containerSpecGcsPath") || !strings.Contains(lp, "parameters") {
+				t.Errorf("the launch does not name the template and its parameters: %s", lp)
+			}
+		}
+	}
+	for name, ok := range need {
+		if !ok {
+			t.Errorf("workflow.yaml never calls %s", name)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(steps["wait"]), ManifestName) {
+		t.Errorf("the wait for a stage does not look for its %s: %v", ManifestName, steps["wait"])
+	}
+}
+
+// asList is v as a YAML list (nil if it is not one).
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
 }
