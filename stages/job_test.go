@@ -225,6 +225,9 @@ func TestAsyncSubmitsOneStage(t *testing.T) {
 	if _, err := os.Stat(attemptDir(dl.Dir)); !os.IsNotExist(err) {
 		t.Errorf("a detached job with nothing to protect has an attempt folder (%v)", err)
 	}
+	if s := statusOf(t, p.Config); !strings.Contains(s, "submitted (dataflow job "+job+" at ") {
+		t.Errorf("igpt status does not show the submitted job:\n%s", s)
+	}
 
 	// While the job runs, a rerun neither clears its folder nor submits.
 	out.Reset()
