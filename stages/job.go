@@ -69,7 +69,14 @@ func runJob(ctx context.Context, rc *RunContext, s jobStage, state any, build fu
 			return nil, ErrSubmitted
 		}
 		rc.logger().Info("waiting for the job to finish its stage", "job", job, "manifest", storage.Join(where, ManifestName))
-		if m, err = waitForJob(ctx, where, ref, jobWait, rc.logger()); err != nil {
+		m, err = waitForJob(ctx, where, ref, jobWait, rc.logger())
+		if err == nil || errors.Is(err, errJobEnded) {
+			// The job is over: no later run needs to ask about it.
+			if rerr := storage.Remove(context.WithoutCancel(ctx), jobMarkerPath(rc.final())); rerr != nil {
+				rc.logger().Warn("job marker not removed", "err", rerr)
+			}
+		}
+		if err != nil {
 			return nil, err
 		}
 	} else if m, err = ReadManifest(ctx, where); err != nil {
@@ -110,6 +117,10 @@ func jobEnded(state string) bool {
 	}
 	return false
 }
+
+// errJobEnded is wrapped by waitForJob's error for a job that ended
+// without finishing its stage.
+var errJobEnded = errors.New("the job ended without finishing its stage")
 
 // jobWaiter is how waitForJob polls: the state of a job, the interval,
 // and the clock (tests replace all three).
@@ -153,13 +164,13 @@ func waitForJob(ctx context.Context, dir string, job JobRef, w jobWaiter, log *s
 			log.Warn("job state not read; polling again", "job", job.ID, "err", err)
 		case err != nil:
 		case jobEnded(state):
-			return nil, fmt.Errorf("%s ended %s without finishing its stage (no %s): see the job's logs", job, state, storage.Join(dir, ManifestName))
+			return nil, fmt.Errorf("%s ended %s without finishing its stage (no %s): see the job's logs: %w", job, state, storage.Join(dir, ManifestName), errJobEnded)
 		case state == jobDone:
 			// The manifest is written before the job ends: one more look.
 			if m, err := ReadManifest(ctx, dir); err == nil {
 				return m, nil
 			}
-			return nil, fmt.Errorf("%s is %s but wrote no %s: its finish step did not run", job, state, storage.Join(dir, ManifestName))
+			return nil, fmt.Errorf("%s is %s but wrote no %s: its finish step did not run: %w", job, state, storage.Join(dir, ManifestName), errJobEnded)
 		default:
 			errs = 0
 		}

@@ -176,8 +176,8 @@ func TestDataflowWaitsForManifest(t *testing.T) {
 		if m.JobID != (*ids)[i] || m.Runner != "dataflow" {
 			t.Errorf("%s: manifest of job %q on %s, want job %s on dataflow", name, m.JobID, m.Runner, (*ids)[i])
 		}
-		if mk, err := readJobMarker(context.Background(), st.Dir); err != nil || mk == nil || mk.ID != (*ids)[i] {
-			t.Errorf("%s: job marker %+v, %v", name, mk, err)
+		if mk, err := readJobMarker(context.Background(), st.Dir); err != nil || mk != nil {
+			t.Errorf("%s: the job marker of a job seen to its end is left: %+v, %v", name, mk, err)
 		}
 	}
 	t.Logf("job state read %d times while waiting", polled.Load())

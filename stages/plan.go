@@ -299,17 +299,22 @@ func (p *Plan) detached(opt Options) bool {
 }
 
 // upstreamRunning is, for a step whose upstream stage is not done because a
-// job submitted earlier (--async) is still writing it, the error saying to
-// wait for that job; nil otherwise.
+// job submitted earlier (--async) is still writing it (or its state cannot
+// be read), the error saying to wait for that job; nil otherwise.
 func upstreamRunning(ctx context.Context, st *Step) error {
 	for _, u := range st.Upstream {
 		if u.Done() {
 			continue
 		}
-		if m, err := readJobMarker(ctx, u.Dir); err == nil && m != nil {
-			return fmt.Errorf("stages: %s needs %s output %s, which %s (submitted %s) writes: upstream not finished yet; rerun when job %s is done: %w",
-				st.Stage.Name(), u.Stage.Name(), u.Dir, m.JobRef, m.Submitted.Format(time.RFC3339), m.ID, ErrUpstreamMissing)
+		m, err := readJobMarker(ctx, u.Dir)
+		if err != nil || m == nil {
+			continue
 		}
+		if state, err := jobWait.state(ctx, m.JobRef); err == nil && (state == jobDone || jobEnded(state)) {
+			continue // over: the upstream is simply not done
+		}
+		return fmt.Errorf("stages: %s needs %s output %s, which %s (submitted %s) writes: upstream not finished yet; rerun when job %s is done: %w",
+			st.Stage.Name(), u.Stage.Name(), u.Dir, m.JobRef, m.Submitted.Format(time.RFC3339), m.ID, ErrUpstreamMissing)
 	}
 	return nil
 }
