@@ -3,10 +3,11 @@ package stages
 // A job finishes its stage. Each Beam stage that is one job (download,
 // palette, quantize, vqvae-encode: the jobStage interface) ends its
 // pipeline with a finish step, FinishStageFn, that runs exactly once after
-// every shard is written: it consumes a global count of what the writing
-// steps emitted last (their stats, after a GroupByKey), so it cannot start
-// before the last write has finished, and a job that fails anywhere never
-// reaches it. The finish step computes the stage's Output from what the job
+// every shard is written: its one input element is an impulse, and its side
+// input is what the writing steps emit last (their stats, after a
+// GroupByKey; palette's written histogram), which a runner materialises in
+// full before the step starts. So it cannot start before the last write
+// has finished, and a job that fails anywhere never reaches it. The finish step computes the stage's Output from what the job
 // wrote (the stage's Finish, the code each Run used to run after its job,
 // on the launcher), makes the manifest with newManifest (the one code path
 // publish uses too), checks that every file it lists exists (checkFiles)
