@@ -339,7 +339,16 @@ func finishStage(ctx context.Context, spec *FinishSpec) (*Manifest, error) {
 		return nil, fmt.Errorf("finish step: %w", err)
 	}
 	if spec.Swap {
-		if err := swapLocked(ctx, spec.Dir, spec.Final, log); err != nil {
+		if swapping, err := swapLocked(ctx, spec.Dir, spec.Final, log); err != nil {
+			if !swapping {
+				// Nothing moved yet: the job fails as one that never
+				// finished (no manifest), and the finished output stays.
+				if rerr := storage.Remove(context.WithoutCancel(ctx), storage.Join(spec.Dir, ManifestName)); rerr != nil {
+					log.Warn("the attempt's manifest not removed", "err", rerr)
+				}
+			}
+			// A swap broken half way keeps the attempt's manifest: the
+			// next run's recoverSwap completes it.
 			return nil, fmt.Errorf("finish step: %w", err)
 		}
 	}
@@ -347,18 +356,18 @@ func finishStage(ctx context.Context, spec *FinishSpec) (*Manifest, error) {
 }
 
 // swapLockTimeout bounds how long a finish step waits for the stage lock
-// to swap its attempt folder in.
-const swapLockTimeout = 30 * time.Minute
+// to swap its attempt folder in (tests shorten it).
+var swapLockTimeout = 30 * time.Minute
 
 // swapLocked swaps a finished attempt folder in under the stage lock, for
-// a job that no launcher waits for. The attempt's manifest is written
-// already: if the swap cannot happen now, the next run's recoverSwap does it.
-func swapLocked(ctx context.Context, attempt, final string, log *slog.Logger) error {
+// a job that no launcher waits for. swapping reports whether the swap had
+// begun when it failed (it had not when the lock was not had).
+func swapLocked(ctx context.Context, attempt, final string, log *slog.Logger) (swapping bool, err error) {
 	lctx, cancel := context.WithTimeout(ctx, swapLockTimeout)
 	defer cancel()
 	lock, err := storage.AcquireLock(lctx, lockPath(final), lockOptions(log))
 	if err != nil {
-		return fmt.Errorf("the attempt %s is finished, but the stage lock is held (the next run swaps it in): %w", attempt, err)
+		return false, fmt.Errorf("the attempt %s is finished, but the stage lock stayed held (another run of the stage?): %w", attempt, err)
 	}
 	defer func() {
 		if err := lock.Release(context.WithoutCancel(ctx)); err != nil {
@@ -366,9 +375,9 @@ func swapLocked(ctx context.Context, attempt, final string, log *slog.Logger) er
 		}
 	}()
 	if ok, err := storage.Exists(ctx, storage.Join(attempt, ManifestName)); err != nil {
-		return err
+		return false, err
 	} else if !ok {
-		return nil // a launcher's recoverSwap swapped it in meanwhile
+		return false, nil // a launcher's recoverSwap swapped it in meanwhile
 	}
-	return swapIn(ctx, attempt, final)
+	return true, swapIn(ctx, attempt, final)
 }

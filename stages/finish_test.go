@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/pipelines"
 )
 
@@ -322,5 +323,28 @@ func TestDetachedJobFinishesStageFolder(t *testing.T) {
 	}
 	if err := m.checkFiles(ctx); err != nil {
 		t.Fatal(err)
+	}
+
+	// Another run holding the stage lock past the wait: the job fails as
+	// one that never finished, and the finished output stays.
+	held, err := storage.TryLock(ctx, lockPath(st.Dir), storage.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	saved := swapLockTimeout
+	swapLockTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { swapLockTimeout = saved })
+	_, err = runJobDirectly(t, p, "download", func(rc *RunContext) {
+		rc.Detached, rc.Dir, rc.Started = true, attemptDir(st.Dir), started.Add(time.Hour)
+	})
+	if err == nil || !strings.Contains(err.Error(), "stage lock stayed held") {
+		t.Fatalf("the forced detached job with the lock held: %v", err)
+	}
+	if after, err := ReadManifest(ctx, st.Dir); err != nil || !after.Started.Equal(m.Started) {
+		t.Fatalf("the finished output changed: %v, %v", after, err)
+	}
+	if ms := manifestsUnder(t, root); len(ms) != 1 {
+		t.Errorf("manifests after the failed swap: %v", ms)
 	}
 }
