@@ -8,8 +8,10 @@
 //
 // A stage has a name, a version, a config section and upstream stages. Its
 // key is the first 12 hex digits of sha256(name, version, canonical config
-// JSON, upstream keys); its outputs go to <root>/<stage>/<key>/ and the
-// driver writes _MANIFEST.json there last. A manifest's presence means done.
+// JSON, upstream keys); its outputs go to <root>/<stage>/<key>/ and
+// _MANIFEST.json is written there last: by a Beam stage's job, in its
+// finish step (finish.go), so the stage is finished however the job was
+// launched; by the driver for the others. A manifest's presence means done.
 package stages
 
 import (
