@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Entry point of the flex template (and usable by hand): runs one igpt
-# command on Dataflow with the prebuilt worker binary, waiting for every
-# job, so no stage reads a manifest or _stats.json before its job ends.
+# command on Dataflow with the prebuilt worker binary.
 #
+#   launch.sh --command="stage download" --config=gs://BUCKET/exp.yaml \
+#     --root=gs://BUCKET/igpt … --template_location=gs://…
+#       what a flex template launch passes: one stage per launch. The
+#       stage's job is written to the template location and Dataflow runs
+#       it; the job's last step writes the stage's _MANIFEST.json once every
+#       shard is written, so the stage is finished with no launcher left
+#       (infra/workflow.yaml chains the stages so).
 #   launch.sh --config=configs/imagenet32.yaml --root=gs://BUCKET/igpt \
 #     --project=PROJECT --region=REGION [--until=quantize] [--command=run]
-#   launch.sh --command="stage download" --config=gs://BUCKET/exp.yaml … \
-#     --template_location=gs://…   (what a flex template launch passes:
-#     the stage's job is written there, and Dataflow runs it)
+#       by hand: igpt submits each stage's job and waits for its manifest
+#       (add --async to submit one stage and return).
 #
 # Parameters arrive as --name=value (flex templates pass them so);
 # defaults fit the shard sizes of configs/imagenet*.yaml (see infra/README.md).
@@ -26,7 +31,6 @@ for a in "$@"; do
     --worker_machine_type=*) machine=${a#*=} ;;
     --disk_size_gb=*) disk=${a#*=} ;;
     --max_num_workers=*) workers=${a#*=} ;;
-    --async|--async=true) echo "launch.sh: --async is refused: igpt writes each stage's manifest after its job ends" >&2; exit 2 ;;
     *) extra+=("$a") ;;
   esac
 done

@@ -39,17 +39,18 @@ type EncodeVQConfig struct {
 // EncodeVQ maps every image to the code grid of a trained VQ-VAE and
 // writes Tokens shards per split (vocab = the codebook size, H×W = the
 // code grid), with quantize's val carving, seeded shuffle and shard
-// writer, so the two token sources differ only in their tokens.
-func EncodeVQ(s beam.Scope, cfg EncodeVQConfig) error {
+// writer, so the two token sources differ only in their tokens. It returns
+// the written shards, a PCollection of ShardStats (complete only once every
+// shard and StatsName are written: what a step that must run last waits on).
+func EncodeVQ(s beam.Scope, cfg EncodeVQConfig) (beam.PCollection, error) {
 	if cfg.Inputs == "" || cfg.Model == "" || cfg.Vocab < 1 {
-		return fmt.Errorf("pipelines: vqvae-encode: need an input shard list, a model and its vocab")
+		return beam.PCollection{}, fmt.Errorf("pipelines: vqvae-encode: need an input shard list, a model and its vocab")
 	}
 	s = s.Scope("vqvae-encode")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
 	pieces := beam.ParDo(s.Scope("Encode"), &EncodeVQFn{Model: cfg.Model, Resize: cfg.Resize, Batch: cfg.Batch,
 		ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards, Dir: cfg.Dir}, tasks)
-	writeTokenShards(s, pieces, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed, Vocab: cfg.Vocab})
-	return nil
+	return writeTokenShards(s, pieces, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed, Vocab: cfg.Vocab}), nil
 }
 
 // EncodeVQFn encodes the images of one Image shard (a JSON ShardInput) in

@@ -14,6 +14,7 @@ import (
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/exec/optimized" // reflection-free DoFn calls
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/graphx"
 	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/options/jobopts"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/dataflow"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/direct"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
@@ -70,6 +71,14 @@ func rootCause(report string) string {
 // grow with the dataset (lists travel in files, not in the graph), and
 // records it in rc.GraphBytes for the manifest.
 func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string, error) {
+	return submitPipeline(ctx, rc, p, false)
+}
+
+// submitPipeline is runPipeline; with submitOnly, the Dataflow runner
+// returns once the job is submitted (Beam's --async) instead of waiting
+// for it: the caller waits for the manifest the job writes (waitForJob).
+// Other runners run the job to its end either way.
+func submitPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline, submitOnly bool) (string, error) {
 	runner := rc.Runner
 	// An in-process Beam worker reinstalls Beam's own default logger
 	// (beam/log.SetupLoggingWithDefault); put the caller's back after the
@@ -99,6 +108,10 @@ func runPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline) (string,
 		if f := flag.Lookup("environment_type"); f != nil && f.Value.String() == "" {
 			f.Value.Set("loopback")
 		}
+	}
+	if runner == "dataflow" {
+		defer func(was bool) { *jobopts.Async = was }(*jobopts.Async)
+		*jobopts.Async = submitOnly
 	}
 	res, err := beamRun(ctx, runner, p)
 	if err != nil {
@@ -165,13 +178,10 @@ const (
 	defaultDiskGB      = "50"
 )
 
-// checkDataflowFlags refuses --async (each stage's manifest is written
-// after its job ends), checks the prebuilt worker binary before anything is
-// submitted, and fills in the worker defaults.
+// checkDataflowFlags checks the prebuilt worker binary before anything is
+// submitted, and fills in the worker defaults. (--async is igpt's own
+// decision per stage: see submitPipeline and Options.Async.)
 func checkDataflowFlags(log *slog.Logger) error {
-	if f := flag.Lookup("async"); f != nil && f.Value.String() == "true" {
-		return errors.New("dataflow: --async is refused: igpt waits for each job, then reads its outputs and writes the stage's manifest; run igpt itself in the background instead")
-	}
 	if f := flag.Lookup("worker_binary"); f != nil {
 		if path := f.Value.String(); path != "" {
 			if err := CheckWorkerBinary(path); err != nil {

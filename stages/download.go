@@ -3,6 +3,7 @@ package stages
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -150,7 +151,7 @@ func (d DownloadParams) check() error {
 	return nil
 }
 
-func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+func (d downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	cfg := rc.Config
 	spec, err := datasets.Lookup(cfg.Dataset.Name)
 	if err != nil {
@@ -167,35 +168,68 @@ func (downloadStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	}
 	shardMiB := cmp.Or(cfg.Download.ShardMiB, defaultShardMiB)
 	rc.Log.Info("download: reading source", "source", src, "units", len(tasks), "classes", len(layout.Classes), "shard_mib", shardMiB)
-
-	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, Classes: classesPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir}); err != nil {
-		return nil, err
+	registered, _ := datasets.Lookup(cfg.Dataset.Name)
+	state := downloadState{Source: src, AsFolder: spec.Format != registered.Format,
+		NumericClasses: layout.Classes == nil, Units: len(tasks), SplitUnits: map[string]int{}}
+	for _, u := range layout.Units {
+		state.SplitUnits[u.Split]++
 	}
-	job, err := runPipeline(ctx, rc, p)
+	return runJob(ctx, rc, d, state, func(s beam.Scope) (beam.PCollection, error) {
+		return pipelines.Download(s, pipelines.DownloadConfig{Units: unitsPath, Classes: classesPath, ShardBytes: int64(shardMiB) << 20, Resize: cfg.Download.Resize, Dir: rc.Dir})
+	})
+}
+
+// downloadState is what the download stage plans for its job's finish
+// step: the source as read, whether it was read as an image folder under a
+// registered dataset's name, whether its labels have no names, and its
+// units per split (a count, never the list).
+type downloadState struct {
+	Source         string         `json:"source"`
+	AsFolder       bool           `json:"as_folder,omitempty"`
+	NumericClasses bool           `json:"numeric_classes,omitempty"`
+	Units          int            `json:"units"`
+	SplitUnits     map[string]int `json:"split_units"`
+}
+
+// Finish describes what the download job wrote, from its _stats.json and
+// the class table beside the units.
+func (downloadStage) Finish(ctx context.Context, rc *RunContext, state json.RawMessage) (*Output, error) {
+	var ds downloadState
+	if err := json.Unmarshal(state, &ds); err != nil {
+		return nil, fmt.Errorf("download: finish step state: %w", err)
+	}
+	spec, err := datasets.Lookup(rc.Config.Dataset.Name)
 	if err != nil {
 		return nil, err
+	}
+	if ds.AsFolder {
+		spec = spec.AsFolder()
 	}
 	st, err := pipelines.ReadDownloadStats(ctx, rc.Dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSplitsRead(src, layout, st); err != nil {
+	if err := checkSplitsRead(ds.Source, ds.SplitUnits, st); err != nil {
 		return nil, err
 	}
-	classes := layout.Classes
-	if classes == nil {
+	var classes []string
+	if ds.NumericClasses {
 		if classes, err = numericClasses(st); err != nil {
 			return nil, err
 		}
+	} else {
+		table, err := pipelines.ReadClassTable(ctx, storage.Join(rc.Dir, ClassesName))
+		if err != nil {
+			return nil, err
+		}
+		classes = append([]string{}, table.Names...)
 	}
-	files, meta := downloadMeta(spec, classes, st, src)
-	meta["units"] = len(tasks)
-	out := &Output{JobID: job, Files: files, Meta: meta}
+	files, meta := downloadMeta(spec, classes, st, ds.Source)
+	meta["units"] = ds.Units
 	if len(st.Skipped) > 0 {
-		rc.Log.Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
+		rc.logger().Warn("download: skipped bad images (on_bad_image: skip)", "count", len(st.Skipped), "first", st.Skipped[0])
 	}
-	return out, nil
+	return &Output{Files: files, Meta: meta}, nil
 }
 
 // planSource lists the source's units. A source read in place (imagenet,
@@ -296,17 +330,18 @@ func unitTasks(units []datasets.Unit) []pipelines.UnitTask {
 // for every source: each split the source listed must have given records.
 // A WebDataset train pattern whose shards hold no samples used to finish
 // "done" without a train split.
-func checkSplitsRead(src string, layout datasets.Layout, st *pipelines.DownloadStats) error {
+func checkSplitsRead(src string, units map[string]int, st *pipelines.DownloadStats) error {
 	got := map[string]int64{}
 	for _, sh := range st.Shards {
 		got[sh.Split] += sh.Records
 	}
-	units := map[string]int{}
-	for _, u := range layout.Units {
-		units[u.Split]++
+	splits := make([]string, 0, len(units))
+	for split := range units {
+		splits = append(splits, split)
 	}
+	sort.Strings(splits)
 	var empty []string
-	for _, split := range layout.Splits() {
+	for _, split := range splits {
 		if got[split] == 0 {
 			empty = append(empty, fmt.Sprintf("%s (%d units read)", split, units[split]))
 		}

@@ -160,6 +160,7 @@ func TestGraphBytesFlatWithUnits(t *testing.T) {
 			p := planFor(t, fmt.Sprintf("root: %s\ndataset: {name: imagenet, source: gs://data/%s}\ndownload: {resize: 16}\n", t.TempDir(), prefix))
 			n, pipe := graphOf(t, p, "download", nil)
 			checkFusionBreak(t, "download", pipe)
+			checkFinishStep(t, "download", pipe)
 			sizes = append(sizes, n)
 		}
 		checkFlat(t, "download", sizes, "10 and 1000 class tars")
@@ -191,9 +192,34 @@ func TestGraphBytesFlatWithUnits(t *testing.T) {
 			}
 			small, pipe := graphOf(t, p, name, inputs)
 			checkFusionBreak(t, name, pipe)
+			checkFinishStep(t, name, pipe)
 			large := graphBytesOf(t, p, name, grown(t, inputs, 100))
 			checkFlat(t, name, []int{small, large}, "the upstream shards and those listed 100 times")
 		})
+	}
+}
+
+// checkFinishStep asserts that a job stage's graph has exactly one finish
+// step, finishing that stage, and that the graph of a stage that is not one
+// job (probe's first job) has none.
+func checkFinishStep(t *testing.T, name string, pipe *pipepb.Pipeline) {
+	t.Helper()
+	steps := finishSteps(t, pipe)
+	st, err := Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	if isJobStage(st) {
+		want = 1
+	}
+	if len(steps) != want {
+		t.Errorf("%s: %d finish steps in its job graph, want %d", name, len(steps), want)
+	}
+	for tr, f := range steps {
+		if f.Stage != name {
+			t.Errorf("%s: the finish step %s finishes stage %s", name, tr, f.Stage)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -75,7 +76,7 @@ func (p *PaletteParams) fillDefaults() {
 	}
 }
 
-func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
+func (ps paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	pc := rc.Config.Palette
 	dl := rc.Inputs["download"]
 	var shards []pipelines.ShardInput
@@ -85,38 +86,38 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if len(shards) == 0 {
 		return nil, fmt.Errorf("palette: download output %s has no %q split to learn colours from (set palette.split)", dl.Dir, pc.Split)
 	}
-	histPath, partsDir := storage.Join(rc.Dir, HistogramFile), storage.Join(rc.Dir, colourParts)
-	start := time.Now()
 	list := storage.Join(rc.Dir, InputsName)
 	if err := pipelines.WriteLines(ctx, list, shards); err != nil {
 		return nil, err
 	}
-	p, s := beam.NewPipelineWithRoot()
-	if _, err := pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Parts: partsDir, Histogram: histPath}); err != nil {
-		return nil, err
-	}
-	job, err := runPipeline(ctx, rc, p)
-	if err != nil {
-		return nil, err
-	}
+	return runJob(ctx, rc, ps, nil, func(s beam.Scope) (beam.PCollection, error) {
+		return pipelines.Palette(s, pipelines.PaletteConfig{Shards: list, Parts: storage.Join(rc.Dir, colourParts), Histogram: storage.Join(rc.Dir, HistogramFile)})
+	})
+}
+
+// Finish learns the palette from the histogram the job wrote (k-means
+// runs in the job's finish step) and writes it with its swatch.
+func (paletteStage) Finish(ctx context.Context, rc *RunContext, _ json.RawMessage) (*Output, error) {
+	pc := rc.Config.Palette
+	histPath := storage.Join(rc.Dir, HistogramFile)
 	hist, err := pipelines.ReadHistogram(ctx, histPath)
 	if err != nil {
 		return nil, err
 	}
-	if err := storage.RemoveAll(ctx, partsDir); err != nil {
+	if err := storage.RemoveAll(ctx, storage.Join(rc.Dir, colourParts)); err != nil {
 		return nil, fmt.Errorf("palette: remove the merged parts: %w", err)
 	}
-	histTime := time.Since(start)
+	histTime := time.Since(rc.Started)
 	distinct := hist.Distinct()
-	rc.Log.Info("palette: histogram done", "pixels", hist.Total(), "distinct", distinct, "elapsed", histTime.Round(time.Millisecond))
+	rc.logger().Info("palette: histogram done", "pixels", hist.Total(), "distinct", distinct, "elapsed", histTime.Round(time.Millisecond))
 
-	start = time.Now()
+	start := time.Now()
 	pal, err := LearnPalette(hist, pc)
 	if err != nil {
 		return nil, err
 	}
 	kmTime := time.Since(start)
-	rc.Log.Info("palette: k-means done", "k", pal.K, "iterations", pal.Iterations, "converged", pal.Converged, "mse", pal.MSE, "elapsed", kmTime.Round(time.Millisecond))
+	rc.logger().Info("palette: k-means done", "k", pal.K, "iterations", pal.Iterations, "converged", pal.Converged, "mse", pal.MSE, "elapsed", kmTime.Round(time.Millisecond))
 
 	data, err := records.EncodePalette(pal)
 	if err != nil {
@@ -135,7 +136,6 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	histSize, _ := storage.Size(ctx, histPath)
 	sum := sha256.Sum256(data)
 	return &Output{
-		JobID: job,
 		Files: []FileInfo{
 			{Name: PaletteFile, Records: int64(pal.K), Bytes: int64(len(data))},
 			{Name: PalettePNG, Bytes: int64(len(swatch))},

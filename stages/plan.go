@@ -136,8 +136,12 @@ type Options struct {
 	// that would run and whose upstream outputs exist.
 	DryRun bool
 	Runner string // Beam runner; "" uses the config's
-	Log    *slog.Logger
-	Out    io.Writer // where the plan is printed; nil for none
+	// Async submits the next stage's Dataflow job and returns without
+	// waiting for it (--async): the job finishes its stage itself, and the
+	// stages after it are left for a later run. Dataflow only.
+	Async bool
+	Log   *slog.Logger
+	Out   io.Writer // where the plan is printed; nil for none
 	// Rerun holds the command-line flags (--root=…, --source=…) that
 	// commands suggested in errors repeat, so that they name the same plan.
 	Rerun string
@@ -233,8 +237,11 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 	if opt.DryRun && runner != "dataflow" {
 		return nil
 	}
+	if opt.Async && runner != "dataflow" && !opt.DryRun {
+		return fmt.Errorf("--async needs --runner=dataflow: a %s job runs inside igpt and ends with it; without --async igpt waits for each stage", runner)
+	}
 	p.ran = map[string]outcome{}
-	for _, name := range names {
+	for i, name := range names {
 		st, err := p.Step(name)
 		if err != nil {
 			return err
@@ -245,10 +252,17 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 			continue
 		}
 		start := time.Now()
-		err = p.runStep(ctx, st, opt, alone)
+		job, err := p.runStep(ctx, st, opt, alone)
 		if opt.DryRun && errors.Is(err, ErrUpstreamMissing) {
 			opt.logger().Info("dry run: job not built, upstream output missing", "stage", name, "err", err)
 			continue
+		}
+		if errors.Is(err, ErrSubmitted) {
+			// --async: one stage's job per invocation; what follows
+			// waits for it.
+			p.ran[name] = outcome{action: "submitted", elapsed: time.Since(start)}
+			p.noteSubmitted(opt, st, job, names[i+1:])
+			return nil
 		}
 		if err != nil {
 			p.ran[name] = outcome{action: "failed", elapsed: time.Since(start)}
@@ -259,22 +273,80 @@ func (p *Plan) run(ctx context.Context, names []string, opt Options, alone bool)
 	return nil
 }
 
-func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) error {
+// noteSubmitted prints, after an --async submission, the job and the
+// manifest it will write, and each later stage of the run that is not done
+// and so waits for it.
+func (p *Plan) noteSubmitted(opt Options, st *Step, job JobRef, rest []string) {
+	lines := []string{submittedNote(st.Stage.Name(), job, storage.Join(st.Dir, ManifestName))}
+	for _, n := range rest {
+		if later, err := p.Step(n); err == nil && (!later.Done() || opt.Force) {
+			lines = append(lines, notStartedNote(n, job.ID))
+		}
+	}
+	for _, l := range lines {
+		opt.logger().Info(l)
+		if opt.Out != nil {
+			fmt.Fprintln(opt.Out, l)
+		}
+	}
+}
+
+// detached reports whether a run's Beam jobs are left to finish their
+// stages with no launcher waiting: --async, or jobs written to
+// --template_location (a flex template launch), on Dataflow.
+func (p *Plan) detached(opt Options) bool {
+	return p.runner(opt) == "dataflow" && !opt.DryRun && (opt.Async || templateLocation() != "")
+}
+
+// upstreamRunning is, for a step whose upstream stage is not done because a
+// job submitted earlier (--async) is still writing it (or its state cannot
+// be read), the error saying to wait for that job; nil otherwise.
+func upstreamRunning(ctx context.Context, st *Step) error {
+	for _, u := range st.Upstream {
+		if u.Done() {
+			continue
+		}
+		m, err := readJobMarker(ctx, u.Dir)
+		if err != nil || m == nil {
+			continue
+		}
+		if state, err := jobWait.state(ctx, m.JobRef); err == nil && (state == jobDone || jobEnded(state)) {
+			continue // over: the upstream is simply not done
+		}
+		return fmt.Errorf("stages: %s needs %s output %s, which %s (submitted %s) writes: upstream not finished yet; rerun when job %s is done: %w",
+			st.Stage.Name(), u.Stage.Name(), u.Dir, m.JobRef, m.Submitted.Format(time.RFC3339), m.ID, ErrUpstreamMissing)
+	}
+	return nil
+}
+
+// runStep runs one stage. After an --async submission it returns
+// ErrSubmitted and the job.
+func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) (JobRef, error) {
 	name := st.Stage.Name()
+	if !opt.DryRun {
+		if err := upstreamRunning(ctx, st); err != nil {
+			return JobRef{}, err
+		}
+	}
 	inputs, err := p.upstreamInputs(st, opt, alone)
 	if err != nil {
-		return err
+		return JobRef{}, err
 	}
 	log := opt.logger().With("stage", name, "key", st.Key)
 	runner := p.runner(opt)
+	detached := p.detached(opt)
+	if detached && !isJobStage(st.Stage) {
+		return JobRef{}, detachedRefusal(name)
+	}
 	// The stage folder is ours while the stage runs: another run of the
 	// same stage and key waits here, then finds it done. A dry run writes
-	// nothing and takes no lock.
+	// nothing and takes no lock. A detached run holds it only until its
+	// job is submitted (or written to --template_location).
 	done := st.Done()
 	if !opt.DryRun {
 		lock, err := storage.AcquireLock(ctx, lockPath(st.Dir), lockOptions(log))
 		if err != nil {
-			return fmt.Errorf("stages: %s: %w", name, err)
+			return JobRef{}, fmt.Errorf("stages: %s: %w", name, err)
 		}
 		defer func() {
 			st.lock = nil
@@ -283,16 +355,20 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 			}
 		}()
 		if err := recoverSwap(ctx, st.Dir, log); err != nil {
-			return fmt.Errorf("stages: %s: %w", name, err)
+			return JobRef{}, fmt.Errorf("stages: %s: %w", name, err)
 		}
 		m, err := readStepManifest(ctx, st)
 		if err != nil {
-			return err
+			return JobRef{}, err
 		}
 		if m != nil && !opt.Force {
 			log.Info("stage done by another run, skipping", "dir", st.Dir)
 			st.Manifest = m
-			return nil
+			return JobRef{}, nil
+		}
+		// A Dataflow job submitted earlier may still write the folder.
+		if err := checkJobMarker(ctx, st.Dir, log); err != nil {
+			return JobRef{}, fmt.Errorf("stages: %s: %w", name, err)
 		}
 		done = m != nil
 		st.lock = lock
@@ -300,43 +376,53 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 	// A resumable stage continues in its own folder from what an
 	// interrupted run left. Everything else (and --force) runs in an
 	// attempt folder beside the stage folder, swapped in only on success:
-	// a failing run loses no finished output.
+	// a failing run loses no finished output. A detached job with no
+	// finished output to protect writes the stage folder itself: no
+	// launcher stays to swap, and its manifest, written last, marks it
+	// done (stages/finish.go).
 	dir := attemptDir(st.Dir)
 	if r, ok := st.Stage.(Resumable); ok && r.Resumable() && !opt.Force {
 		log.Info("stage resumes from its own checkpoints if any", "dir", st.Dir)
 		dir = st.Dir
 	}
-	if opt.DryRun {
+	if opt.DryRun || detached && !done {
 		dir = st.Dir
 	}
-	if dir != st.Dir {
+	if dir != st.Dir || detached {
 		// Clear the attempt folder, and the stage folder too unless it
 		// holds a finished output: without a manifest it holds leftovers
 		// of an interrupted run.
 		clear := []string{dir}
-		if !done {
+		if !done && dir != st.Dir {
 			clear = append(clear, st.Dir)
 		}
 		for _, d := range clear {
 			if err := storage.RemoveAll(ctx, d); err != nil {
-				return fmt.Errorf("stages: %s: clear %s: %w", name, d, err)
+				return JobRef{}, fmt.Errorf("stages: %s: clear %s: %w", name, d, err)
 			}
 		}
 	}
-	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: dir, Inputs: inputs, Runner: runner, Log: log}
-	log.Info("stage starting", "dir", dir, "runner", runner)
 	start := time.Now()
+	rc := &RunContext{Config: p.Config, Key: st.Key, Dir: dir, Inputs: inputs, Runner: runner, Log: log,
+		Final: st.Dir, Started: start, Detached: detached}
+	log.Info("stage starting", "dir", dir, "runner", runner)
 	if !opt.DryRun {
 		writeRunning(ctx, st, dir, start, log)
 	}
 	out, err := st.Stage.Run(ctx, rc)
 	if errors.Is(err, ErrDryRun) {
 		log.Info("stage not submitted (--dry_run); no manifest written", "pipeline_proto_bytes", rc.GraphBytes)
-		return nil
+		return JobRef{}, nil
 	}
 	if errors.Is(err, ErrTemplateWritten) {
-		log.Info("stage written as a Dataflow job to --template_location, not run here; no manifest written", "pipeline_proto_bytes", rc.GraphBytes)
-		return nil
+		log.Info("stage written as a Dataflow job to --template_location, not run here: the job writes the manifest when it ends",
+			"dir", dir, "manifest", storage.Join(st.Dir, ManifestName), "pipeline_proto_bytes", rc.GraphBytes)
+		return JobRef{}, nil
+	}
+	if errors.Is(err, ErrSubmitted) {
+		job := JobRef{ID: rc.JobID, Runner: runner, Project: flagValue("project"), Region: flagValue("region")}
+		log.Info("stage submitted (--async): its job writes the manifest when it ends", "job", rc.JobID, "manifest", storage.Join(st.Dir, ManifestName))
+		return job, err
 	}
 	if err != nil {
 		if dir != st.Dir {
@@ -346,9 +432,9 @@ func (p *Plan) runStep(ctx context.Context, st *Step, opt Options, alone bool) e
 				log.Warn("attempt folder not removed", "dir", dir, "err", rerr)
 			}
 		}
-		return fmt.Errorf("stage %s: %w", name, err)
+		return JobRef{}, fmt.Errorf("stage %s: %w", name, err)
 	}
-	return p.publish(ctx, st, rc, out, start)
+	return JobRef{}, p.publish(ctx, st, rc, out, start)
 }
 
 // upstreamInputs returns the manifests of the step's upstream stages, or an
@@ -369,34 +455,30 @@ func (p *Plan) upstreamInputs(st *Step, opt Options, alone bool) (map[string]*Ma
 	return inputs, nil
 }
 
-// publish writes the manifest of a stage run into rc.Dir, swaps an attempt
-// folder in, and reads the manifest back as downstream stages will see it.
+// publish finishes a stage run: the manifest of a stage the launcher ran
+// is made and written into rc.Dir here; that of a Beam stage was written
+// by its job's finish step (out.Manifest), and is only verified. Then an
+// attempt folder is swapped in, and the manifest read back as downstream
+// stages will see it.
 func (p *Plan) publish(ctx context.Context, st *Step, rc *RunContext, out *Output, start time.Time) error {
-	name, dir, runner := st.Stage.Name(), rc.Dir, rc.Runner
-	if rc.GraphBytes > 0 {
-		if out.Meta == nil {
-			out.Meta = map[string]any{}
+	name, dir := st.Stage.Name(), rc.Dir
+	m := out.Manifest
+	if m != nil {
+		// The job wrote it: the launcher never writes a second one.
+		if m.Stage != name || m.Key != st.Key {
+			return fmt.Errorf("stage %s: the job wrote a manifest for %s/%s, not %s/%s", name, m.Stage, m.Key, name, st.Key)
 		}
-		out.Meta["graph_bytes"] = rc.GraphBytes
-	}
-	params, err := canonicalJSON(st.Params)
-	if err != nil {
-		return err
-	}
-	m := &Manifest{
-		Stage: name, Version: st.Stage.Version(), Key: st.Key, Config: json.RawMessage(params),
-		Files: out.Files, Meta: out.Meta, CodeVersion: CodeVersion(), Runner: runner, JobID: out.JobID,
-		Started: start.UTC(), Finished: time.Now().UTC(), Dir: dir,
-	}
-	for _, u := range st.Upstream {
-		m.Inputs = append(m.Inputs, Input{Stage: u.Stage.Name(), Key: u.Key})
-	}
-	// A manifest lists only files that exist.
-	if err := m.checkFiles(ctx); err != nil {
-		return fmt.Errorf("stage %s: %w", name, err)
-	}
-	if err := writeManifest(ctx, m); err != nil {
-		return fmt.Errorf("stage %s: write manifest: %w", name, err)
+		if err := m.checkFiles(ctx); err != nil {
+			return fmt.Errorf("stage %s: the job's manifest: %w", name, err)
+		}
+	} else {
+		var err error
+		if m, err = newManifest(st.Stage, p.Config, st.Key, rc.Inputs, out, rc.Runner, rc.GraphBytes, start, time.Now(), dir); err != nil {
+			return err
+		}
+		if err := commitManifest(ctx, m); err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
 	}
 	if dir != st.Dir {
 		if err := st.lock.Check(ctx); err != nil {
@@ -408,10 +490,55 @@ func (p *Plan) publish(ctx context.Context, st *Step, rc *RunContext, out *Outpu
 	}
 	// Downstream stages see the manifest as any later run will: decoded
 	// from its JSON.
+	var err error
 	if st.Manifest, err = ReadManifest(ctx, st.Dir); err != nil {
 		return fmt.Errorf("stage %s: %w", name, err)
 	}
 	rc.Log.Info("stage finished", "records", m.Records(""), "files", len(m.Files), "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// newManifest makes the manifest of stage s's output out, written into
+// dir under key: the one code path for every manifest, used by publish in
+// the launcher and by a Beam stage's finish step on a worker. graphBytes,
+// when known, is recorded as meta.graph_bytes; the inputs are the upstream
+// outputs s read under cfg, in its Upstream order.
+func newManifest(s Stage, cfg *Config, key string, inputs map[string]*Manifest, out *Output, runner string, graphBytes int, started, finished time.Time, dir string) (*Manifest, error) {
+	name := s.Name()
+	if graphBytes > 0 {
+		if out.Meta == nil {
+			out.Meta = map[string]any{}
+		}
+		out.Meta["graph_bytes"] = graphBytes
+	}
+	params, err := canonicalJSON(s.Params(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: encode config: %w", name, err)
+	}
+	m := &Manifest{
+		Stage: name, Version: s.Version(), Key: key, Config: json.RawMessage(params),
+		Files: out.Files, Meta: out.Meta, CodeVersion: CodeVersion(), Runner: runner, JobID: out.JobID,
+		Started: started.UTC(), Finished: finished.UTC(), Dir: dir,
+	}
+	for _, up := range s.Upstream(cfg) {
+		in := inputs[up]
+		if in == nil {
+			return nil, fmt.Errorf("stage %s: no %s input to record in the manifest", name, up)
+		}
+		m.Inputs = append(m.Inputs, Input{Stage: up, Key: in.Key})
+	}
+	return m, nil
+}
+
+// commitManifest writes m into its folder, atomically, after checking that
+// every file it lists exists: a manifest lists only files that exist.
+func commitManifest(ctx context.Context, m *Manifest) error {
+	if err := m.checkFiles(ctx); err != nil {
+		return err
+	}
+	if err := writeManifest(ctx, m); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
 	return nil
 }
 

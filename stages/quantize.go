@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -67,16 +68,24 @@ func (quantizeStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 		resize = [2]int{qc.Resize[0], qc.Resize[1]}
 	}
 	rc.Log.Info("quantize: starting", "inputs", len(plan.inputs), "k", pal.K, "val_fraction", plan.valFraction, "shards", plan.shards)
-	out, _, err := runTokenStage(ctx, rc, plan, func(s beam.Scope, list string) error {
-		_, err := pipelines.Quantize(s, pipelines.QuantizeConfig{
+	return runTokenStage(ctx, rc, quantizeStage{}, plan, tokenState{ValFraction: plan.valFraction, Vocab: pal.K}, func(s beam.Scope, list string) (beam.PCollection, error) {
+		return pipelines.Quantize(s, pipelines.QuantizeConfig{
 			Inputs: list, Palette: pm.Path(PaletteFile), Resize: resize, ValFraction: plan.valFraction, Seed: qc.Seed, Shards: plan.shards, Dir: rc.Dir,
 		})
-		return err
 	})
+}
+
+// Finish describes the Tokens shards the quantize job wrote.
+func (quantizeStage) Finish(ctx context.Context, rc *RunContext, state json.RawMessage) (*Output, error) {
+	var ts tokenState
+	if err := json.Unmarshal(state, &ts); err != nil {
+		return nil, fmt.Errorf("quantize: finish step state: %w", err)
+	}
+	out, _, err := tokenOutput(ctx, rc, ts.ValFraction)
 	if err != nil {
 		return nil, err
 	}
-	out.Meta["vocab"], out.Meta["resize"] = pal.K, qc.Resize
+	out.Meta["vocab"], out.Meta["resize"] = ts.Vocab, rc.Config.Quantize.Resize
 	return out, nil
 }
 

@@ -8,8 +8,10 @@
 //
 // A stage has a name, a version, a config section and upstream stages. Its
 // key is the first 12 hex digits of sha256(name, version, canonical config
-// JSON, upstream keys); its outputs go to <root>/<stage>/<key>/ and the
-// driver writes _MANIFEST.json there last. A manifest's presence means done.
+// JSON, upstream keys); its outputs go to <root>/<stage>/<key>/ and
+// _MANIFEST.json is written there last: by a Beam stage's job, in its
+// finish step (finish.go), so the stage is finished however the job was
+// launched; by the driver for the others. A manifest's presence means done.
 package stages
 
 import (
@@ -42,7 +44,8 @@ type Stage interface {
 	// it is hashed into the key and stored in the manifest.
 	Params(cfg *Config) any
 	// Run computes the outputs into rc.Dir and describes them. The driver
-	// writes the manifest afterwards.
+	// writes the manifest afterwards, unless the stage's job wrote it
+	// (Output.Manifest: see stages/finish.go).
 	Run(ctx context.Context, rc *RunContext) (*Output, error)
 }
 
@@ -65,6 +68,19 @@ type RunContext struct {
 	// GraphBytes is set by runPipeline: the size of the stage's Beam job
 	// graph (its pipeline proto), written to the manifest as graph_bytes.
 	GraphBytes int
+
+	// Final is the stage folder <root>/<stage>/<key>, where Dir is an
+	// attempt folder beside it ("": Dir is the stage folder).
+	Final string
+	// Started is when the run of the stage started: the manifest's
+	// started (zero: when the job is built).
+	Started time.Time
+	// Detached says no launcher waits for the stage's job (--async, or a
+	// job written to --template_location): its finish step swaps an
+	// attempt folder in itself (stages/finish.go).
+	Detached bool
+	// JobID is set by a Beam stage once its job is submitted.
+	JobID string
 }
 
 // Output describes what a stage wrote.
@@ -72,6 +88,10 @@ type Output struct {
 	Files []FileInfo
 	Meta  map[string]any
 	JobID string
+	// Manifest is the manifest the stage's job wrote itself (a Beam stage
+	// whose job ends in the finish step), read back; nil for the others,
+	// whose manifest the launcher writes.
+	Manifest *Manifest
 }
 
 // FileInfo is one output file, by path relative to the stage folder.

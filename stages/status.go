@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/igpt/igpt/internal/storage"
 )
@@ -33,10 +34,16 @@ func (p *Plan) rootNote() string {
 
 // runningState is, for a stage that is not done but whose lock is held,
 // "running (pid N on HOST since T, step S of N)", or "interrupted (…)" when
-// the holder was on this host and is gone; "" when no lock is held.
+// the holder was on this host and is gone; without a lock, "submitted
+// (dataflow job J at T)" when a job marker names the job writing it; ""
+// otherwise.
 func (p *Plan) runningState(ctx context.Context, st *Step) string {
 	b, err := storage.ReadFile(ctx, lockPath(st.Dir))
 	if err != nil {
+		// No launcher holds it; a job submitted with --async may write it.
+		if m, err := readJobMarker(ctx, st.Dir); err == nil && m != nil {
+			return fmt.Sprintf("submitted (%s at %s)", m.JobRef, m.Submitted.Format(time.RFC3339))
+		}
 		return ""
 	}
 	var info storage.LockInfo

@@ -96,24 +96,29 @@ func ReadTokensOutput(m *Manifest) (TokensOutput, error) {
 	return out, nil
 }
 
-// runTokenStage runs a token stage's pipeline over plan: it writes the
-// input list, has build add the pipeline that reads it, runs it, and
-// returns the output (shards with their class counts, and the meta both
-// token stages record: records, class counts, classes, val fraction)
-// with the shards' stats.
-func runTokenStage(ctx context.Context, rc *RunContext, plan tokenShardPlan, build func(s beam.Scope, list string) error) (*Output, *pipelines.DownloadStats, error) {
+// runTokenStage runs a token stage's job over plan: it writes the input
+// list and has build add the pipeline that reads it; the job's finish step
+// describes its output (the stage's Finish, with tokenOutput).
+func runTokenStage(ctx context.Context, rc *RunContext, s jobStage, plan tokenShardPlan, state any, build func(s beam.Scope, list string) (beam.PCollection, error)) (*Output, error) {
 	list := storage.Join(rc.Dir, InputsName)
 	if err := pipelines.WriteLines(ctx, list, plan.inputs); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	p, s := beam.NewPipelineWithRoot()
-	if err := build(s, list); err != nil {
-		return nil, nil, err
-	}
-	job, err := runPipeline(ctx, rc, p)
-	if err != nil {
-		return nil, nil, err
-	}
+	return runJob(ctx, rc, s, state, func(sc beam.Scope) (beam.PCollection, error) { return build(sc, list) })
+}
+
+// tokenState is what a token stage plans for its job's finish step.
+type tokenState struct {
+	ValFraction float64 `json:"val_fraction"`
+	Vocab       int     `json:"vocab"`
+	Factor      int     `json:"factor,omitempty"` // vqvae-encode's VQ-VAE factor
+}
+
+// tokenOutput describes what a token stage's job wrote: the shards with
+// their class counts and the meta both token stages record (records, class
+// counts, classes, val fraction), with the shards' stats.
+func tokenOutput(ctx context.Context, rc *RunContext, valFraction float64) (*Output, *pipelines.DownloadStats, error) {
+	// The writers read the spilled pieces back; every shard is written now.
 	if err := storage.RemoveAll(ctx, storage.Join(rc.Dir, pipelines.TokenPiecesDir)); err != nil {
 		return nil, nil, fmt.Errorf("remove the spilled pieces: %w", err)
 	}
@@ -126,8 +131,8 @@ func runTokenStage(ctx context.Context, rc *RunContext, plan tokenShardPlan, bui
 		return nil, nil, err
 	}
 	files, records, classCounts := summarizeShards(st.Shards, dlOut.Classes, "Tokens")
-	out := &Output{JobID: job, Files: files, Meta: map[string]any{
-		"records": records, "class_counts": classCounts, "classes": dlOut.Classes, "val_fraction": plan.valFraction,
+	out := &Output{Files: files, Meta: map[string]any{
+		"records": records, "class_counts": classCounts, "classes": dlOut.Classes, "val_fraction": valFraction,
 	}}
 	return out, st, nil
 }

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 
@@ -73,18 +74,28 @@ func (vqvaeEncodeStage) Run(ctx context.Context, rc *RunContext) (*Output, error
 	}
 	rc.Log.Info("vqvae-encode: starting", "inputs", len(plan.inputs), "codes", mc.K, "factor", mc.Factor,
 		"val_fraction", plan.valFraction, "shards", plan.shards)
-	out, st, err := runTokenStage(ctx, rc, plan, func(s beam.Scope, list string) error {
+	return runTokenStage(ctx, rc, vqvaeEncodeStage{}, plan, tokenState{ValFraction: plan.valFraction, Vocab: mc.K, Factor: mc.Factor}, func(s beam.Scope, list string) (beam.PCollection, error) {
 		return pipelines.EncodeVQ(s, pipelines.EncodeVQConfig{Inputs: list, Model: weights, Vocab: mc.K, Resize: resize,
 			Batch: vc.Batch, ValFraction: plan.valFraction, Seed: vc.Seed, Shards: plan.shards, Dir: rc.Dir})
 	})
+}
+
+// Finish describes the Tokens shards the vqvae-encode job wrote, with the
+// codes used and their perplexity per split.
+func (vqvaeEncodeStage) Finish(ctx context.Context, rc *RunContext, state json.RawMessage) (*Output, error) {
+	var ts tokenState
+	if err := json.Unmarshal(state, &ts); err != nil {
+		return nil, fmt.Errorf("vqvae-encode: finish step state: %w", err)
+	}
+	out, st, err := tokenOutput(ctx, rc, ts.ValFraction)
 	if err != nil {
 		return nil, err
 	}
 	used, perplexity := map[string]int{}, map[string]float64{}
-	for split, h := range codeHistograms(st.Shards, mc.K) {
+	for split, h := range codeHistograms(st.Shards, ts.Vocab) {
 		used[split], perplexity[split] = codeUsage(h)
 	}
-	out.Meta["vocab"], out.Meta["resize"], out.Meta["factor"] = mc.K, vc.Resize, mc.Factor
+	out.Meta["vocab"], out.Meta["resize"], out.Meta["factor"] = ts.Vocab, rc.Config.VQVAEEncode.Resize, ts.Factor
 	out.Meta["codes_used"], out.Meta["perplexity"] = used, perplexity
 	return out, nil
 }

@@ -47,6 +47,7 @@ var (
 	beamFlags = []flagDoc{
 		{name: "runner", usage: "Beam runner: prism (in-process), direct or dataflow; default: the config's runner (prism)"},
 		{name: "dry_run", usage: "print the plan and run nothing; with --runner=dataflow also build and print each runnable stage's job without submitting it"},
+		{name: "async", usage: "dataflow: submit the next stage's job, print its id and the _MANIFEST.json it writes when done, and return without waiting; the stages after it are left for a rerun once that job is done (without --async igpt waits, polling for the manifest and the job's state)"},
 		{name: "worker_processes", usage: "prism/direct: run Beam workers as separate processes through an external worker pool, as Dataflow does; ends with a peak memory line"},
 		{name: "project", usage: "dataflow: Google Cloud project"},
 		{name: "region", usage: "dataflow: region"},

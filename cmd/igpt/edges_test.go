@@ -40,6 +40,24 @@ func TestRunnerFlagCheckedAtLoad(t *testing.T) {
 	}
 }
 
+// TestAsyncNeedsDataflow: --async is refused by run and stage with a
+// runner whose job runs inside igpt, before any stage starts.
+func TestAsyncNeedsDataflow(t *testing.T) {
+	root := t.TempDir()
+	cfg := tempConfig(t, "root: "+root+"\ndataset: {name: mnist}\n")
+	t.Cleanup(func() { freshFlags(t, "async", "false") })
+	for _, args := range [][]string{{"run", cfg}, {"stage", "download", cfg}} {
+		freshFlags(t, "async", "true")
+		err := dispatch(context.Background(), args)
+		if err == nil || !strings.Contains(err.Error(), "--async needs --runner=dataflow") {
+			t.Errorf("%q --async: %v", args, err)
+		}
+	}
+	if entries, _ := os.ReadDir(root); len(entries) > 0 {
+		t.Errorf("a refused --async run wrote %d entries under the root", len(entries))
+	}
+}
+
 // TestNoPeakMemoryBeforeConfigError: a config error is the only thing run
 // prints (an INFO "peak memory" line used to come first); a plan that was
 // loaded (here a dry run) still ends with it.

@@ -161,5 +161,6 @@ func runOptions() stages.Options {
 			rerun = append(rerun, "--"+f+"="+v)
 		}
 	}
-	return stages.Options{Force: *force, DryRun: dry, Runner: *runners.Runner, Out: os.Stdout, Rerun: strings.Join(rerun, " ")}
+	async := flag.Lookup("async").Value.String() == "true"
+	return stages.Options{Force: *force, DryRun: dry, Async: async, Runner: *runners.Runner, Out: os.Stdout, Rerun: strings.Join(rerun, " ")}
 }

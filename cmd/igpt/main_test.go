@@ -53,7 +53,8 @@ func TestCommandHelpShowsEveryFlagWithDefault(t *testing.T) {
 		want []string
 	}{
 		{"sample", []string{"Usage: igpt sample RUN", "--n=16", "--out=\"\"", "--keep=0.5", "--temperature=1", "--log_level=info"}},
-		{"run", []string{"Usage: igpt run CONFIG", "--until=\"\"", "--force=false", "--root=\"\"", "--source=\"\"", "--runner=", "--dry_run=false"}},
+		{"run", []string{"Usage: igpt run CONFIG", "--until=\"\"", "--force=false", "--root=\"\"", "--source=\"\"", "--runner=", "--dry_run=false", "--async=false"}},
+		{"stage", []string{"Usage: igpt stage NAME CONFIG", "--async=false", "dataflow: submit the next stage's job, print its id and the _MANIFEST.json it writes"}},
 		{"inspect", []string{"--n=3"}},
 		{"export-hf", []string{"--out=RUN/hf"}},
 	} {
