@@ -76,8 +76,13 @@ type Model struct {
 	// its memory is bounded by this, whatever the batch. Default 4096.
 	InferenceChunk int
 
+	// Precision of the training step's linear layers (Forward, Backward):
+	// FP32 (default) or BF16. The forward-only path is fp32.
+	Precision Precision
+
 	acts *activations
 	inf  *activations
+	w16  []layerBF16 // bf16 weights of the last BF16 Forward
 }
 
 // New returns a model with zeroed parameters (call Params.Init, or load a
@@ -126,6 +131,10 @@ type activations struct {
 	lnfRstd []float32 // [N]
 	logits  []float32 // [N, V]
 
+	// w16 is the bf16 weights the last Forward used (nil: fp32); Backward
+	// uses the same.
+	w16 []layerBF16
+
 	// backward only
 	dlogits []float32 // [N, V]
 	dres    []float32 // [N, C]
@@ -165,6 +174,27 @@ func newActivations(cfg Config, B, T int, inference bool) *activations {
 	a.dres = make([]float32, N*C)
 	a.scratch = blockScratch{big: make([]float32, N*4*C), datty: make([]float32, N*C), dln: make([]float32, N*C)}
 	return a
+}
+
+// allocBF16 allocates the training workspace's bf16 buffers on first use.
+func (a *activations) allocBF16(C int) {
+	N := a.B * a.T
+	if a.scratch.d16 != nil {
+		return
+	}
+	a.scratch.d16 = make([]uint16, N*4*C)
+	for l := range a.blocks {
+		b := newActsBF16(N, C)
+		a.blocks[l].b16 = &b
+	}
+}
+
+// layerW16 is layer l's bf16 weights, nil in fp32.
+func layerW16(w16 []layerBF16, l int) *layerBF16 {
+	if w16 == nil {
+		return nil
+	}
+	return &w16[l]
 }
 
 // h returns h_l of the first b sequences (training workspace).
@@ -250,9 +280,14 @@ func (m *Model) Forward(tokens []int32, mask []bool, obj Objective) (float64, er
 	T, C, H, V, L := a.T, cfg.D, cfg.Heads, cfg.Vocab, cfg.Layers
 	N := b * T
 	causal := obj == AR
+	a.w16 = nil
+	if m.Precision == BF16 {
+		a.allocBF16(C)
+		a.w16 = m.weightsBF16()
+	}
 	encoderForward(a.h(0, b, C), a.ids, p.WTE, p.WPE, b, T, C)
 	for l := 0; l < L; l++ {
-		blockForward(a.h(l+1, b, C), a.h(l, b, C), &p.Layers[l], &a.blocks[l], b, T, C, H, causal)
+		blockForward(a.h(l+1, b, C), a.h(l, b, C), &p.Layers[l], layerW16(a.w16, l), &a.blocks[l], b, T, C, H, causal)
 	}
 	rmsnormForward(a.lnf, a.lnfRstd, a.h(L, b, C), p.LNF, N, C)
 	headForward(a.logits, a.lnf, p.LMHead, N, C, V)
@@ -361,7 +396,7 @@ func (m *Model) BackwardWith(genWeight float32, dFinal []float32) error {
 	clear(dres)
 	rmsnormBackward(dres, g.LNF, dln, a.h(L, b, C), p.LNF, a.lnfRstd, N, C)
 	for l := L - 1; l >= 0; l-- {
-		blockBackward(dres, a.h(l, b, C), &p.Layers[l], &g.Layers[l], &a.blocks[l], &a.scratch, b, T, C, H, causal)
+		blockBackward(dres, a.h(l, b, C), &p.Layers[l], &g.Layers[l], layerW16(a.w16, l), &a.blocks[l], &a.scratch, b, T, C, H, causal)
 	}
 	encoderBackward(g.WTE, g.WPE, dres, a.ids[:N], a.pos[:N], C)
 	return nil
@@ -446,7 +481,7 @@ func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inf
 		encoderForward(h, a.ids, p.WTE, p.WPE, b, T, C)
 		for l := 0; l <= L; l++ {
 			if l > 0 {
-				blockForward(h, h, &p.Layers[l-1], &a.blocks[0], b, T, C, H, obj == AR)
+				blockForward(h, h, &p.Layers[l-1], nil, &a.blocks[0], b, T, C, H, obj == AR)
 			}
 			if out.feats != nil {
 				probeFeatures(out.feats[(l*B+b0)*C:(l*B+b0+b)*C], h, a.acc, b, T, C)

@@ -291,7 +291,7 @@ func (m *Model) SampleNaive(prefix []int32, B, n int, opt SampleOptions) ([]int3
 		}
 		encoderForward(h, ids, p.WTE, p.WPE, B, T, C)
 		for l := range p.Layers {
-			blockForward(h, h, &p.Layers[l], &blk, B, T, C, H, true)
+			blockForward(h, h, &p.Layers[l], nil, &blk, B, T, C, H, true)
 		}
 		for b := 0; b < B; b++ {
 			copy(last[b*C:(b+1)*C], h[(b*T+t)*C:(b*T+T)*C])
