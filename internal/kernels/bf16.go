@@ -85,14 +85,14 @@ func CheckBF16() error {
 	if HasBF16() {
 		return nil
 	}
-	why := fmt.Sprintf("this CPU lacks the %s flag (VDPBF16PS)", BF16Flag)
+	why := "which this CPU lacks; use fp32"
 	switch {
 	case cpuHasBF16 && bf16Off:
-		why = fmt.Sprintf("the CPU has %s but %s=off turns it off", BF16Flag, BF16EnvVar)
+		why = fmt.Sprintf("which this CPU has but %s=off turns off; use fp32 or unset %s", BF16EnvVar, BF16EnvVar)
 	case cpuHasBF16:
-		why = fmt.Sprintf("the CPU has %s but the %s kernel path is in use (%s); it needs avx512", BF16Flag, cur.name, EnvVar)
+		why = fmt.Sprintf("which this CPU has but the %s kernel path in use lacks (%s); use fp32 or the avx512 path", cur.name, EnvVar)
 	}
-	return fmt.Errorf("precision bf16 needs the CPU flag %s: %s; use precision fp32", BF16Flag, why)
+	return fmt.Errorf("bf16 needs the CPU flag %s (VDPBF16PS), %s", BF16Flag, why)
 }
 
 // LogDispatch logs the dispatch choice made at start-up from CPUID (and
