@@ -108,10 +108,40 @@ func LogDispatch(log *slog.Logger) {
 // even; NaNs stay NaN (quieted); denormals flush to signed zero, as
 // VCVTNE2PS2BF16 does, so both paths give the same bits. It panics if dst
 // is shorter than src.
+//
+// Large conversions are spread over the worker pool.
 func ToBF16(dst []uint16, src []float32) {
 	if len(dst) < len(src) {
 		panic(fmt.Sprintf("kernels.ToBF16: len(dst) %d < len(src) %d", len(dst), len(src)))
 	}
+	if n := len(src); n >= 1<<16 {
+		do(&theCvt, cvtJob{dst, src, chunks(n, 1)}, chunks(n, 1))
+		return
+	}
+	toBF16Seq(dst, src)
+}
+
+type cvtJob struct {
+	dst   []uint16
+	src   []float32
+	tasks int
+}
+
+var theCvt cvtJob
+
+func (j *cvtJob) run(t, _ int) {
+	lo, hi := span(t, j.tasks, len(j.src))
+	lo, hi = lo&^31, hi&^31 // whole vectors but for the end
+	if t == j.tasks-1 {
+		hi = len(j.src)
+	}
+	if lo < hi {
+		toBF16Seq(j.dst[lo:hi], j.src[lo:hi])
+	}
+}
+
+// toBF16Seq is ToBF16 on the calling goroutine.
+func toBF16Seq(dst []uint16, src []float32) {
 	i := 0
 	if bo := cur.bf16; bo != nil && len(src) >= 32 {
 		n32 := len(src) / 32

@@ -373,3 +373,46 @@ func TestLogDispatch(t *testing.T) {
 		t.Fatalf("CPU has AVX512_BF16 but the log says %q", s)
 	}
 }
+
+// TestFusedBF16Producers: the producers that write bf16 directly
+// (RMSNormForwardBF16, QuickGELUForwardBF16, QuickGELUBackwardBF16) give
+// bit for bit ToBF16 of their fp32 versions, on every path, at sizes that
+// cut into several tasks and scratch tiles with ragged ends.
+func TestFusedBF16Producers(t *testing.T) {
+	r := rand.New(rand.NewSource(16))
+	forEachPath(t, func(t *testing.T) {
+		same := func(what string, got []uint16, want32 []float32) {
+			t.Helper()
+			want := make([]uint16, len(want32))
+			ToBF16(want, want32)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%s[%d] = %#04x, want %#04x (bf16 of %v)", what, i, got[i], want[i], want32[i])
+				}
+			}
+		}
+		for _, sz := range [][2]int{{1, 1}, {37, 45}, {300, 256}, {1029, 64}} {
+			N, C := sz[0], sz[1]
+			x, g := randSlice(r, N*C, 3), randSlice(r, C, 1)
+			out, rstd, rstd16, out16 := make([]float32, N*C), make([]float32, N), make([]float32, N), make([]uint16, N*C)
+			RMSNormForward(out, rstd, x, g, N, C)
+			RMSNormForwardBF16(out16, rstd16, x, g, N, C)
+			same(fmt.Sprintf("rmsnorm %dx%d", N, C), out16, out)
+			for i := range rstd {
+				if rstd[i] != rstd16[i] {
+					t.Fatalf("rstd[%d] = %v, want %v", i, rstd16[i], rstd[i])
+				}
+			}
+		}
+		for _, n := range []int{1, 15, 17, 1000, 1025, 100003} {
+			x, dy := randSlice(r, n, 4), randSlice(r, n, 1)
+			y, y16 := make([]float32, n), make([]uint16, n)
+			QuickGELUForward(y, x)
+			QuickGELUForwardBF16(y16, x)
+			same(fmt.Sprintf("gelu fwd n=%d", n), y16, y)
+			QuickGELUBackward(y, x, dy)
+			QuickGELUBackwardBF16(y16, x, dy)
+			same(fmt.Sprintf("gelu bwd n=%d", n), y16, y)
+		}
+	})
+}

@@ -120,6 +120,7 @@ type workspace struct {
 	bp16 []uint32  // SgemmBF16's packed B block (k-pairs of bf16)
 	ap16 []uint32  // SgemmBF16's packed A block or edge rows
 	tile [1024]float32
+	row  []float32 // one row of a fused producer (RMSNormForwardBF16)
 	att  attnScratch
 }
 
