@@ -89,19 +89,29 @@ type blockActs struct {
 	b16     *actsBF16 // bf16 copies of ln1, atty, ln2, gelu (BF16 training only)
 }
 
-func newBlockActs(B, T, C, H int, inference bool) blockActs {
+// newBlockActs allocates one block's activations. In bf16 training the
+// norms' and the GELU's outputs exist only as their bf16 copies (b16):
+// ln1, ln2 and gelu stay nil.
+func newBlockActs(B, T, C, H int, inference bool, prec Precision) blockActs {
 	N := B * T
 	a := blockActs{
-		ln1: make([]float32, N*C), ln1Rstd: make([]float32, N),
-		qkv: make([]float32, N*3*C), atty: make([]float32, N*C), lse: make([]float32, B*H*T),
-		ln2: make([]float32, N*C), ln2Rstd: make([]float32, N),
-		fch: make([]float32, N*4*C),
+		ln1Rstd: make([]float32, N),
+		qkv:     make([]float32, N*3*C), atty: make([]float32, N*C), lse: make([]float32, B*H*T),
+		ln2Rstd: make([]float32, N),
+		fch:     make([]float32, N*4*C),
 	}
-	if !inference {
+	switch {
+	case inference:
+		a.ln1, a.ln2 = make([]float32, N*C), make([]float32, N*C)
+		a.gelu = a.fch
+	case prec == BF16:
+		a.res2 = make([]float32, N*C)
+		b := newActsBF16(N, C)
+		a.b16 = &b
+	default:
+		a.ln1, a.ln2 = make([]float32, N*C), make([]float32, N*C)
 		a.res2 = make([]float32, N*C)
 		a.gelu = make([]float32, N*4*C)
-	} else {
-		a.gelu = a.fch
 	}
 	return a
 }
@@ -138,16 +148,24 @@ func blockForward(out, in []float32, p *LayerParams, w16 *layerBF16, a *blockAct
 		res2 = in
 	}
 	qkvL, projL, fcL, mprojL := blockLinears(p, w16, a, nil)
-	rmsnormForward(a.ln1, a.ln1Rstd, in, p.LN1, N, C)
-	qkvL.forward(a.qkv, a.ln1, N, C, 3*C, false)                       // [N,3C]
+	// In bf16 the norms and the GELU write their outputs straight into the
+	// bf16 copies the linear layers read (ln1, ln2, gelu stay unwritten).
+	ln1 := normInto(a.ln1, qkvL.x16, a.ln1Rstd, in, p.LN1, N, C)
+	qkvL.forward(a.qkv, ln1, N, C, 3*C, false)                         // [N,3C]
 	kernels.AttentionForward(a.atty, a.lse, a.qkv, B, T, C, H, causal) // [N,C]
 	copyRows(res2, in, N*C)
 	projL.forward(res2, a.atty, N, C, C, true)
-	rmsnormForward(a.ln2, a.ln2Rstd, res2, p.LN2, N, C)
-	fcL.forward(a.fch, a.ln2, N, C, 4*C, false) // [N,4C]
-	kernels.QuickGELUForward(a.gelu[:N*4*C], a.fch[:N*4*C])
+	ln2 := normInto(a.ln2, fcL.x16, a.ln2Rstd, res2, p.LN2, N, C)
+	fcL.forward(a.fch, ln2, N, C, 4*C, false) // [N,4C]
+	var gelu []float32                        // nil in bf16: mproj reads its x16
+	if mprojL.x16 != nil {
+		kernels.QuickGELUForwardBF16(mprojL.x16[:N*4*C], a.fch[:N*4*C])
+	} else {
+		gelu = a.gelu[:N*4*C]
+		kernels.QuickGELUForward(gelu, a.fch[:N*4*C])
+	}
 	copyRows(out, res2, N*C)
-	mprojL.forward(out, a.gelu, N, 4*C, C, true)
+	mprojL.forward(out, gelu, N, 4*C, C, true)
 }
 
 // blockScratch is the backward pass's scratch, shared by every layer.
@@ -167,7 +185,12 @@ func blockBackward(dres, in []float32, p, g *LayerParams, w16 *layerBF16, a *blo
 	// MLP: out = res2 + gelu(fch)·MLPProj, fch = ln2·FC
 	dfch := s.big[:N*4*C]
 	mprojL.backward(dfch, g.MLPProj, dres, a.gelu, N, 4*C, C)
-	kernels.QuickGELUBackward(dfch, a.fch[:N*4*C], dfch)
+	if fcL.d16 != nil { // bf16: ∂/∂fch goes straight into fc's d16
+		kernels.QuickGELUBackwardBF16(fcL.d16[:N*4*C], a.fch[:N*4*C], dfch)
+		dfch = nil
+	} else {
+		kernels.QuickGELUBackward(dfch, a.fch[:N*4*C], dfch)
+	}
 	fcL.backward(s.dln, g.FC, dfch, a.ln2, N, C, 4*C)
 	rmsnormBackward(dres, g.LN2, s.dln, a.res2, p.LN2, a.ln2Rstd, N, C) // dres is now ∂/∂res2
 	// attention: res2 = in + atty·AttnProj, atty = attn(qkv), qkv = ln1·CAttn

@@ -121,6 +121,7 @@ func (m *Model) ZeroGrads() {
 type activations struct {
 	B, T      int
 	inference bool
+	prec      Precision // the training workspace's (its buffers differ)
 
 	ids     []int32   // [B*T] input ids: wte row per position (V = sos, -1 = zero)
 	targets []int32   // [B*T] target per position (-1 = not counted)
@@ -149,7 +150,7 @@ type activations struct {
 	counts int
 }
 
-func newActivations(cfg Config, B, T int, inference bool) *activations {
+func newActivations(cfg Config, B, T int, inference bool, prec Precision) *activations {
 	L, C, H, V := cfg.Layers, cfg.D, cfg.Heads, cfg.Vocab
 	N := B * T
 	a := &activations{B: B, T: T, inference: inference,
@@ -162,31 +163,22 @@ func newActivations(cfg Config, B, T int, inference bool) *activations {
 	}
 	if inference {
 		a.hidden = make([]float32, N*C)
-		a.blocks = []blockActs{newBlockActs(B, T, C, H, true)}
+		a.blocks = []blockActs{newBlockActs(B, T, C, H, true, FP32)}
 		return a
 	}
 	a.hidden = make([]float32, (L+1)*N*C)
 	a.blocks = make([]blockActs, L)
 	for l := range a.blocks {
-		a.blocks[l] = newBlockActs(B, T, C, H, false)
+		a.blocks[l] = newBlockActs(B, T, C, H, false, prec)
 	}
+	a.prec = prec
 	a.dlogits = make([]float32, N*V)
 	a.dres = make([]float32, N*C)
 	a.scratch = blockScratch{big: make([]float32, N*4*C), datty: make([]float32, N*C), dln: make([]float32, N*C)}
+	if prec == BF16 {
+		a.scratch.d16 = make([]uint16, N*4*C)
+	}
 	return a
-}
-
-// allocBF16 allocates the training workspace's bf16 buffers on first use.
-func (a *activations) allocBF16(C int) {
-	N := a.B * a.T
-	if a.scratch.d16 != nil {
-		return
-	}
-	a.scratch.d16 = make([]uint16, N*4*C)
-	for l := range a.blocks {
-		b := newActsBF16(N, C)
-		a.blocks[l].b16 = &b
-	}
 }
 
 // layerW16 is layer l's bf16 weights, nil in fp32.
@@ -203,14 +195,14 @@ func (a *activations) h(l, b, C int) []float32 {
 	return a.hidden[l*n : l*n+b*a.T*C]
 }
 
-// Reserve allocates the training workspace for batches of up to B
+// Reserve allocates the training workspace (for m.Precision) for batches of up to B
 // sequences of T <= Config.Seq tokens. Forward calls it itself (with T =
 // Config.Seq) when no workspace fits.
 func (m *Model) Reserve(B, T int) error {
 	if B < 1 || T < 1 || T > m.Config.Seq {
 		return fmt.Errorf("model: reserve B=%d T=%d: want B >= 1 and 1 <= T <= %d", B, T, m.Config.Seq)
 	}
-	m.acts = newActivations(m.Config, B, T, false)
+	m.acts = newActivations(m.Config, B, T, false, m.Precision)
 	return nil
 }
 
@@ -265,6 +257,11 @@ func (m *Model) prepare(a *activations, tokens []int32, mask []bool, obj Objecti
 // mask [b,T] (true = masked) is required for BERT and must be nil for AR.
 // Afterwards Logits, Hidden and ProbeFeatures read the results.
 func (m *Model) Forward(tokens []int32, mask []bool, obj Objective) (float64, error) {
+	if a := m.acts; a != nil && a.prec != m.Precision {
+		if err := m.Reserve(a.B, a.T); err != nil { // the same shape, the precision's buffers
+			return 0, err
+		}
+	}
 	if m.acts == nil || (m.acts.T == m.Config.Seq && len(tokens) > m.acts.B*m.acts.T) {
 		if err := m.Reserve(max(1, len(tokens)/m.Config.Seq), m.Config.Seq); err != nil {
 			return 0, err
@@ -282,7 +279,6 @@ func (m *Model) Forward(tokens []int32, mask []bool, obj Objective) (float64, er
 	causal := obj == AR
 	a.w16 = nil
 	if m.Precision == BF16 {
-		a.allocBF16(C)
 		a.w16 = m.weightsBF16()
 	}
 	encoderForward(a.h(0, b, C), a.ids, p.WTE, p.WPE, b, T, C)
@@ -407,7 +403,7 @@ func (m *Model) inference() *activations {
 	T := m.Config.Seq
 	chunk := max(1, m.InferenceChunk/T)
 	if m.inf == nil || m.inf.B != chunk {
-		m.inf = newActivations(m.Config, chunk, T, true)
+		m.inf = newActivations(m.Config, chunk, T, true, FP32)
 	}
 	return m.inf
 }

@@ -108,27 +108,45 @@ type linear struct {
 	d16 []uint16
 }
 
-// forward: out[N,OC] (=, or += with accumulate) inp[N,IC]·w[IC,OC]; in
-// bf16 inp is rounded into x16 first.
+// forward: out[N,OC] (=, or += with accumulate) inp[N,IC]·w[IC,OC]. In
+// bf16 the input is x16: rounded into it from inp here, or, with inp nil,
+// already written there by its producer.
 func (ln linear) forward(out, inp []float32, N, IC, OC int, accumulate bool) {
 	if ln.w16 == nil {
 		matmulForward(out, inp, ln.w, N, IC, OC, accumulate)
 		return
 	}
-	kernels.ToBF16(ln.x16[:N*IC], inp[:N*IC])
+	if inp != nil {
+		kernels.ToBF16(ln.x16[:N*IC], inp[:N*IC])
+	}
 	kernels.MatMulBF16(out, ln.x16, ln.w16, N, OC, IC, accumulate)
 }
 
 // backward of out = inp·w: dinp[N,IC] = dout·wᵀ (overwritten), dw[IC,OC]
-// += inpᵀ·dout; in bf16 dout is rounded once into d16 for both products
-// and inp is the forward pass's x16.
+// += inpᵀ·dout. In bf16 inp is the forward pass's x16 and dout is d16,
+// rounded into it once for both products (or, with dout nil, already
+// written there by its producer).
 func (ln linear) backward(dinp, dw, dout, inp []float32, N, IC, OC int) {
 	if ln.w16 == nil {
 		matmulBackward(dinp, dw, dout, inp, ln.w, N, IC, OC)
 		return
 	}
 	d16 := ln.d16[:N*OC]
-	kernels.ToBF16(d16, dout[:N*OC])
+	if dout != nil {
+		kernels.ToBF16(d16, dout[:N*OC])
+	}
 	kernels.MatMulNTBF16(dinp, d16, ln.w16, N, IC, OC, false)
 	kernels.MatMulTNBF16(dw, ln.x16, d16, IC, OC, N, true)
+}
+
+// normInto is rmsnormForward into out, or, in bf16 (out16 not nil),
+// straight into the bf16 copy the next linear layer reads; it returns what
+// that layer's forward takes as its input (nil: its x16).
+func normInto(out []float32, out16 []uint16, rstd, x, g []float32, N, C int) []float32 {
+	if out16 == nil {
+		rmsnormForward(out, rstd, x, g, N, C)
+		return out
+	}
+	kernels.RMSNormForwardBF16(out16[:N*C], rstd, x, g, N, C)
+	return nil
 }
