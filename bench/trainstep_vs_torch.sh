@@ -12,8 +12,11 @@
 #   CONFIGS="a b c"  which configs;  REPEAT=n  runs torch and Go alternately n times per config and keeps
 #   each side's best median (filters out runs that other jobs on a shared machine slowed down);
 #   SGEMM=0 skips the OpenBLAS SGEMM measurement (used for the "fraction of SGEMM" figure);
-#   OBJECTIVE=bert for the BERT objective.
-# Prints torch's and Go's "tokens/s" / "GFLOP/s" lines and the ratios Go/torch, plus Go's model GFLOP/s as a
+#   OBJECTIVE=bert for the BERT objective;  BF16=0 skips, BF16=1 forces the bf16 column (default: on when
+#   /proc/cpuinfo has avx512_bf16): igpt's training step again with -precision bf16 (the blocks' linear
+#   layers on VDPBF16PS with fp32 accumulation, model.BF16), run in the same rounds as torch and fp32 Go.
+# Prints torch's and Go's "tokens/s" / "GFLOP/s" lines and the ratios Go/torch (and bf16/fp32, by wall clock and,
+# as the load of a shared machine inflates it least, by the process's CPU time per step), plus Go's model GFLOP/s as a
 # fraction of the CPU's peak (estimated: clock × FLOPs/cycle × threads, see bench/trainstep) and of
 # OpenBLAS SGEMM (mean over the transformer shapes of that width in ../shared/bench/sgemm_openblas.c,
 # the better of OpenBLAS's automatic and forced AVX-512 kernels, measured here first).
@@ -23,6 +26,10 @@ THREADS=${THREADS:-2}
 CONFIGS=${CONFIGS:-"a b c"}
 REPEAT=${REPEAT:-1}
 OBJECTIVE=${OBJECTIVE:-ar}
+if [ -z "${BF16:-}" ]; then
+    BF16=0
+    grep -q -w avx512_bf16 /proc/cpuinfo && BF16=1
+fi
 PY=/usr/bin/python3
 TORCH=../shared/bench/torch_train_step.py
 SRC=../shared/bench/sgemm_openblas.c
@@ -68,6 +75,9 @@ fi
 best() { # best value of "KEY: X" over the runs in file $1
     grep "^$2:" "$1" | awk '{ if ($NF + 0 > b) b = $NF + 0 } END { print b + 0 }'
 }
+leastcpu() { # least median CPU ms per training step over the runs in file $1
+    grep "^train cpu ms/step:" "$1" | awk '{ v = $4 + 0; if (b == 0 || v < b) b = v } END { print b + 0 }'
+}
 for c in $CONFIGS; do
     case $c in
     a) args="--layers 4 --d 256 --heads 8 --seq 256 --batch 8 --fwd-batch 32 --steps 10 --warmup 3"; sg=$SG256 ;;
@@ -75,7 +85,7 @@ for c in $CONFIGS; do
     c) args="--layers 8 --d 512 --heads 8 --seq 256 --batch 8 --fwd-batch 32 --steps 5 --warmup 2"; sg=$SG512 ;;
     *) echo "unknown config $c" >&2; exit 2 ;;
     esac
-    : >"$TMP/torch"; : >"$TMP/go"
+    : >"$TMP/torch"; : >"$TMP/go"; : >"$TMP/go16"
     r=0
     while [ "$r" -lt "$REPEAT" ]; do
         l0=$(load)
@@ -84,17 +94,36 @@ for c in $CONFIGS; do
         # shellcheck disable=SC2086
         "$GO_BIN" -threads "$THREADS" -vocab 512 -objective "$OBJECTIVE" -flops-per-cycle $FPC -sgemm-gflops "$sg" \
             $(echo "$args" | sed 's/--/-/g') -breakdown >>"$TMP/go" 2>&1
-        echo "# ($c) run $((r + 1)): load before torch $l0, before Go $l1, after $(load)"
+        l2=$(load)
+        if [ "$BF16" = 1 ]; then
+            # shellcheck disable=SC2086
+            "$GO_BIN" -threads "$THREADS" -vocab 512 -objective "$OBJECTIVE" -flops-per-cycle $FPC -sgemm-gflops "$sg" \
+                $(echo "$args" | sed 's/--/-/g') -fwd-batch 0 -precision bf16 -breakdown >>"$TMP/go16" 2>&1
+        fi
+        echo "# ($c) run $((r + 1)): load before torch $l0, before Go $l1, before Go bf16 $l2, after $(load)"
         r=$((r + 1))
     done
     echo "== ($c) $(grep -m1 '^config:' "$TMP/torch" | sed 's/^config: //')"
     grep -m1 '^# torch' "$TMP/torch"
     grep -E '^(train|fwd) (ms/|tokens|GFLOP)' "$TMP/torch" | sed 's/^/torch /'
     grep -m1 '^# igpt' "$TMP/go"
-    grep -E '^(train|fwd) (ms/|tokens|GFLOP|fraction|breakdown)' "$TMP/go" | sed 's/^/go    /'
+    grep -E '^(train|fwd) (ms/|cpu|tokens|GFLOP|fraction|breakdown)' "$TMP/go" | sed 's/^/go    /'
+    if [ "$BF16" = 1 ]; then
+        grep -m1 '^# igpt' "$TMP/go16"
+        grep -E '^train (ms/|cpu|tokens|GFLOP|fraction|breakdown|last_loss)' "$TMP/go16" | sed 's/^/go16  /'
+    fi
     for k in train fwd; do
         tt=$(best "$TMP/torch" "$k tokens/s"); gt=$(best "$TMP/go" "$k tokens/s")
         echo "$k $tt $gt" | awk '{ r = ($2 > 0) ? $3 / $2 : 0; printf "(%s) %-5s tokens/s: torch %s, go %s, go/torch %.2fx\n", c, $1, $2, $3, r }' c="$c"
     done
+    if [ "$BF16" = 1 ]; then
+        tt=$(best "$TMP/torch" "train tokens/s"); gt=$(best "$TMP/go" "train tokens/s"); bt=$(best "$TMP/go16" "train tokens/s")
+        echo "$tt $gt $bt" | awk '{ r = ($1 > 0) ? $3 / $1 : 0; s = ($2 > 0) ? $3 / $2 : 0
+            printf "(%s) train tokens/s bf16: go bf16 %s, go bf16/torch %.2fx, go bf16/go fp32 %.2fx\n", c, $3, r, s }' c="$c"
+        # CPU time per step: what a shared machine's load inflates least
+        gc=$(leastcpu "$TMP/go"); bc=$(leastcpu "$TMP/go16")
+        echo "$gc $bc" | awk '{ s = ($2 > 0) ? $1 / $2 : 0
+            printf "(%s) train cpu ms/step (least median over runs): go fp32 %s, go bf16 %s, bf16 speed-up by CPU time %.2fx\n", c, $1, $2, s }' c="$c"
+    fi
     echo
 done

@@ -21,6 +21,11 @@
 // probes; Model.Probe computes every layer's probe features in a
 // forward-only pass whose memory does not grow with the batch.
 //
+// Model.Precision BF16 runs the blocks' linear layers of a training step
+// (forward and backward) on kernels.SgemmBF16: bf16 operands, fp32
+// accumulation, fp32 master weights, gradients, optimizer state and loss;
+// attention, norms, GELU and the LM head stay fp32 (see Precision).
+//
 // Training uses Adam (β = 0.9, 0.95) with optional decoupled weight decay
 // and gradient clipping (Optimizer) under a linear warm-up + cosine
 // Schedule. Checkpoints are safetensors (a small reader and writer of our

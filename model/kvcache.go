@@ -200,11 +200,11 @@ func (s *Sampler) Prefill(prefix []int32) error {
 		copy(ids[b*P+1:(b+1)*P], prefix[b*P:(b+1)*P-1])
 	}
 	h := make([]float32, B*P*C) // [B,P,C]
-	blk := newBlockActs(B, P, C, H, true)
+	blk := newBlockActs(B, P, C, H, true, FP32)
 	encoderForward(h, ids, p.WTE, p.WPE, B, P, C)
 	hd, layer := C/H, B*s.maxT*C
 	for l := range p.Layers {
-		blockForward(h, h, &p.Layers[l], &blk, B, P, C, H, true)
+		blockForward(h, h, &p.Layers[l], nil, &blk, B, P, C, H, true)
 		// blk.qkv [B,P,3C] → cache [B,H,maxT,hd]
 		kc, vc := s.k[l*layer:(l+1)*layer], s.v[l*layer:(l+1)*layer]
 		for b := 0; b < B; b++ {

@@ -86,23 +86,51 @@ type blockActs struct {
 	ln2Rstd []float32 // [N]
 	fch     []float32 // [N, 4C]  norm(res2)·c_fc (before GELU)
 	gelu    []float32 // [N, 4C]  quick_gelu(fch)
+	b16     *actsBF16 // bf16 copies of ln1, atty, ln2, gelu (BF16 training only)
 }
 
-func newBlockActs(B, T, C, H int, inference bool) blockActs {
+// newBlockActs allocates one block's activations. In bf16 training the
+// norms' and the GELU's outputs exist only as their bf16 copies (b16):
+// ln1, ln2 and gelu stay nil.
+func newBlockActs(B, T, C, H int, inference bool, prec Precision) blockActs {
 	N := B * T
 	a := blockActs{
-		ln1: make([]float32, N*C), ln1Rstd: make([]float32, N),
-		qkv: make([]float32, N*3*C), atty: make([]float32, N*C), lse: make([]float32, B*H*T),
-		ln2: make([]float32, N*C), ln2Rstd: make([]float32, N),
-		fch: make([]float32, N*4*C),
+		ln1Rstd: make([]float32, N),
+		qkv:     make([]float32, N*3*C), atty: make([]float32, N*C), lse: make([]float32, B*H*T),
+		ln2Rstd: make([]float32, N),
+		fch:     make([]float32, N*4*C),
 	}
-	if !inference {
+	switch {
+	case inference:
+		a.ln1, a.ln2 = make([]float32, N*C), make([]float32, N*C)
+		a.gelu = a.fch
+	case prec == BF16:
+		a.res2 = make([]float32, N*C)
+		b := newActsBF16(N, C)
+		a.b16 = &b
+	default:
+		a.ln1, a.ln2 = make([]float32, N*C), make([]float32, N*C)
 		a.res2 = make([]float32, N*C)
 		a.gelu = make([]float32, N*4*C)
-	} else {
-		a.gelu = a.fch
 	}
 	return a
+}
+
+// blockLinears returns a block's four linear layers: c_attn, attn.c_proj,
+// c_fc, mlp.c_proj. With w16 nil they are fp32; else bf16, reading the
+// bf16 weights w16, keeping their inputs' bf16 copies in a.b16 and
+// rounding output gradients into d16 [N·4C].
+func blockLinears(p *LayerParams, w16 *layerBF16, a *blockActs, d16 []uint16) (qkv, proj, fc, mproj linear) {
+	qkv, proj, fc, mproj = linear{w: p.CAttn}, linear{w: p.AttnProj}, linear{w: p.FC}, linear{w: p.MLPProj}
+	if w16 == nil {
+		return
+	}
+	b := a.b16
+	qkv.w16, qkv.x16, qkv.d16 = w16.cAttn, b.ln1, d16
+	proj.w16, proj.x16, proj.d16 = w16.attnProj, b.atty, d16
+	fc.w16, fc.x16, fc.d16 = w16.fc, b.ln2, d16
+	mproj.w16, mproj.x16, mproj.d16 = w16.mlpProj, b.gelu, d16
+	return
 }
 
 // blockForward runs one pre-norm transformer block:
@@ -111,23 +139,33 @@ func newBlockActs(B, T, C, H int, inference bool) blockActs {
 //	out[N,C]  = res2 + quick_gelu(norm(res2, ln_2)·c_fc) · mlp.c_proj
 //
 // With res2 == nil (forward-only path) the residual is updated in place in
-// in, and out must be in.
-func blockForward(out, in []float32, p *LayerParams, a *blockActs, B, T, C, H int, causal bool) {
+// in, and out must be in. w16 non-nil runs the linear layers in bf16 (see
+// blockLinears; a.b16 must be allocated).
+func blockForward(out, in []float32, p *LayerParams, w16 *layerBF16, a *blockActs, B, T, C, H int, causal bool) {
 	N := B * T
 	res2 := a.res2
 	if res2 == nil {
 		res2 = in
 	}
-	rmsnormForward(a.ln1, a.ln1Rstd, in, p.LN1, N, C)
-	matmulForward(a.qkv, a.ln1, p.CAttn, N, C, 3*C, false)             // [N,3C]
+	qkvL, projL, fcL, mprojL := blockLinears(p, w16, a, nil)
+	// In bf16 the norms and the GELU write their outputs straight into the
+	// bf16 copies the linear layers read (ln1, ln2, gelu stay unwritten).
+	ln1 := normInto(a.ln1, qkvL.x16, a.ln1Rstd, in, p.LN1, N, C)
+	qkvL.forward(a.qkv, ln1, N, C, 3*C, false)                         // [N,3C]
 	kernels.AttentionForward(a.atty, a.lse, a.qkv, B, T, C, H, causal) // [N,C]
 	copyRows(res2, in, N*C)
-	matmulForward(res2, a.atty, p.AttnProj, N, C, C, true)
-	rmsnormForward(a.ln2, a.ln2Rstd, res2, p.LN2, N, C)
-	matmulForward(a.fch, a.ln2, p.FC, N, C, 4*C, false) // [N,4C]
-	kernels.QuickGELUForward(a.gelu[:N*4*C], a.fch[:N*4*C])
+	projL.forward(res2, a.atty, N, C, C, true)
+	ln2 := normInto(a.ln2, fcL.x16, a.ln2Rstd, res2, p.LN2, N, C)
+	fcL.forward(a.fch, ln2, N, C, 4*C, false) // [N,4C]
+	var gelu []float32                        // nil in bf16: mproj reads its x16
+	if mprojL.x16 != nil {
+		kernels.QuickGELUForwardBF16(mprojL.x16[:N*4*C], a.fch[:N*4*C])
+	} else {
+		gelu = a.gelu[:N*4*C]
+		kernels.QuickGELUForward(gelu, a.fch[:N*4*C])
+	}
 	copyRows(out, res2, N*C)
-	matmulForward(out, a.gelu, p.MLPProj, N, 4*C, C, true)
+	mprojL.forward(out, gelu, N, 4*C, C, true)
 }
 
 // blockScratch is the backward pass's scratch, shared by every layer.
@@ -135,23 +173,31 @@ type blockScratch struct {
 	big   []float32 // [N, 4C]: dgelu/dfch, then dqkv [N,3C]
 	datty []float32 // [N, C]
 	dln   []float32 // [N, C]
+	d16   []uint16  // [N, 4C]: a linear layer's output gradient in bf16 (BF16 only)
 }
 
 // blockBackward takes dres[N,C] = ∂loss/∂out and turns it, in place, into
-// ∂loss/∂in; parameter gradients accumulate into g.
-func blockBackward(dres, in []float32, p, g *LayerParams, a *blockActs, s *blockScratch, B, T, C, H int, causal bool) {
+// ∂loss/∂in; parameter gradients accumulate into g. w16 is the forward
+// pass's (nil: fp32).
+func blockBackward(dres, in []float32, p, g *LayerParams, w16 *layerBF16, a *blockActs, s *blockScratch, B, T, C, H int, causal bool) {
 	N := B * T
+	qkvL, projL, fcL, mprojL := blockLinears(p, w16, a, s.d16)
 	// MLP: out = res2 + gelu(fch)·MLPProj, fch = ln2·FC
 	dfch := s.big[:N*4*C]
-	matmulBackward(dfch, g.MLPProj, dres, a.gelu, p.MLPProj, N, 4*C, C)
-	kernels.QuickGELUBackward(dfch, a.fch[:N*4*C], dfch)
-	matmulBackward(s.dln, g.FC, dfch, a.ln2, p.FC, N, C, 4*C)
+	mprojL.backward(dfch, g.MLPProj, dres, a.gelu, N, 4*C, C)
+	if fcL.d16 != nil { // bf16: ∂/∂fch goes straight into fc's d16
+		kernels.QuickGELUBackwardBF16(fcL.d16[:N*4*C], a.fch[:N*4*C], dfch)
+		dfch = nil
+	} else {
+		kernels.QuickGELUBackward(dfch, a.fch[:N*4*C], dfch)
+	}
+	fcL.backward(s.dln, g.FC, dfch, a.ln2, N, C, 4*C)
 	rmsnormBackward(dres, g.LN2, s.dln, a.res2, p.LN2, a.ln2Rstd, N, C) // dres is now ∂/∂res2
 	// attention: res2 = in + atty·AttnProj, atty = attn(qkv), qkv = ln1·CAttn
-	matmulBackward(s.datty, g.AttnProj, dres, a.atty, p.AttnProj, N, C, C)
+	projL.backward(s.datty, g.AttnProj, dres, a.atty, N, C, C)
 	dqkv := s.big[:N*3*C]
 	kernels.AttentionBackward(dqkv, s.datty, a.atty, a.lse, a.qkv, B, T, C, H, causal)
-	matmulBackward(s.dln, g.CAttn, dqkv, a.ln1, p.CAttn, N, C, 3*C)
+	qkvL.backward(s.dln, g.CAttn, dqkv, a.ln1, N, C, 3*C)
 	rmsnormBackward(dres, g.LN1, s.dln, in, p.LN1, a.ln1Rstd, N, C) // dres is now ∂/∂in
 }
 

@@ -76,8 +76,13 @@ type Model struct {
 	// its memory is bounded by this, whatever the batch. Default 4096.
 	InferenceChunk int
 
+	// Precision of the training step's linear layers (Forward, Backward):
+	// FP32 (default) or BF16. The forward-only path is fp32.
+	Precision Precision
+
 	acts *activations
 	inf  *activations
+	w16  []layerBF16 // bf16 weights of the last BF16 Forward
 }
 
 // New returns a model with zeroed parameters (call Params.Init, or load a
@@ -116,6 +121,7 @@ func (m *Model) ZeroGrads() {
 type activations struct {
 	B, T      int
 	inference bool
+	prec      Precision // the training workspace's (its buffers differ)
 
 	ids     []int32   // [B*T] input ids: wte row per position (V = sos, -1 = zero)
 	targets []int32   // [B*T] target per position (-1 = not counted)
@@ -125,6 +131,10 @@ type activations struct {
 	lnf     []float32 // [N, C]
 	lnfRstd []float32 // [N]
 	logits  []float32 // [N, V]
+
+	// w16 is the bf16 weights the last Forward used (nil: fp32); Backward
+	// uses the same.
+	w16 []layerBF16
 
 	// backward only
 	dlogits []float32 // [N, V]
@@ -140,7 +150,7 @@ type activations struct {
 	counts int
 }
 
-func newActivations(cfg Config, B, T int, inference bool) *activations {
+func newActivations(cfg Config, B, T int, inference bool, prec Precision) *activations {
 	L, C, H, V := cfg.Layers, cfg.D, cfg.Heads, cfg.Vocab
 	N := B * T
 	a := &activations{B: B, T: T, inference: inference,
@@ -153,18 +163,30 @@ func newActivations(cfg Config, B, T int, inference bool) *activations {
 	}
 	if inference {
 		a.hidden = make([]float32, N*C)
-		a.blocks = []blockActs{newBlockActs(B, T, C, H, true)}
+		a.blocks = []blockActs{newBlockActs(B, T, C, H, true, FP32)}
 		return a
 	}
 	a.hidden = make([]float32, (L+1)*N*C)
 	a.blocks = make([]blockActs, L)
 	for l := range a.blocks {
-		a.blocks[l] = newBlockActs(B, T, C, H, false)
+		a.blocks[l] = newBlockActs(B, T, C, H, false, prec)
 	}
+	a.prec = prec
 	a.dlogits = make([]float32, N*V)
 	a.dres = make([]float32, N*C)
 	a.scratch = blockScratch{big: make([]float32, N*4*C), datty: make([]float32, N*C), dln: make([]float32, N*C)}
+	if prec == BF16 {
+		a.scratch.d16 = make([]uint16, N*4*C)
+	}
 	return a
+}
+
+// layerW16 is layer l's bf16 weights, nil in fp32.
+func layerW16(w16 []layerBF16, l int) *layerBF16 {
+	if w16 == nil {
+		return nil
+	}
+	return &w16[l]
 }
 
 // h returns h_l of the first b sequences (training workspace).
@@ -173,14 +195,14 @@ func (a *activations) h(l, b, C int) []float32 {
 	return a.hidden[l*n : l*n+b*a.T*C]
 }
 
-// Reserve allocates the training workspace for batches of up to B
+// Reserve allocates the training workspace (for m.Precision) for batches of up to B
 // sequences of T <= Config.Seq tokens. Forward calls it itself (with T =
 // Config.Seq) when no workspace fits.
 func (m *Model) Reserve(B, T int) error {
 	if B < 1 || T < 1 || T > m.Config.Seq {
 		return fmt.Errorf("model: reserve B=%d T=%d: want B >= 1 and 1 <= T <= %d", B, T, m.Config.Seq)
 	}
-	m.acts = newActivations(m.Config, B, T, false)
+	m.acts = newActivations(m.Config, B, T, false, m.Precision)
 	return nil
 }
 
@@ -235,6 +257,11 @@ func (m *Model) prepare(a *activations, tokens []int32, mask []bool, obj Objecti
 // mask [b,T] (true = masked) is required for BERT and must be nil for AR.
 // Afterwards Logits, Hidden and ProbeFeatures read the results.
 func (m *Model) Forward(tokens []int32, mask []bool, obj Objective) (float64, error) {
+	if a := m.acts; a != nil && a.prec != m.Precision {
+		if err := m.Reserve(a.B, a.T); err != nil { // the same shape, the precision's buffers
+			return 0, err
+		}
+	}
 	if m.acts == nil || (m.acts.T == m.Config.Seq && len(tokens) > m.acts.B*m.acts.T) {
 		if err := m.Reserve(max(1, len(tokens)/m.Config.Seq), m.Config.Seq); err != nil {
 			return 0, err
@@ -250,9 +277,13 @@ func (m *Model) Forward(tokens []int32, mask []bool, obj Objective) (float64, er
 	T, C, H, V, L := a.T, cfg.D, cfg.Heads, cfg.Vocab, cfg.Layers
 	N := b * T
 	causal := obj == AR
+	a.w16 = nil
+	if m.Precision == BF16 {
+		a.w16 = m.weightsBF16()
+	}
 	encoderForward(a.h(0, b, C), a.ids, p.WTE, p.WPE, b, T, C)
 	for l := 0; l < L; l++ {
-		blockForward(a.h(l+1, b, C), a.h(l, b, C), &p.Layers[l], &a.blocks[l], b, T, C, H, causal)
+		blockForward(a.h(l+1, b, C), a.h(l, b, C), &p.Layers[l], layerW16(a.w16, l), &a.blocks[l], b, T, C, H, causal)
 	}
 	rmsnormForward(a.lnf, a.lnfRstd, a.h(L, b, C), p.LNF, N, C)
 	headForward(a.logits, a.lnf, p.LMHead, N, C, V)
@@ -361,7 +392,7 @@ func (m *Model) BackwardWith(genWeight float32, dFinal []float32) error {
 	clear(dres)
 	rmsnormBackward(dres, g.LNF, dln, a.h(L, b, C), p.LNF, a.lnfRstd, N, C)
 	for l := L - 1; l >= 0; l-- {
-		blockBackward(dres, a.h(l, b, C), &p.Layers[l], &g.Layers[l], &a.blocks[l], &a.scratch, b, T, C, H, causal)
+		blockBackward(dres, a.h(l, b, C), &p.Layers[l], &g.Layers[l], layerW16(a.w16, l), &a.blocks[l], &a.scratch, b, T, C, H, causal)
 	}
 	encoderBackward(g.WTE, g.WPE, dres, a.ids[:N], a.pos[:N], C)
 	return nil
@@ -372,7 +403,7 @@ func (m *Model) inference() *activations {
 	T := m.Config.Seq
 	chunk := max(1, m.InferenceChunk/T)
 	if m.inf == nil || m.inf.B != chunk {
-		m.inf = newActivations(m.Config, chunk, T, true)
+		m.inf = newActivations(m.Config, chunk, T, true, FP32)
 	}
 	return m.inf
 }
@@ -484,7 +515,7 @@ func (m *Model) inferForward(tokens []int32, mask []bool, obj Objective, out inf
 		encoderForward(h, a.ids, p.WTE, p.WPE, b, T, C)
 		for l := 0; l <= L; l++ {
 			if l > 0 {
-				blockForward(h, h, &p.Layers[l-1], &a.blocks[0], b, T, C, H, obj == AR)
+				blockForward(h, h, &p.Layers[l-1], nil, &a.blocks[0], b, T, C, H, obj == AR)
 			}
 			if out.feats != nil && out.pool.N > 1 {
 				R := out.pool.Regions()

@@ -226,8 +226,15 @@ func TestForwardErrors(t *testing.T) {
 // TestSteadyStateAllocs: a training step (Forward, Backward, Update) and the
 // forward-only paths allocate nothing once warm.
 func TestSteadyStateAllocs(t *testing.T) {
+	for _, p := range []Precision{FP32, BF16} {
+		t.Run(p.String(), func(t *testing.T) { steadyStateAllocs(t, p) })
+	}
+}
+
+func steadyStateAllocs(t *testing.T, prec Precision) {
 	cfg := Config{Layers: 2, D: 32, Heads: 4, Seq: 16, Vocab: 20}
 	m := testModel(t, cfg, 6, 0.05)
+	m.Precision = prec
 	opt, err := NewOptimizer(cfg)
 	if err != nil {
 		t.Fatal(err)

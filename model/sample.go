@@ -280,7 +280,7 @@ func (m *Model) SampleNaive(prefix []int32, B, n int, opt SampleOptions) ([]int3
 	rngs := sequenceRNGs(opt.Seed, B)
 	ids := make([]int32, B*n)   // [B,T] inputs of the prefix t+1 = T
 	h := make([]float32, B*n*C) // [B,T,C]
-	blk := newBlockActs(B, n, C, H, true)
+	blk := newBlockActs(B, n, C, H, true, FP32)
 	last := make([]float32, B*C)   // [B,C] norm(h_L) at position t
 	logits := make([]float32, B*V) // [B,V]
 	for t := P; t < n; t++ {
@@ -291,7 +291,7 @@ func (m *Model) SampleNaive(prefix []int32, B, n int, opt SampleOptions) ([]int3
 		}
 		encoderForward(h, ids, p.WTE, p.WPE, B, T, C)
 		for l := range p.Layers {
-			blockForward(h, h, &p.Layers[l], &blk, B, T, C, H, true)
+			blockForward(h, h, &p.Layers[l], nil, &blk, B, T, C, H, true)
 		}
 		for b := 0; b < B; b++ {
 			copy(last[b*C:(b+1)*C], h[(b*T+t)*C:(b*T+T)*C])

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,6 +208,22 @@ var configRanges = map[string]Range{
 	"finetune.threads":          threads,
 }
 
+// Choice is the values a string config key accepts, for the keys whose
+// values are a fixed set; left out ("") it takes Default.
+type Choice struct {
+	Values  []string
+	Default string
+	Note    string
+}
+
+// configChoices lists the string keys checked against a fixed set of
+// values by checkValues (and rendered into docs/config-ranges.md); their
+// sections' checks add what depends on the machine or on other keys.
+var configChoices = map[string]Choice{
+	"train.precision":    {Values: []string{"fp32", "bf16"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it"},
+	"finetune.precision": {Values: []string{"fp32", "bf16"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it"},
+}
+
 // checkValues walks every value of the config once: NaN and ±Inf are
 // refused (YAML accepts .nan and .inf, JSON, the stage key, cannot encode
 // them), and every number must lie in its key's range. Errors name the key
@@ -229,6 +246,10 @@ func checkValue(v reflect.Value, key, table string) error {
 		return inRange(key, table, float64(v.Int()), strconv.FormatInt(v.Int(), 10), k)
 	case k >= reflect.Uint && k <= reflect.Uint64:
 		return inRange(key, table, float64(v.Uint()), strconv.FormatUint(v.Uint(), 10), k)
+	case k == reflect.String:
+		if c, ok := configChoices[table]; ok && v.String() != "" && !slices.Contains(c.Values, v.String()) {
+			return fmt.Errorf("%s is %q: want one of %s (docs/config-ranges.md)", key, v.String(), strings.Join(c.Values, ", "))
+		}
 	case k == reflect.Pointer || k == reflect.Interface:
 		if !v.IsNil() {
 			return checkValue(v.Elem(), key, table)
@@ -373,6 +394,18 @@ func ConfigRangesDoc() string {
 			kind = nk.Shape + " of " + kind + "s"
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", nk.Key, kind, r.text(nk.Kind), r.Note)
+	}
+	b.WriteString("\n## Keys with a fixed set of values\n\n" +
+		"Checked at load as the numbers are (`configChoices` in the same file).\n\n" +
+		"| key | values | default | note |\n|---|---|---|---|\n")
+	keys := make([]string, 0, len(configChoices))
+	for k := range configChoices {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := configChoices[k]
+		fmt.Fprintf(&b, "| `%s` | `%s` | `%s` | %s |\n", k, strings.Join(c.Values, "`, `"), c.Default, c.Note)
 	}
 	return b.String()
 }

@@ -135,7 +135,8 @@ func newFinetuner(ctx context.Context, rc *RunContext) (*finetuner, error) {
 	if err := ft.start(ctx, in); err != nil {
 		return nil, err
 	}
-	rc.Log.Info("finetune: model", "config", ft.m.Config.String(), "init", fc.Init, "objective", ft.obj, "classes", ft.head.Classes,
+	kernels.LogDispatch(rc.Log)
+	rc.Log.Info("finetune: model", "config", ft.m.Config.String(), "init", fc.Init, "objective", ft.obj, "precision", ft.m.Precision, "classes", ft.head.Classes,
 		"gen_weight", *fc.GenWeight, "pad", ft.pad, "hflip", *fc.HFlip, "val_records", len(ft.val.labels), "resumed_at", ft.step)
 	return ft, nil
 }
@@ -180,6 +181,7 @@ func (ft *finetuner) initModel(ctx context.Context, in trainInputs, classes int)
 		}
 		ft.m, objective = model.FromParams(p), tout.Objective
 	}
+	ft.m.Precision = fc.Prec()
 	obj, err := model.ParseObjective(objective)
 	if err != nil {
 		return err

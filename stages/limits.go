@@ -107,7 +107,7 @@ func checkTrainMemory(mc model.Config, tc TrainParams) error {
 	params, acts := TrainBytes(mc, tc.Batch)
 	return checkMemory("train", fmt.Sprintf("model %v (train.model %s) with train.batch %d", mc, tc.Model, tc.Batch),
 		"lower train.batch (use train.accum for the same step size) or choose a smaller train.model, train.layers or train.d",
-		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts})
+		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts + BF16Bytes(mc, tc.Batch, tc.Prec())})
 }
 
 // checkFinetuneMemory: fine-tuning trains the whole model at
@@ -115,7 +115,20 @@ func checkTrainMemory(mc model.Config, tc TrainParams) error {
 func checkFinetuneMemory(mc model.Config, fc FinetuneParams) error {
 	params, acts := TrainBytes(mc, fc.Batch)
 	return checkMemory("finetune", fmt.Sprintf("model %v with finetune.batch %d", mc, fc.Batch), "lower finetune.batch",
-		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts})
+		memTerm{"parameters, gradients and Adam moments", params}, memTerm{"activations", acts + BF16Bytes(mc, fc.Batch, fc.Prec())})
+}
+
+// BF16Bytes is what a bf16 training step holds beyond TrainBytes' fp32
+// activations (0 in fp32; negative when it holds less): the blocks'
+// weights in bf16 (12d² per layer), each block's four linear inputs
+// (7·N·C) and one output gradient (4·N·C), 2 bytes each, less the fp32
+// norm and GELU outputs (6·N·C per block) that bf16 keeps only as copies.
+func BF16Bytes(mc model.Config, B int, p model.Precision) float64 {
+	if p != model.BF16 {
+		return 0
+	}
+	L, C, N := float64(mc.Layers), float64(mc.D), float64(B)*float64(mc.Seq)
+	return 2*(12*C*C*L+7*N*C*L+4*N*C) - 4*6*N*C*L
 }
 
 // checkSampleMemory: seqs sequences sampled together hold a key/value

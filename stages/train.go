@@ -93,6 +93,12 @@ type TrainParams struct {
 	// Threads for the kernels (default: all cores). Results are bit-for-bit
 	// reproducible for a given thread count.
 	Threads int `yaml:"threads" json:"threads"`
+	// Precision of the transformer blocks' matrix products: fp32 (default)
+	// or bf16, bf16 operands with fp32 accumulation, fp32 master weights,
+	// optimiser and loss (model.BF16). bf16 needs a CPU with AVX512_BF16
+	// and is refused at load without it. Part of the stage key; fp32 is
+	// left out of the key, so fp32 runs keep the keys they had.
+	Precision string `yaml:"precision" json:"precision,omitempty"`
 }
 
 func (t *TrainParams) fillDefaults() {
@@ -122,6 +128,35 @@ func (t *TrainParams) fillDefaults() {
 	if t.LR == 0 {
 		t.LR = 3e-3
 	}
+	t.Precision = keyPrecision(t.Precision)
+}
+
+// keyPrecision is a precision as stage keys hold it: fp32, the default,
+// as "" (left out), so that writing it out keeps the key.
+func keyPrecision(s string) string {
+	if s == "fp32" {
+		return ""
+	}
+	return s
+}
+
+// checkPrecision checks the precision key (train.precision, …): fp32 or
+// bf16, and bf16 only where the CPU runs it (naming the missing flag).
+func checkPrecision(key, s string) (model.Precision, error) {
+	p, err := model.ParsePrecision(s)
+	if err != nil {
+		return p, fmt.Errorf("%s is %q: want fp32 or bf16", key, s)
+	}
+	if err := p.Check(); err != nil {
+		return p, fmt.Errorf("%s is bf16 but %w", key, err)
+	}
+	return p, nil
+}
+
+// Prec is the train section's precision (checked at load).
+func (t TrainParams) Prec() model.Precision {
+	p, _ := model.ParsePrecision(t.Precision)
+	return p
 }
 
 // check validates the train section, the model's shape included (the
@@ -132,6 +167,9 @@ func (t TrainParams) check() error {
 	}
 	if t.WarmupSteps > t.Steps {
 		return fmt.Errorf("train.warmup_steps is %d: at most train.steps (%d)", t.WarmupSteps, t.Steps)
+	}
+	if _, err := checkPrecision("train.precision", t.Precision); err != nil {
+		return err
 	}
 	_, err := t.modelShape()
 	return err

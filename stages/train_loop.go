@@ -73,6 +73,7 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 	if err != nil {
 		return nil, err
 	}
+	m.Precision = tc.Prec()
 	opt, err := model.NewOptimizer(mc)
 	if err != nil {
 		return nil, err
@@ -91,8 +92,9 @@ func newTrainer(ctx context.Context, rc *RunContext, qm *Manifest) (*trainer, er
 	if err := tr.start(ctx, in); err != nil {
 		return nil, err
 	}
+	kernels.LogDispatch(rc.Log)
 	rc.Log.Info("train: model", "config", mc.String(), "params", mc.NumParams(), "objective", tc.Objective,
-		"batch", tc.Batch, "accum", tc.Accum, "steps", tc.Steps, "threads", kernels.Threads(), "resumed_at", tr.step)
+		"precision", m.Precision, "batch", tc.Batch, "accum", tc.Accum, "steps", tc.Steps, "threads", kernels.Threads(), "resumed_at", tr.step)
 	return tr, nil
 }
 

@@ -19,6 +19,7 @@
 //	train tokens/s: X
 //	train GFLOP/s: X
 //	train fraction: peak P, sgemm S     (model GFLOP/s over the peak and over -sgemm-gflops)
+//	train cpu ms/step: MEDIAN (min A, …) (process CPU time per step, unix)
 //	train last_loss: X
 //	fwd ms/batch / fwd tokens/s / fwd GFLOP/s / fwd fraction
 //
@@ -60,6 +61,7 @@ func main() {
 	fpc := flag.Float64("flops-per-cycle", 32, "fp32 FLOPs per cycle per core for the peak estimate (Zen 4 AVX-512: 32)")
 	sgemm := flag.Float64("sgemm-gflops", 0, "an SGEMM rate to compare with (e.g. OpenBLAS at these shapes; 0: not printed)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed part to this file")
+	precision := flag.String("precision", "fp32", "fp32 or bf16: the training step's linear layers (model.Precision); the forward pass is fp32")
 	flag.Parse()
 
 	runtime.GOMAXPROCS(*threads)
@@ -68,11 +70,19 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	prec, err := model.ParsePrecision(*precision)
+	if err != nil {
+		fail(err)
+	}
+	if err := prec.Check(); err != nil {
+		fail(err)
+	}
 	cfg := model.Config{Layers: *layers, D: *d, Heads: *heads, Seq: *seq, Vocab: *vocab}
 	m, err := model.New(cfg)
 	if err != nil {
 		fail(err)
 	}
+	m.Precision = prec
 	m.Params.Init(*seed)
 	// a non-zero head, as torch_train_step.py (whose init draws it N(0, 0.02))
 	r := rand.New(rand.NewPCG(*seed, 1))
@@ -85,14 +95,14 @@ func main() {
 		ghz = clockGHz()
 		*peak = ghz * *fpc * float64(*threads)
 	}
-	fmt.Printf("# igpt model, kernels path %s, GOMAXPROCS=%d kernels.Threads()=%d, peak %.0f GFLOP/s", kernels.Path(),
-		runtime.GOMAXPROCS(0), kernels.Threads(), *peak)
+	fmt.Printf("# igpt model, kernels path %s, precision %s (bf16 kernels %s), GOMAXPROCS=%d kernels.Threads()=%d, peak %.0f GFLOP/s", kernels.Path(),
+		prec, kernels.BF16Path(), runtime.GOMAXPROCS(0), kernels.Threads(), *peak)
 	if ghz > 0 {
 		fmt.Printf(" (estimated: %.2f GHz × %g FLOP/cycle × %d threads)", ghz, *fpc, *threads)
 	}
 	fmt.Println()
-	fmt.Printf("config: L=%d d=%d H=%d T=%d V=%d objective=%s batch=%d fwd_batch=%d threads=%d params=%d matmul_params=%d\n",
-		cfg.Layers, cfg.D, cfg.Heads, cfg.Seq, cfg.Vocab, obj, *batch, *fwdBatch, *threads, cfg.NumParams(), cfg.MatmulParams())
+	fmt.Printf("config: L=%d d=%d H=%d T=%d V=%d objective=%s precision=%s batch=%d fwd_batch=%d threads=%d params=%d matmul_params=%d\n",
+		cfg.Layers, cfg.D, cfg.Heads, cfg.Seq, cfg.Vocab, obj, prec, *batch, *fwdBatch, *threads, cfg.NumParams(), cfg.MatmulParams())
 	fmt.Printf("flops/token: train %.3fM fwd %.3fM\n", trainF/1e6, fwdF/1e6)
 
 	batchOf := func(B int) ([]int32, []bool) {
@@ -139,9 +149,10 @@ func main() {
 			fail(err)
 		}
 		m.AllocGrads()
-		var times, tf, tb, to []float64
+		var times, tf, tb, to, cpu []float64
 		var loss float64
 		for i := 0; i < *warmup+*steps; i++ {
+			c0 := cpuSeconds()
 			t0 := time.Now()
 			m.Grads.Zero()
 			loss, err = m.Forward(x, mask, obj)
@@ -158,6 +169,7 @@ func main() {
 			}
 			t3 := time.Now()
 			if i >= *warmup {
+				cpu = append(cpu, cpuSeconds()-c0)
 				times = append(times, t3.Sub(t0).Seconds())
 				tf = append(tf, t1.Sub(t0).Seconds())
 				tb = append(tb, t2.Sub(t1).Seconds())
@@ -165,6 +177,11 @@ func main() {
 			}
 		}
 		report("train", "ms/step", times, *batch**seq, trainF)
+		if cpu[0] >= 0 {
+			// CPU time is what a shared machine's load does not inflate
+			// (much): compare precisions by it where the wall clock is noisy.
+			fmt.Printf("train cpu ms/step: %.1f (min %.1f, all threads; spin-waits included)\n", median(cpu)*1e3, minf(cpu)*1e3)
+		}
 		if *breakdown {
 			fmt.Printf("train breakdown ms: zero+forward %.1f, backward %.1f, clip-norm+adam %.1f\n",
 				median(tf)*1e3, median(tb)*1e3, median(to)*1e3)

@@ -65,6 +65,38 @@ func BenchmarkSgemm(b *testing.B) {
 	}
 }
 
+// BenchmarkSgemmBF16 is BenchmarkSgemm for SgemmBF16 (bf16 operands, fp32
+// accumulation; the VDPBF16PS kernels where the CPU has them):
+//
+//	go test -run XXX -bench 'Sgemm(BF16)?/' ./internal/kernels
+func BenchmarkSgemmBF16(b *testing.B) {
+	r := rand.New(rand.NewSource(1))
+	for _, sh := range benchShapes() {
+		a := make([]uint16, sh.m*sh.k)
+		bb := make([]uint16, sh.k*sh.n)
+		ToBF16(a, randSlice(r, len(a), 1))
+		ToBF16(bb, randSlice(r, len(bb), 1))
+		c := make([]float32, sh.m*sh.n)
+		lda, ldb := sh.k, sh.n
+		if sh.ta {
+			lda = sh.m
+		}
+		if sh.tb {
+			ldb = sh.k
+		}
+		for _, th := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/threads=%d", sh.name, th), func(b *testing.B) {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(th, runtime.GOMAXPROCS(0))))
+				defer SetThreads(SetThreads(th))
+				for i := 0; i < b.N; i++ {
+					SgemmBF16(sh.ta, sh.tb, sh.m, sh.n, sh.k, 1, a, lda, bb, ldb, 0, c, sh.n)
+				}
+				b.ReportMetric(2*float64(sh.m*sh.n*sh.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
 // BenchmarkAttention times fused attention forward+backward at B8 H4 T1024 hd64.
 func BenchmarkAttention(b *testing.B) {
 	const B, H, T, hd = 8, 4, 1024, 64

@@ -22,6 +22,8 @@ type impl struct {
 	transpose8 func(n8 int, src *float32, lds int, dst *float32, ldd int)
 	// vec, if not nil, holds the vectorised exp, max and GELU routines.
 	vec *vecOps
+	// bf16, if not nil, holds the AVX512_BF16 kernels of SgemmBF16 (mr×nr).
+	bf16 *bf16Ops
 }
 
 var (

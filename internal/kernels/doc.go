@@ -8,6 +8,14 @@
 // fallback. IGPT_KERNELS=generic|avx2|avx512 forces a path, so every path
 // can be tested on one machine. Nothing here uses cgo.
 //
+// SgemmBF16 is the same GEMM on bf16 operands ([]uint16, rounded by
+// ToBF16 or by the producers that write bf16 directly) with fp32
+// accumulation: on CPUs with AVX512_BF16 its 14x32 micro-kernels use
+// VDPBF16PS (two k-steps per instruction, encoded as BYTE directives: the
+// Go assembler has no mnemonic), elsewhere it widens to float32 and runs
+// the fp32 kernels. IGPT_BF16=off turns the VDPBF16PS kernels off;
+// CheckBF16 names the missing CPU flag, LogDispatch logs the choice.
+//
 // Work is spread over a persistent pool of Threads() workers (GOMAXPROCS by
 // default, see SetThreads); kernels reuse per-worker scratch and do not
 // allocate in steady state. Calls from several goroutines are serialised.

@@ -2,7 +2,11 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 //go:generate sh -c "go run ./asm/gen.go > kernels_amd64.s"
 
@@ -42,6 +46,24 @@ func k256_6x16r(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alp
 //go:noescape
 func k256_6x16c(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)
 
+// AVX512_BF16 micro-kernels, 14x32 over k-pairs (VDPBF16PS; see bf16Kernel).
+
+//go:noescape
+func kbf16_14x32r(kc2 int, a unsafe.Pointer, sa int, b unsafe.Pointer, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func kbf16_14x32c(kc2 int, a unsafe.Pointer, sa int, b unsafe.Pointer, c *float32, ldc int, alpha, beta float32)
+
+// cvtBF16 rounds src[0:32*n32] to bf16 (VCVTNE2PS2BF16).
+//
+//go:noescape
+func cvtBF16(dst *uint16, src *float32, n32 int)
+
+// pairRows interleaves two bf16 rows into k-pairs: dst[j] = r0[j] | r1[j]<<16, j < 16*n16 (AVX-512F).
+//
+//go:noescape
+func pairRows(dst *uint32, r0, r1 *uint16, n16 int)
+
 // transpose8 transposes n8 8x8 blocks: dst[(8q+r)*ldd + s] = src[s*lds + 8q + r]
 // for q < n8 and r, s < 8 (AVX).
 //
@@ -50,6 +72,9 @@ func transpose8(n8 int, src *float32, lds int, dst *float32, ldd int)
 
 var hasAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// cpuHasBF16: CPUID leaf 7 subleaf 1, EAX bit 5 (AVX512_BF16).
+var cpuHasBF16 = hasAVX512 && cpu.X86.HasAVX512BF16
 
 // archPaths returns the assembly paths this CPU supports, slowest first.
 func archPaths() []*impl {
@@ -68,9 +93,19 @@ func archPaths() []*impl {
 			row: k512_14x32r, col: k512_14x32c,
 			transpose8: transpose8,
 			vec:        &vecOps{16, expSubSum512, max512, geluFwd512, geluBwd512},
+			bf16:       avx512BF16(),
 		})
 	}
 	return ps
+}
+
+// avx512BF16 is the avx512 path's bf16 support, nil without AVX512_BF16
+// or with IGPT_BF16=off.
+func avx512BF16() *bf16Ops {
+	if !cpuHasBF16 || bf16Off {
+		return nil
+	}
+	return &bf16Ops{row: kbf16_14x32r, col: kbf16_14x32c, cvt: cvtBF16, pairRows: pairRows}
 }
 
 // Vector helpers (n a multiple of 16 for the 512 versions, 8 for 256).

@@ -5,6 +5,7 @@ package kernels
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 )
 
 // BenchmarkMicroKernel runs each micro-kernel on L1/L2-resident operands:
@@ -44,6 +45,37 @@ func BenchmarkMicroKernel(b *testing.B) {
 			}
 			b.ReportMetric(2*float64(k.mr*k.nr*kc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			_ = fmt.Sprint()
+		})
+	}
+}
+
+// BenchmarkMicroKernelBF16 runs the VDPBF16PS micro-kernels on L1/L2
+// resident operands (kc = 512 k-steps, 256 pairs); FLOPs count 2 per
+// multiply-add, as for fp32.
+func BenchmarkMicroKernelBF16(b *testing.B) {
+	if !cpuHasBF16 {
+		b.Skip("no AVX512_BF16")
+	}
+	const mr, nr, kc2 = 14, 32, 256
+	for _, k := range []struct {
+		name string
+		f    bf16Kernel
+		sa   int
+	}{{"bf16_14x32r", kbf16_14x32r, 2 * kc2}, {"bf16_14x32c", kbf16_14x32c, mr}} {
+		b.Run(k.name, func(b *testing.B) {
+			a := make([]uint32, mr*kc2)
+			bp := make([]uint32, kc2*nr)
+			c := make([]float32, mr*nr)
+			for i := range a {
+				a[i] = 0x3a833a83 // two bf16 1e-3
+			}
+			for i := range bp {
+				bp[i] = 0x3a833a83
+			}
+			for i := 0; i < b.N; i++ {
+				k.f(kc2, unsafe.Pointer(&a[0]), k.sa, unsafe.Pointer(&bp[0]), &c[0], nr, 1, 1)
+			}
+			b.ReportMetric(2*float64(mr*nr*2*kc2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
 }

@@ -126,20 +126,40 @@ func RMSNormForward(out, rstd, x, g []float32, N, C int) {
 	need("out", out, N*C)
 	need("x", x, N*C)
 	need("g", g, C)
-	do(&theRMSFwd, rmsFwdJob{out, rstd, x, g, N, C, chunks(N, C)}, chunks(N, C))
+	do(&theRMSFwd, rmsFwdJob{out, nil, rstd, x, g, N, C, chunks(N, C)}, chunks(N, C))
+}
+
+// RMSNormForwardBF16 is RMSNormForward with its output rounded to bf16
+// (out16 [N,C], bit for bit ToBF16 of RMSNormForward's out): the fp32
+// output is never written, only one row of it in per-worker scratch.
+func RMSNormForwardBF16(out16 []uint16, rstd, x, g []float32, N, C int) {
+	if len(out16) < N*C {
+		panic(fmt.Sprintf("kernels: len(out16) = %d < %d", len(out16), N*C))
+	}
+	need("x", x, N*C)
+	need("g", g, C)
+	do(&theRMSFwd, rmsFwdJob{nil, out16, rstd, x, g, N, C, chunks(N, C)}, chunks(N, C))
 }
 
 type rmsFwdJob struct {
-	out, rstd, x, g []float32
-	N, C, t         int
+	out        []float32
+	out16      []uint16 // instead of out (RMSNormForwardBF16)
+	rstd, x, g []float32
+	N, C, t    int
 }
 
 var theRMSFwd rmsFwdJob
 
-func (j *rmsFwdJob) run(t, _ int) {
+func (j *rmsFwdJob) run(t, w int) {
 	lo, hi := span(t, j.t, j.N)
 	C := j.C
 	g := j.g[:C]
+	var row []float32
+	if j.out16 != nil {
+		ws := &thePool.workers[w].ws
+		ws.row = grow(ws.row, C)
+		row = ws.row
+	}
 	for n := lo; n < hi; n++ {
 		x := j.x[n*C : n*C+C]
 		var ss float32
@@ -150,9 +170,15 @@ func (j *rmsFwdJob) run(t, _ int) {
 		if j.rstd != nil {
 			j.rstd[n] = r
 		}
-		o := j.out[n*C : n*C+C]
+		o := row
+		if o == nil {
+			o = j.out[n*C : n*C+C]
+		}
 		for i, v := range x {
 			o[i] = v * r * g[i]
+		}
+		if j.out16 != nil {
+			toBF16Seq(j.out16[n*C:n*C+C], o)
 		}
 	}
 }
@@ -225,7 +251,29 @@ func (j *rmsBwdJob) run(t, _ int) {
 func QuickGELUForward(y, x []float32) {
 	need("y", y, len(x))
 	n := len(x)
-	do(&theGelu, geluJob{y, x, nil, n, chunks(n, 1)}, chunks(n, 1))
+	do(&theGelu, geluJob{y, nil, x, nil, n, chunks(n, 1)}, chunks(n, 1))
+}
+
+// QuickGELUForwardBF16 is QuickGELUForward with y rounded to bf16 (y16,
+// bit for bit ToBF16 of QuickGELUForward's y); no fp32 y is written.
+func QuickGELUForwardBF16(y16 []uint16, x []float32) {
+	if len(y16) < len(x) {
+		panic(fmt.Sprintf("kernels: len(y16) = %d < %d", len(y16), len(x)))
+	}
+	n := len(x)
+	do(&theGelu, geluJob{nil, y16, x, nil, n, chunks(n, 1)}, chunks(n, 1))
+}
+
+// QuickGELUBackwardBF16 is QuickGELUBackward with dx rounded to bf16
+// (dx16, bit for bit ToBF16 of QuickGELUBackward's dx); no fp32 dx is
+// written.
+func QuickGELUBackwardBF16(dx16 []uint16, x, dy []float32) {
+	if len(dx16) < len(x) {
+		panic(fmt.Sprintf("kernels: len(dx16) = %d < %d", len(dx16), len(x)))
+	}
+	need("dy", dy, len(x))
+	n := len(x)
+	do(&theGelu, geluJob{nil, dx16, x, dy, n, chunks(n, 1)}, chunks(n, 1))
 }
 
 // QuickGELUBackward computes dx = dy · d/dx[x·σ(1.702x)] element-wise,
@@ -234,17 +282,19 @@ func QuickGELUBackward(dx, x, dy []float32) {
 	need("dx", dx, len(x))
 	need("dy", dy, len(x))
 	n := len(x)
-	do(&theGelu, geluJob{dx, x, dy, n, chunks(n, 1)}, chunks(n, 1))
+	do(&theGelu, geluJob{dx, nil, x, dy, n, chunks(n, 1)}, chunks(n, 1))
 }
 
 type geluJob struct {
-	out, x, dy []float32
-	n, t       int
+	out   []float32
+	out16 []uint16 // instead of out (the BF16 variants)
+	x, dy []float32
+	n, t  int
 }
 
 var theGelu geluJob
 
-func (j *geluJob) run(t, _ int) {
+func (j *geluJob) run(t, w int) {
 	lo, hi := span(t, j.t, j.n)
 	lo, hi = lo&^15, hi&^15 // keep chunks vector-aligned
 	if t == j.t-1 {
@@ -253,10 +303,25 @@ func (j *geluJob) run(t, _ int) {
 	if lo >= hi {
 		return
 	}
+	if j.out16 == nil {
+		j.gelu(j.out[lo:hi], lo, hi)
+		return
+	}
+	// through a tile of the worker's scratch, then rounded
+	tile := thePool.workers[w].ws.tile[:]
+	for b := lo; b < hi; b += len(tile) {
+		e := min(b+len(tile), hi)
+		j.gelu(tile[:e-b], b, e)
+		toBF16Seq(j.out16[b:e], tile[:e-b])
+	}
+}
+
+// gelu writes elements lo..hi of the forward or backward result to out.
+func (j *geluJob) gelu(out []float32, lo, hi int) {
 	if j.dy == nil {
-		geluFwd(j.out[lo:hi], j.x[lo:hi])
+		geluFwd(out, j.x[lo:hi])
 	} else {
-		geluBwd(j.out[lo:hi], j.x[lo:hi], j.dy[lo:hi])
+		geluBwd(out, j.x[lo:hi], j.dy[lo:hi])
 	}
 }
 

@@ -117,7 +117,10 @@ var (
 type workspace struct {
 	bp   []float32 // packed B block
 	ap   []float32 // packed A edge rows (k-major, mr wide)
+	bp16 []uint32  // SgemmBF16's packed B block (k-pairs of bf16)
+	ap16 []uint32  // SgemmBF16's packed A block or edge rows
 	tile [1024]float32
+	row  []float32 // one row of a fused producer (RMSNormForwardBF16)
 	att  attnScratch
 }
 
@@ -130,6 +133,7 @@ func grow(s []float32, n int) []float32 {
 
 type gemmJob struct {
 	impl          *impl
+	bf16          bool // a, b hold bf16 values (SgemmBF16)
 	ta, tb        bool
 	m, n, k       int
 	alpha, beta   float32
@@ -173,18 +177,27 @@ func (g *gemmJob) run(t, w int) {
 	m0, n0 := i*g.ms, j*g.ns
 	m1, n1 := min(m0+g.ms, g.m), min(n0+g.ns, g.n)
 	a, b := g.a, g.b
+	es := 4 // bytes per A and B value
+	if g.bf16 {
+		es = 2
+	}
 	if g.ta {
-		a = unsafe.Add(a, 4*m0)
+		a = unsafe.Add(a, es*m0)
 	} else {
-		a = unsafe.Add(a, 4*m0*g.lda)
+		a = unsafe.Add(a, es*m0*g.lda)
 	}
 	if g.tb {
-		b = unsafe.Add(b, 4*n0*g.ldb)
+		b = unsafe.Add(b, es*n0*g.ldb)
 	} else {
-		b = unsafe.Add(b, 4*n0)
+		b = unsafe.Add(b, es*n0)
 	}
 	c := unsafe.Add(g.c, 4*(m0*g.ldc+n0))
-	gemmSeq(&thePool.workers[w].ws, g.impl, g.ta, g.tb, m1-m0, n1-n0, g.k, g.alpha, a, g.lda, b, g.ldb, g.beta, c, g.ldc)
+	ws := &thePool.workers[w].ws
+	if g.bf16 {
+		gemmSeqBF16(ws, g.impl, g.ta, g.tb, m1-m0, n1-n0, g.k, g.alpha, a, g.lda, b, g.ldb, g.beta, c, g.ldc)
+		return
+	}
+	gemmSeq(ws, g.impl, g.ta, g.tb, m1-m0, n1-n0, g.k, g.alpha, a, g.lda, b, g.ldb, g.beta, c, g.ldc)
 }
 
 // gemmSeq is the sequential blocked GEMM on one worker (m, n, k > 0).

@@ -11,6 +11,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -53,10 +54,87 @@ func nBases(mr int) int { return (mr-1)/3 + 1 }
 //	C[mr x nr] = alpha * A·B (+ beta*C if beta != 0), A[i,p] at a[i*sa+p] (row) or a[i+p*sa] (col),
 //	B packed k-major: b[p*nr + j].
 func kernel(v isa, mr, nr int, col bool) {
-	k := newKgen(v, mr, nr, col)
+	k := newKgen(v, mr, nr, col, false)
 	k.prologue()
 	k.loops()
 	k.store()
+}
+
+// kernelBF16 emits the AVX512_BF16 variant, func NAME(kc2 int, a unsafe.Pointer, sa int, b unsafe.Pointer, c *float32, ldc int, alpha, beta float32):
+// the same loop over kc2 k-pairs instead of kc steps, each step one
+// VDPBF16PS per accumulator instead of one FMA. A 32-bit lane of A or B
+// holds a k-pair of bf16 values (even k in the low half):
+//
+//	row: pair (i, q) at byte a + 2*i*sa + 4*q  (A a row-major bf16 matrix, stride sa)
+//	col: pair (i, q) at byte a + 4*(i + q*sa)   (A packed in pairs, sa pairs apart)
+//	B:   pair (q, j) at byte b + 4*(q*nr + j)
+//
+// C[i, j] = alpha·Σ_q dot(A pair (i,q), B pair (q,j)) (+ beta·C), accumulated in fp32.
+func kernelBF16(mr, nr int, col bool) {
+	k := newKgen(avx512, mr, nr, col, true)
+	k.prologue()
+	k.loops()
+	k.store()
+}
+
+// evex512 encodes the register form of an EVEX.512.pp.0F38.W0 instruction
+// (no mask, no broadcast) as BYTE directives, for the AVX512_BF16
+// instructions the Go assembler has no mnemonic for:
+//
+//	62 P0 P1 P2 op ModRM
+//	P0 = R̄ X̄ B̄ R̄' 0 0 1 0   (map 0F38; R, R' extend ModRM.reg = dst; X, B extend ModRM.rm = src2)
+//	P1 = W=0 v̄v̄v̄v̄ 1 pp     (vvvv = src1, inverted; 1111 when unused)
+//	P2 = z=0 L'L=10 b=0 V̄' aaa=000   (V' = bit 4 of src1, inverted)
+//	ModRM = 11 dst[2:0] src2[2:0]
+//
+// dst, src1, src2 are register numbers 0..31 (src1 < 0: no vvvv operand).
+// pp is 2 for F3, 3 for F2.
+func evex512(pp, op byte, dst, src1, src2 int) string {
+	inv := func(x int, bit uint) byte { return byte(^(x >> bit)) & 1 }
+	if src1 < 0 {
+		src1 = 0 // encodes as vvvv = 1111, V' = 1: no operand
+	}
+	b := []byte{
+		0x62,
+		inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4 | 0x02,
+		byte(^src1&0xf)<<3 | 1<<2 | pp,
+		2<<5 | inv(src1, 4)<<3,
+		op,
+		0xc0 | byte(dst&7)<<3 | byte(src2&7),
+	}
+	s := make([]string, len(b))
+	for i, x := range b {
+		s[i] = fmt.Sprintf("BYTE $0x%02x", x)
+	}
+	return strings.Join(s, "; ")
+}
+
+// vdpbf16ps emits VDPBF16PS Z<src2>, Z<src1>, Z<dst> (Go operand order):
+// dst.fp32[i] += src1.bf16[2i+1]·src2.bf16[2i+1], then += src1.bf16[2i]·src2.bf16[2i]
+// (EVEX.512.F3.0F38.W0 52 /r).
+func vdpbf16ps(src2, src1, dst string) {
+	p("	%s // VDPBF16PS %s, %s, %s", evex512(2, 0x52, regNum(dst), regNum(src1), regNum(src2)), src2, src1, dst)
+}
+
+// vcvtne2ps2bf16 emits VCVTNE2PS2BF16 Z<src2>, Z<src1>, Z<dst>: dst.bf16[i] =
+// RNE(src2[i]) for i < 16, RNE(src1[i-16]) above (EVEX.512.F2.0F38.W0 72 /r).
+func vcvtne2ps2bf16(src2, src1, dst string) {
+	p("	%s // VCVTNE2PS2BF16 %s, %s, %s", evex512(3, 0x72, regNum(dst), regNum(src1), regNum(src2)), src2, src1, dst)
+}
+
+// vcvtneps2bf16 emits VCVTNEPS2BF16 Z<src>, Y<dst>: dst.bf16[i] = RNE(src[i])
+// (EVEX.512.F3.0F38.W0 72 /r).
+func vcvtneps2bf16(src, dst string) {
+	p("	%s // VCVTNEPS2BF16 %s, %s", evex512(2, 0x72, regNum(dst), -1, regNum(src)), src, dst)
+}
+
+// regNum is the number of a vector register named like "Z17" or "Y3".
+func regNum(r string) int {
+	n, err := strconv.Atoi(r[1:])
+	if err != nil || n < 0 || n > 31 {
+		panic("bad register " + r)
+	}
+	return n
 }
 
 // kgen emits one micro-kernel: mr rows × nr columns of C in nv vectors
@@ -67,12 +145,13 @@ type kgen struct {
 	mr, nr, nv int
 	nacc       int
 	col        bool
+	bf16       bool // k-pairs of bf16 and VDPBF16PS (see kernelBF16)
 	name       string
 }
 
-func newKgen(v isa, mr, nr int, col bool) *kgen {
+func newKgen(v isa, mr, nr int, col, bf16 bool) *kgen {
 	nv := nr / v.width
-	k := &kgen{v: v, mr: mr, nr: nr, nv: nv, nacc: mr * nv, col: col}
+	k := &kgen{v: v, mr: mr, nr: nr, nv: nv, nacc: mr * nv, col: col, bf16: bf16}
 	if k.nacc+nv+2 > v.regs {
 		panic("too many registers")
 	}
@@ -81,6 +160,9 @@ func newKgen(v isa, mr, nr int, col bool) *kgen {
 		mode = "c"
 	}
 	k.name = fmt.Sprintf("k%s_%dx%d%s", v.name, mr, nr, mode)
+	if bf16 {
+		k.name = fmt.Sprintf("kbf16_%dx%d%s", mr, nr, mode)
+	}
 	return k
 }
 
@@ -96,12 +178,24 @@ var rowRegs = []string{"R8", "R9", "R10", "R11", "R12"}
 func (k *kgen) prologue() {
 	name := k.name
 	p("")
-	p("// func %s(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)", name)
+	shift := 2 // sa counts floats (or bf16 pairs, col)
+	if k.bf16 {
+		p("// func %s(kc2 int, a unsafe.Pointer, sa int, b unsafe.Pointer, c *float32, ldc int, alpha, beta float32)", name)
+		if !k.col {
+			shift = 1 // sa counts bf16 values
+		}
+	} else {
+		p("// func %s(kc int, a *float32, sa int, b *float32, c *float32, ldc int, alpha, beta float32)", name)
+	}
 	p("TEXT ·%s(SB), NOSPLIT, $0-56", name)
-	p("\tMOVQ kc+0(FP), CX")
+	if k.bf16 {
+		p("\tMOVQ kc2+0(FP), CX")
+	} else {
+		p("\tMOVQ kc+0(FP), CX")
+	}
 	p("\tMOVQ a+8(FP), R8")
 	p("\tMOVQ sa+16(FP), R13")
-	p("\tSHLQ $2, R13")
+	p("\tSHLQ $%d, R13", shift)
 	p("\tMOVQ b+24(FP), BX")
 	for i := 0; i < k.nacc; i++ {
 		if k.v.name == "512" {
@@ -156,9 +250,13 @@ func (k *kgen) body(u int) {
 			addr = rowAddr(i, u*4)
 		}
 		t := k.tmp(i % 2)
-		p("\tVBROADCASTSS %s, %s", addr, t)
+		p("\tVBROADCASTSS %s, %s", addr, t) // one float, or one bf16 pair
 		for j := 0; j < k.nv; j++ {
-			p("\tVFMADD231PS %s, %s, %s", t, k.breg(j), k.acc(i, j))
+			if k.bf16 {
+				vdpbf16ps(t, k.breg(j), k.acc(i, j))
+			} else {
+				p("\tVFMADD231PS %s, %s, %s", t, k.breg(j), k.acc(i, j))
+			}
 		}
 	}
 }
@@ -529,6 +627,59 @@ func geluBwdFunc(v isa) {
 	p("\tRET")
 }
 
+// bf16Funcs emits the bf16 conversion and packing helpers:
+//
+//	cvtBF16(dst *uint16, src *float32, n32 int): dst[i] = RNE bf16 of src[i], i < 32·n32
+//	    (AVX512_BF16: VCVTNE2PS2BF16, denormals flushed to zero, NaNs quieted)
+//	pairRows(dst *uint32, r0, r1 *uint16, n16 int): dst[j] = r0[j] | r1[j]<<16, j < 16·n16
+//	    (AVX-512F: two bf16 rows interleaved into k-pairs)
+func bf16Funcs() {
+	p("")
+	p("// func cvtBF16(dst *uint16, src *float32, n32 int)")
+	p("TEXT ·cvtBF16(SB), NOSPLIT, $0-24")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ n32+16(FP), CX")
+	p("\tTESTQ CX, CX")
+	p("\tJZ cvtbf16_done")
+	p("cvtbf16_loop:")
+	p("\tVMOVUPS (SI), Z0")
+	p("\tVMOVUPS 64(SI), Z1")
+	vcvtne2ps2bf16("Z0", "Z1", "Z2") // Z2 = bf16(Z0) | bf16(Z1) in the upper half
+	p("\tVMOVDQU32 Z2, (DI)")
+	p("\tADDQ $128, SI")
+	p("\tADDQ $64, DI")
+	p("\tDECQ CX")
+	p("\tJNZ cvtbf16_loop")
+	p("cvtbf16_done:")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	p("")
+	p("// func pairRows(dst *uint32, r0, r1 *uint16, n16 int)")
+	p("TEXT ·pairRows(SB), NOSPLIT, $0-32")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ r0+8(FP), SI")
+	p("\tMOVQ r1+16(FP), DX")
+	p("\tMOVQ n16+24(FP), CX")
+	p("\tTESTQ CX, CX")
+	p("\tJZ pairrows_done")
+	p("pairrows_loop:")
+	p("\tVPMOVZXWD (SI), Z0")
+	p("\tVPMOVZXWD (DX), Z1")
+	p("\tVPSLLD $16, Z1, Z1")
+	p("\tVPORD Z1, Z0, Z0")
+	p("\tVMOVDQU32 Z0, (DI)")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, DX")
+	p("\tADDQ $64, DI")
+	p("\tDECQ CX")
+	p("\tJNZ pairrows_loop")
+	p("pairrows_done:")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
 func main() {
 	p("// Code generated by asm/gen.go; DO NOT EDIT.")
 	p("")
@@ -541,6 +692,9 @@ func main() {
 	}
 	kernel(avx2, 6, 16, false)
 	kernel(avx2, 6, 16, true)
+	kernelBF16(14, 32, false)
+	kernelBF16(14, 32, true)
+	bf16Funcs()
 	transpose8()
 	consts()
 	vecFuncs(avx512)
