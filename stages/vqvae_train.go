@@ -194,14 +194,18 @@ func (s *imageSet) images(n int) []float32 {
 // whose key keep accepts (nil: all), as float32 input; readImageBytes
 // holds them as bytes, at most perShard (0: all) of each shard.
 func readImageSet(ctx context.Context, m *Manifest, split string, limit int, keep func(key string) bool) (*imageSet, error) {
-	return readImagesAs(ctx, m, split, limit, 0, keep, false)
+	return readImagesAs(ctx, m, split, limit, 0, keep, 0)
 }
 
-func readImageBytes(ctx context.Context, m *Manifest, split string, limit, perShard int, keep func(key string) bool) (*imageSet, error) {
-	return readImagesAs(ctx, m, split, limit, perShard, keep, true)
+// expect (the images it will hold, at most) sizes its one allocation.
+func readImageBytes(ctx context.Context, m *Manifest, split string, limit, perShard int, expect int64, keep func(key string) bool) (*imageSet, error) {
+	return readImagesAs(ctx, m, split, limit, perShard, keep, expect)
 }
 
-func readImagesAs(ctx context.Context, m *Manifest, split string, limit, perShard int, keep func(key string) bool, asBytes bool) (*imageSet, error) {
+// readImagesAs reads as readImageSet and readImageBytes describe: as
+// float32 when expect is 0, else as bytes.
+func readImagesAs(ctx context.Context, m *Manifest, split string, limit, perShard int, keep func(key string) bool, expect int64) (*imageSet, error) {
+	asBytes := expect > 0
 	s := &imageSet{}
 	stop, shardDone := errors.New("enough"), errors.New("shard done")
 	for _, f := range m.Split(split) {
@@ -224,6 +228,9 @@ func readImagesAs(ctx context.Context, m *Manifest, split string, limit, perShar
 				return fmt.Errorf("vqvae-train: %s: image %s is %d×%d, the others %d×%d", path, im.Key, im.H, im.W, s.h, s.w)
 			}
 			if asBytes {
+				if s.pix == nil {
+					s.pix = make([]byte, 0, expect*int64(len(im.Pix)))
+				}
 				s.pix = append(s.pix, im.Pix...)
 			} else {
 				s.x = vqvae.AppendInput(s.x, im.Pix)
@@ -292,7 +299,7 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 		memTerm{"train images held", 3 * float64(ih) * float64(iw) * float64(held)}); err != nil {
 		return nil, err
 	}
-	train, err := readImageBytes(ctx, dl, "train", vc.MaxImages, perShard, func(key string) bool { return !inVal(key) })
+	train, err := readImageBytes(ctx, dl, "train", vc.MaxImages, perShard, max(held, 1), func(key string) bool { return !inVal(key) })
 	if err != nil {
 		return nil, err
 	}
