@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Peak memory of the download and probe stages against dataset size, on prism
-# in one process and with the workers as separate processes
-# (--worker_processes), on generated WebDataset sources of 64×64 JPEGs.
+# Peak memory of every stage against dataset size, on prism in one process
+# and with the Beam workers as separate processes (--worker_processes, as on
+# Dataflow), on generated WebDataset sources of 64×64 JPEGs.
 # Each stage runs in its own process (igpt stage NAME), so each line is that
-# stage's peak alone. Prints one line per run: stage, images, mode, launcher and largest-worker
-# peak RSS (igpt's own "peak memory" log line, from getrusage) and wall time.
+# stage's peak alone: the launcher's and the largest worker's peak RSS (igpt's
+# own "peak memory" log line, from /proc VmHWM), the wall time, and the CPU
+# seconds (user + sys of the stage's process and the workers it waited for).
+# Every stage must succeed; the script stops at the first that fails.
 #
-#   bench/memory.sh [SIZES...]        (default: 100000 200000)
+#   bench/memory.sh [SIZES...]        (default: 50000 100000 200000)
+#
+# Environment: WORK (default /tmp/igpt-membench), STAGES (default: every stage
+# below), MODES (default: "in-process worker-processes"), SHARD_MIB (128),
+# KEEP_ROOTS=1 keeps each run's output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100000 200000)
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(50000 100000 200000)
 work=${WORK:-/tmp/igpt-membench}
 mkdir -p "$work"
 go build -o "$work/igpt" ./cmd/igpt
-echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F)"
+echo "# $(lscpu | sed -n 's/^Model name: *//p') (CPU family $(lscpu | sed -n 's/^CPU family: *//p')), $(nproc) cores, $(date -u +%F)"
 echo "# download.shard_mib: ${SHARD_MIB:-128}"
-printf '%-9s %8s %-17s %13s %13s %8s\n' stage images mode launcher_MiB worker_MiB wall_s
+printf '%-15s %8s %-17s %13s %11s %8s %8s\n' stage images mode launcher_MiB worker_MiB wall_s cpu_s
 for n in "${sizes[@]}"; do
   src=$work/src$n
   [ -d "$src" ] || go run ./bench/gensource -out "$src" -n "$n" -side 64 -classes 100 -per_shard 10000
-  for mode in in-process worker-processes; do
+  for mode in ${MODES:-in-process worker-processes}; do
     flags=(); [ "$mode" = worker-processes ] && flags=(--worker_processes)
     root=$work/root-$n-$mode
     rm -rf "$root"
@@ -31,16 +37,24 @@ download: {shard_mib: ${SHARD_MIB:-128}}
 palette: {k: 64}
 quantize: {resize: [16, 16], val_fraction: 0.05}
 train: {model: nano, steps: 5, batch: 8, eval_every: 5, eval_records: 64, checkpoint_every: 5}
-probe: {batch: 64, max_per_shard: 2000, max_train: 4000, baselines: false, l2: [0.01]}
+probe: {batch: 64, max_train: 4000, max_eval: 2000, raw_pixels: input, l2: [0.01]}
+vqvae: {hidden: 16, res_hidden: 8, res_blocks: 1, codes: 64, code_dim: 8, factor: 4, batch: 8, steps: 5, eval_every: 5, eval_images: 16, checkpoint_every: 5, max_images: 20000}
+vqvae_encode: {batch: 32}
 YAML
-    for stage in ${STAGES:-download palette quantize train probe-baselines probe}; do
+    for stage in ${STAGES:-download palette quantize train probe-baselines probe vqvae-train vqvae-encode}; do
       start=$(date +%s.%N)
-      log=$("$work/igpt" stage $stage "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) || { echo "$log" | tail -20; exit 1; }
+      log=$(/usr/bin/time -f 'cpu_seconds %U %S' "$work/igpt" stage "$stage" "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) ||
+        { echo "$log" | tail -20; echo "bench/memory.sh: stage $stage failed at $n images ($mode)" >&2; exit 1; }
       end=$(date +%s.%N)
       mem=$(echo "$log" | grep 'msg="peak memory"' | tail -1)
       l=$(echo "$mem" | sed -n 's/.*launcher_rss_mib=\([0-9]*\).*/\1/p')
       w=$(echo "$mem" | sed -n 's/.*largest_worker_rss_mib=\([0-9]*\).*/\1/p')
-      printf '%-9s %8s %-17s %13s %13s %8.1f\n' $stage "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)"
+      cpu=$(echo "$log" | awk '/^cpu_seconds/ {print $2 + $3}' | tail -1)
+      printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu"
+      if [ "$stage" = palette ]; then
+        echo "$log" | grep -o 'msg="palette: histogram done".*' | sed 's/^/#   /' | head -1
+      fi
     done
+    [ "${KEEP_ROOTS:-}" = 1 ] || rm -rf "$root"
   done
 done

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -84,6 +85,58 @@ func TestCountsMemoryIsFlat(t *testing.T) {
 		t.Fatalf("counts hold %d bytes after 1000 pixels and %d after %d: want %d both times",
 			small, h.Bytes(), h.Total(), CountsBytes)
 	}
+	// And the allocator agrees: counting another 50 million pixels
+	// allocates nothing.
+	if a := allocated(func() {
+		for range 3 {
+			if err := h.Add(cube); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); a > 1<<10 {
+		t.Fatalf("counting %d more pixels allocated %d bytes", 3*NumColours, a)
+	}
+}
+
+// allocated returns the bytes f allocates on the heap.
+func allocated(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+// TestDenseFitMemoryIsFlat: SeedCounts and LloydCounts allocate the same
+// whether the histogram holds a few thousand colours or two million (only
+// a few bytes per 256 colours follow them), where Fit over the colours as
+// points needs ~60 bytes a colour.
+func TestDenseFitMemoryIsFlat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	opt := Options{K: 8, Seed: 1, MaxIter: 2, Workers: 1}
+	cost := func(colours int) uint64 {
+		var h Counts
+		if err := h.Add(randomPixels(rng, colours, 256)); err != nil {
+			t.Fatal(err)
+		}
+		return allocated(func() {
+			init, err := SeedCounts(&h, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LloydCounts(&h, init, opt); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	small, large := cost(5000), cost(2_000_000)
+	const slack = 1<<20 + 2_000_000/256*100 // 1 MiB, plus the per-block boxes and starts
+	if large > small+slack {
+		t.Fatalf("dense k-means allocated %d MB for ~5,000 colours and %d MB for ~1.8 million: it follows the colours",
+			small>>20, large>>20)
+	}
+	t.Logf("allocated %d MB for 5,000 colours, %d MB for ~1.8 million", small>>20, large>>20)
 }
 
 func TestCountsPast32Bits(t *testing.T) {

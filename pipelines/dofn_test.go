@@ -14,6 +14,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 	"github.com/igpt/igpt/internal/records"
 	"github.com/igpt/igpt/internal/storage"
+	"github.com/igpt/igpt/vqvae"
 )
 
 func init() {
@@ -159,5 +160,38 @@ func TestQuantizeFnCarvesVal(t *testing.T) {
 				t.Fatalf("records by split %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestVQEncoderKeepsOneGraph: encoding input shards whose last batches
+// have many sizes leaves the model with the full batch's graph only (each
+// size's activations were kept before: memory followed the number of
+// shards, up to one graph per batch size).
+func TestVQEncoderKeepsOneGraph(t *testing.T) {
+	cfg := vqvae.Config{Hidden: 4, ResHidden: 2, ResBlocks: 1, K: 8, D: 2, Factor: 4, Beta: 0.25, Decay: 0.99, Epsilon: 1e-5}
+	m, err := vqvae.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := m.CachedGraphs()
+	enc := NewVQEncoder(m, [2]int{}, 4)
+	img := records.Image{Key: "k", H: 8, W: 8, C: 3, Pix: make([]byte, 8*8*3)}
+	for shard := 1; shard <= 7; shard++ { // 7 shards of 1..7 images: last batches of 1, 2, 3 images
+		for range shard {
+			if err := enc.Add(img); err != nil {
+				t.Fatal(err)
+			}
+			if enc.Full() {
+				if _, err := enc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if _, err := enc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.CachedGraphs(); got > before+1 {
+		t.Fatalf("the model holds %d graphs after last batches of several sizes, want at most %d", got, before+1)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
@@ -129,5 +131,37 @@ func TestShardAssignment(t *testing.T) {
 	}
 	if n < 900 || n > 1100 {
 		t.Fatalf("val fraction 0.1 carved %d of 10000", n)
+	}
+}
+
+// TestColourCountSlots: a worker process holds at most one dense colour
+// histogram (64 MiB) per core, however many bundles count at once; the
+// next waits for a free one.
+func TestColourCountSlots(t *testing.T) {
+	n := cap(countSlots)
+	if n < 1 || n > max(1, runtime.GOMAXPROCS(0)) {
+		t.Fatalf("%d slots for %d cores", n, runtime.GOMAXPROCS(0))
+	}
+	held := make([]*kmeans.Counts, 0, n)
+	for range n {
+		h, err := acquireCounts(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, h)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := acquireCounts(ctx); err == nil {
+		t.Fatalf("a histogram beyond the %d slots was handed out", n)
+	}
+	releaseCounts(held[0])
+	h, err := acquireCounts(context.Background())
+	if err != nil || h.Distinct() != 0 {
+		t.Fatalf("after a release: %v, %d colours (want an empty histogram)", err, h.Distinct())
+	}
+	releaseCounts(h)
+	for _, h := range held[1:] {
+		releaseCounts(h)
 	}
 }

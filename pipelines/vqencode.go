@@ -201,6 +201,9 @@ func (e *VQEncoder) Flush() ([]records.Tokens, error) {
 	if err := e.m.Encode(codes, e.x, n, e.h, e.w); err != nil {
 		return nil, err
 	}
+	if n != e.batch {
+		e.m.ForgetGraph(n, e.h, e.w) // a shard's last batch: keep one graph, of the full batch
+	}
 	out := make([]records.Tokens, n)
 	for i, img := range e.imgs {
 		out[i] = records.Tokens{Key: img.Key, Label: img.Label, H: hq, W: wq, Vocab: e.m.Cfg.K,

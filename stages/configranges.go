@@ -177,6 +177,7 @@ var configRanges = map[string]Range{
 	"vqvae.seed":             anySeed,
 	"vqvae.eval_every":       stepsRange,
 	"vqvae.eval_images":      {Min: 1, Max: 1e6},
+	"vqvae.max_images":       {Min: 0, Max: maxRecords, Note: "train images held; 0: all"},
 	"vqvae.val_fraction":     {Min: 0, Max: 1, MaxOpen: true, Note: "held out of training for the evaluations; 0: evaluate on the download's val split only"},
 	"vqvae.checkpoint_every": stepsRange,
 	"vqvae.keep_checkpoints": keepCkpts,

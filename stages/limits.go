@@ -155,10 +155,11 @@ func checkProbeMemory(mc model.Config, pc ProbeParams) error {
 }
 
 // checkVQVAEMemory: vqvae-train trains at vqvae.batch and keeps
-// vqvae.eval_images beside the train images; vqvae-encode runs the
-// encoder over vqvae_encode.batch images.
-func checkVQVAEMemory(stage, setting string, mc vqvae.Config, batch, h, w, evalImages int, train bool, advice string) error {
+// vqvae.eval_images beside the train images (an extra term: one byte per
+// channel, up to vqvae.max_images); vqvae-encode runs the encoder over
+// vqvae_encode.batch images.
+func checkVQVAEMemory(stage, setting string, mc vqvae.Config, batch, h, w, evalImages int, train bool, advice string, extra ...memTerm) error {
 	params, acts := mc.Bytes(batch, h, w, train)
-	return checkMemory(stage, setting, advice, memTerm{"parameters", params}, memTerm{"activations", acts},
-		memTerm{"images held", 4 * 3 * float64(h) * float64(w) * float64(evalImages+batch)})
+	return checkMemory(stage, setting, advice, append([]memTerm{{"parameters", params}, {"activations", acts},
+		{"images held", 4 * 3 * float64(h) * float64(w) * float64(evalImages+batch)}}, extra...)...)
 }

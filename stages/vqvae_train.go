@@ -57,6 +57,11 @@ type VQVAEParams struct {
 	Seed       uint64  `yaml:"seed" json:"seed"`
 	EvalEvery  int     `yaml:"eval_every" json:"eval_every"`
 	EvalImages int     `yaml:"eval_images" json:"eval_images"`
+	// MaxImages caps the train images held in memory and trained on (0:
+	// all), the first of each train shard in turn, evenly over the shards:
+	// they are held as bytes, h·w·3 each (ImageNet at 64×64: 15.7 GB
+	// whole), so without it the stage's memory follows the data.
+	MaxImages int `yaml:"max_images" json:"max_images,omitempty"`
 	// ValFraction of the train images (chosen by a hash of the key and
 	// seed) is held out as the val split that the evaluations during
 	// training read, when the download has no val split; test is read
@@ -155,20 +160,56 @@ type VQVAEMetric struct {
 	EvalUsed   *int     `json:"eval_codes_used,omitempty"`
 }
 
-// imageSet is a split's images as float32 pixel/255 − 0.5, [N, H, W, 3].
+// imageSet is a split's images as float32 pixel/255 − 0.5, [N, H, W, 3]
+// (x), or, for the train set, as their bytes (pix), converted a batch at
+// a time: a quarter of the memory.
 type imageSet struct {
 	n, h, w int
 	x       []float32
+	pix     []byte
 }
 
-func (s *imageSet) image(i int) []float32 { return s.x[i*s.h*s.w*3 : (i+1)*s.h*s.w*3] }
+// image returns image i as model input; dst (when pix holds the images)
+// receives it.
+func (s *imageSet) image(i int, dst []float32) []float32 {
+	sz := s.h * s.w * 3
+	if s.pix == nil {
+		return s.x[i*sz : (i+1)*sz]
+	}
+	for j, p := range s.pix[i*sz : (i+1)*sz] {
+		dst[j] = float32(p)/255 - 0.5 // vqvae.AppendInput's value
+	}
+	return dst[:sz]
+}
+
+// images returns the first n images as model input.
+func (s *imageSet) images(n int) []float32 {
+	if s.pix == nil {
+		return s.x[:n*s.h*s.w*3]
+	}
+	return vqvae.AppendInput(nil, s.pix[:n*s.h*s.w*3])
+}
 
 // readImageSet reads up to limit (0: all) RGB images of a split, those
-// whose key keep accepts (nil: all).
+// whose key keep accepts (nil: all), as float32 input; readImageBytes
+// holds them as bytes, at most perShard (0: all) of each shard.
 func readImageSet(ctx context.Context, m *Manifest, split string, limit int, keep func(key string) bool) (*imageSet, error) {
+	return readImagesAs(ctx, m, split, limit, 0, keep, 0)
+}
+
+// expect (the images it will hold, at most) sizes its one allocation.
+func readImageBytes(ctx context.Context, m *Manifest, split string, limit, perShard int, expect int64, keep func(key string) bool) (*imageSet, error) {
+	return readImagesAs(ctx, m, split, limit, perShard, keep, expect)
+}
+
+// readImagesAs reads as readImageSet and readImageBytes describe: as
+// float32 when expect is 0, else as bytes.
+func readImagesAs(ctx context.Context, m *Manifest, split string, limit, perShard int, keep func(key string) bool, expect int64) (*imageSet, error) {
+	asBytes := expect > 0
 	s := &imageSet{}
-	stop := errors.New("enough")
+	stop, shardDone := errors.New("enough"), errors.New("shard done")
 	for _, f := range m.Split(split) {
+		fromShard := 0
 		path := m.Path(f.Name)
 		rc, err := storage.Open(ctx, path)
 		if err != nil {
@@ -186,16 +227,30 @@ func readImageSet(ctx context.Context, m *Manifest, split string, limit int, kee
 			} else if im.H != s.h || im.W != s.w {
 				return fmt.Errorf("vqvae-train: %s: image %s is %d×%d, the others %d×%d", path, im.Key, im.H, im.W, s.h, s.w)
 			}
-			s.x = vqvae.AppendInput(s.x, im.Pix)
+			if asBytes {
+				if s.pix == nil {
+					s.pix = make([]byte, 0, expect*int64(len(im.Pix)))
+				}
+				s.pix = append(s.pix, im.Pix...)
+			} else {
+				s.x = vqvae.AppendInput(s.x, im.Pix)
+			}
 			s.n++
+			fromShard++
 			if limit > 0 && s.n >= limit {
 				return stop
+			}
+			if perShard > 0 && fromShard >= perShard {
+				return shardDone
 			}
 			return nil
 		})
 		rc.Close()
 		if errors.Is(err, stop) {
 			break
+		}
+		if errors.Is(err, shardDone) {
+			err = nil
 		}
 		if err != nil {
 			return nil, err
@@ -231,7 +286,20 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 	// once, for the final report (output).
 	carve := len(dl.Split("val")) == 0
 	inVal := func(key string) bool { return carve && pipelines.InVal(vc.Seed, *vc.ValFraction, key) }
-	train, err := readImageSet(ctx, dl, "train", 0, func(key string) bool { return !inVal(key) })
+	// The memory is checked before the train images are read: they are
+	// held, h·w·3 bytes each, up to vqvae.max_images.
+	ih, iw, _, err := downloadImageShape(ctx, dl)
+	if err != nil {
+		return nil, fmt.Errorf("vqvae-train: %w", err)
+	}
+	held, perShard := vqvaeTrainImages(dl, vc.MaxImages)
+	if err := checkVQVAEMemory("vqvae-train", fmt.Sprintf("vqvae.batch %d, vqvae.eval_images %d and vqvae.max_images %d (%d train images held) of %d×%d images with vqvae.hidden %d, res_blocks %d, codes %d, code_dim %d",
+		vc.Batch, vc.EvalImages, vc.MaxImages, held, ih, iw, vc.Hidden, vc.ResBlocks, vc.Codes, vc.CodeDim), vc.Model(), vc.Batch, ih, iw, vc.EvalImages, true,
+		"set or lower vqvae.max_images, or lower vqvae.batch, vqvae.eval_images, vqvae.hidden, vqvae.res_blocks or vqvae.codes",
+		memTerm{"train images held", 3 * float64(ih) * float64(iw) * float64(held)}); err != nil {
+		return nil, err
+	}
+	train, err := readImageBytes(ctx, dl, "train", vc.MaxImages, perShard, max(held, 1), func(key string) bool { return !inVal(key) })
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +308,6 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 	}
 	if err := vc.Model().CheckImage(train.h, train.w); err != nil {
 		return nil, fmt.Errorf("vqvae.factor = %d must divide the dataset's %d×%d images", vc.Factor, train.h, train.w)
-	}
-	if err := checkVQVAEMemory("vqvae-train", fmt.Sprintf("vqvae.batch %d and vqvae.eval_images %d of %d×%d images with vqvae.hidden %d, res_blocks %d, codes %d, code_dim %d",
-		vc.Batch, vc.EvalImages, train.h, train.w, vc.Hidden, vc.ResBlocks, vc.Codes, vc.CodeDim), vc.Model(), vc.Batch, train.h, train.w, vc.EvalImages, true,
-		"lower vqvae.batch, vqvae.eval_images, vqvae.hidden, vqvae.res_blocks or vqvae.codes"); err != nil {
-		return nil, err
 	}
 	evalSplit, evalFrom, keep := "val", "val", func(string) bool { return true }
 	if carve {
@@ -262,7 +325,7 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 		return nil, fmt.Errorf("vqvae-train: %w", err)
 	}
 	tr := &vqTrainer{rc: rc, vc: vc, m: m, opt: vqvae.NewAdam(m, float32(vc.LR), 0.9, 0.999, 1e-8),
-		train: train, eval: eval, dataVar: variance(train.x), batch: make([]float32, vc.Batch*train.h*train.w*3)}
+		train: train, eval: eval, dataVar: pixelVariance(train.pix), batch: make([]float32, vc.Batch*train.h*train.w*3)}
 	if err := tr.resume(ctx); err != nil {
 		return nil, err
 	}
@@ -275,15 +338,29 @@ func (vqvaeTrainStage) Run(ctx context.Context, rc *RunContext) (*Output, error)
 	return tr.output(ctx)
 }
 
-// variance is the variance of the training pixels (the loss's normaliser).
-func variance(x []float32) float64 {
+// pixelVariance is variance over the model inputs of pix (the same
+// values, summed in the same order).
+func pixelVariance(pix []byte) float64 {
 	var s, ss float64
-	for _, v := range x {
-		s += float64(v)
-		ss += float64(v) * float64(v)
+	for _, p := range pix {
+		v := float64(float32(p)/255 - 0.5)
+		s += v
+		ss += v * v
 	}
-	n := float64(len(x))
+	n := float64(len(pix))
 	return ss/n - (s/n)*(s/n)
+}
+
+// vqvaeTrainImages returns how many train images vqvae-train holds under
+// vqvae.max_images (0: all) and how many of each train shard it reads.
+func vqvaeTrainImages(dl *Manifest, maxImages int) (held int64, perShard int) {
+	files := dl.Split("train")
+	held = dl.Records("train")
+	if maxImages > 0 && len(files) > 0 {
+		perShard = (maxImages + len(files) - 1) / len(files)
+		held = min(held, int64(maxImages))
+	}
+	return held, perShard
 }
 
 // epochPerm is the order of the training images in an epoch: a shuffle
@@ -301,7 +378,7 @@ func (tr *vqTrainer) nextBatch() {
 			tr.st.Index = 0
 			tr.perm = epochPerm(tr.vc.Seed, tr.st.Epoch, tr.train.n)
 		}
-		copy(tr.batch[b*sz:(b+1)*sz], tr.train.image(tr.perm[tr.st.Index]))
+		tr.train.image(tr.perm[tr.st.Index], tr.batch[b*sz:(b+1)*sz])
 		tr.st.Index++
 	}
 }
@@ -579,7 +656,8 @@ func (tr *vqTrainer) reconstructionsPNG() ([]byte, error) {
 	n := min(16, set.n)
 	h, w := set.h, set.w
 	rec := make([]float32, n*h*w*3)
-	if err := tr.m.Reconstruct(rec, set.x[:n*h*w*3], n, h, w); err != nil {
+	x := set.images(n)
+	if err := tr.m.Reconstruct(rec, x, n, h, w); err != nil {
 		return nil, err
 	}
 	const cols, gap = 8, 2
@@ -589,7 +667,7 @@ func (tr *vqTrainer) reconstructionsPNG() ([]byte, error) {
 		img.Pix[i] = 255
 	}
 	for i := 0; i < n; i++ {
-		for k, src := range [][]float32{set.image(i), rec[i*h*w*3 : (i+1)*h*w*3]} {
+		for k, src := range [][]float32{x[i*h*w*3 : (i+1)*h*w*3], rec[i*h*w*3 : (i+1)*h*w*3]} {
 			x0, y0 := gap+(i%cols)*(w+gap), gap+((i/cols)*2+k)*(h+gap)
 			for y := 0; y < h; y++ {
 				for x := 0; x < w; x++ {

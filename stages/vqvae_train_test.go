@@ -202,3 +202,33 @@ func TestVQVAETrainEvaluatesOnVal(t *testing.T) {
 		t.Fatalf("val MSE %v, test MSE %v: the noise test images must reconstruct far worse than the held-out val images", ev, te)
 	}
 }
+
+// TestVQVAETrainMaxImages: vqvae.max_images caps the train images the
+// stage holds (and trains on), whatever the dataset's size, and the
+// memory check counts them before they are read, naming the key.
+func TestVQVAETrainMaxImages(t *testing.T) {
+	src := folderArchive(t, 8, nil)
+	p, err := runUntil(t, vqvaeYAML(t.TempDir(), src, ", max_images: 5, val_fraction: 0"), "vqvae-train", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := p.byName["vqvae-train"].Manifest.Meta["train_images"].(float64); n != 5 {
+		t.Fatalf("train_images %v with max_images 5 of 12", n)
+	}
+	dl := p.byName["download"].Manifest
+	for _, tc := range []struct {
+		max      int
+		held     int64
+		perShard int
+	}{{0, 12, 0}, {5, 5, (5 + len(dl.Split("train")) - 1) / len(dl.Split("train"))}, {100, 12, (100 + len(dl.Split("train")) - 1) / len(dl.Split("train"))}} {
+		if held, per := vqvaeTrainImages(dl, tc.max); held != tc.held || per != tc.perShard {
+			t.Errorf("max_images %d: holds %d, %d a shard; want %d, %d", tc.max, held, per, tc.held, tc.perShard)
+		}
+	}
+	defer func(f func() (float64, bool)) { machineMemory = f }(machineMemory)
+	machineMemory = func() (float64, bool) { return 1000, true }
+	_, err = runUntil(t, vqvaeYAML(t.TempDir(), src, ", max_images: 7"), "vqvae-train", Options{})
+	if err == nil || !strings.Contains(err.Error(), "vqvae.max_images 7 (7 train images held)") || !strings.Contains(err.Error(), "set or lower vqvae.max_images") {
+		t.Fatalf("over memory: %v", err)
+	}
+}

@@ -247,6 +247,20 @@ func (m *Model) build(n, h, w int, declare bool) *graph {
 	return g
 }
 
+// ForgetGraph drops the cached graph (activations and workspace) of n
+// images of h×w, if any. Each batch size gets a graph of its own: a caller
+// that encodes many partial batches of different sizes (the last batch of
+// each input shard) forgets them, or the cache grows with the number of
+// sizes seen.
+func (m *Model) ForgetGraph(n, h, w int) {
+	if g := m.graphs[[3]int{n, h, w}]; g != nil && g != m.last {
+		delete(m.graphs, [3]int{n, h, w})
+	}
+}
+
+// CachedGraphs returns the number of graphs the model holds.
+func (m *Model) CachedGraphs() int { return len(m.graphs) }
+
 // run executes ops forward.
 func (g *graph) run(ops []op) {
 	for i := range ops {
