@@ -86,15 +86,21 @@ func TestCountsMemoryIsFlat(t *testing.T) {
 			small, h.Bytes(), h.Total(), CountsBytes)
 	}
 	// And the allocator agrees: counting another 50 million pixels
-	// allocates nothing.
-	if a := allocated(func() {
-		for range 3 {
+	// allocates nothing that follows the pixels. The runtime and the test
+	// framework allocate a few KB of their own now and then (seen: 5 KB
+	// once in CI), so the least of three measurements is held to 64 KiB,
+	// still a thousandth of a byte a pixel; a map or slice that followed
+	// the colours would allocate tens of megabytes.
+	a := uint64(math.MaxUint64)
+	for range 3 {
+		a = min(a, allocated(func() {
 			if err := h.Add(cube); err != nil {
 				t.Fatal(err)
 			}
-		}
-	}); a > 1<<10 {
-		t.Fatalf("counting %d more pixels allocated %d bytes", 3*NumColours, a)
+		}))
+	}
+	if a > 64<<10 {
+		t.Fatalf("counting %d more pixels allocated %d bytes", NumColours, a)
 	}
 }
 
