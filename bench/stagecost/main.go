@@ -90,6 +90,15 @@ func main() {
 		}
 	})
 
+	// palette, merge: the single merging worker adds every shard's part.
+	var part bytes.Buffer
+	_, err := counts.WriteTo(&part)
+	check(err)
+	var merged kmeans.Counts
+	report("palette-merge", fmt.Sprintf("add one part (%d colours, %d KB) to the merged counts", counts.Distinct(), part.Len()/1000), 1, func() {
+		check(merged.MergeFrom(bytes.NewReader(part.Bytes()), "part"))
+	})
+
 	// quantize: resize to 32×32, map through a 512-colour table, encode.
 	centres := make([][3]float32, 512)
 	for i := range centres {
@@ -147,7 +156,7 @@ func main() {
 }
 
 // report runs f once over images images and prints its CPU and wall time
-// per image.
+// per image (per part for palette-merge).
 func report(stage, what string, images int, f func()) {
 	runtime.GC()
 	c0, t0 := cpuTime(), time.Now()
