@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"sort"
 	"time"
 
@@ -106,6 +107,11 @@ func (paletteStage) Run(ctx context.Context, rc *RunContext) (*Output, error) {
 	if err := storage.RemoveAll(ctx, partsDir); err != nil {
 		return nil, fmt.Errorf("palette: remove the merged parts: %w", err)
 	}
+	// With in-process workers, their histograms are garbage now: collect
+	// them before the k-means allocates, so that the stage's peak is its
+	// largest phase, not the pipeline's leftovers plus the k-means.
+	pipelines.FreeColourCounts()
+	runtime.GC()
 	histTime := time.Since(start)
 	distinct := hist.Distinct()
 	rc.Log.Info("palette: histogram done", "pixels", hist.Total(), "distinct", distinct, "elapsed", histTime.Round(time.Millisecond))
