@@ -47,6 +47,7 @@ var (
 	n           = flag.Int("n", 200, "images per measurement (download, palette, quantize)")
 	vqImages    = flag.Int("vq_images", 64, "images for the vqvae-encode measurement")
 	probeImages = flag.Int("probe_images", 4, "images for the probe measurement")
+	sources     = flag.Int("sources", 256, "distinct source JPEGs, cycled through (the palette's counting is cache-bound: repeated images flatter it)")
 )
 
 func main() {
@@ -60,7 +61,7 @@ func main() {
 	fmt.Printf("# %s, one core (GOMAXPROCS 1); %s\n", cpuModel(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("%-14s %-58s %12s %12s\n", "stage", "work per image", "cpu_ms", "wall_ms")
 	rng := rand.New(rand.NewPCG(1, 2))
-	srcs := make([][]byte, 16)
+	srcs := make([][]byte, *sources)
 	var jpegBytes int
 	for i := range srcs {
 		srcs[i] = naturalJPEG(rng, w, h)
