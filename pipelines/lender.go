@@ -70,3 +70,26 @@ func (l *lender[M]) put(key string, m M) {
 	l.mu.Unlock()
 	<-l.slots
 }
+
+// workSlots bounds how many elements of one kind a worker process works on
+// at once (per core, times perCore): the SDK runs as many bundles at once
+// as the runner sends (prism sends one per pending element), and each
+// element holds its own buffers, so without a bound a process's memory
+// followed the number of shards in flight, not the cores working on them.
+type workSlots struct {
+	perCore int
+	once    sync.Once
+	c       chan struct{}
+}
+
+func (w *workSlots) acquire(ctx context.Context) error {
+	w.once.Do(func() { w.c = make(chan struct{}, max(1, w.perCore*runtime.GOMAXPROCS(0))) })
+	select {
+	case w.c <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *workSlots) release() { <-w.c }

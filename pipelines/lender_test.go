@@ -48,3 +48,27 @@ func TestLenderOneModelPerCore(t *testing.T) {
 		t.Fatalf("after a key change: %d loads, %d idle models", loads, len(l.free))
 	}
 }
+
+// TestWorkSlots: a process works on at most perCore elements per core of
+// one kind at once; the next waits.
+func TestWorkSlots(t *testing.T) {
+	w := workSlots{perCore: 2}
+	n := 2 * max(1, runtime.GOMAXPROCS(0))
+	for range n {
+		if err := w.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := w.acquire(ctx); err == nil {
+		t.Fatalf("element %d of %d slots started", n+1, n)
+	}
+	w.release()
+	if err := w.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		w.release()
+	}
+}
