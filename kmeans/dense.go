@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"runtime"
 	"slices"
 
 	"github.com/igpt/igpt/internal/kernels"
@@ -41,6 +42,9 @@ func FitCounts(h *Counts, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The seeding's per-colour distances (128 MiB) are garbage: collect
+	// them before Lloyd allocates its table, or both count in the peak.
+	runtime.GC()
 	return p.lloyd(init, opt)
 }
 

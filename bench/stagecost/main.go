@@ -43,9 +43,11 @@ import (
 var (
 	modelName   = flag.String("model", "S", "model preset whose probe features are measured")
 	jpegSize    = flag.String("jpeg", "500x375", "source JPEG size, w×h (ImageNet's images average about 400×350 to 500×375)")
+	noise       = flag.Float64("noise", 28, "pixel noise of the source JPEGs: 28 makes 500×375 ones weigh ~115 KB at quality 90, ImageNet train's mean (147.9 GB / 1,281,167 images)")
 	n           = flag.Int("n", 200, "images per measurement (download, palette, quantize)")
 	vqImages    = flag.Int("vq_images", 64, "images for the vqvae-encode measurement")
 	probeImages = flag.Int("probe_images", 4, "images for the probe measurement")
+	sources     = flag.Int("sources", 256, "distinct source JPEGs, cycled through (the palette's counting is cache-bound: repeated images flatter it)")
 )
 
 func main() {
@@ -59,7 +61,7 @@ func main() {
 	fmt.Printf("# %s, one core (GOMAXPROCS 1); %s\n", cpuModel(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("%-14s %-58s %12s %12s\n", "stage", "work per image", "cpu_ms", "wall_ms")
 	rng := rand.New(rand.NewPCG(1, 2))
-	srcs := make([][]byte, 16)
+	srcs := make([][]byte, *sources)
 	var jpegBytes int
 	for i := range srcs {
 		srcs[i] = naturalJPEG(rng, w, h)
@@ -88,6 +90,15 @@ func main() {
 		for i := range imgs {
 			check(counts.Add(imgs[i].Pix))
 		}
+	})
+
+	// palette, merge: the single merging worker adds every shard's part.
+	var part bytes.Buffer
+	_, err := counts.WriteTo(&part)
+	check(err)
+	var merged kmeans.Counts
+	report("palette-merge", fmt.Sprintf("add one part (%d colours, %d KB) to the merged counts", counts.Distinct(), part.Len()/1000), 1, func() {
+		check(merged.MergeFrom(bytes.NewReader(part.Bytes()), "part"))
 	})
 
 	// quantize: resize to 32×32, map through a 512-colour table, encode.
@@ -147,7 +158,7 @@ func main() {
 }
 
 // report runs f once over images images and prints its CPU and wall time
-// per image.
+// per image (per part for palette-merge).
 func report(stage, what string, images int, f func()) {
 	runtime.GC()
 	c0, t0 := cpuTime(), time.Now()
@@ -169,9 +180,8 @@ func mustWriter(kind records.Kind) *records.Writer {
 	return w
 }
 
-// naturalJPEG draws a w×h picture with smooth shading, a few shapes and
-// sensor-like noise, and encodes it at quality 90 (close to ImageNet's
-// typical bytes per pixel).
+// naturalJPEG draws a w×h picture with smooth shading and sensor-like
+// noise (-noise), and encodes it at quality 90.
 func naturalJPEG(rng *rand.Rand, w, h int) []byte {
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	base := [3]float64{rng.Float64() * 255, rng.Float64() * 255, rng.Float64() * 255}
@@ -180,7 +190,7 @@ func naturalJPEG(rng *rand.Rand, w, h int) []byte {
 		for x := range w {
 			var c [3]uint8
 			for t := range c {
-				v := base[t] + 60*math.Sin(fx*float64(x)+float64(t)) + 60*math.Cos(fy*float64(y)*float64(t+1)) + rng.NormFloat64()*12
+				v := base[t] + 60*math.Sin(fx*float64(x)+float64(t)) + 60*math.Cos(fy*float64(y)*float64(t+1)) + rng.NormFloat64()**noise
 				c[t] = uint8(max(0, min(255, v)))
 			}
 			img.Set(x, y, color.RGBA{c[0], c[1], c[2], 255})
