@@ -184,20 +184,10 @@ func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 
 // product of the bf16 values, is that of fp32 accumulation: the bf16
 // products are exact in fp32. It panics if a slice is too short.
 func SgemmBF16(transA, transB bool, m, n, k int, alpha float32, a []uint16, lda int, b []uint16, ldb int, beta float32, c []float32, ldc int) {
-	if m < 0 || n < 0 || k < 0 {
-		panic(fmt.Sprintf("kernels.SgemmBF16: negative size %dx%dx%d", m, n, k))
-	}
-	ar, ac := m, k
-	if transA {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if transB {
-		br, bc = n, k
-	}
-	checkMat16("A", a, ar, ac, lda)
-	checkMat16("B", b, br, bc, ldb)
-	checkMat("C", c, m, n, ldc)
+	ar, ac, br, bc := gemmShapes("SgemmBF16", transA, transB, m, n, k)
+	checkMat("SgemmBF16", "A", a, ar, ac, lda)
+	checkMat("SgemmBF16", "B", b, br, bc, ldb)
+	checkMat("SgemmBF16", "C", c, m, n, ldc)
 	if m == 0 || n == 0 {
 		return
 	}
@@ -209,16 +199,9 @@ func SgemmBF16(transA, transB bool, m, n, k int, alpha float32, a []uint16, lda 
 		sgemmBF16Widened(transA, transB, m, n, k, alpha, a[:extent(ar, ac, lda)], lda, b[:extent(br, bc, ldb)], ldb, beta, c, ldc)
 		return
 	}
-	pa, pb, pc := unsafe.Pointer(unsafe.SliceData(a)), unsafe.Pointer(unsafe.SliceData(b)), unsafe.Pointer(unsafe.SliceData(c))
-	p := thePool
-	p.mu.Lock()
-	g := &theGemmJob
-	*g = gemmJob{impl: cur, bf16: true, ta: transA, tb: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
-		a: pa, b: pb, c: pc, lda: lda, ldb: ldb, ldc: ldc}
-	g.plan(p.threads)
-	p.runLocked(g.tm*g.tn, g)
-	*g = gemmJob{}
-	p.mu.Unlock()
+	runGemm(gemmJob{impl: cur, bf16: true, ta: transA, tb: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
+		a: unsafe.Pointer(unsafe.SliceData(a)), b: unsafe.Pointer(unsafe.SliceData(b)), c: unsafe.Pointer(unsafe.SliceData(c)),
+		lda: lda, ldb: ldb, ldc: ldc})
 }
 
 // MatMulBF16 computes C[m,n] = A[m,k]·B[k,n] (bf16 A and B, contiguous);
@@ -235,18 +218,6 @@ func MatMulNTBF16(c []float32, a, b []uint16, m, n, k int, accumulate bool) {
 // MatMulTNBF16 computes C[m,n] = A[k,m]ᵀ·B[k,n]; with accumulate, C += Aᵀ·B.
 func MatMulTNBF16(c []float32, a, b []uint16, m, n, k int, accumulate bool) {
 	SgemmBF16(true, false, m, n, k, 1, a, m, b, n, beta(accumulate), c, n)
-}
-
-func checkMat16(name string, s []uint16, rows, cols, ld int) {
-	if rows == 0 || cols == 0 {
-		return
-	}
-	if ld < cols {
-		panic(fmt.Sprintf("kernels.SgemmBF16: ld%s %d < %d columns", name, ld, cols))
-	}
-	if need := extent(rows, cols, ld); len(s) < need {
-		panic(fmt.Sprintf("kernels.SgemmBF16: len(%s) %d < %d for %dx%d with stride %d", name, len(s), need, rows, cols, ld))
-	}
 }
 
 // extent is the number of values a rows×cols matrix with stride ld spans.

@@ -20,20 +20,10 @@ import (
 // large enough; Sgemm does not allocate in steady state. It panics if a
 // slice is too short for its shape and stride.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if m < 0 || n < 0 || k < 0 {
-		panic(fmt.Sprintf("kernels.Sgemm: negative size %dx%dx%d", m, n, k))
-	}
-	ar, ac := m, k
-	if transA {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if transB {
-		br, bc = n, k
-	}
-	checkMat("A", a, ar, ac, lda)
-	checkMat("B", b, br, bc, ldb)
-	checkMat("C", c, m, n, ldc)
+	ar, ac, br, bc := gemmShapes("Sgemm", transA, transB, m, n, k)
+	checkMat("Sgemm", "A", a, ar, ac, lda)
+	checkMat("Sgemm", "B", b, br, bc, ldb)
+	checkMat("Sgemm", "C", c, m, n, ldc)
 	if m == 0 || n == 0 {
 		return
 	}
@@ -41,16 +31,40 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
-	pa, pb, pc := unsafe.Pointer(unsafe.SliceData(a)), unsafe.Pointer(unsafe.SliceData(b)), unsafe.Pointer(unsafe.SliceData(c))
+	runGemm(gemmJob{impl: cur, ta: transA, tb: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
+		a: unsafe.Pointer(unsafe.SliceData(a)), b: unsafe.Pointer(unsafe.SliceData(b)), c: unsafe.Pointer(unsafe.SliceData(c)),
+		lda: lda, ldb: ldb, ldc: ldc})
+}
+
+// runGemm runs one GEMM on the worker pool: the job is planned into tiles
+// for the pool's threads, and the pool's job slot is cleared afterwards so
+// that it holds no reference to the caller's memory.
+func runGemm(job gemmJob) {
 	p := thePool
 	p.mu.Lock()
 	g := &theGemmJob
-	*g = gemmJob{impl: cur, ta: transA, tb: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
-		a: pa, b: pb, c: pc, lda: lda, ldb: ldb, ldc: ldc}
+	*g = job
 	g.plan(p.threads)
 	p.runLocked(g.tm*g.tn, g)
-	*g = gemmJob{} // drop references to the caller's memory
+	*g = gemmJob{}
 	p.mu.Unlock()
+}
+
+// gemmShapes checks the sizes of a GEMM named fn and returns the shapes of
+// its stored operands: A is ar×ac and B is br×bc as laid out in memory.
+func gemmShapes(fn string, transA, transB bool, m, n, k int) (ar, ac, br, bc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("kernels.%s: negative size %dx%dx%d", fn, m, n, k))
+	}
+	ar, ac = m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc = k, n
+	if transB {
+		br, bc = n, k
+	}
+	return ar, ac, br, bc
 }
 
 // MatMul computes C[m,n] = A[m,k]·B[k,n] (all row-major, contiguous); with
@@ -78,15 +92,17 @@ func beta(acc bool) float32 {
 	return 0
 }
 
-func checkMat(name string, s []float32, rows, cols, ld int) {
+// checkMat panics, naming fn, if s cannot hold a rows×cols matrix with
+// row stride ld.
+func checkMat[T float32 | uint16](fn, name string, s []T, rows, cols, ld int) {
 	if rows == 0 || cols == 0 {
 		return
 	}
 	if ld < cols {
-		panic(fmt.Sprintf("kernels.Sgemm: ld%s %d < %d columns", name, ld, cols))
+		panic(fmt.Sprintf("kernels.%s: ld%s %d < %d columns", fn, name, ld, cols))
 	}
-	if need := (rows-1)*ld + cols; len(s) < need {
-		panic(fmt.Sprintf("kernels.Sgemm: len(%s) %d < %d for %dx%d with stride %d", name, len(s), need, rows, cols, ld))
+	if need := extent(rows, cols, ld); len(s) < need {
+		panic(fmt.Sprintf("kernels.%s: len(%s) %d < %d for %dx%d with stride %d", fn, name, len(s), need, rows, cols, ld))
 	}
 }
 
