@@ -405,19 +405,10 @@ func (p *densePoints) lloyd(init []float64, opt Options) (*Result, error) {
 	if k > 1<<16 {
 		return nil, fmt.Errorf("kmeans: lloyd: %d centres; the colour lookup table holds at most 65536", k)
 	}
-	for i, v := range init {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Errorf("kmeans: lloyd: initial centre value %d is %v", i, v)
-		}
+	if err := checkFinite(init); err != nil {
+		return nil, err
 	}
-	maxIter := opt.MaxIter
-	if maxIter <= 0 {
-		maxIter = DefaultMaxIter
-	}
-	tol := opt.Tol
-	if tol == 0 {
-		tol = DefaultTol
-	}
+	maxIter, tol := opt.iterations()
 	s := &denseLloyd{p: p, k: k, workers: resolveWorkers(opt.Workers), parts: make([]*Partials, p.ch.count),
 		table: make([]uint16, NumColours)}
 	for c := range s.parts {

@@ -100,19 +100,10 @@ func Lloyd[T Float](x []T, d int, w []float64, init []float64, opt Options) (*Re
 	if err := checkWeights(w, n); err != nil {
 		return nil, fmt.Errorf("kmeans: lloyd: %w", err)
 	}
-	for i, v := range init {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Errorf("kmeans: lloyd: initial centre value %d is %v", i, v)
-		}
+	if err := checkFinite(init); err != nil {
+		return nil, err
 	}
-	maxIter := opt.MaxIter
-	if maxIter <= 0 {
-		maxIter = DefaultMaxIter
-	}
-	tol := opt.Tol
-	if tol == 0 {
-		tol = DefaultTol
-	}
+	maxIter, tol := opt.iterations()
 
 	s := newLloyd(x, d, w, k, resolveWorkers(opt.Workers))
 	meanVar, rms, totalW := s.stats()
@@ -540,4 +531,27 @@ func (s *lloyd[T]) shifts(old, next []float64) float64 {
 		}
 	}
 	return total
+}
+
+// checkFinite refuses initial centres holding a NaN or an infinity.
+func checkFinite(init []float64) error {
+	for i, v := range init {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("kmeans: lloyd: initial centre value %d is %v", i, v)
+		}
+	}
+	return nil
+}
+
+// iterations returns Lloyd's iteration cap and relative tolerance, the
+// defaults where the options leave them unset.
+func (opt Options) iterations() (maxIter int, tol float64) {
+	maxIter, tol = opt.MaxIter, opt.Tol
+	if maxIter <= 0 {
+		maxIter = DefaultMaxIter
+	}
+	if tol == 0 {
+		tol = DefaultTol
+	}
+	return maxIter, tol
 }
