@@ -52,7 +52,7 @@ YAML
       cpu=$(echo "$log" | awk '/^cpu_seconds/ {print $2 + $3}' | tail -1)
       printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu"
       if [ "$stage" = palette ]; then
-        echo "$log" | grep -o 'msg="palette: histogram done".*' | sed 's/^/#   /' | head -1
+        echo "$log" | grep -o 'msg="palette: histogram done".*' | sed 's/^/#   /' | head -1 || true # a worker logs it with --worker_processes
       fi
     done
     [ "${KEEP_ROOTS:-}" = 1 ] || rm -rf "$root"
