@@ -353,6 +353,12 @@ func (f *RawPixelsFn) Setup(ctx context.Context) error {
 	})
 }
 
+// rawPixelSlots: one Image shard per core at once in a worker process,
+// each with a feature writer per split (bench/memory.sh: without it the
+// probe-baselines worker grew 154 → 177 MiB from 50k to 200k images, one
+// more set of writers per shard in flight).
+var rawPixelSlots = workSlots{perCore: 1}
+
 // ProcessElement writes the features of one Image shard, one Features
 // shard per split it feeds.
 func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func(string)) error {
@@ -360,6 +366,10 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 	if err := json.Unmarshal([]byte(task), &ti); err != nil {
 		return fmt.Errorf("probe: bad input %q: %w", task, err)
 	}
+	if err := rawPixelSlots.acquire(ctx); err != nil {
+		return err
+	}
+	defer rawPixelSlots.release()
 	writers := map[string]*featureWriters{}
 	err := records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
 		split, ok := f.split[img.Key]
