@@ -142,7 +142,14 @@ func (p *Pool) StartWorker(_ context.Context, req *fnpb.StartWorkerRequest) (*fn
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.workers == nil {
-		return &fnpb.StartWorkerResponse{Error: "worker pool is stopped"}, nil
+		// Prism starts a worker for every environment of a pipeline in a
+		// goroutine of its own, and a job can end before that goroutine
+		// asks (an environment no stage used, or a loaded machine); it
+		// panics, killing the launcher, on any failed or refused request.
+		// The job is over, so nothing is started: prism then sees the job's
+		// context done and asks to stop the worker.
+		slog.Debug("beamboot: worker asked of a stopped pool; none started", "id", req.GetWorkerId())
+		return &fnpb.StartWorkerResponse{}, nil
 	}
 	if _, ok := p.workers[req.GetWorkerId()]; ok {
 		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("worker %q already exists", req.GetWorkerId())}, nil
@@ -219,7 +226,10 @@ func (p *Pool) StopWorker(_ context.Context, req *fnpb.StopWorkerRequest) (*fnpb
 	return &fnpb.StopWorkerResponse{}, nil
 }
 
-// Stop ends every worker and the service.
+// Stop ends every worker. The service keeps answering until the process
+// exits (see StartWorker): closing it would reset the connection of a
+// request prism may still send for a job that has ended, and prism panics
+// on that.
 func (p *Pool) Stop() {
 	p.mu.Lock()
 	for _, cmd := range p.workers {
@@ -227,5 +237,4 @@ func (p *Pool) Stop() {
 	}
 	p.workers = nil
 	p.mu.Unlock()
-	p.srv.Stop()
 }

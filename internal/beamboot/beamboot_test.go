@@ -1,8 +1,14 @@
 package beamboot
 
 import (
+	"context"
 	"os"
 	"testing"
+	"time"
+
+	fnpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/fnexecution_v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func TestParseBootArgs(t *testing.T) {
@@ -36,4 +42,30 @@ func TestPeakRSS(t *testing.T) {
 		t.Error("a missing process has a peak RSS")
 	}
 	_ = buf[len(buf)-1]
+}
+
+// TestStoppedPoolAnswers: prism may ask a pool for a worker after the job
+// that needed it has ended (it starts one per environment in a goroutine
+// of its own) and panics, killing the launcher, if the request fails or is
+// refused. A stopped pool must still answer, without starting a process.
+func TestStoppedPoolAnswers(t *testing.T) {
+	p, err := StartPool("/nonexistent/igpt-worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	conn, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := fnpb.NewBeamFnExternalWorkerPoolClient(conn).StartWorker(ctx, &fnpb.StartWorkerRequest{WorkerId: "late"})
+	if err != nil || resp.GetError() != "" {
+		t.Fatalf("a stopped pool answered err %v, error %q: prism would panic", err, resp.GetError())
+	}
+	if n := p.Started(); n != 0 {
+		t.Fatalf("a stopped pool started %d workers", n)
+	}
 }
