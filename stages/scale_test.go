@@ -181,7 +181,10 @@ quantize: {val_fraction: 0.1}
 		graphs = append(graphs, g)
 	}
 	for _, name := range []string{"download", "palette", "quantize"} {
-		if graphs[0][name] != graphs[1][name] {
+		// The graph carries the stage's config compressed, with upstream keys
+		// that differ between the two datasets, so its size moves by a few
+		// bytes; a list of images or units in it would add thousands.
+		if d := graphs[1][name].(float64) - graphs[0][name].(float64); d > maxGraphGrowth || d < -maxGraphGrowth {
 			t.Errorf("%s: job graph %v bytes at %d images per class, %v at %d: it grows with the data", name, graphs[0][name], sizes[0], graphs[1][name], sizes[1])
 		}
 	}
