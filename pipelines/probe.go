@@ -354,9 +354,9 @@ func (f *RawPixelsFn) Setup(ctx context.Context) error {
 }
 
 // rawPixelSlots: one Image shard per core at once in a worker process,
-// each with a feature writer per split (bench/memory.sh: without it the
-// probe-baselines worker grew 154 → 177 MiB from 50k to 200k images, one
-// more set of writers per shard in flight).
+// each with a feature writer per split, as every other shard-reading DoFn
+// (it did not stop the probe-baselines worker growing in bench/memory.sh:
+// 154 → 186 MiB from 50k to 200k images with it, 154 → 177 without).
 var rawPixelSlots = workSlots{perCore: 1}
 
 // ProcessElement writes the features of one Image shard, one Features
