@@ -27,9 +27,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/igpt/igpt/stages"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 )
 
 // series is one run's validation loss by step.
@@ -210,13 +210,5 @@ func overlay(title string, all []series) ([]byte, error) {
 		p.Legend.Add(s.name, l)
 	}
 	p.Legend.Top = true
-	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return stages.PlotPNG(p)
 }
