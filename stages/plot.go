@@ -63,15 +63,12 @@ func trainEvalPlot(title, yLabel, trainName string, train plotter.XYs, evalName 
 		p.Legend.Add(evalName, l)
 	}
 	p.Legend.Top = top
-	return plotPNG(p)
+	return PlotPNG(p)
 }
 
 // PlotPNG renders p as an 8×5-inch PNG, the size of every plot igpt
 // draws (bench/lossplot's too).
-func PlotPNG(p *plot.Plot) ([]byte, error) { return plotPNG(p) }
-
-// plotPNG renders p as an 8×5-inch PNG.
-func plotPNG(p *plot.Plot) ([]byte, error) {
+func PlotPNG(p *plot.Plot) ([]byte, error) {
 	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
 	if err != nil {
 		return nil, err

@@ -723,5 +723,5 @@ func codebookPlot(counts []int) ([]byte, error) {
 		l.Color = plotColor(0)
 		p.Add(l)
 	}
-	return plotPNG(p)
+	return PlotPNG(p)
 }
