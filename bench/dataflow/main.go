@@ -28,6 +28,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/igpt/igpt/bench/internal/cpuinfo"
 	"github.com/igpt/igpt/internal/storage"
 	"github.com/igpt/igpt/internal/testutil"
 	"github.com/igpt/igpt/stages"
@@ -48,7 +49,7 @@ func main() {
 	beamlog.SetLogger(quietBeam{})
 	srv := fakeGCS("data", "out")
 	defer srv.Stop()
-	fmt.Printf("# %s, %d cores; dry runs against a fake GCS server\n", cpuModel(), cpus())
+	fmt.Printf("# %s, %d cores; dry runs against a fake GCS server\n", cpuinfo.Model(), cpus())
 	fmt.Printf("%-26s %8s %14s %10s %s\n", "source", "units", "launcher_bytes", "per_unit", "pipeline_proto_bytes (download palette quantize)")
 	for _, s := range strings.Split(*classes, ",") {
 		n, err := strconv.Atoi(s)
@@ -190,16 +191,6 @@ func webDataset(srv *fakestorage.Server, prefix string, shards, per int) int64 {
 		put(srv, "data", fmt.Sprintf("%s/train-%06d.tar", prefix, s), b)
 	}
 	return total
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
 
 func cpus() int {

@@ -24,12 +24,11 @@ import (
 	"log"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/igpt/igpt/bench/internal/cpuinfo"
 	"github.com/igpt/igpt/internal/datasets"
 	"github.com/igpt/igpt/internal/imgproc"
 	"github.com/igpt/igpt/internal/kernels"
@@ -58,7 +57,7 @@ func main() {
 	if _, err := fmt.Sscanf(*jpegSize, "%dx%d", &w, &h); err != nil {
 		log.Fatalf("stagecost: -jpeg %q: %v", *jpegSize, err)
 	}
-	fmt.Printf("# %s, one core (GOMAXPROCS 1); %s\n", cpuModel(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("# %s, one core (GOMAXPROCS 1); %s\n", cpuinfo.Describe(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("%-14s %-58s %12s %12s\n", "stage", "work per image", "cpu_ms", "wall_ms")
 	rng := rand.New(rand.NewPCG(1, 2))
 	srcs := make([][]byte, *sources)
@@ -199,23 +198,6 @@ func naturalJPEG(rng *rand.Rand, w, h int) []byte {
 	var b bytes.Buffer
 	check(jpeg.Encode(&b, img, &jpeg.Options{Quality: 90}))
 	return b.Bytes()
-}
-
-func cpuModel() string {
-	out, err := exec.Command("lscpu").Output()
-	if err != nil {
-		return "unknown CPU"
-	}
-	var name, family string
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "Model name:"); ok {
-			name = strings.TrimSpace(v)
-		}
-		if v, ok := strings.CutPrefix(line, "CPU family:"); ok {
-			family = strings.TrimSpace(v)
-		}
-	}
-	return fmt.Sprintf("%s (CPU family %s)", name, family)
 }
 
 func check(err error) {
