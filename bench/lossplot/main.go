@@ -61,21 +61,18 @@ func main() {
 	title := flag.String("title", "validation loss", "plot title")
 	flag.Parse()
 	var all []series
-	for _, r := range runs {
-		s, err := readRun(r)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "lossplot:", err)
-			os.Exit(1)
+	for _, src := range []struct {
+		args  multi
+		parse func(string) (series, error)
+	}{{runs, readRun}, {points, parsePoints}} {
+		for _, a := range src.args {
+			s, err := src.parse(a)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "lossplot:", err)
+				os.Exit(1)
+			}
+			all = append(all, s)
 		}
-		all = append(all, s)
-	}
-	for _, p := range points {
-		s, err := parsePoints(p)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "lossplot:", err)
-			os.Exit(1)
-		}
-		all = append(all, s)
 	}
 	if len(all) == 0 {
 		fmt.Fprintln(os.Stderr, "lossplot: give at least one -run or -points")
