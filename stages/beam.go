@@ -19,6 +19,8 @@ import (
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/direct"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/igpt/igpt/internal/beamboot"
 )
 
 // ErrDryRun is returned by a Beam stage whose Dataflow job was built and
@@ -102,12 +104,11 @@ func submitPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline, submi
 		rc.logger().Info("job graph", "runner", runner, "pipeline_proto_bytes", n)
 	}
 	if runner == "prism" {
-		// In-process prism picks loopback workers only when it starts its
-		// server, the first job of the process; a later job with the flag
-		// cleared (a test that set and restored it) would ask for Docker.
-		if f := flag.Lookup("environment_type"); f != nil && f.Value.String() == "" {
-			f.Value.Set("loopback")
+		restore, err := inProcessWorkers()
+		if err != nil {
+			return "", err
 		}
+		defer restore()
 	}
 	if runner == "dataflow" {
 		defer func(was bool) { *jobopts.Async = was }(*jobopts.Async)
@@ -136,6 +137,44 @@ func submitPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline, submi
 		return "", nil
 	}
 	return res.JobID(), nil
+}
+
+// inProcessWorkers points prism at the process's in-process worker pool
+// (beamboot.InProcess) where it would use Beam's loopback mode (no
+// --environment_type, or "loopback"): the same SDK harness in this process,
+// from a pool that outlives the job, so a worker request prism sends after
+// a job ended cannot kill the process (see beamboot.InProcessPool). The
+// job's worker binary is an empty file, as in loopback mode. --worker_processes
+// and any other environment are left as they are. restore puts the worker
+// binary flag back.
+func inProcessWorkers() (restore func(), err error) {
+	envType := flag.Lookup("environment_type")
+	if envType == nil {
+		return func() {}, nil
+	}
+	switch strings.ToLower(envType.Value.String()) {
+	case "", "loopback":
+	default:
+		return func() {}, nil
+	}
+	pool, err := beamboot.InProcess()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := beamboot.EmptyWorkerBinary()
+	if err != nil {
+		return nil, err
+	}
+	envCfg, workerBin := flag.Lookup("environment_config"), flag.Lookup("worker_binary")
+	was := []string{envType.Value.String(), envCfg.Value.String(), workerBin.Value.String()}
+	envType.Value.Set("EXTERNAL")
+	envCfg.Value.Set(pool.Addr())
+	workerBin.Value.Set(bin)
+	return func() {
+		envType.Value.Set(was[0])
+		envCfg.Value.Set(was[1])
+		workerBin.Value.Set(was[2])
+	}, nil
 }
 
 // beamRun runs a pipeline: beam.Run, which tests replace to build a
