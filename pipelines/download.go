@@ -237,8 +237,16 @@ func (f *ReadUnitFn) Setup(ctx context.Context) error {
 	return nil
 }
 
+// unitSlots bounds the units a worker process reads at once: two per core
+// (decoding is CPU-bound; the second overlaps the reads).
+var unitSlots = workSlots{perCore: 2}
+
 // ProcessElement reads one unit.
 func (f *ReadUnitFn) ProcessElement(ctx context.Context, taskJSON string, emit func(string)) error {
+	if err := unitSlots.acquire(ctx); err != nil {
+		return err
+	}
+	defer unitSlots.release()
 	if err := f.Setup(ctx); err != nil {
 		return err
 	}

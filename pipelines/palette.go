@@ -73,9 +73,11 @@ type ColourSummary struct {
 
 // countSlots bounds the dense histograms a worker process holds at once:
 // one per core, whatever the number of bundles the SDK runs together.
+// Idle ones are kept for the next shard until FreeColourCounts.
 var (
 	countSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
-	countPool  = sync.Pool{New: func() any { return new(kmeans.Counts) }}
+	countMu    sync.Mutex
+	countFree  []*kmeans.Counts
 )
 
 // acquireCounts returns an empty dense histogram once one of the
@@ -86,14 +88,31 @@ func acquireCounts(ctx context.Context) (*kmeans.Counts, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	h := countPool.Get().(*kmeans.Counts)
-	h.Reset()
-	return h, nil
+	countMu.Lock()
+	defer countMu.Unlock()
+	if n := len(countFree); n > 0 {
+		h := countFree[n-1]
+		countFree = countFree[:n-1]
+		h.Reset()
+		return h, nil
+	}
+	return new(kmeans.Counts), nil
 }
 
 func releaseCounts(h *kmeans.Counts) {
-	countPool.Put(h)
+	countMu.Lock()
+	countFree = append(countFree, h)
+	countMu.Unlock()
 	<-countSlots
+}
+
+// FreeColourCounts drops the idle histograms of this process (64 MiB
+// each): a driver that ran the pipeline in its own process calls it before
+// its k-means.
+func FreeColourCounts() {
+	countMu.Lock()
+	countFree = nil
+	countMu.Unlock()
 }
 
 // CountColoursFn counts the RGB colours of every image of one input shard

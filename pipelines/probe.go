@@ -66,7 +66,7 @@ func Probe(s beam.Scope, cfg ProbeConfig) (beam.PCollection, error) {
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
 	written := beam.ParDo(s.Scope("ExtractFeatures"), &ExtractFeaturesFn{
 		Weights: cfg.Weights, Config: cfg.Config, Seed: cfg.Seed, Objective: cfg.Objective, Batch: cfg.Batch,
-		MaxPerShard: cfg.MaxPerShard, MaxPerSplitShard: cfg.MaxPerSplitShard, PoolGrid: cfg.PoolGrid, Dir: cfg.Dir,
+		MaxPerShard: cfg.MaxPerShard, MaxPerSplitShard: cfg.MaxPerSplitShard, PoolGrid: cfg.PoolGrid, Dir: cfg.Dir, Run: runNonce(),
 	}, tasks)
 	return writeStats(s, &WriteStatsFn{Dir: cfg.Dir}, written), nil
 }
@@ -177,34 +177,49 @@ type ExtractFeaturesFn struct {
 	MaxPerSplitShard map[string]int
 	PoolGrid         int
 	Dir              string
-
-	m *model.Model
+	Run              string // runNonce: models are shared within a pipeline, never across
 }
 
-// Setup loads the model.
+// probeModels lends the models of a process, one per core (a Model keeps
+// its inference workspace and is not goroutine-safe).
+var probeModels lender[*model.Model]
+
+func (f *ExtractFeaturesFn) modelKey() string {
+	return fmt.Sprintf("%s|%s|%d|%v", f.Run, f.Weights, f.Seed, f.Config)
+}
+
+// Setup checks that the model loads.
 func (f *ExtractFeaturesFn) Setup(ctx context.Context) error {
+	m, err := probeModels.get(ctx, f.modelKey(), func() (*model.Model, error) { return f.load(ctx) })
+	if err == nil {
+		probeModels.put(f.modelKey(), m)
+	}
+	return err
+}
+
+// load loads the model (a random initialisation with Seed when there are
+// no Weights).
+func (f *ExtractFeaturesFn) load(ctx context.Context) (*model.Model, error) {
 	if f.Weights == "" {
 		m, err := model.New(f.Config)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.Params.Init(f.Seed)
-		f.m = m
-		return nil
+		return m, nil
 	}
 	b, err := storage.ReadFile(ctx, f.Weights)
 	if err != nil {
-		return fmt.Errorf("probe: load model: %w", err)
+		return nil, fmt.Errorf("probe: load model: %w", err)
 	}
 	p, _, err := model.LoadCheckpoint(bytes.NewReader(b))
 	if err != nil {
-		return fmt.Errorf("probe: load model %s: %w", f.Weights, err)
+		return nil, fmt.Errorf("probe: load model %s: %w", f.Weights, err)
 	}
 	if p.Config != f.Config {
-		return fmt.Errorf("probe: model %s is %v, want %v", f.Weights, p.Config, f.Config)
+		return nil, fmt.Errorf("probe: model %s is %v, want %v", f.Weights, p.Config, f.Config)
 	}
-	f.m = model.FromParams(p)
-	return nil
+	return model.FromParams(p), nil
 }
 
 // ProcessElement extracts the features of one shard.
@@ -218,6 +233,11 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 	if err != nil {
 		return err
 	}
+	m, err := probeModels.get(ctx, f.modelKey(), func() (*model.Model, error) { return f.load(ctx) })
+	if err != nil {
+		return err
+	}
+	defer probeModels.put(f.modelKey(), m)
 	limit := ShardLimit(in.Split, f.MaxPerShard, f.MaxPerSplitShard)
 	fw, err := newFeatureWriters(ctx, f.Dir, in.Split, ti.Index, f.Config.Layers+1)
 	if err != nil {
@@ -243,7 +263,7 @@ func (f *ExtractFeaturesFn) ProcessElement(ctx context.Context, task string, emi
 		if obj == model.BERT {
 			mask = make([]bool, B*T) // no mask at probe time
 		}
-		if err := f.m.ProbeGrid(tok[:B*T], mask, obj, feats[:(L+1)*B*C], pool); err != nil {
+		if err := m.ProbeGrid(tok[:B*T], mask, obj, feats[:(L+1)*B*C], pool); err != nil {
 			return fmt.Errorf("probe: %s: %w", in.Path, err)
 		}
 		progress.Add(progress.ProbeFeatures, int64(B)) // the driver's bar, when this worker runs in its process
@@ -333,6 +353,12 @@ func (f *RawPixelsFn) Setup(ctx context.Context) error {
 	})
 }
 
+// rawPixelSlots: one Image shard per core at once in a worker process,
+// each with a feature writer per split, as every other shard-reading DoFn
+// (it did not stop the probe-baselines worker growing in bench/memory.sh:
+// 154 → 186 MiB from 50k to 200k images with it, 154 → 177 without).
+var rawPixelSlots = workSlots{perCore: 1}
+
 // ProcessElement writes the features of one Image shard, one Features
 // shard per split it feeds.
 func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func(string)) error {
@@ -340,6 +366,10 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 	if err := json.Unmarshal([]byte(task), &ti); err != nil {
 		return fmt.Errorf("probe: bad input %q: %w", task, err)
 	}
+	if err := rawPixelSlots.acquire(ctx); err != nil {
+		return err
+	}
+	defer rawPixelSlots.release()
 	writers := map[string]*featureWriters{}
 	err := records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
 		split, ok := f.split[img.Key]

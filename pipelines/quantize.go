@@ -82,8 +82,16 @@ type QuantizeFn struct {
 	pal *records.Palette
 }
 
+// quantizeSlots bounds the input shards a worker process quantizes at
+// once, each spilling a shard's tokens.
+var quantizeSlots = workSlots{perCore: 1}
+
 // ProcessElement quantizes one input shard.
 func (f *QuantizeFn) ProcessElement(ctx context.Context, task string, emit func(string, string)) error {
+	if err := quantizeSlots.acquire(ctx); err != nil {
+		return err
+	}
+	defer quantizeSlots.release()
 	if f.lut == nil {
 		return fmt.Errorf("quantize: no palette loaded (Setup was not run)")
 	}
@@ -244,8 +252,16 @@ type WriteTokensShardFn struct {
 	Vocab int
 }
 
+// writeShardSlots bounds the token shards a worker process gathers and
+// writes at once, each holding its shard's records.
+var writeShardSlots = workSlots{perCore: 1}
+
 // ProcessElement writes one shard from its pieces.
 func (f *WriteTokensShardFn) ProcessElement(ctx context.Context, key string, iter func(*string) bool, emit func(string)) error {
+	if err := writeShardSlots.acquire(ctx); err != nil {
+		return err
+	}
+	defer writeShardSlots.release()
 	split, idx, err := parseShardKey(key)
 	if err != nil {
 		return err

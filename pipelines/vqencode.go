@@ -49,7 +49,7 @@ func EncodeVQ(s beam.Scope, cfg EncodeVQConfig) (beam.PCollection, error) {
 	s = s.Scope("vqvae-encode")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), cfg.Inputs))
 	pieces := beam.ParDo(s.Scope("Encode"), &EncodeVQFn{Model: cfg.Model, Resize: cfg.Resize, Batch: cfg.Batch,
-		ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards, Dir: cfg.Dir}, tasks)
+		ValFraction: cfg.ValFraction, Seed: cfg.Seed, Shards: cfg.Shards, Dir: cfg.Dir, Run: runNonce()}, tasks)
 	return writeTokenShards(s, pieces, &WriteTokensShardFn{Dir: cfg.Dir, Shards: cfg.Shards, Seed: cfg.Seed, Vocab: cfg.Vocab}), nil
 }
 
@@ -63,14 +63,19 @@ type EncodeVQFn struct {
 	Seed        uint64
 	Shards      map[string]int
 	Dir         string // the output folder, whose pieces the codes are spilled to
-
-	m *vqvae.Model // one per DoFn instance: a Model is not goroutine-safe
+	Run         string // runNonce: models are shared within a pipeline, never across
 }
 
-// Setup loads the model.
+// vqModels lends the VQ-VAEs of a process (a Model is not goroutine-safe:
+// one per element at a time).
+var vqModels lender[*vqvae.Model]
+
+// Setup checks that the model loads.
 func (f *EncodeVQFn) Setup(ctx context.Context) error {
-	m, err := LoadVQVAE(ctx, f.Model)
-	f.m = m
+	m, err := vqModels.get(ctx, f.Run+"|"+f.Model, func() (*vqvae.Model, error) { return LoadVQVAE(ctx, f.Model) })
+	if err == nil {
+		vqModels.put(f.Run+"|"+f.Model, m)
+	}
 	return err
 }
 
@@ -90,16 +95,18 @@ func LoadVQVAE(ctx context.Context, path string) (*vqvae.Model, error) {
 
 // ProcessElement encodes one shard.
 func (f *EncodeVQFn) ProcessElement(ctx context.Context, task string, emit func(string, string)) error {
-	if f.m == nil {
-		return fmt.Errorf("vqvae-encode: no model loaded (Setup was not run)")
+	m, err := vqModels.get(ctx, f.Run+"|"+f.Model, func() (*vqvae.Model, error) { return LoadVQVAE(ctx, f.Model) })
+	if err != nil {
+		return err
 	}
+	defer vqModels.put(f.Run+"|"+f.Model, m)
 	var ti IndexedInput
 	if err := json.Unmarshal([]byte(task), &ti); err != nil {
 		return fmt.Errorf("vqvae-encode: bad input %q: %w", task, err)
 	}
 	in := ti.Input
 	spill := newTokenSpill(f.Dir, ti.Index)
-	enc := NewVQEncoder(f.m, f.Resize, f.Batch)
+	enc := NewVQEncoder(m, f.Resize, f.Batch)
 	flush := func() error {
 		toks, err := enc.Flush()
 		if err != nil {
@@ -114,7 +121,7 @@ func (f *EncodeVQFn) ProcessElement(ctx context.Context, task string, emit func(
 		}
 		return nil
 	}
-	err := ScanShard(ctx, in.Path, func(img records.Image) error {
+	err = ScanShard(ctx, in.Path, func(img records.Image) error {
 		if err := enc.Add(img); err != nil {
 			return fmt.Errorf("vqvae-encode: %s: %w", in.Path, err)
 		}

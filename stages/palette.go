@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"sort"
 	"time"
 
@@ -107,6 +108,11 @@ func (paletteStage) Finish(ctx context.Context, rc *RunContext, _ json.RawMessag
 	if err := storage.RemoveAll(ctx, storage.Join(rc.Dir, colourParts)); err != nil {
 		return nil, fmt.Errorf("palette: remove the merged parts: %w", err)
 	}
+	// With in-process workers, their histograms are garbage now: collect
+	// them before the k-means allocates, so that the stage's peak is its
+	// largest phase, not the pipeline's leftovers plus the k-means.
+	pipelines.FreeColourCounts()
+	runtime.GC()
 	histTime := time.Since(rc.Started)
 	distinct := hist.Distinct()
 	rc.logger().Info("palette: histogram done", "pixels", hist.Total(), "distinct", distinct, "elapsed", histTime.Round(time.Millisecond))
