@@ -25,6 +25,11 @@ func TestPrismUsesTheInProcessPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := pool.Started()
+	flags := []string{"environment_type", "environment_config", "worker_binary"}
+	was := map[string]string{}
+	for _, name := range flags {
+		was[name] = flag.Lookup(name).Value.String()
+	}
 	root := t.TempDir()
 	if _, err := runUntil(t, trainYAML(root, folderArchive(t, 4, nil), 20, 32, 2, 0.01), "download", Options{}); err != nil {
 		t.Fatal(err)
@@ -32,9 +37,9 @@ func TestPrismUsesTheInProcessPool(t *testing.T) {
 	if pool.Started() == before {
 		t.Fatalf("the download job started no worker from the in-process pool (%d before and after)", before)
 	}
-	for _, name := range []string{"environment_type", "environment_config", "worker_binary"} {
-		if v := flag.Lookup(name).Value.String(); v != "" {
-			t.Errorf("--%s is %q after the job, want it unset as before", name, v)
+	for _, name := range flags {
+		if v := flag.Lookup(name).Value.String(); v != was[name] {
+			t.Errorf("--%s is %q after the job, was %q", name, v, was[name])
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -17,6 +17,8 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/options/jobopts"
+
+	"github.com/igpt/igpt/internal/beamboot"
 )
 
 // TestWaitForJob: waiting for a job polls for its manifest and its state:
@@ -118,7 +120,7 @@ func (r fakeDataflowResult) JobID() string            { return r.id }
 // their job id. It returns the submitted ids and a wait for the jobs.
 func fakeDataflow(t *testing.T, run bool, state func(JobRef) string) (*[]string, *sync.WaitGroup) {
 	t.Helper()
-	setFlags(t, map[string]string{"environment_type": "loopback", "project": "igpt-test", "region": "us-central1"})
+	setFlags(t, map[string]string{"project": "igpt-test", "region": "us-central1"})
 	var ids []string
 	var wg sync.WaitGroup
 	var n atomic.Int32
@@ -132,6 +134,22 @@ func fakeDataflow(t *testing.T, run bool, state func(JobRef) string) (*[]string,
 		ids = append(ids, id)
 		current = id
 		if run {
+			// The job runs on prism in the background, on the in-process
+			// worker pool and not asynchronously (Beam reads --async, which
+			// the launcher holds true now, as it submits): Beam reads the
+			// flags before it submits, and prism starts the job's worker
+			// after, so they are restored once the worker has started.
+			pool, err := beamboot.InProcess()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := pool.Started()
+			restore, err := inProcessWorkers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			async := *jobopts.Async
+			*jobopts.Async = false
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -139,6 +157,11 @@ func fakeDataflow(t *testing.T, run bool, state func(JobRef) string) (*[]string,
 					t.Errorf("the job failed: %v", err)
 				}
 			}()
+			for deadline := time.Now().Add(time.Minute); pool.Started() == before && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			*jobopts.Async = async
+			restore()
 		}
 		return fakeDataflowResult{id: id}, nil
 	}
