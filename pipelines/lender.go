@@ -93,3 +93,38 @@ func (w *workSlots) acquire(ctx context.Context) error {
 }
 
 func (w *workSlots) release() { <-w.c }
+
+// shared holds one read-only value per process, loaded once for its key
+// and handed to every DoFn instance that asks for the same key (a keys
+// table that each instance held a copy of made a worker's memory follow
+// the number of bundles in flight). A new key replaces the value; a failed
+// load is tried again by the next caller.
+type shared[V any] struct {
+	mu  sync.Mutex
+	key string
+	e   *sharedEntry[V]
+}
+
+type sharedEntry[V any] struct {
+	once sync.Once
+	v    V
+	err  error
+}
+
+func (s *shared[V]) get(key string, load func() (V, error)) (V, error) {
+	s.mu.Lock()
+	if s.e == nil || s.key != key {
+		s.key, s.e = key, &sharedEntry[V]{}
+	}
+	e := s.e
+	s.mu.Unlock()
+	e.once.Do(func() { e.v, e.err = load() })
+	if e.err != nil {
+		s.mu.Lock()
+		if s.e == e {
+			s.e = nil
+		}
+		s.mu.Unlock()
+	}
+	return e.v, e.err
+}

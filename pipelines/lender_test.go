@@ -2,7 +2,9 @@ package pipelines
 
 import (
 	"context"
+	"errors"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -70,5 +72,52 @@ func TestWorkSlots(t *testing.T) {
 	}
 	for range n {
 		w.release()
+	}
+}
+
+// TestSharedLoadsOncePerKey: however many instances ask at once, a key's
+// value is loaded once and the same value handed to all; a new key loads
+// again; a failed load is retried by the next caller.
+func TestSharedLoadsOncePerKey(t *testing.T) {
+	var s shared[*int]
+	var mu sync.Mutex
+	loads := 0
+	load := func() (*int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		loads++
+		v := loads
+		return &v, nil
+	}
+	var wg sync.WaitGroup
+	got := make([]*int, 16)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.get("a", load)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = v
+		}()
+	}
+	wg.Wait()
+	for i, v := range got {
+		if v != got[0] {
+			t.Fatalf("instance %d got its own value: each instance holds a copy", i)
+		}
+	}
+	if loads != 1 {
+		t.Fatalf("%d loads for one key, want 1", loads)
+	}
+	if v, _ := s.get("b", load); *v != 2 {
+		t.Fatalf("a new key gave value %d, want a fresh load (2)", *v)
+	}
+	if _, err := s.get("c", func() (*int, error) { return nil, errors.New("boom") }); err == nil {
+		t.Fatal("a failed load reported no error")
+	}
+	if v, err := s.get("c", load); err != nil || *v != 3 {
+		t.Fatalf("after a failed load: %v, %v; want a retried load", v, err)
 	}
 }

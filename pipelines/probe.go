@@ -332,8 +332,9 @@ type RawPixelsFn struct {
 	Keys string
 	Dir  string
 	H, W int
+	Run  string // runNonce: the keys table is shared within a pipeline, never across
 
-	split map[string]string
+	split map[string]string // read-only, shared by the process's instances
 }
 
 // KeySplit is one line of RawPixelsFn's keys file.
@@ -342,15 +343,24 @@ type KeySplit struct {
 	Split string `json:"split"`
 }
 
-// Setup reads the keys file.
+// rawPixelKeys is the keys table of a worker process, read once and
+// shared by its RawPixelsFn instances.
+var rawPixelKeys shared[map[string]string]
+
+// Setup reads the keys file, once per process.
 func (f *RawPixelsFn) Setup(ctx context.Context) error {
-	f.split = map[string]string{}
-	return (&ReadLinesFn{}).ProcessElement(ctx, f.Keys, func(line string) {
-		var ks KeySplit
-		if json.Unmarshal([]byte(line), &ks) == nil {
-			f.split[ks.Key] = ks.Split
-		}
+	split, err := rawPixelKeys.get(f.Run+"|"+f.Keys, func() (map[string]string, error) {
+		split := map[string]string{}
+		err := (&ReadLinesFn{}).ProcessElement(ctx, f.Keys, func(line string) {
+			var ks KeySplit
+			if json.Unmarshal([]byte(line), &ks) == nil {
+				split[ks.Key] = ks.Split
+			}
+		})
+		return split, err
 	})
+	f.split = split
+	return err
 }
 
 // rawPixelSlots: one Image shard per core at once in a worker process,
@@ -411,6 +421,6 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 func RawPixels(s beam.Scope, images, keys, dir string, h, w int) beam.PCollection {
 	s = s.Scope("rawpixels")
 	tasks := beam.Reshuffle(s.Scope("SpreadShards"), indexed(s.Scope("ListShards"), images))
-	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir, H: h, W: w}, tasks)
+	written := beam.ParDo(s.Scope("Features"), &RawPixelsFn{Keys: keys, Dir: dir, H: h, W: w, Run: runNonce()}, tasks)
 	return writeStats(s, &WriteStatsFn{Dir: dir}, written)
 }
