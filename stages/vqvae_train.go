@@ -194,18 +194,25 @@ func (s *imageSet) images(n int) []float32 {
 // whose key keep accepts (nil: all), as float32 input; readImageBytes
 // holds them as bytes, at most perShard (0: all) of each shard.
 func readImageSet(ctx context.Context, m *Manifest, split string, limit int, keep func(key string) bool) (*imageSet, error) {
-	return readImagesAs(ctx, m, split, limit, 0, keep, 0)
+	return readImageSplit(ctx, m, split, imageRead{limit: limit, keep: keep})
 }
 
 // expect (the images it will hold, at most) sizes its one allocation.
 func readImageBytes(ctx context.Context, m *Manifest, split string, limit, perShard int, expect int64, keep func(key string) bool) (*imageSet, error) {
-	return readImagesAs(ctx, m, split, limit, perShard, keep, expect)
+	return readImageSplit(ctx, m, split, imageRead{limit: limit, perShard: perShard, keep: keep, asBytes: true, expect: expect})
 }
 
-// readImagesAs reads as readImageSet and readImageBytes describe: as
-// float32 when expect is 0, else as bytes.
-func readImagesAs(ctx context.Context, m *Manifest, split string, limit, perShard int, keep func(key string) bool, expect int64) (*imageSet, error) {
-	asBytes := expect > 0
+// imageRead says which images readImageSplit reads and how it holds them.
+type imageRead struct {
+	limit, perShard int               // at most limit in all, perShard of each shard (0: no bound)
+	keep            func(string) bool // the keys read (nil: all)
+	asBytes         bool              // hold pixels as bytes, not as float32 model input
+	expect          int64             // with asBytes, the images held at most: sizes the one allocation
+}
+
+// readImageSplit reads a split's RGB images as r says.
+func readImageSplit(ctx context.Context, m *Manifest, split string, r imageRead) (*imageSet, error) {
+	limit, perShard, keep, asBytes, expect := r.limit, r.perShard, r.keep, r.asBytes, r.expect
 	s := &imageSet{}
 	stop, shardDone := errors.New("enough"), errors.New("shard done")
 	for _, f := range m.Split(split) {
