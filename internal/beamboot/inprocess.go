@@ -118,9 +118,11 @@ func (p *InProcessPool) StopWorker(_ context.Context, req *fnpb.StopWorkerReques
 	return &fnpb.StopWorkerResponse{}, nil
 }
 
-// emptyWorkerBinary is an empty file named as the job's worker binary when
-// the workers run in this process: the runner stages the file it is given,
-// and with no name it would stage this whole executable (or compile one).
+// An empty file is named as the job's worker binary when no worker runs
+// the binary the job carries: the in-process pool's, which run here, and
+// Pool's, which start their own Program. Beam's runner stages the file it
+// is given, and with no name it would stage this whole executable (or
+// compile one), which prism holds in memory for each job.
 var (
 	emptyBinOnce sync.Once
 	emptyBin     string
@@ -128,7 +130,7 @@ var (
 )
 
 // EmptyWorkerBinary returns the path of an empty temp file, made once per
-// process, for --worker_binary with an in-process pool.
+// process, for --worker_binary with InProcess or a Pool.
 func EmptyWorkerBinary() (string, error) {
 	emptyBinOnce.Do(func() {
 		f, err := os.CreateTemp("", "igpt-inprocess-worker-*")
