@@ -5,14 +5,18 @@
 # Each stage runs in its own process (igpt stage NAME), so each line is that
 # stage's peak alone: the launcher's and the largest worker's peak RSS (igpt's
 # own "peak memory" log line, from /proc VmHWM), the wall time, and the CPU
-# seconds (user + sys of the stage's process and the workers it waited for).
+# seconds (user + sys of the stage's process and the workers it waited for),
+# and with worker processes the largest heap any worker still held after a
+# garbage collection (its gctrace, IGPT_WORKER_GODEBUG=gctrace=1).
 # Every stage must succeed; the script stops at the first that fails.
 #
 #   bench/memory.sh [SIZES...]        (default: 50000 100000 200000)
 #
 # Environment: WORK (default /tmp/igpt-membench), STAGES (default: every stage
 # below), MODES (default: "in-process worker-processes"), SHARD_MIB (128),
-# KEEP_ROOTS=1 keeps each run's output folder.
+# KEEP_ROOTS=1 keeps each run's output folder, LOGS=DIR keeps each stage's
+# whole log (with GODEBUG=gctrace=1, the Go collector's trace of the
+# launcher and its workers: the live heap after each collection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(50000 100000 200000)
@@ -21,7 +25,7 @@ mkdir -p "$work"
 go build -o "$work/igpt" ./cmd/igpt
 echo "# $(lscpu | sed -n 's/^Model name: *//p') (CPU family $(lscpu | sed -n 's/^CPU family: *//p')), $(nproc) cores, $(date -u +%F)"
 echo "# download.shard_mib: ${SHARD_MIB:-128}"
-printf '%-15s %8s %-17s %13s %11s %8s %8s\n' stage images mode launcher_MiB worker_MiB wall_s cpu_s
+printf '%-15s %8s %-17s %13s %11s %8s %8s %16s\n' stage images mode launcher_MiB worker_MiB wall_s cpu_s worker_live_MiB
 for n in "${sizes[@]}"; do
   src=$work/src$n
   [ -d "$src" ] || go run ./bench/gensource -out "$src" -n "$n" -side 64 -classes 100 -per_shard 10000
@@ -43,14 +47,19 @@ vqvae_encode: {batch: 32}
 YAML
     for stage in ${STAGES:-download palette quantize train probe-baselines probe vqvae-train vqvae-encode}; do
       start=$(date +%s.%N)
-      log=$(/usr/bin/time -f 'cpu_seconds %U %S' "$work/igpt" stage "$stage" "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) ||
+      log=$(IGPT_WORKER_GODEBUG=gctrace=1 /usr/bin/time -f 'cpu_seconds %U %S' "$work/igpt" stage "$stage" "$work/cfg-$n.yaml" --root "$root" "${flags[@]}" 2>&1) ||
         { echo "$log" | tail -20; echo "bench/memory.sh: stage $stage failed at $n images ($mode)" >&2; exit 1; }
       end=$(date +%s.%N)
+      [ -z "${LOGS:-}" ] || { mkdir -p "$LOGS"; echo "$log" > "$LOGS/$stage-$n-$mode.log"; }
       mem=$(echo "$log" | grep 'msg="peak memory"' | tail -1)
       l=$(echo "$mem" | sed -n 's/.*launcher_rss_mib=\([0-9]*\).*/\1/p')
       w=$(echo "$mem" | sed -n 's/.*largest_worker_rss_mib=\([0-9]*\).*/\1/p')
       cpu=$(echo "$log" | awk '/^cpu_seconds/ {print $2 + $3}' | tail -1)
-      printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu"
+      # The workers' collector trace (gc N … A->B->C MB …): C is the heap
+      # still live after a collection; its largest, in any worker, is what
+      # the data can grow. (Peaks also move with when the collector runs.)
+      live=$(echo "$log" | sed -n 's/^gc [0-9]* @.* [0-9]*->[0-9]*->\([0-9]*\) MB, .*/\1/p' | sort -n | tail -1)
+      printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f %16s\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu" "${live:--}"
       if [ "$stage" = palette ]; then
         echo "$log" | grep -o 'msg="palette: histogram done".*' | sed 's/^/#   /' | head -1 || true # a worker logs it with --worker_processes
       fi

@@ -84,6 +84,12 @@ func boot(args map[string]string) error {
 	}
 	f.Close()
 	os.Setenv("PIPELINE_OPTIONS_FILE", f.Name())
+	// IGPT_WORKER_GODEBUG is GODEBUG for workers alone (e.g. gctrace=1 to
+	// read a worker's live heap apart from its launcher's, as
+	// bench/memory.sh does).
+	if v := os.Getenv("IGPT_WORKER_GODEBUG"); v != "" {
+		os.Setenv("GODEBUG", v)
+	}
 	logging, control := args["logging_endpoint"], args["control_endpoint"]
 	if u := info.GetLoggingEndpoint().GetUrl(); u != "" {
 		logging = u
