@@ -17,6 +17,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	beam.Init()
 	code := m.Run()
+	beamboot.RemoveEmptyWorkerBinary()
 	if igptBin.dir != "" {
 		os.RemoveAll(igptBin.dir)
 	}

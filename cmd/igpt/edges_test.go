@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/igpt/igpt/internal/beamboot"
 )
 
 // tempConfig writes a config under a temp dir and returns its path.
@@ -114,7 +116,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	beamboot.RemoveEmptyWorkerBinary() // of the runs made in this process
+	os.Exit(code)
 }
 
 // runMain runs igpt with args in a child process and returns its stderr.

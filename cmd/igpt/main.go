@@ -83,6 +83,7 @@ func main() {
 		defer workerPool.Stop()
 	}
 	err := dispatch(ctx, args)
+	beamboot.RemoveEmptyWorkerBinary()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "igpt: %v\n", err)
 		os.Exit(1)

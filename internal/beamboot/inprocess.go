@@ -143,3 +143,11 @@ func EmptyWorkerBinary() (string, error) {
 	})
 	return emptyBin, emptyBinErr
 }
+
+// RemoveEmptyWorkerBinary removes the placeholder EmptyWorkerBinary made,
+// if any; call it as the process ends.
+func RemoveEmptyWorkerBinary() {
+	if emptyBin != "" {
+		os.Remove(emptyBin)
+	}
+}

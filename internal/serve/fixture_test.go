@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	beam.Init()
 	code := m.Run()
+	beamboot.RemoveEmptyWorkerBinary()
 	if fixture.dir != "" {
 		os.RemoveAll(fixture.dir)
 	}
