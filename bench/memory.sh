@@ -15,8 +15,8 @@
 # Environment: WORK (default /tmp/igpt-membench), STAGES (default: every stage
 # below), MODES (default: "in-process worker-processes"), SHARD_MIB (128),
 # KEEP_ROOTS=1 keeps each run's output folder, LOGS=DIR keeps each stage's
-# whole log (with GODEBUG=gctrace=1, the Go collector's trace of the
-# launcher and its workers: the live heap after each collection).
+# whole log (with the workers' collector trace: their heap after each
+# collection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(50000 100000 200000)

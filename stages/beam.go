@@ -143,16 +143,11 @@ func submitPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline, submi
 // (beamboot.InProcess) where it would use Beam's loopback mode (no
 // --environment_type, or "loopback"): the same SDK harness in this process,
 // from a pool that outlives the job, so a worker request prism sends after
-// a job ended cannot kill the process (see beamboot.InProcessPool). The
-// job's worker binary is an empty file, as in loopback mode. --worker_processes
-// and any other environment are left as they are. restore puts the worker
-// binary flag back.
+// a job ended cannot kill the process (see beamboot.InProcessPool).
+// --worker_processes and any other environment are left as they are.
+// restore puts the flags back.
 func inProcessWorkers() (restore func(), err error) {
-	envType := flag.Lookup("environment_type")
-	if envType == nil {
-		return func() {}, nil
-	}
-	switch strings.ToLower(envType.Value.String()) {
+	switch strings.ToLower(*jobopts.EnvironmentType) {
 	case "", "loopback":
 	default:
 		return func() {}, nil
@@ -161,20 +156,7 @@ func inProcessWorkers() (restore func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	bin, err := beamboot.EmptyWorkerBinary()
-	if err != nil {
-		return nil, err
-	}
-	envCfg, workerBin := flag.Lookup("environment_config"), flag.Lookup("worker_binary")
-	was := []string{envType.Value.String(), envCfg.Value.String(), workerBin.Value.String()}
-	envType.Value.Set("EXTERNAL")
-	envCfg.Value.Set(pool.Addr())
-	workerBin.Value.Set(bin)
-	return func() {
-		envType.Value.Set(was[0])
-		envCfg.Value.Set(was[1])
-		workerBin.Value.Set(was[2])
-	}, nil
+	return beamboot.UseWorkers(pool.Addr())
 }
 
 // beamRun runs a pipeline: beam.Run, which tests replace to build a

@@ -98,11 +98,11 @@ func externalWorkers(t *testing.T) *beamboot.Pool {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Stop)
-	bin, err := beamboot.EmptyWorkerBinary() // the pool runs exe; nothing runs the staged binary
+	restore, err := beamboot.UseWorkers(pool.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	setFlags(t, map[string]string{"environment_type": "EXTERNAL", "environment_config": pool.Addr(), "worker_binary": bin})
+	t.Cleanup(restore)
 	return pool
 }
 

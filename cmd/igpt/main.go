@@ -118,19 +118,12 @@ func startWorkerPool() (*beamboot.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The pool starts this program itself; the job's worker binary is
-	// never run, so an empty file stands for it (with this executable,
-	// each job staged its ~130 MiB into prism, in this process).
-	bin, err := beamboot.EmptyWorkerBinary()
-	if err != nil {
+	// The pool starts this program itself; the job stages an empty worker
+	// binary (with this executable, each job staged its ~130 MiB into
+	// prism, in this process).
+	if _, err := beamboot.UseWorkers(pool.Addr()); err != nil {
 		pool.Stop()
 		return nil, err
-	}
-	for k, v := range map[string]string{"environment_type": "EXTERNAL", "environment_config": pool.Addr(), "worker_binary": bin} {
-		if err := flag.Set(k, v); err != nil {
-			pool.Stop()
-			return nil, err
-		}
 	}
 	return pool, nil
 }

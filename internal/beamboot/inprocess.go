@@ -11,6 +11,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/container/tools"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/harness"
 	fnpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/fnexecution_v1"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/options/jobopts"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/util/grpcx"
 	"google.golang.org/grpc"
 )
@@ -83,15 +84,10 @@ func (p *InProcessPool) StartWorker(_ context.Context, req *fnpb.StartWorkerRequ
 	if req.GetControlEndpoint() == nil || req.GetLoggingEndpoint() == nil {
 		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("worker %q: no control or logging endpoint", id)}, nil
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.workers[id]; ok {
-		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("worker %q already exists", id)}, nil
-	}
 	// The harness lives until StopWorker, not as long as this request.
 	ctx, cancel := context.WithCancel(grpcx.WriteWorkerID(context.Background(), id))
-	p.workers[id] = cancel
-	p.started++
+	// Asked of the runner before the lock: a slow answer holds up no
+	// other worker's start or stop.
 	var opts harness.Options
 	if ep := req.GetProvisionEndpoint().GetUrl(); ep != "" {
 		if info, err := tools.ProvisionInfo(ctx, ep); err == nil {
@@ -99,6 +95,14 @@ func (p *InProcessPool) StartWorker(_ context.Context, req *fnpb.StartWorkerRequ
 			opts.RunnerCapabilities = info.GetRunnerCapabilities()
 		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.workers[id]; ok {
+		cancel()
+		return &fnpb.StartWorkerResponse{Error: fmt.Sprintf("worker %q already exists", id)}, nil
+	}
+	p.workers[id] = cancel
+	p.started++
 	go func() {
 		if err := harness.MainWithOptions(ctx, req.GetLoggingEndpoint().GetUrl(), req.GetControlEndpoint().GetUrl(), opts); err != nil && ctx.Err() == nil {
 			slog.Debug("beamboot: in-process worker ended", "id", id, "err", err)
@@ -150,4 +154,26 @@ func RemoveEmptyWorkerBinary() {
 	if emptyBin != "" {
 		os.Remove(emptyBin)
 	}
+}
+
+// UseWorkers points Beam's runner at the external worker pool at addr
+// (--environment_type EXTERNAL, --environment_config addr) with the empty
+// worker binary, since the pool runs its own program; restore puts the
+// three flags back as they were.
+func UseWorkers(addr string) (restore func(), err error) {
+	bin, err := EmptyWorkerBinary()
+	if err != nil {
+		return nil, err
+	}
+	flags := []*string{jobopts.EnvironmentType, jobopts.EnvironmentConfig, jobopts.WorkerBinary}
+	was := make([]string, len(flags))
+	for i, f := range flags {
+		was[i] = *f
+	}
+	*jobopts.EnvironmentType, *jobopts.EnvironmentConfig, *jobopts.WorkerBinary = "EXTERNAL", addr, bin
+	return func() {
+		for i, f := range flags {
+			*f = was[i]
+		}
+	}, nil
 }
