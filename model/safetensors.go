@@ -189,9 +189,12 @@ func (t STTensor) Float32s(dst []float32) ([]float32, error) {
 	return dst, nil
 }
 
+// errNonFinite is what every non-finite weight's error wraps.
+var errNonFinite = errors.New("the weights are not finite")
+
 // nonFinite is the error for value i of t, v, a NaN or an infinity.
 func (t STTensor) nonFinite(i int, v float64) error {
-	return fmt.Errorf("safetensors: tensor %q %v: value %d is %v: the weights are not finite (a diverged or damaged run); use an earlier checkpoint", t.Name, t.Shape, i, v)
+	return fmt.Errorf("safetensors: tensor %q %v: value %d is %v: %w (a diverged or damaged run); use an earlier checkpoint", t.Name, t.Shape, i, v, errNonFinite)
 }
 
 func (t STTensor) float32s(dst []float32) ([]float32, error) {
