@@ -70,7 +70,8 @@ func main() {
 	if *logLevel != "debug" {
 		beamlog.LogLevel = "warn" // the level of the logger Beam installs again for in-process workers
 	}
-	beam.Init() // on a worker this runs the harness and never returns
+	beamboot.TuneWorkerGC() // a worker (from a pool or Dataflow's boot) collects at 1.5× its live heap
+	beam.Init()             // on a worker this runs the harness and never returns
 	setLogLevel(*logLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -27,6 +27,7 @@ import (
 func TestMain(m *testing.M) {
 	beamboot.MaybeBoot()
 	flag.Parse()
+	beamboot.TuneWorkerGC()
 	beam.Init()
 	code := m.Run()
 	beamboot.RemoveEmptyWorkerBinary()
