@@ -381,11 +381,11 @@ func (f *RawPixelsFn) ProcessElement(ctx context.Context, task string, emit func
 	}
 	defer rawPixelSlots.release()
 	writers := map[string]*featureWriters{}
-	err := records.ScanFile(ctx, ti.Input.Path, func(img records.Image) error {
-		split, ok := f.split[img.Key]
-		if !ok {
-			return nil
-		}
+	// Only the probe's images are decoded: the rest of the shard is read
+	// no further than each record's key.
+	inKeys := func(key string) bool { _, ok := f.split[key]; return ok }
+	err := records.ScanFileWhere(ctx, ti.Input.Path, inKeys, func(img records.Image) error {
+		split := f.split[img.Key]
 		fw := writers[split]
 		if fw == nil {
 			var err error

@@ -14,12 +14,26 @@ import (
 // ScanFile streams the records of the shard at path to fn, checking ctx
 // between records; fn may return io.EOF to stop early.
 func ScanFile[T Record](ctx context.Context, path string, fn func(T) error) error {
+	return ScanFileWhere(ctx, path, nil, fn)
+}
+
+// ScanFileWhere streams to fn the records of the shard at path whose key
+// keep accepts (keep nil: all), decoding the others no further than their
+// key (ScanWhere), checking ctx between records; fn may return io.EOF to
+// stop early.
+func ScanFileWhere[T Record](ctx context.Context, path string, keep func(key string) bool, fn func(T) error) error {
 	rc, err := storage.Open(ctx, path)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	return Scan(rc, path, func(x T) error {
+	if keep != nil {
+		// A cancelled scan stops at the next record, kept or not: the
+		// record goes to the wrapper below, which returns ctx's error.
+		keep0 := keep
+		keep = func(key string) bool { return ctx.Err() != nil || keep0(key) }
+	}
+	return ScanWhere(rc, path, keep, func(x T) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

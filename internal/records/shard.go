@@ -177,6 +177,89 @@ func (r *Reader) Next(v any) error {
 	return nil
 }
 
+// NextWhere reads the next record and decodes it into v, as Next does,
+// only when keep accepts its key; otherwise it decodes the key alone (no
+// pixels, tokens or features: a scan that keeps a few records of a big
+// shard makes no garbage of the rest) and reports false. The frame's CRC
+// is checked either way. keep nil keeps every record.
+func (r *Reader) NextWhere(v any, keep func(key string) bool) (bool, error) {
+	if keep == nil {
+		return true, r.Next(v)
+	}
+	if k := kindOf(v); k != r.Header.Kind {
+		return false, fmt.Errorf("records: %s holds %s records, cannot read them into %T", r.name, r.Header.Kind, v)
+	}
+	start := r.off
+	payload, err := r.frame()
+	if err != nil {
+		return false, err
+	}
+	key, keyErr := r.key(payload)
+	if keyErr == nil && !keep(key) {
+		r.rec++
+		return false, nil
+	}
+	// Kept, or not the field map igpt writes: decode it whole, as Next
+	// does, and filter on the decoded key.
+	reset(v)
+	if err := r.decode(payload, v); err != nil {
+		return false, err
+	}
+	if err := validate(v); err != nil {
+		return false, &CorruptError{File: r.name, Offset: start, Record: r.rec, Reason: err.Error()}
+	}
+	r.rec++
+	return keyErr == nil || keep(keyOf(v)), nil
+}
+
+// keyOf is the key of a decoded record.
+func keyOf(v any) string {
+	switch x := v.(type) {
+	case *Image:
+		return x.Key
+	case *Tokens:
+		return x.Key
+	case *Features:
+		return x.Key
+	}
+	return ""
+}
+
+// key decodes the "key" field of a record's payload (a msgpack map of
+// field names, as Writer writes it), skipping the other fields without
+// keeping them (the decoder reuses one buffer). The last "key" wins, as in
+// a whole decode; no key is "". An error means the payload is not such a
+// map, and the caller decodes it whole.
+func (r *Reader) key(payload []byte) (string, error) {
+	r.br.Reset(payload)
+	r.dec.Reset(&r.br)
+	n, err := r.dec.DecodeMapLen()
+	if err != nil {
+		return "", err
+	}
+	if n < 0 {
+		return "", errors.New("nil map")
+	}
+	key := ""
+	for i := 0; i < n; i++ {
+		name, err := r.dec.DecodeString()
+		if err != nil {
+			return "", err
+		}
+		if name == "key" {
+			if key, err = r.dec.DecodeString(); err != nil {
+				return "", err
+			}
+		} else if err := r.dec.Skip(); err != nil {
+			return "", err
+		}
+	}
+	if r.br.Len() != 0 {
+		return "", errors.New("trailing bytes")
+	}
+	return key, nil
+}
+
 // Skip reads past the next record without decoding it, still checking its CRC.
 func (r *Reader) Skip() error {
 	if _, err := r.frame(); err != nil {
@@ -359,18 +442,29 @@ type Record interface{ Image | Tokens | Features }
 // Scan reads a whole shard, passing each record to fn in order. fn may
 // return io.EOF to stop early without error.
 func Scan[T Record](r io.Reader, name string, fn func(T) error) error {
+	return ScanWhere(r, name, nil, fn)
+}
+
+// ScanWhere reads a whole shard, passing to fn, in order, each record
+// whose key keep accepts (keep nil: every record); the others are read
+// and checked but not decoded beyond their key (Reader.NextWhere). fn may
+// return io.EOF to stop early without error.
+func ScanWhere[T Record](r io.Reader, name string, keep func(key string) bool, fn func(T) error) error {
 	sr, err := NewReader(r, name)
 	if err != nil {
 		return err
 	}
 	for {
 		var x T
-		err := sr.Next(&x)
+		ok, err := sr.NextWhere(&x, keep)
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if !ok {
+			continue
 		}
 		if err := fn(x); err == io.EOF {
 			return nil
