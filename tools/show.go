@@ -97,10 +97,8 @@ func findImages(ctx context.Context, dl *stages.Manifest, toks []records.Tokens)
 		if f.Split == "" || len(found) == len(want) {
 			continue
 		}
-		err := pipelines.ScanShard(ctx, dl.Path(f.Name), func(img records.Image) error {
-			if want[img.Key] {
-				found[img.Key] = img
-			}
+		err := records.ScanFileWhere(ctx, dl.Path(f.Name), func(key string) bool { return want[key] }, func(img records.Image) error {
+			found[img.Key] = img
 			return nil
 		})
 		if err != nil {
