@@ -12,8 +12,14 @@
 #
 #   bench/memory.sh [SIZES...]        (default: 50000 100000 200000)
 #
+# Peaks move by several percent between two passes of one size (they depend
+# on when Go's collector runs), so PASSES=N (default 1) runs every size N
+# times, and the script ends with bench/memsummary's table: the median peak
+# of each size over the passes and the ratio of the largest size's median
+# to the smallest's, which is what the rule is read on (docs/memory.md).
+#
 # Environment: WORK (default /tmp/igpt-membench), STAGES (default: every stage
-# below), MODES (default: "in-process worker-processes"), SHARD_MIB (128),
+# below), MODES (default: "in-process worker-processes"), SHARD_MIB (128), PASSES (1),
 # KEEP_ROOTS=1 keeps each run's output folder, LOGS=DIR keeps each stage's
 # whole log (with the workers' collector trace: their heap after each
 # collection).
@@ -26,6 +32,10 @@ go build -o "$work/igpt" ./cmd/igpt
 echo "# $(lscpu | sed -n 's/^Model name: *//p') (CPU family $(lscpu | sed -n 's/^CPU family: *//p')), $(nproc) cores, $(date -u +%F)"
 echo "# download.shard_mib: ${SHARD_MIB:-128}"
 printf '%-15s %8s %-17s %13s %11s %8s %8s %16s\n' stage images mode launcher_MiB worker_MiB wall_s cpu_s worker_live_MiB
+rows=$(mktemp)
+trap 'rm -f "$rows"' EXIT
+for pass in $(seq 1 "${PASSES:-1}"); do
+[ "${PASSES:-1}" = 1 ] || echo "# pass $pass"
 for n in "${sizes[@]}"; do
   src=$work/src$n
   [ -d "$src" ] || go run ./bench/gensource -out "$src" -n "$n" -side 64 -classes 100 -per_shard 10000
@@ -59,7 +69,7 @@ YAML
       # still live after a collection; its largest, in any worker, is what
       # the data can grow. (Peaks also move with when the collector runs.)
       live=$(echo "$log" | sed -n 's/^gc [0-9]* @.* [0-9]*->[0-9]*->\([0-9]*\) MB, .*/\1/p' | sort -n | tail -1)
-      printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f %16s\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu" "${live:--}"
+      printf '%-15s %8s %-17s %13s %11s %8.1f %8.1f %16s\n' "$stage" "$n" "$mode" "$l" "$w" "$(echo "$end - $start" | bc)" "$cpu" "${live:--}" | tee -a "$rows"
       if [ "$stage" = palette ]; then
         echo "$log" | grep -o 'msg="palette: histogram done".*' | sed 's/^/#   /' | head -1 || true # a worker logs it with --worker_processes
       fi
@@ -67,3 +77,5 @@ YAML
     [ "${KEEP_ROOTS:-}" = 1 ] || rm -rf "$root"
   done
 done
+done # pass
+go run ./bench/memsummary "$rows"
