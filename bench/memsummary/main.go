@@ -39,6 +39,8 @@ type peaks struct {
 	launcher, worker map[int][]float64
 }
 
+var md = flag.Bool("md", false, "print a Markdown table")
+
 func main() {
 	flag.Parse()
 	var order []key
@@ -81,8 +83,13 @@ func main() {
 		read(f, name)
 		f.Close()
 	}
-	fmt.Printf("# medians over passes (every pass in brackets), MiB; ratio = largest size / smallest; rule: < %d MiB and ratio < %.2f\n", limitMiB, growth)
-	fmt.Printf("%-15s %-17s %-8s %-40s %-7s %-7s %s\n", "stage", "mode", "process", "median (passes) per size", "ratio", "by_max", "rule")
+	if *md {
+		fmt.Println("| stage | mode | process | median peak, MiB (every pass) per size | ratio of medians | ratio of largest | rule |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+	} else {
+		fmt.Printf("# medians over passes (every pass in brackets), MiB; ratio = largest size / smallest; rule: < %d MiB and ratio < %.2f\n", limitMiB, growth)
+		fmt.Printf("%-15s %-17s %-8s %-40s %-7s %-7s %s\n", "stage", "mode", "process", "median (passes) per size", "ratio", "by_max", "rule")
+	}
 	failed := 0
 	for _, k := range order {
 		p := all[k]
@@ -90,7 +97,7 @@ func main() {
 			name string
 			m    map[int][]float64
 		}{{"launcher", p.launcher}, {"worker", p.worker}} {
-			line, ok, skip := summarise(proc.m)
+			cells, ratio, byMax, ok, skip := summarise(proc.m)
 			if skip {
 				continue
 			}
@@ -98,7 +105,11 @@ func main() {
 			if !ok {
 				verdict, failed = "FAILS", failed+1
 			}
-			fmt.Printf("%-15s %-17s %-8s %-40s %s\n", k.stage, k.mode, proc.name, line, verdict)
+			if *md {
+				fmt.Printf("| %s | %s | %s | %s | %.2f | %.2f | %s |\n", k.stage, k.mode, proc.name, strings.Join(cells, " · "), ratio, byMax, verdict)
+			} else {
+				fmt.Printf("%-15s %-17s %-8s %-40s %-7.2f %-7.2f %s\n", k.stage, k.mode, proc.name, strings.Join(cells, " "), ratio, byMax, verdict)
+			}
 		}
 	}
 	if failed > 0 {
@@ -106,16 +117,16 @@ func main() {
 	}
 }
 
-// summarise formats one process's peaks by size; ok is the rule on the
-// medians; skip is set when the process never ran (a stage with no
-// workers reports 0).
-func summarise(m map[int][]float64) (line string, ok, skip bool) {
+// summarise gives one process's peaks by size (the median, every pass in
+// brackets), the ratio of the largest size's median to the smallest's and
+// of their largest peaks; ok is the rule on the medians; skip is set when
+// the process never ran (a stage with no workers reports 0).
+func summarise(m map[int][]float64) (cells []string, ratio, byMax float64, ok, skip bool) {
 	sizes := make([]int, 0, len(m))
 	for n := range m {
 		sizes = append(sizes, n)
 	}
 	slices.Sort(sizes)
-	var cells []string
 	var med, mx []float64
 	for _, n := range sizes {
 		v := m[n]
@@ -124,12 +135,11 @@ func summarise(m map[int][]float64) (line string, ok, skip bool) {
 		cells = append(cells, fmt.Sprintf("%g(%s)", md, join(v)))
 	}
 	if slices.Max(mx) == 0 {
-		return "", true, true
+		return nil, 0, 0, true, true
 	}
-	first, last := med[0], med[len(med)-1]
-	ratio, byMax := last/first, mx[len(mx)-1]/mx[0]
+	ratio, byMax = med[len(med)-1]/med[0], mx[len(mx)-1]/mx[0]
 	ok = ratio < growth && slices.Max(mx) < limitMiB
-	return fmt.Sprintf("%-40s %-7.2f %-7.2f", strings.Join(cells, " "), ratio, byMax), ok, false
+	return cells, ratio, byMax, ok, false
 }
 
 func median(v []float64) float64 {
