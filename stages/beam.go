@@ -145,7 +145,8 @@ func submitPipeline(ctx context.Context, rc *RunContext, p *beam.Pipeline, submi
 // from a pool that outlives the job, so a worker request prism sends after
 // a job ended cannot kill the process (see beamboot.InProcessPool).
 // --worker_processes and any other environment are left as they are.
-// restore puts the flags back.
+// While the job runs, the process collects at a worker's target
+// (beamboot.InProcessWorkerGC). restore puts the flags and the target back.
 func inProcessWorkers() (restore func(), err error) {
 	switch strings.ToLower(*jobopts.EnvironmentType) {
 	case "", "loopback":
@@ -156,7 +157,12 @@ func inProcessWorkers() (restore func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	return beamboot.UseWorkers(pool.Addr())
+	flags, err := beamboot.UseWorkers(pool.Addr())
+	if err != nil {
+		return nil, err
+	}
+	gc := beamboot.InProcessWorkerGC() // this process is the job's worker
+	return func() { gc(); flags() }, nil
 }
 
 // beamRun runs a pipeline: beam.Run, which tests replace to build a

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"sync"
 )
 
 // WorkerGCPercent is the garbage collector's target in a Beam worker
@@ -17,8 +18,9 @@ import (
 // garbage again, and where that garbage peaks depends on when the
 // collections happen to fall: from 50,000 to 200,000 images the probe and
 // probe-baselines workers' peaks rose 14% with live heaps of 70–74 MiB in
-// both, and 8% with this target (docs/memory.md). The launcher keeps Go's
-// default; GOGC in the environment overrides this, as it would anywhere.
+// both, and 8% with this target (docs/memory.md). A launcher keeps Go's
+// default except while it runs a job's workers itself (InProcessWorkerGC);
+// GOGC in the environment overrides this, as it would anywhere.
 const WorkerGCPercent = 50
 
 // TuneWorkerGC sets the collector's target of a process started in Beam
@@ -52,4 +54,39 @@ func workerGCPercent(worker bool, gogc string) int {
 		return 0
 	}
 	return WorkerGCPercent
+}
+
+// inProcessGC counts the Beam jobs whose workers run in this process.
+var inProcessGC struct {
+	sync.Mutex
+	jobs int
+	prev int // the target before the first of them
+}
+
+// InProcessWorkerGC sets this process's collector target to
+// WorkerGCPercent while it hosts Beam workers itself (prism's in-process
+// pool: the launcher is then its own worker, and its peak is a worker's),
+// unless GOGC is set; restore puts the previous target back once the last
+// such job has ended. Jobs may overlap (tests, concurrent stages): the
+// target is set by the first and restored by the last.
+func InProcessWorkerGC() (restore func()) {
+	if workerGCPercent(true, os.Getenv("GOGC")) == 0 {
+		return func() {}
+	}
+	inProcessGC.Lock()
+	if inProcessGC.jobs == 0 {
+		inProcessGC.prev = debug.SetGCPercent(WorkerGCPercent)
+	}
+	inProcessGC.jobs++
+	inProcessGC.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			inProcessGC.Lock()
+			defer inProcessGC.Unlock()
+			if inProcessGC.jobs--; inProcessGC.jobs == 0 {
+				debug.SetGCPercent(inProcessGC.prev)
+			}
+		})
+	}
 }

@@ -53,3 +53,34 @@ func TestTuneWorkerGC(t *testing.T) {
 		t.Fatalf("a worker's collector target is %d, want %d", got, WorkerGCPercent)
 	}
 }
+
+// TestInProcessWorkerGC: overlapping jobs set the worker target once and
+// the last to end restores the launcher's; GOGC in the environment wins.
+func TestInProcessWorkerGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	target := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
+
+	a := InProcessWorkerGC()
+	if got := target(); got != WorkerGCPercent {
+		t.Fatalf("during a job the target is %d, want %d", got, WorkerGCPercent)
+	}
+	b := InProcessWorkerGC()
+	a()
+	a() // a second call changes nothing
+	if got := target(); got != WorkerGCPercent {
+		t.Fatalf("with a job still running the target is %d, want %d", got, WorkerGCPercent)
+	}
+	b()
+	if got := target(); got != 100 {
+		t.Fatalf("after the last job the target is %d, want the launcher's 100", got)
+	}
+	t.Setenv("GOGC", "80")
+	debug.SetGCPercent(80)
+	InProcessWorkerGC()()
+	c := InProcessWorkerGC()
+	if got := target(); got != 80 {
+		t.Fatalf("with GOGC=80 set a job changed the target to %d", got)
+	}
+	c()
+}
