@@ -166,6 +166,12 @@ func (r *Reader) Next(v any) error {
 	if err != nil {
 		return err
 	}
+	return r.decodeRecord(start, payload, v)
+}
+
+// decodeRecord decodes the payload of the frame at offset start into v,
+// checks it and counts it.
+func (r *Reader) decodeRecord(start int64, payload []byte, v any) error {
 	reset(v)
 	if err := r.decode(payload, v); err != nil {
 		return err
@@ -201,14 +207,9 @@ func (r *Reader) NextWhere(v any, keep func(key string) bool) (bool, error) {
 	}
 	// Kept, or not the field map igpt writes: decode it whole, as Next
 	// does, and filter on the decoded key.
-	reset(v)
-	if err := r.decode(payload, v); err != nil {
+	if err := r.decodeRecord(start, payload, v); err != nil {
 		return false, err
 	}
-	if err := validate(v); err != nil {
-		return false, &CorruptError{File: r.name, Offset: start, Record: r.rec, Reason: err.Error()}
-	}
-	r.rec++
 	return keyErr == nil || keep(keyOf(v)), nil
 }
 
