@@ -285,12 +285,18 @@ func TestReliability1_GCSLock(t *testing.T) {
 	if err := l1.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	l2, err := storage.TryLock(ctx, p, LockTuning)
+	// l2 is never released and never refreshed (an hour's heartbeat: with
+	// LockTuning's 50 ms, a refresh landing within the taker's 10 ms
+	// StaleAfter made the takeover fail under load): with a short
+	// StaleAfter it is stale at once for another taker, who takes it over;
+	// l2 then knows it lost it.
+	still := LockTuning
+	still.Heartbeat = time.Hour
+	l2, err := storage.TryLock(ctx, p, still)
 	if err != nil {
 		t.Fatalf("TryLock after release: %v", err)
 	}
-	// l2 is never released: with a short StaleAfter it is stale at once
-	// for another taker, who takes it over; l2 then knows it lost it.
+	t.Cleanup(func() { l2.Release(ctx) }) // stops its heartbeat even when the test fails
 	time.Sleep(20 * time.Millisecond)
 	short := LockTuning
 	short.StaleAfter = 10 * time.Millisecond
@@ -305,7 +311,6 @@ func TestReliability1_GCSLock(t *testing.T) {
 	if err := l3.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	l2.Release(ctx) // stops its heartbeat; the lock is no longer its own
 }
 
 // TestReliability1_ManifestListsMissingFile: a stage that lists a file it
