@@ -420,3 +420,20 @@ func TestFusedBF16Producers(t *testing.T) {
 		}
 	})
 }
+
+// TestSgemmBF16AliasedStride: bf16 A rows a multiple of 4 KiB apart are
+// packed instead of read in place (aliasedStride).
+func TestSgemmBF16AliasedStride(t *testing.T) {
+	forEachPath(t, func(t *testing.T) {
+		r := rand.New(rand.NewSource(14))
+		for _, tc := range []gemmCase{
+			{false, false, 400, 70, 300, 1, 0, 2048 - 300},
+			{false, true, 45, 97, 1000, 1, 1, 4096 - 1000},
+		} {
+			if !aliasedStride(tc.k+tc.pad, 2) {
+				t.Fatalf("case %+v: lda %d is not 4 KiB-aliased", tc, tc.k+tc.pad)
+			}
+			checkGemmBF16(t, r, tc)
+		}
+	})
+}

@@ -44,7 +44,9 @@ func gemmSeqBF16(ws *workspace, im *impl, ta, tb bool, m, n, k int, alpha float3
 				bt = 1
 			}
 			packB16(im, ws.bp16, nr, tb, b, ldb, pc, jc, kc, nc)
-			inPlace := !ta && kc%2 == 0 // A's rows hold whole pairs
+			// A is read in place when its rows hold whole pairs and are not
+			// a multiple of 4 KiB apart (aliasedStride); else it is packed.
+			inPlace := !ta && kc%2 == 0 && !aliasedStride(lda, 2)
 			for ic := 0; ic < m; ic += mcMax {
 				mc := min(mcMax, m-ic)
 				mIn := 0 // rows read in place

@@ -178,3 +178,25 @@ func TestSgemmZeroK(t *testing.T) {
 		t.Fatal(c)
 	}
 }
+
+// TestSgemmAliasedStride: A's rows exactly 4 KiB (and 8 KiB) apart, where
+// Sgemm copies each A block to a padded stride (aliasedStride), across M,
+// N and K blocks, ragged edges, both A layouts and 1 and 2 threads.
+func TestSgemmAliasedStride(t *testing.T) {
+	r := rand.New(rand.NewSource(4))
+	for _, th := range []int{1, 2} {
+		old := SetThreads(th)
+		for _, tc := range []gemmCase{
+			{false, false, 400, 70, 300, 1, 0, 1024 - 300},
+			{false, true, 401, 97, 300, 1, 1, 1024 - 300},
+			{false, false, 45, 600, 1000, -0.5, 0.25, 2048 - 1000},
+			{true, false, 300, 70, 20, 1, 0, 1024 - 300}, // Aᵀ: read in place
+		} {
+			if !tc.ta && !aliasedStride(tc.k+tc.pad, 4) {
+				t.Fatalf("case %+v: lda %d is not 4 KiB-aliased", tc, tc.k+tc.pad)
+			}
+			checkGemm(t, r, tc, nil)
+		}
+		SetThreads(old)
+	}
+}
