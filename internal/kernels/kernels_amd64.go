@@ -84,7 +84,7 @@ func archPaths() []*impl {
 			name: "avx2", mr: 6, nr: 16,
 			row: k256_6x16r, col: k256_6x16c,
 			transpose8: transpose8,
-			vec:        &vecOps{8, expSubSum256, max256, geluFwd256, geluBwd256},
+			vec:        &vecOps{8, false, expSubSum256, max256, geluFwd256, geluBwd256, nil},
 		})
 	}
 	if hasAVX512 {
@@ -92,8 +92,9 @@ func archPaths() []*impl {
 			name: "avx512", mr: 14, nr: 32,
 			row: k512_14x32r, col: k512_14x32c,
 			transpose8: transpose8,
-			vec:        &vecOps{16, expSubSum512, max512, geluFwd512, geluBwd512},
-			bf16:       avx512BF16(),
+			vec: &vecOps{16, true, expSubSum512, max512, geluFwd512, geluBwd512,
+				&rmsOps{sumSq512, scaleMul512, rmsBwdDot512, rmsBwdDx512}},
+			bf16: avx512BF16(),
 		})
 	}
 	return ps
@@ -108,7 +109,8 @@ func avx512BF16() *bf16Ops {
 	return &bf16Ops{row: kbf16_14x32r, col: kbf16_14x32c, cvt: cvtBF16, pairRows: pairRows}
 }
 
-// Vector helpers (n a multiple of 16 for the 512 versions, 8 for 256).
+// Vector helpers (n a multiple of 16 for the 512 versions, 8 for 256,
+// except expSubSum512 and max512, which take any n).
 
 //go:noescape
 func expSubSum512(x *float32, n int, sub float32) float32
@@ -133,3 +135,18 @@ func geluBwd512(dx, x, dy *float32, n int)
 
 //go:noescape
 func geluBwd256(dx, x, dy *float32, n int)
+
+// RMS norm rows (any n; the tails under a lane mask), see rmsFuncs in
+// asm/gen.go.
+
+//go:noescape
+func sumSq512(x *float32, n int) float32
+
+//go:noescape
+func scaleMul512(o, x, gain *float32, n int, r float32)
+
+//go:noescape
+func rmsBwdDot512(part, x, dy, gain *float32, n int, r float32) float32
+
+//go:noescape
+func rmsBwdDx512(dx, x, dy, gain *float32, n int, r, k float32)

@@ -160,11 +160,19 @@ func (j *rmsFwdJob) run(t, w int) {
 		ws.row = grow(ws.row, C)
 		row = ws.row
 	}
+	var ops *rmsOps
+	if cur.vec != nil {
+		ops = cur.vec.rms
+	}
 	for n := lo; n < hi; n++ {
 		x := j.x[n*C : n*C+C]
 		var ss float32
-		for _, v := range x {
-			ss += v * v
+		if ops != nil {
+			ss = ops.sumSq(&x[0], C)
+		} else {
+			for _, v := range x {
+				ss += v * v
+			}
 		}
 		r := float32(1 / math.Sqrt(float64(ss/float32(C))+RMSNormEps))
 		if j.rstd != nil {
@@ -174,8 +182,12 @@ func (j *rmsFwdJob) run(t, w int) {
 		if o == nil {
 			o = j.out[n*C : n*C+C]
 		}
-		for i, v := range x {
-			o[i] = v * r * g[i]
+		if ops != nil {
+			ops.scaleMul(&o[0], &x[0], &g[0], C, r)
+		} else {
+			for i, v := range x {
+				o[i] = v * r * g[i]
+			}
 		}
 		if j.out16 != nil {
 			toBF16Seq(j.out16[n*C:n*C+C], o)
@@ -228,11 +240,20 @@ func (j *rmsBwdJob) run(t, _ int) {
 	g := j.g[:C]
 	part := j.part[t*C : t*C+C]
 	clear(part)
+	var ops *rmsOps
+	if cur.vec != nil {
+		ops = cur.vec.rms
+	}
 	for n := lo; n < hi; n++ {
 		x := j.x[n*C : n*C+C]
 		dy := j.dy[n*C : n*C+C]
 		dx := j.dx[n*C : n*C+C]
 		r := j.rstd[n]
+		if ops != nil {
+			dot := ops.bwdDot(&part[0], &x[0], &dy[0], &g[0], C, r)
+			ops.bwdDx(&dx[0], &x[0], &dy[0], &g[0], C, r, r*r*r*dot/float32(C))
+			continue
+		}
 		var dot float32
 		for i, v := range x {
 			dot += g[i] * dy[i] * v
@@ -390,11 +411,17 @@ type ceJob struct {
 
 var theCE ceJob
 
-func (j *ceJob) run(t, _ int) {
+func (j *ceJob) run(t, w int) {
 	N := len(j.targets)
 	lo, hi := span(t, j.t, N)
 	V := j.V
 	var loss float64
+	var tmp []float32 // the loss alone: exps of a copy, the logits kept
+	if j.dlogits == nil {
+		ws := &thePool.workers[w].ws
+		ws.row = grow(ws.row, V)
+		tmp = ws.row
+	}
 	for n := lo; n < hi; n++ {
 		tg := int(j.targets[n])
 		row := j.logits[n*V : n*V+V]
@@ -407,11 +434,9 @@ func (j *ceJob) run(t, _ int) {
 		m := maxf(row)
 		xt := row[tg]
 		if j.dlogits == nil {
-			var s float64
-			for _, v := range row {
-				s += float64(exp32(v - m))
-			}
-			loss += float64(m) + math.Log(s) - float64(xt)
+			copy(tmp, row)
+			s := expSubSum(tmp, m)
+			loss += float64(m) + math.Log(float64(s)) - float64(xt)
 			continue
 		}
 		d := j.dlogits[n*V : n*V+V]

@@ -121,6 +121,56 @@ func TestRMSNorm(t *testing.T) {
 	})
 }
 
+// TestRMSNormPathsAgree: every path's RMS norm, forward and backward,
+// matches the portable Go rows element by element (a lane or tail bug
+// that finite differences at a few points could miss), and writes
+// nothing past its rows.
+func TestRMSNormPathsAgree(t *testing.T) {
+	const N = 5
+	for _, C := range []int{1, 15, 16, 17, 33, 256, 257} {
+		r := rand.New(rand.NewSource(int64(C)))
+		x, g, dy := randSlice(r, N*C, 2), randSlice(r, C, 1), randSlice(r, N*C, 1)
+		dx0 := randSlice(r, N*C+16, 1) // dx accumulates; 16 values past it
+		run := func(path string) (out, rstd, dx, dg []float32) {
+			old, err := SetPath(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer SetPath(old)
+			out, rstd = make([]float32, N*C+16), make([]float32, N)
+			for i := N * C; i < len(out); i++ {
+				out[i] = float32(math.NaN()) // must stay NaN
+			}
+			RMSNormForward(out[:N*C], rstd, x, g, N, C)
+			for i := N * C; i < len(out); i++ {
+				if !math.IsNaN(float64(out[i])) {
+					t.Fatalf("%s C=%d: RMSNormForward wrote past its rows at %d", path, C, i)
+				}
+			}
+			dx, dg = append([]float32(nil), dx0...), make([]float32, C)
+			RMSNormBackward(dx[:N*C], dg, dy, x, g, rstd, N, C)
+			return
+		}
+		wOut, wRstd, wDx, wDg := run("generic")
+		for _, path := range Paths() {
+			out, rstd, dx, dg := run(path)
+			for _, c := range []struct {
+				name      string
+				got, want []float32
+			}{{"out", out, wOut}, {"rstd", rstd, wRstd}, {"dx", dx, wDx}, {"dg", dg, wDg}} {
+				for i := range c.want {
+					if i >= N*C && c.name == "out" {
+						continue // the NaN sentinels, checked above
+					}
+					if d := math.Abs(float64(c.got[i] - c.want[i])); !(d <= 2e-5*(1+math.Abs(float64(c.want[i])))) {
+						t.Fatalf("%s C=%d %s[%d] = %v, generic %v", path, C, c.name, i, c.got[i], c.want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestQuickGELU(t *testing.T) {
 	forEachPath(t, func(t *testing.T) {
 		r := rand.New(rand.NewSource(8))

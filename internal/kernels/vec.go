@@ -3,13 +3,26 @@ package kernels
 import "math"
 
 // vecOps are the vectorised element-wise routines of a path; each handles
-// n rounded down to a multiple of width and leaves the tail to Go.
+// n rounded down to a multiple of width and leaves the tail to Go, except
+// expSubSum and max where anyN is set: those take any n (the avx512 path
+// does the tail under a lane mask, so a causal attention row's last
+// n mod 16 scores cost no scalar exps).
 type vecOps struct {
 	width     int
+	anyN      bool
 	expSubSum func(x *float32, n int, sub float32) float32
 	max       func(x *float32, n int) float32
 	geluFwd   func(y, x *float32, n int)
 	geluBwd   func(dx, x, dy *float32, n int)
+	rms       *rmsOps // nil: RMS norm rows in Go
+}
+
+// rmsOps are a path's RMS norm rows, for any n (see rmsFuncs in asm/gen.go).
+type rmsOps struct {
+	sumSq    func(x *float32, n int) float32
+	scaleMul func(o, x, g *float32, n int, r float32)
+	bwdDot   func(part, x, dy, g *float32, n int, r float32) float32
+	bwdDx    func(dx, x, dy, g *float32, n int, r, k float32)
 }
 
 // Exp32 is e^x in float32 (Cephes expf: the same range reduction and
@@ -41,6 +54,12 @@ func exp32(x float32) float32 {
 func expSubSum(x []float32, sub float32) float32 {
 	var s float32
 	i := 0
+	if v := cur.vec; v != nil && v.anyN {
+		if len(x) == 0 {
+			return 0
+		}
+		return v.expSubSum(&x[0], len(x), sub)
+	}
 	if v := cur.vec; v != nil && len(x) >= v.width {
 		i = len(x) &^ (v.width - 1)
 		s = v.expSubSum(&x[0], i, sub)
@@ -57,6 +76,9 @@ func expSubSum(x []float32, sub float32) float32 {
 func maxf(x []float32) float32 {
 	m := x[0]
 	i := 0
+	if v := cur.vec; v != nil && v.anyN {
+		return v.max(&x[0], len(x))
+	}
 	if v := cur.vec; v != nil && len(x) >= v.width {
 		i = len(x) &^ (v.width - 1)
 		m = v.max(&x[0], i)

@@ -9,11 +9,14 @@ import (
 func TestVecOps(t *testing.T) {
 	forEachPath(t, func(t *testing.T) {
 		r := rand.New(rand.NewSource(4))
-		for _, n := range []int{1, 3, 7, 17, 33, 65, 257, 1000} {
+		for _, n := range []int{1, 3, 7, 15, 16, 17, 31, 33, 65, 257, 1000} {
 			x := randSlice(r, n, 30)
 			x[0] = -200 // underflow clamp
 			if n > 2 {
 				x[2] = 80
+			}
+			if n%2 == 1 {
+				x[n-1] = 85 // the largest value in the tail
 			}
 			// max
 			want := float32(math.Inf(-1))
@@ -23,9 +26,23 @@ func TestVecOps(t *testing.T) {
 			if got := maxf(x); got != want {
 				t.Fatalf("n=%d max %v want %v", n, got, want)
 			}
+			if got := maxf(append(x, 1000)[:n]); got != want { // a larger value just past the slice
+				t.Fatalf("n=%d max read past its slice: %v want %v", n, got, want)
+			}
 			// exp
-			y := append([]float32(nil), x...)
+			// y's backing array runs 16 sentinels past n: a tail that is
+			// done under a lane mask must neither read nor write them.
+			yb := append(append([]float32(nil), x...), make([]float32, 16)...)
+			for i := n; i < len(yb); i++ {
+				yb[i] = float32(math.NaN())
+			}
+			y := yb[:n]
 			s := expSubSum(y, 1.5)
+			for i := n; i < len(yb); i++ {
+				if !math.IsNaN(float64(yb[i])) {
+					t.Fatalf("n=%d expSubSum wrote past its slice at %d: %v", n, i, yb[i])
+				}
+			}
 			var ws float64
 			for i, v := range x {
 				e := math.Exp(float64(v - 1.5)) // the argument rounds to float32 first
@@ -36,6 +53,10 @@ func TestVecOps(t *testing.T) {
 			}
 			if d := math.Abs(float64(s) - ws); d > 1e-6*ws+1e-37 {
 				t.Fatalf("n=%d sum %v want %v", n, s, ws)
+			}
+			// n zeros: exactly n ones, so no lane past n may add to the sum
+			if s := expSubSum(make([]float32, n), 0); s != float32(n) {
+				t.Fatalf("n=%d: sum of exp(0) over n zeros = %v", n, s)
 			}
 			// gelu
 			x = randSlice(r, n, 6)

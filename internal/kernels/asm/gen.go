@@ -495,6 +495,9 @@ func shift(v isa) int { return map[int]int{8: 3, 16: 4}[v.width] }
 func vecFuncs(v isa) {
 	expSubSumFunc(v)
 	maxFunc(v)
+	if v.name == "512" {
+		rmsFuncs()
+	}
 	geluFwdFunc(v)
 	geluBwdFunc(v)
 }
@@ -508,7 +511,8 @@ func zeroReg(v isa, i int) {
 	}
 }
 
-// expSubSumFunc emits expSubSum: x[i] = exp(x[i]-sub), returns the sum; n a multiple of the width.
+// expSubSumFunc emits expSubSum: x[i] = exp(x[i]-sub), returns the sum; n a
+// multiple of the width for avx2, any n >= 0 for 512 (the tail under a lane mask).
 func expSubSumFunc(v isa) {
 	r := v.reg
 	name := "expSubSum" + v.name
@@ -532,13 +536,39 @@ func expSubSumFunc(v isa) {
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop", name)
 	p("%s_done:", name)
+	if v.name == "512" { // the last n mod 16 values, under a lane mask
+		tailMask(name)
+		p("\tVMOVUPS.Z (SI), K1, Z2")
+		p("\tVSUBPS Z1, Z2, Z2")
+		emitExp(v, "Z2", "Z3", "Z4")
+		p("\tVMOVUPS Z4, K1, (SI)")
+		p("\tVADDPS Z4, Z0, K1, Z0")
+		p("%s_sum:", name)
+	}
 	hsum(v, "ADD")
 	p("\tMOVSS X0, ret+24(FP)")
 	p("\tVZEROUPPER")
 	p("\tRET")
 }
 
-// maxFunc emits maxV: max of x[0:n], n a positive multiple of the width.
+// tailMask emits, for a loop that left n in the frame and SI past its
+// whole vectors, K1 = the low n mod 16 lanes, and a jump to NAME_sum
+// when there are none. It clobbers AX and CX.
+func tailMask(name string) { tailMaskAt(name, "n+8(FP)") }
+
+// tailMaskAt is tailMask with n read from the frame slot nArg.
+func tailMaskAt(name, nArg string) {
+	p("\tMOVQ %s, CX", nArg)
+	p("\tANDQ $15, CX")
+	p("\tJZ %s_sum", name)
+	p("\tMOVL $1, AX")
+	p("\tSHLL CX, AX")
+	p("\tDECL AX")
+	p("\tKMOVW AX, K1")
+}
+
+// maxFunc emits maxV: max of x[0:n]; n a positive multiple of the width
+// for avx2, any positive n for 512 (the tail under a lane mask).
 func maxFunc(v isa) {
 	r := v.reg
 	name := "max" + v.name
@@ -548,12 +578,27 @@ func maxFunc(v isa) {
 	p("\tMOVQ x+0(FP), SI")
 	p("\tMOVQ n+8(FP), CX")
 	p("\tSHRQ $%d, CX", shift(v))
-	p("\tVMOVUPS (SI), %s0", r)
+	if v.name == "512" {
+		// Z0 starts as x[0] in every lane: the identity of max over x.
+		p("\tVBROADCASTSS (SI), Z0")
+		p("\tTESTQ CX, CX")
+		p("\tJZ %s_done", name)
+	} else {
+		p("\tVMOVUPS (SI), %s0", r)
+	}
 	p("%s_loop:", name)
 	p("\tVMAXPS (SI), %s0, %s0", r, r)
 	p("\tADDQ $%d, SI", v.width*4)
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop", name)
+	if v.name == "512" {
+		p("%s_done:", name)
+		tailMask(name)
+		p("\tVMOVAPS Z0, Z2")
+		p("\tVMOVUPS (SI), K1, Z2") // masked-off lanes keep Z0's values
+		p("\tVMAXPS Z2, Z0, Z0")
+		p("%s_sum:", name)
+	}
 	hsum(v, "MAX")
 	p("\tMOVSS X0, ret+16(FP)")
 	p("\tVZEROUPPER")
@@ -700,4 +745,133 @@ func main() {
 	vecFuncs(avx512)
 	vecFuncs(avx2)
 	os.Stdout.WriteString(out.String())
+}
+
+// rowLoop emits a loop over n floats, 16 at a time, then the last n mod 16
+// under the lane mask K1: body(masked) emits one step (loads with .Z and
+// K1 and stores with K1 when masked); ptrs are the registers advanced by
+// 64 bytes per step; the count is read from the frame slot nArg. The
+// code after it starts at label NAME_sum.
+func rowLoop(name, nArg string, ptrs []string, body func(masked bool)) {
+	p("\tMOVQ %s, BX", nArg)
+	p("\tSHRQ $4, BX")
+	p("\tTESTQ BX, BX")
+	p("\tJZ %s_tail", name)
+	p("%s_loop:", name)
+	body(false)
+	for _, r := range ptrs {
+		p("\tADDQ $64, %s", r)
+	}
+	p("\tDECQ BX")
+	p("\tJNZ %s_loop", name)
+	p("%s_tail:", name)
+	tailMaskAt(name, nArg)
+	body(true)
+	p("%s_sum:", name)
+}
+
+// ld emits a load of 16 floats at mem into reg, zeroing the lanes outside
+// K1 when masked.
+func ld(masked bool, mem, reg string) {
+	if masked {
+		p("\tVMOVUPS.Z %s, K1, %s", mem, reg)
+	} else {
+		p("\tVMOVUPS %s, %s", mem, reg)
+	}
+}
+
+// st emits a store of reg to mem, of the lanes in K1 only when masked.
+func st(masked bool, reg, mem string) {
+	if masked {
+		p("\tVMOVUPS %s, K1, %s", reg, mem)
+	} else {
+		p("\tVMOVUPS %s, %s", reg, mem)
+	}
+}
+
+// rmsFuncs emits the avx512 rows of RMS norm, any n (tails masked):
+//
+//	sumSq512:     Σ x²
+//	scaleMul512:  o = x·r·g
+//	rmsBwdDot512: part += dy·x·r; returns Σ g·dy·x
+//	rmsBwdDx512:  dx += r·g·dy − k·x
+func rmsFuncs() {
+	p("")
+	p("// func sumSq512(x *float32, n int) float32")
+	p("TEXT ·sumSq512(SB), NOSPLIT, $0-20")
+	p("\tMOVQ x+0(FP), SI")
+	zeroReg(avx512, 0)
+	rowLoop("sumsq512", "n+8(FP)", []string{"SI"}, func(m bool) {
+		ld(m, "(SI)", "Z2")
+		p("\tVFMADD231PS Z2, Z2, Z0")
+	})
+	hsum(avx512, "ADD")
+	p("\tMOVSS X0, ret+16(FP)")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	p("")
+	p("// func scaleMul512(o, x, gain *float32, n int, r float32)")
+	p("TEXT ·scaleMul512(SB), NOSPLIT, $0-36")
+	p("\tMOVQ o+0(FP), DI")
+	p("\tMOVQ x+8(FP), SI")
+	p("\tMOVQ gain+16(FP), DX")
+	p("\tVBROADCASTSS r+32(FP), Z1")
+	rowLoop("scalemul512", "n+24(FP)", []string{"DI", "SI", "DX"}, func(m bool) {
+		ld(m, "(SI)", "Z2")
+		ld(m, "(DX)", "Z3")
+		p("\tVMULPS Z1, Z2, Z2")
+		p("\tVMULPS Z3, Z2, Z2")
+		st(m, "Z2", "(DI)")
+	})
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	p("")
+	p("// func rmsBwdDot512(part, x, dy, gain *float32, n int, r float32) float32")
+	p("TEXT ·rmsBwdDot512(SB), NOSPLIT, $0-52")
+	p("\tMOVQ part+0(FP), DI")
+	p("\tMOVQ x+8(FP), SI")
+	p("\tMOVQ dy+16(FP), DX")
+	p("\tMOVQ gain+24(FP), R8")
+	p("\tVBROADCASTSS r+40(FP), Z1")
+	zeroReg(avx512, 0)
+	rowLoop("rmsbwddot512", "n+32(FP)", []string{"DI", "SI", "DX", "R8"}, func(m bool) {
+		ld(m, "(SI)", "Z2")           // x
+		ld(m, "(DX)", "Z3")           // dy
+		ld(m, "(R8)", "Z4")           // g
+		ld(m, "(DI)", "Z5")           // part
+		p("\tVMULPS Z3, Z4, Z4")      // g·dy
+		p("\tVFMADD231PS Z2, Z4, Z0") // dot += g·dy·x
+		p("\tVMULPS Z2, Z3, Z3")      // dy·x
+		p("\tVFMADD231PS Z1, Z3, Z5") // part += dy·x·r
+		st(m, "Z5", "(DI)")
+	})
+	hsum(avx512, "ADD")
+	p("\tMOVSS X0, ret+48(FP)")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	p("")
+	p("// func rmsBwdDx512(dx, x, dy, gain *float32, n int, r, k float32)")
+	p("TEXT ·rmsBwdDx512(SB), NOSPLIT, $0-48")
+	p("\tMOVQ dx+0(FP), DI")
+	p("\tMOVQ x+8(FP), SI")
+	p("\tMOVQ dy+16(FP), DX")
+	p("\tMOVQ gain+24(FP), R8")
+	p("\tVBROADCASTSS r+40(FP), Z1")
+	p("\tVBROADCASTSS k+44(FP), Z6")
+	rowLoop("rmsbwddx512", "n+32(FP)", []string{"DI", "SI", "DX", "R8"}, func(m bool) {
+		ld(m, "(SI)", "Z2")            // x
+		ld(m, "(DX)", "Z3")            // dy
+		ld(m, "(R8)", "Z4")            // g
+		ld(m, "(DI)", "Z5")            // dx
+		p("\tVMULPS Z1, Z4, Z4")       // r·g
+		p("\tVMULPS Z3, Z4, Z4")       // r·g·dy
+		p("\tVFNMADD231PS Z6, Z2, Z4") // − k·x
+		p("\tVADDPS Z4, Z5, Z5")
+		st(m, "Z5", "(DI)")
+	})
+	p("\tVZEROUPPER")
+	p("\tRET")
 }
