@@ -488,6 +488,11 @@ func (j *adamJob) run(t, _ int) {
 	lo, hi := span(t, j.t, len(j.p))
 	p, g, m, v := j.p[lo:hi], j.g[lo:hi], j.m[lo:hi], j.v[lo:hi]
 	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+	if ops := cur.vec; ops != nil && ops.adam != nil && len(p) > 0 {
+		c := [9]float32{j.b1, 1 - j.b1, j.b2, 1 - j.b2, j.c1, j.c2, j.eps, j.wd, j.lr}
+		ops.adam(&p[0], &g[0], &m[0], &v[0], len(p), &c)
+		return
+	}
 	for i := range p {
 		gi := g[i]
 		mi := j.b1*m[i] + (1-j.b1)*gi

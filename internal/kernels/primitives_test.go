@@ -301,6 +301,38 @@ func TestAdamW(t *testing.T) {
 	})
 }
 
+// TestAdamWPathsAgree: every path's AdamW gives the Go loop's bits (the
+// assembly rounds each operation as the loop does) and writes nothing
+// past its slices.
+func TestAdamWPathsAgree(t *testing.T) {
+	for _, n := range []int{1, 15, 16, 17, 33, 1000, 70001} {
+		r := rand.New(rand.NewSource(int64(n)))
+		p0, g, m0, v0 := randSlice(r, n+16, 1), randSlice(r, n, 1), randSlice(r, n+16, 0.1), randSlice(r, n+16, 0.1)
+		for i := range v0 {
+			v0[i] *= v0[i]
+		}
+		run := func(path string) (p, m, v []float32) {
+			old, err := SetPath(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer SetPath(old)
+			p, m, v = append([]float32(nil), p0...), append([]float32(nil), m0...), append([]float32(nil), v0...)
+			AdamW(p[:n], g, m[:n], v[:n], 7, 3e-4, 0.9, 0.95, 1e-8, 0.1)
+			return
+		}
+		wp, wm, wv := run("generic")
+		for _, path := range Paths() {
+			p, m, v := run(path)
+			for i := 0; i < n+16; i++ {
+				if p[i] != wp[i] || m[i] != wm[i] || v[i] != wv[i] {
+					t.Fatalf("%s n=%d i=%d: p, m, v = %v %v %v, generic %v %v %v", path, n, i, p[i], m[i], v[i], wp[i], wm[i], wv[i])
+				}
+			}
+		}
+	}
+}
+
 func TestGradNormClip(t *testing.T) {
 	r := rand.New(rand.NewSource(12))
 	var grads [][]float32

@@ -15,6 +15,9 @@ type vecOps struct {
 	geluFwd   func(y, x *float32, n int)
 	geluBwd   func(dx, x, dy *float32, n int)
 	rms       *rmsOps // nil: RMS norm rows in Go
+	// adam, if not nil, is adamJob's loop for any n (c: β1, 1−β1, β2,
+	// 1−β2, c1, c2, ε, wd, lr), bit for bit.
+	adam func(p, g, m, v *float32, n int, c *[9]float32)
 }
 
 // rmsOps are a path's RMS norm rows, for any n (see rmsFuncs in asm/gen.go).

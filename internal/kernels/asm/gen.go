@@ -497,6 +497,7 @@ func vecFuncs(v isa) {
 	maxFunc(v)
 	if v.name == "512" {
 		rmsFuncs()
+		adamFunc()
 	}
 	geluFwdFunc(v)
 	geluBwdFunc(v)
@@ -871,6 +872,55 @@ func rmsFuncs() {
 		p("\tVFNMADD231PS Z6, Z2, Z4") // − k·x
 		p("\tVADDPS Z4, Z5, Z5")
 		st(m, "Z5", "(DI)")
+	})
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// adamFunc emits adam512(p, g, m, v *float32, n int, c *[9]float32), one
+// AdamW step over n values (any n; the tail under a lane mask), with
+// c = β1, 1−β1, β2, 1−β2, 1/(1−β1^t), 1/(1−β2^t), ε, wd, lr. It rounds
+// every operation as adamJob's Go loop does (no fused multiply-adds), so
+// both give the same bits:
+//
+//	m = β1·m + (1−β1)·g;  v = β2·v + ((1−β2)·g)·g
+//	p -= lr·((m·c1) / (sqrt(v·c2) + ε) + wd·p)
+func adamFunc() {
+	p("")
+	p("// func adam512(p, grad, m, v *float32, n int, c *[9]float32)")
+	p("TEXT ·adam512(SB), NOSPLIT, $0-48")
+	p("\tMOVQ p+0(FP), DI")
+	p("\tMOVQ grad+8(FP), SI")
+	p("\tMOVQ m+16(FP), DX")
+	p("\tMOVQ v+24(FP), R8")
+	p("\tMOVQ c+40(FP), AX")
+	for i := 0; i < 9; i++ {
+		p("\tVBROADCASTSS %d(AX), Z%d", 4*i, 16+i)
+	}
+	rowLoop("adam512", "n+32(FP)", []string{"DI", "SI", "DX", "R8"}, func(m bool) {
+		ld(m, "(SI)", "Z1")       // g
+		ld(m, "(DX)", "Z2")       // m
+		ld(m, "(R8)", "Z3")       // v
+		ld(m, "(DI)", "Z4")       // p
+		p("\tVMULPS Z16, Z2, Z2") // β1·m
+		p("\tVMULPS Z17, Z1, Z5") // (1−β1)·g
+		p("\tVADDPS Z5, Z2, Z2")  // m
+		p("\tVMULPS Z18, Z3, Z3") // β2·v
+		p("\tVMULPS Z19, Z1, Z6") // (1−β2)·g
+		p("\tVMULPS Z1, Z6, Z6")  // ·g
+		p("\tVADDPS Z6, Z3, Z3")  // v
+		st(m, "Z2", "(DX)")
+		st(m, "Z3", "(R8)")
+		p("\tVMULPS Z21, Z3, Z6") // v·c2
+		p("\tVSQRTPS Z6, Z6")
+		p("\tVADDPS Z22, Z6, Z6") // + ε
+		p("\tVMULPS Z20, Z2, Z5") // m·c1
+		p("\tVDIVPS Z6, Z5, Z5")  // / den
+		p("\tVMULPS Z23, Z4, Z7") // wd·p
+		p("\tVADDPS Z7, Z5, Z5")
+		p("\tVMULPS Z24, Z5, Z5") // ·lr
+		p("\tVSUBPS Z5, Z4, Z4")  // p − …
+		st(m, "Z4", "(DI)")
 	})
 	p("\tVZEROUPPER")
 	p("\tRET")
