@@ -177,7 +177,11 @@ func (g *gemmJob) plan(threads int) {
 	mr, nr := g.impl.mr, g.impl.nr
 	nPanels := (g.n + nr - 1) / nr
 	mPanels := (g.m + mr - 1) / mr
-	if nPanels >= 2*threads || nPanels >= threads && mPanels < 2*threads {
+	// A copied to a padded stride (fp32 A rows 4 KiB apart, gemmSeq):
+	// split M when A is the larger operand, so that no two tasks copy the
+	// same rows of A.
+	copiesA := !g.bf16 && !g.ta && aliasedStride(g.lda, 4) && g.m > g.n && mPanels >= 2*threads
+	if !copiesA && (nPanels >= 2*threads || nPanels >= threads && mPanels < 2*threads) {
 		g.tn = threads
 		per := (nPanels + threads - 1) / threads
 		g.ns = per * nr
