@@ -384,12 +384,7 @@ func (j *attnJob) backwardTile(ws0 *workspace, p *attnBwdHead, i0, j0, cols int)
 		if ce <= 0 {
 			continue
 		}
-		d := D[i0+r]
-		srow := S[r*g.sb : r*g.sb+ce]
-		prow := dP[r*g.sb : r*g.sb+ce]
-		for c := range srow {
-			srow[c] *= prow[c] - d
-		}
+		subMul(S[r*g.sb:r*g.sb+ce], dP[r*g.sb:r*g.sb+ce], D[i0+r])
 	}
 	// dQ_i += scale · dS · K_j
 	tileGemm(ws0, im, rows, hd, cols, cols, g.scale, unsafe.Pointer(&S[0]), g.sb, false, true, ws.kN[j0*hdp:], 1, dQ[i0*hdp:], hdp, mk(g.causal, maskKKey), diag)

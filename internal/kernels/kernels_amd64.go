@@ -84,7 +84,7 @@ func archPaths() []*impl {
 			name: "avx2", mr: 6, nr: 16,
 			row: k256_6x16r, col: k256_6x16c,
 			transpose8: transpose8,
-			vec:        &vecOps{8, false, expSubSum256, max256, geluFwd256, geluBwd256, nil, nil},
+			vec:        &vecOps{8, false, expSubSum256, max256, geluFwd256, geluBwd256, nil, nil, nil},
 		})
 	}
 	if hasAVX512 {
@@ -93,7 +93,7 @@ func archPaths() []*impl {
 			row: k512_14x32r, col: k512_14x32c,
 			transpose8: transpose8,
 			vec: &vecOps{16, true, expSubSum512, max512, geluFwd512, geluBwd512,
-				&rmsOps{sumSq512, scaleMul512, rmsBwdDot512, rmsBwdDx512}, adam512},
+				&rmsOps{sumSq512, scaleMul512, rmsBwdDot512, rmsBwdDx512}, adam512, subMul512},
 			bf16: avx512BF16(),
 		})
 	}
@@ -155,3 +155,8 @@ func rmsBwdDx512(dx, x, dy, gain *float32, n int, r, k float32)
 //
 //go:noescape
 func adam512(p, grad, m, v *float32, n int, c *[9]float32)
+
+// subMul512 sets s = s·(p − d) over n values; see subMulFunc in asm/gen.go.
+//
+//go:noescape
+func subMul512(s, p *float32, n int, d float32)

@@ -5659,6 +5659,42 @@ adam512_sum:
 	VZEROUPPER
 	RET
 
+// func subMul512(s, p *float32, n int, d float32)
+TEXT ·subMul512(SB), NOSPLIT, $0-28
+	MOVQ s+0(FP), DI
+	MOVQ p+8(FP), SI
+	VBROADCASTSS d+24(FP), Z1
+	MOVQ n+16(FP), BX
+	SHRQ $4, BX
+	TESTQ BX, BX
+	JZ submul512_tail
+submul512_loop:
+	VMOVUPS (SI), Z2
+	VMOVUPS (DI), Z3
+	VSUBPS Z1, Z2, Z2
+	VMULPS Z2, Z3, Z3
+	VMOVUPS Z3, (DI)
+	ADDQ $64, DI
+	ADDQ $64, SI
+	DECQ BX
+	JNZ submul512_loop
+submul512_tail:
+	MOVQ n+16(FP), CX
+	ANDQ $15, CX
+	JZ submul512_sum
+	MOVL $1, AX
+	SHLL CX, AX
+	DECL AX
+	KMOVW AX, K1
+	VMOVUPS.Z (SI), K1, Z2
+	VMOVUPS.Z (DI), K1, Z3
+	VSUBPS Z1, Z2, Z2
+	VMULPS Z2, Z3, Z3
+	VMOVUPS Z3, K1, (DI)
+submul512_sum:
+	VZEROUPPER
+	RET
+
 // func geluFwd512(y, x *float32, n int)
 TEXT ·geluFwd512(SB), NOSPLIT, $0-24
 	MOVQ y+0(FP), DI

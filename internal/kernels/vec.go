@@ -18,6 +18,24 @@ type vecOps struct {
 	// adam, if not nil, is adamJob's loop for any n (c: β1, 1−β1, β2,
 	// 1−β2, c1, c2, ε, wd, lr), bit for bit.
 	adam func(p, g, m, v *float32, n int, c *[9]float32)
+	// subMul, if not nil, sets s = s·(p − d) for any n, bit for bit as
+	// subMul's loop.
+	subMul func(s, p *float32, n int, d float32)
+}
+
+// subMul sets s[i] = s[i]·(p[i] − d) (attention's dS = P ∘ (dP − D)).
+func subMul(s, p []float32, d float32) {
+	if len(s) == 0 {
+		return
+	}
+	p = p[:len(s)]
+	if v := cur.vec; v != nil && v.subMul != nil {
+		v.subMul(&s[0], &p[0], len(s), d)
+		return
+	}
+	for c := range s {
+		s[c] *= p[c] - d
+	}
 }
 
 // rmsOps are a path's RMS norm rows, for any n (see rmsFuncs in asm/gen.go).

@@ -79,3 +79,36 @@ func TestVecOps(t *testing.T) {
 		}
 	})
 }
+
+// TestSubMulPathsAgree: every path's subMul gives the Go loop's bits and
+// writes nothing past its slice.
+func TestSubMulPathsAgree(t *testing.T) {
+	for _, n := range []int{0, 1, 15, 16, 17, 33, 255} {
+		r := rand.New(rand.NewSource(int64(n)))
+		s0, p := randSlice(r, n+16, 1), randSlice(r, n, 1)
+		run := func(path string) []float32 {
+			old, err := SetPath(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer SetPath(old)
+			s := append([]float32(nil), s0...)
+			subMul(s[:n], p, 0.375)
+			return s
+		}
+		want := run("generic")
+		for i := 0; i < n; i++ {
+			if w := s0[i] * (p[i] - 0.375); want[i] != w {
+				t.Fatalf("generic n=%d i=%d: %v want %v", n, i, want[i], w)
+			}
+		}
+		for _, path := range Paths() {
+			got := run(path)
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("%s n=%d i=%d: %v, generic %v (past n: written)", path, n, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

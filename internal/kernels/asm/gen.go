@@ -498,6 +498,7 @@ func vecFuncs(v isa) {
 	if v.name == "512" {
 		rmsFuncs()
 		adamFunc()
+		subMulFunc()
 	}
 	geluFwdFunc(v)
 	geluBwdFunc(v)
@@ -921,6 +922,27 @@ func adamFunc() {
 		p("\tVMULPS Z24, Z5, Z5") // ·lr
 		p("\tVSUBPS Z5, Z4, Z4")  // p − …
 		st(m, "Z4", "(DI)")
+	})
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// subMulFunc emits subMul512(s, p *float32, n int, d float32): s = s·(p − d)
+// over n values (any n; the tail under a lane mask), rounded as the Go
+// loop rounds it: attention's dS = P ∘ (dP − D) row by row.
+func subMulFunc() {
+	p("")
+	p("// func subMul512(s, p *float32, n int, d float32)")
+	p("TEXT ·subMul512(SB), NOSPLIT, $0-28")
+	p("\tMOVQ s+0(FP), DI")
+	p("\tMOVQ p+8(FP), SI")
+	p("\tVBROADCASTSS d+24(FP), Z1")
+	rowLoop("submul512", "n+16(FP)", []string{"DI", "SI"}, func(m bool) {
+		ld(m, "(SI)", "Z2")
+		ld(m, "(DI)", "Z3")
+		p("\tVSUBPS Z1, Z2, Z2")
+		p("\tVMULPS Z2, Z3, Z3")
+		st(m, "Z3", "(DI)")
 	})
 	p("\tVZEROUPPER")
 	p("\tRET")
