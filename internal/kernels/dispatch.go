@@ -20,6 +20,9 @@ type impl struct {
 	col    gemmKernel // A column-addressed
 	// transpose8, if not nil, transposes 8x8 blocks (see transpose8).
 	transpose8 func(n8 int, src *float32, lds int, dst *float32, ldd int)
+	// packRows, if not nil, copies rows of nr floats (src stride lds) to
+	// dst contiguously: packB's full panels of B.
+	packRows func(dst, src *float32, lds, rows int)
 	// vec, if not nil, holds the vectorised exp, max and GELU routines.
 	vec *vecOps
 	// bf16, if not nil, holds the AVX512_BF16 kernels of SgemmBF16 (mr×nr).

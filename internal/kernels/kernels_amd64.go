@@ -91,7 +91,7 @@ func archPaths() []*impl {
 		ps = append(ps, &impl{
 			name: "avx512", mr: 14, nr: 32,
 			row: k512_14x32r, col: k512_14x32c,
-			transpose8: transpose8,
+			transpose8: transpose8, packRows: packRows32,
 			vec: &vecOps{16, true, expSubSum512, max512, geluFwd512, geluBwd512,
 				&rmsOps{sumSq512, scaleMul512, rmsBwdDot512, rmsBwdDx512}, adam512, subMul512},
 			bf16: avx512BF16(),
@@ -160,3 +160,9 @@ func adam512(p, grad, m, v *float32, n int, c *[9]float32)
 //
 //go:noescape
 func subMul512(s, p *float32, n int, d float32)
+
+// packRows32 copies rows rows of 32 floats, src row stride lds, to dst
+// contiguously; see packRowsFunc in asm/gen.go.
+//
+//go:noescape
+func packRows32(dst, src *float32, lds, rows int)

@@ -5695,6 +5695,28 @@ submul512_sum:
 	VZEROUPPER
 	RET
 
+// func packRows32(dst, src *float32, lds, rows int)
+TEXT ·packRows32(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ lds+16(FP), DX
+	SHLQ $2, DX
+	MOVQ rows+24(FP), CX
+	TESTQ CX, CX
+	JZ packrows32_done
+packrows32_loop:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ DX, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ packrows32_loop
+packrows32_done:
+	VZEROUPPER
+	RET
+
 // func geluFwd512(y, x *float32, n int)
 TEXT ·geluFwd512(SB), NOSPLIT, $0-24
 	MOVQ y+0(FP), DI

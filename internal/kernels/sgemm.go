@@ -332,6 +332,10 @@ func packB(im *impl, bp []float32, tb bool, b unsafe.Pointer, ldb, pc, jc, kc, n
 		pan := bp[q*kc*nr : (q+1)*kc*nr]
 		if !tb {
 			// B[p, j] at b[p*ldb + j]: rows of w contiguous floats.
+			if w == nr && im.packRows != nil {
+				im.packRows(&pan[0], (*float32)(unsafe.Add(b, 4*(pc*ldb+j0))), ldb, kc)
+				continue
+			}
 			for p := 0; p < kc; p++ {
 				src := unsafe.Slice((*float32)(unsafe.Add(b, 4*((pc+p)*ldb+j0))), w)
 				dst := pan[p*nr : p*nr+nr]

@@ -499,6 +499,7 @@ func vecFuncs(v isa) {
 		rmsFuncs()
 		adamFunc()
 		subMulFunc()
+		packRowsFunc()
 	}
 	geluFwdFunc(v)
 	geluBwdFunc(v)
@@ -944,6 +945,34 @@ func subMulFunc() {
 		p("\tVMULPS Z2, Z3, Z3")
 		st(m, "Z3", "(DI)")
 	})
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// packRowsFunc emits packRows32(dst, src *float32, lds, rows int): dst[p*32+j]
+// = src[p*lds+j] for j < 32, p < rows (a full B panel of packB: one call
+// instead of a 128-byte memmove per row).
+func packRowsFunc() {
+	p("")
+	p("// func packRows32(dst, src *float32, lds, rows int)")
+	p("TEXT ·packRows32(SB), NOSPLIT, $0-32")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ lds+16(FP), DX")
+	p("\tSHLQ $2, DX")
+	p("\tMOVQ rows+24(FP), CX")
+	p("\tTESTQ CX, CX")
+	p("\tJZ packrows32_done")
+	p("packrows32_loop:")
+	p("\tVMOVUPS (SI), Z0")
+	p("\tVMOVUPS 64(SI), Z1")
+	p("\tVMOVUPS Z0, (DI)")
+	p("\tVMOVUPS Z1, 64(DI)")
+	p("\tADDQ DX, SI")
+	p("\tADDQ $128, DI")
+	p("\tDECQ CX")
+	p("\tJNZ packrows32_loop")
+	p("packrows32_done:")
 	p("\tVZEROUPPER")
 	p("\tRET")
 }
