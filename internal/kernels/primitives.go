@@ -472,14 +472,19 @@ func AdamW(params, grads, m, v []float32, step int, lr, beta1, beta2, eps, weigh
 	bc1 := 1 - math.Pow(float64(beta1), float64(step))
 	bc2 := 1 - math.Pow(float64(beta2), float64(step))
 	tasks := chunks(n, 4)
-	do(&theAdam, adamJob{params, grads, m, v, lr, beta1, beta2, eps, weightDecay,
-		float32(1 / bc1), float32(1 / bc2), tasks}, tasks)
+	c1, c2 := float32(1/bc1), float32(1/bc2)
+	do(&theAdam, adamJob{params, grads, m, v, lr, beta1, beta2, eps, weightDecay, c1, c2,
+		[9]float32{beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps, weightDecay, lr}, tasks}, tasks)
 }
 
 type adamJob struct {
 	p, g, m, v                  []float32
 	lr, b1, b2, eps, wd, c1, c2 float32
-	t                           int
+	// c is the same constants for the vector loop (vecOps.adam); a field
+	// of the job, not a local, so that passing it through a function
+	// value does not move it to the heap each step.
+	c [9]float32
+	t int
 }
 
 var theAdam adamJob
@@ -489,8 +494,7 @@ func (j *adamJob) run(t, _ int) {
 	p, g, m, v := j.p[lo:hi], j.g[lo:hi], j.m[lo:hi], j.v[lo:hi]
 	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
 	if ops := cur.vec; ops != nil && ops.adam != nil && len(p) > 0 {
-		c := [9]float32{j.b1, 1 - j.b1, j.b2, 1 - j.b2, j.c1, j.c2, j.eps, j.wd, j.lr}
-		ops.adam(&p[0], &g[0], &m[0], &v[0], len(p), &c)
+		ops.adam(&p[0], &g[0], &m[0], &v[0], len(p), &j.c)
 		return
 	}
 	for i := range p {
