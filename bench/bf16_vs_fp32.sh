@@ -17,8 +17,8 @@ ROUNDS=${ROUNDS:-4}
 BIN=$(mktemp -d)/igpt_trainstep
 trap 'rm -rf "$(dirname "$BIN")"' EXIT
 CGO_ENABLED=0 go build -o "$BIN" ./bench/trainstep
-FAM=$(grep -m1 'cpu family' /proc/cpuinfo | sed 's/.*: //')
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $FAM), $(nproc) CPUs; avx512_bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo yes || echo no); threads $THREADS; rounds $ROUNDS; $(date -u +%Y-%m-%dT%H:%MZ)"
+. bench/cpu.sh
+echo "# $(cpu_line); avx512_bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo yes || echo no); threads $THREADS; rounds $ROUNDS; $(date -u +%Y-%m-%dT%H:%MZ)"
 for c in $CONFIGS; do
     case $c in
     a) args="-layers 4 -d 256 -heads 8 -seq 256 -batch 8 -steps 10 -warmup 3" ;;

@@ -36,15 +36,8 @@ if ! $PY -c 'import torch' 2>/dev/null; then
 fi
 CGO_ENABLED=0 go build -o "$GO_BIN" ./bench/trainstep
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-FAM=$(grep -m1 'cpu family' /proc/cpuinfo | sed 's/.*: //')
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $FAM), $(nproc) CPUs; go $(go env GOVERSION); threads $THREADS; repeat $REPEAT; $(date -u +%Y-%m-%dT%H:%MZ); load $(load)"
-
-# FLOPs per cycle per core for the peak estimate (as in trainstep_vs_torch.sh): AVX-512 on AMD family 25
-# (Zen 4) is double-pumped 256-bit (32); family 26 (Zen 5) and Intel AVX-512 have two 512-bit FMA pipes (64).
-FPC=32
-if grep -q -w avx512f /proc/cpuinfo; then
-    if ! grep -q AuthenticAMD /proc/cpuinfo || [ "$FAM" -ge 26 ]; then FPC=64; fi
-fi
+. bench/cpu.sh
+echo "# $(cpu_line); go $(go env GOVERSION); threads $THREADS; repeat $REPEAT; $(date -u +%Y-%m-%dT%H:%MZ); load $(load)"
 best() { grep "$2" "$1" | awk '{ if ($NF + 0 > b) b = $NF + 0 } END { print b + 0 }'; }
 for s in $SHAPES; do
     case $s in

@@ -32,7 +32,8 @@ CGO_ENABLED=0 go build -o "$GO_BIN" ./bench/sgemm
 AVX512=$(grep -q -w avx512f /proc/cpuinfo && echo yes || echo no)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) CPUs; go $(go env GOVERSION); samples $SAMPLES; repeat ${REPEAT:-1}; $(date -u +%Y-%m-%dT%H:%MZ)"
+. bench/cpu.sh
+echo "# $(cpu_line); go $(go env GOVERSION); samples $SAMPLES; repeat ${REPEAT:-1}; $(date -u +%Y-%m-%dT%H:%MZ)"
 for t in $THREADS; do
     : >"$TMP/ob.$t"; : >"$TMP/ob512.$t"; : >"$TMP/go.$t"
     r=0

@@ -42,15 +42,8 @@ CGO_ENABLED=0 go build -o "$GO_BIN" ./bench/trainstep
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-FAM=$(grep -m1 'cpu family' /proc/cpuinfo | sed 's/.*: //')
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $FAM), $(nproc) CPUs; go $(go env GOVERSION); threads $THREADS; repeat $REPEAT; $(date -u +%Y-%m-%dT%H:%MZ); load $(load)"
-
-# FLOPs per cycle per core for the peak estimate: AVX-512 on AMD family 25 (Zen 4) is double-pumped
-# 256-bit (32 fp32 FLOPs/cycle); family 26 (Zen 5) and Intel AVX-512 have two 512-bit FMA pipes (64).
-FPC=32
-if grep -q -w avx512f /proc/cpuinfo; then
-    if ! grep -q AuthenticAMD /proc/cpuinfo || [ "$FAM" -ge 26 ]; then FPC=64; fi
-fi
+. bench/cpu.sh # CPU_NAME, FAM, FPC (FLOPs per cycle per core for the peak estimate), cpu_line
+echo "# $(cpu_line); go $(go env GOVERSION); threads $THREADS; repeat $REPEAT; $(date -u +%Y-%m-%dT%H:%MZ); load $(load)"
 
 SG256=0; SG512=0
 if [ "${SGEMM:-1}" = 1 ]; then

@@ -15,7 +15,8 @@ BATCH=${BATCH:-32}
 PY=/usr/bin/python3
 BIN=/tmp/igpt_encode_bench
 go build -o "$BIN" ./cmd/igpt
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) CPUs; go $(go env GOVERSION); torch $($PY -c 'import torch; print(torch.__version__)'); threads $THREADS; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
+. bench/cpu.sh
+echo "# $(cpu_line); go $(go env GOVERSION); torch $($PY -c 'import torch; print(torch.__version__)'); threads $THREADS; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN" stage vqvae-encode "$CONFIG" --root "$ROOT" --force --log_level=warn
 MANIFEST=$(ls -d "$ROOT"/vqvae-encode/*/_MANIFEST.json | head -1)
 MODEL=$($PY - "$ROOT" "$CONFIG" <<'PYEOF'

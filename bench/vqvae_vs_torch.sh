@@ -16,7 +16,8 @@ GO_BIN=/tmp/igpt_vqvae_bench
 CGO_ENABLED=0 go build -o "$GO_BIN" ./bench/vqvae
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) CPUs; go $(go env GOVERSION); torch $($PY -c 'import torch; print(torch.__version__)'); threads $THREADS; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
+. bench/cpu.sh
+echo "# $(cpu_line); go $(go env GOVERSION); torch $($PY -c 'import torch; print(torch.__version__)'); threads $THREADS; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
 ARGS="--threads $THREADS --steps $STEPS --factor $FACTOR"
 $PY bench/vqvae_reference.py bench $ARGS | tee "$TMP/torch"
 "$GO_BIN" $ARGS | tee "$TMP/go"
