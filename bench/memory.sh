@@ -29,7 +29,8 @@ sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(50000 100000 200000)
 work=${WORK:-/tmp/igpt-membench}
 mkdir -p "$work"
 go build -o "$work/igpt" ./cmd/igpt
-echo "# $(lscpu | sed -n 's/^Model name: *//p') (CPU family $(lscpu | sed -n 's/^CPU family: *//p')), $(nproc) cores, $(date -u +%F)"
+. bench/cpu.sh
+echo "# $(cpu_line), $(date -u +%F)"
 echo "# download.shard_mib: ${SHARD_MIB:-128}"
 printf '%-15s %8s %-17s %13s %11s %8s %8s %16s\n' stage images mode launcher_MiB worker_MiB wall_s cpu_s worker_live_MiB
 rows=$(mktemp)

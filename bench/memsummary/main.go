@@ -130,9 +130,9 @@ func summarise(m map[int][]float64) (cells []string, ratio, byMax float64, ok, s
 	var med, mx []float64
 	for _, n := range sizes {
 		v := m[n]
-		md, x := median(v), slices.Max(v)
-		med, mx = append(med, md), append(mx, x)
-		cells = append(cells, fmt.Sprintf("%g(%s)", md, join(v)))
+		mdn, x := median(v), slices.Max(v)
+		med, mx = append(med, mdn), append(mx, x)
+		cells = append(cells, fmt.Sprintf("%g(%s)", mdn, join(v)))
 	}
 	if slices.Max(mx) == 0 {
 		return nil, 0, 0, true, true

@@ -23,7 +23,8 @@ type impl struct {
 	// packRows, if not nil, copies rows of nr floats (src stride lds) to
 	// dst contiguously: packB's full panels of B.
 	packRows func(dst, src *float32, lds, rows int)
-	// vec, if not nil, holds the vectorised exp, max and GELU routines.
+	// vec, if not nil, holds the vectorised element-wise routines (exp,
+	// max, GELU, RMS norm rows, AdamW, attention's dS).
 	vec *vecOps
 	// bf16, if not nil, holds the AVX512_BF16 kernels of SgemmBF16 (mr×nr).
 	bf16 *bf16Ops

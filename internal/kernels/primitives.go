@@ -141,6 +141,14 @@ func RMSNormForwardBF16(out16 []uint16, rstd, x, g []float32, N, C int) {
 	do(&theRMSFwd, rmsFwdJob{nil, out16, rstd, x, g, N, C, chunks(N, C)}, chunks(N, C))
 }
 
+// curRMS returns the current path's RMS norm rows, nil for the Go loops.
+func curRMS() *rmsOps {
+	if cur.vec == nil {
+		return nil
+	}
+	return cur.vec.rms
+}
+
 type rmsFwdJob struct {
 	out        []float32
 	out16      []uint16 // instead of out (RMSNormForwardBF16)
@@ -160,10 +168,7 @@ func (j *rmsFwdJob) run(t, w int) {
 		ws.row = grow(ws.row, C)
 		row = ws.row
 	}
-	var ops *rmsOps
-	if cur.vec != nil {
-		ops = cur.vec.rms
-	}
+	ops := curRMS()
 	for n := lo; n < hi; n++ {
 		x := j.x[n*C : n*C+C]
 		var ss float32
@@ -240,10 +245,7 @@ func (j *rmsBwdJob) run(t, _ int) {
 	g := j.g[:C]
 	part := j.part[t*C : t*C+C]
 	clear(part)
-	var ops *rmsOps
-	if cur.vec != nil {
-		ops = cur.vec.rms
-	}
+	ops := curRMS()
 	for n := lo; n < hi; n++ {
 		x := j.x[n*C : n*C+C]
 		dy := j.dy[n*C : n*C+C]
@@ -472,18 +474,25 @@ func AdamW(params, grads, m, v []float32, step int, lr, beta1, beta2, eps, weigh
 	bc1 := 1 - math.Pow(float64(beta1), float64(step))
 	bc2 := 1 - math.Pow(float64(beta2), float64(step))
 	tasks := chunks(n, 4)
-	c1, c2 := float32(1/bc1), float32(1/bc2)
-	do(&theAdam, adamJob{params, grads, m, v, lr, beta1, beta2, eps, weightDecay, c1, c2,
-		[9]float32{beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps, weightDecay, lr}, tasks}, tasks)
+	do(&theAdam, adamJob{params, grads, m, v,
+		adamConsts{beta1, 1 - beta1, beta2, 1 - beta2, float32(1 / bc1), float32(1 / bc2), eps, weightDecay, lr}, tasks}, tasks)
 }
 
+// adamConsts are one AdamW step's constants, in the order vecOps.adam
+// reads them.
+type adamConsts [9]float32
+
+const (
+	adB1, adOneMinusB1, adB2, adOneMinusB2 = 0, 1, 2, 3
+	adC1, adC2, adEps, adWD, adLR          = 4, 5, 6, 7, 8 // c1 = 1/(1−β1^t), c2 = 1/(1−β2^t)
+)
+
 type adamJob struct {
-	p, g, m, v                  []float32
-	lr, b1, b2, eps, wd, c1, c2 float32
-	// c is the same constants for the vector loop (vecOps.adam); a field
-	// of the job, not a local, so that passing it through a function
-	// value does not move it to the heap each step.
-	c [9]float32
+	p, g, m, v []float32
+	// c is a field of the job, not a local, so that passing it to the
+	// vector loop through a function value does not move it to the heap
+	// each step.
+	c adamConsts
 	t int
 }
 
@@ -493,17 +502,18 @@ func (j *adamJob) run(t, _ int) {
 	lo, hi := span(t, j.t, len(j.p))
 	p, g, m, v := j.p[lo:hi], j.g[lo:hi], j.m[lo:hi], j.v[lo:hi]
 	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+	c := &j.c
 	if ops := cur.vec; ops != nil && ops.adam != nil && len(p) > 0 {
-		ops.adam(&p[0], &g[0], &m[0], &v[0], len(p), &j.c)
+		ops.adam(&p[0], &g[0], &m[0], &v[0], len(p), (*[9]float32)(c))
 		return
 	}
 	for i := range p {
 		gi := g[i]
-		mi := j.b1*m[i] + (1-j.b1)*gi
-		vi := j.b2*v[i] + (1-j.b2)*gi*gi
+		mi := c[adB1]*m[i] + c[adOneMinusB1]*gi
+		vi := c[adB2]*v[i] + c[adOneMinusB2]*gi*gi
 		m[i], v[i] = mi, vi
-		den := float32(math.Sqrt(float64(vi*j.c2))) + j.eps
-		p[i] -= j.lr * (mi*j.c1/den + j.wd*p[i])
+		den := float32(math.Sqrt(float64(vi*c[adC2]))) + c[adEps]
+		p[i] -= c[adLR] * (mi*c[adC1]/den + c[adWD]*p[i])
 	}
 }
 

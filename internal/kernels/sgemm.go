@@ -180,7 +180,7 @@ func (g *gemmJob) plan(threads int) {
 	// A copied to a padded stride (fp32 A rows 4 KiB apart, gemmSeq):
 	// split M when A is the larger operand, so that no two tasks copy the
 	// same rows of A.
-	copiesA := !g.bf16 && !g.ta && aliasedStride(g.lda, 4) && g.m > g.n && mPanels >= 2*threads
+	copiesA := !g.bf16 && copiesARows(g.ta, g.lda) && g.m > g.n && mPanels >= 2*threads
 	if !copiesA && (nPanels >= 2*threads || nPanels >= threads && mPanels < 2*threads) {
 		g.tn = threads
 		per := (nPanels + threads - 1) / threads
@@ -232,7 +232,7 @@ func gemmSeq(ws *workspace, im *impl, ta, tb bool, m, n, k int, alpha float32, a
 	// A's rows are copied, block by block, to a stride that is not a
 	// multiple of 4 KiB when theirs is and the block is read by more than
 	// one B panel (see aliasedStride).
-	copyA := !ta && aliasedStride(lda, 4) && n > nr
+	copyA := copiesARows(ta, lda) && n > nr
 	kcp := kcMax + 16
 	if copyA {
 		ws.ar = grow(ws.ar, min(mcMax, m)*kcp)
@@ -297,6 +297,11 @@ func gemmSeq(ws *workspace, im *impl, ta, tb bool, m, n, k int, alpha float32, a
 // (lda = 4C = 1024 floats) ran at 80 GFLOP/s on one core against 98 with
 // the rows 16 floats further apart.
 func aliasedStride(ld, size int) bool { return ld*size%4096 == 0 }
+
+// copiesARows reports whether gemmSeq copies fp32 A's rows to a padded
+// stride (given more than one B panel to read them): A row-addressed with
+// rows a multiple of 4 KiB apart.
+func copiesARows(ta bool, lda int) bool { return !ta && aliasedStride(lda, 4) }
 
 // copyRowsStrided copies rows r0..r0+rows of A[:, pc:pc+kc] (row stride
 // lda) to dst with row stride ds: dst[i*ds+p] = A[r0+i, pc+p].
