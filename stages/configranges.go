@@ -221,8 +221,8 @@ type Choice struct {
 // values by checkValues (and rendered into docs/config-ranges.md); their
 // sections' checks add what depends on the machine or on other keys.
 var configChoices = map[string]Choice{
-	"train.precision":    {Values: []string{"fp32", "bf16"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it"},
-	"finetune.precision": {Values: []string{"fp32", "bf16"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it"},
+	"train.precision":    {Values: []string{"fp32", "bf16", "auto"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it; auto is bf16 where the CPU has it, else fp32 (resolved at load, the key holds the result)"},
+	"finetune.precision": {Values: []string{"fp32", "bf16", "auto"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it; auto is bf16 where the CPU has it, else fp32 (resolved at load, the key holds the result)"},
 }
 
 // checkValues walks every value of the config once: NaN and ±Inf are

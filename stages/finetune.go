@@ -106,8 +106,9 @@ type FinetuneParams struct {
 	ShuffleBuffer   int    `yaml:"shuffle_buffer" json:"shuffle_buffer"`
 	Threads         int    `yaml:"threads" json:"threads"`
 	// Precision of the model's matrix products while fine-tuning, as
-	// train.precision: fp32 (default, left out of the stage key) or bf16
-	// (AVX512_BF16 CPUs). The head and the evaluations stay fp32.
+	// train.precision: fp32 (default, left out of the stage key), bf16
+	// (AVX512_BF16 CPUs) or auto (bf16 where the CPU has it, resolved at
+	// load). The head and the evaluations stay fp32.
 	Precision string `yaml:"precision" json:"precision,omitempty"`
 }
 

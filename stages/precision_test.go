@@ -39,8 +39,9 @@ func precisionKeys(t *testing.T, yaml string) (train, finetune, canon string) {
 
 // TestPrecisionConfigKeys: train.precision and finetune.precision left out
 // or fp32 leave the stage keys as they were (the key is absent from the
-// hashed JSON), bf16 changes them, and anything else is refused at load,
-// naming the key and its values.
+// hashed JSON), bf16 changes them, auto gives bf16's keys where the CPU
+// has AVX512_BF16 and fp32's elsewhere, and anything else is refused at
+// load, naming the key and its values.
 func TestPrecisionConfigKeys(t *testing.T) {
 	t0, f0, canon := precisionKeys(t, "")
 	if strings.Contains(canon, "precision") {
@@ -50,9 +51,14 @@ func TestPrecisionConfigKeys(t *testing.T) {
 	if t1 != t0 || f1 != f0 {
 		t.Fatalf("precision: fp32 written out changed the keys: train %s -> %s, finetune %s -> %s", t0, t1, f0, f1)
 	}
-	assertConfigError(t, "train: {precision: fp16}", `train.precision is "fp16": want one of fp32, bf16`)
-	assertConfigError(t, "finetune: {precision: float}", `finetune.precision is "float": want one of fp32, bf16`)
+	assertConfigError(t, "train: {precision: fp16}", `train.precision is "fp16": want one of fp32, bf16, auto`)
+	assertConfigError(t, "finetune: {precision: float}", `finetune.precision is "float": want one of fp32, bf16, auto`)
+	// auto resolves at load to what this CPU runs, and the key holds it.
+	ta, fa, canonA := precisionKeys(t, "train: {precision: auto}\nfinetune: {precision: auto}\n")
 	if !kernels.HasBF16() {
+		if ta != t0 || fa != f0 || strings.Contains(canonA, "precision") {
+			t.Fatalf("auto without AVX512_BF16: keys train %s finetune %s, want fp32's %s, %s (params %s)", ta, fa, t0, f0, canonA)
+		}
 		assertConfigError(t, "train: {precision: bf16}", "train.precision is bf16 but bf16 needs the CPU flag AVX512_BF16")
 		assertConfigError(t, "finetune: {precision: bf16}", "finetune.precision is bf16 but bf16 needs the CPU flag AVX512_BF16")
 		return
@@ -60,6 +66,9 @@ func TestPrecisionConfigKeys(t *testing.T) {
 	t2, f2, canon2 := precisionKeys(t, "train: {precision: bf16}\nfinetune: {precision: bf16}\n")
 	if t2 == t0 || f2 == f0 || !strings.Contains(canon2, `"precision":"bf16"`) {
 		t.Fatalf("bf16: keys train %s finetune %s (fp32 %s, %s), params %s", t2, f2, t0, f0, canon2)
+	}
+	if ta != t2 || fa != f2 {
+		t.Fatalf("auto with AVX512_BF16: keys train %s finetune %s, want bf16's %s, %s (params %s)", ta, fa, t2, f2, canonA)
 	}
 	cfg, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {precision: bf16}\n"))
 	if err != nil || cfg.Train.Prec() != model.BF16 || cfg.Finetune.Prec() != model.FP32 {
@@ -69,11 +78,18 @@ func TestPrecisionConfigKeys(t *testing.T) {
 
 // TestPrecisionBF16RefusedWithoutFlag loads a bf16 config in a process
 // where the AVX512_BF16 kernels are off (IGPT_BF16=off, as on a CPU
-// without the flag): the error names the key and the CPU flag.
+// without the flag): the error names the key and the CPU flag, while an
+// auto config loads and runs fp32.
 func TestPrecisionBF16RefusedWithoutFlag(t *testing.T) {
 	if os.Getenv("IGPT_PRECISION_CHILD") != "" {
 		_, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {precision: bf16}\n"))
 		os.Stdout.WriteString("err=" + errString(err) + "\n")
+		cfg, err := ParseConfig([]byte("dataset: {name: cifar10}\ntrain: {precision: auto}\nfinetune: {precision: auto}\n"))
+		if err == nil {
+			os.Stdout.WriteString("auto=" + cfg.Train.Prec().String() + "," + cfg.Finetune.Prec().String() + "\n")
+		} else {
+			os.Stdout.WriteString("auto err=" + err.Error() + "\n")
+		}
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPrecisionBF16RefusedWithoutFlag$", "-test.v")
@@ -82,8 +98,13 @@ func TestPrecisionBF16RefusedWithoutFlag(t *testing.T) {
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	if want := "err=train.precision is bf16 but bf16 needs the CPU flag AVX512_BF16 (VDPBF16PS), which this CPU"; !strings.Contains(string(out), want) {
-		t.Fatalf("child output %q lacks %q", out, want)
+	for _, want := range []string{
+		"err=train.precision is bf16 but bf16 needs the CPU flag AVX512_BF16 (VDPBF16PS), which this CPU",
+		"\nauto=fp32,fp32\n", // auto loads and falls back to fp32 where bf16 would be refused
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("child output %q lacks %q", out, want)
+		}
 	}
 }
 

@@ -96,8 +96,10 @@ type TrainParams struct {
 	// Precision of the transformer blocks' matrix products: fp32 (default)
 	// or bf16, bf16 operands with fp32 accumulation, fp32 master weights,
 	// optimiser and loss (model.BF16). bf16 needs a CPU with AVX512_BF16
-	// and is refused at load without it. Part of the stage key; fp32 is
-	// left out of the key, so fp32 runs keep the keys they had.
+	// and is refused at load without it; auto is bf16 where the CPU has
+	// it and fp32 elsewhere, resolved at load. Part of the stage key (the
+	// resolved value); fp32 is left out of the key, so fp32 runs keep the
+	// keys they had.
 	Precision string `yaml:"precision" json:"precision,omitempty"`
 }
 
@@ -132,8 +134,16 @@ func (t *TrainParams) fillDefaults() {
 }
 
 // keyPrecision is a precision as stage keys hold it: fp32, the default,
-// as "" (left out), so that writing it out keeps the key.
+// as "" (left out), so that writing it out keeps the key; "auto" resolved
+// here, at load, to bf16 where this CPU runs it (AVX512_BF16) and fp32
+// elsewhere, so the key names the arithmetic the stage actually used.
 func keyPrecision(s string) string {
+	if s == "auto" {
+		s = "fp32"
+		if model.BF16.Check() == nil {
+			s = "bf16"
+		}
+	}
 	if s == "fp32" {
 		return ""
 	}
@@ -145,10 +155,10 @@ func keyPrecision(s string) string {
 func checkPrecision(key, s string) (model.Precision, error) {
 	p, err := model.ParsePrecision(s)
 	if err != nil {
-		return p, fmt.Errorf("%s is %q: want fp32 or bf16", key, s)
+		return p, fmt.Errorf("%s is %q: want fp32, bf16 or auto", key, s)
 	}
 	if err := p.Check(); err != nil {
-		return p, fmt.Errorf("%s is bf16 but %w", key, err)
+		return p, fmt.Errorf("%s is bf16 but %w, or auto (bf16 only where the CPU has it)", key, err)
 	}
 	return p, nil
 }
