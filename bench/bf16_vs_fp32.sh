@@ -5,6 +5,7 @@
 # refuses -precision bf16).
 #
 #   (a) L4 d256 H8 T256 B8    (b) L4 d256 H8 T1024 B8    (c) L8 d512 H8 T256 B8   (as bench/trainstep_vs_torch.sh)
+#   (r) L4 d256 H8 T256 B32: the iGPT stage of configs/cifar10-2h.yaml (its step, without evaluations)
 #
 # Usage: bench/bf16_vs_fp32.sh            (CONFIGS="a c", ROUNDS=4, THREADS=2 by default)
 # Prints the CPU, then per round the two medians (train ms/step) and their ratio, and per config the median
@@ -24,6 +25,7 @@ for c in $CONFIGS; do
     a) args="-layers 4 -d 256 -heads 8 -seq 256 -batch 8 -steps 10 -warmup 3" ;;
     b) args="-layers 4 -d 256 -heads 8 -seq 1024 -batch 8 -steps 4 -warmup 1" ;;
     c) args="-layers 8 -d 512 -heads 8 -seq 256 -batch 8 -steps 5 -warmup 2" ;;
+    r) args="-layers 4 -d 256 -heads 8 -seq 256 -batch 32 -steps 6 -warmup 2" ;;
     *) echo "unknown config $c" >&2; exit 2 ;;
     esac
     r=1
