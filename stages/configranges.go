@@ -217,12 +217,16 @@ type Choice struct {
 	Note    string
 }
 
+// precisionChoice is train.precision's and finetune.precision's set.
+var precisionChoice = Choice{Values: []string{"fp32", "bf16", "auto"}, Default: "fp32",
+	Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it; auto is bf16 where the CPU has it, else fp32 (resolved at load, the key holds the result)"}
+
 // configChoices lists the string keys checked against a fixed set of
 // values by checkValues (and rendered into docs/config-ranges.md); their
 // sections' checks add what depends on the machine or on other keys.
 var configChoices = map[string]Choice{
-	"train.precision":    {Values: []string{"fp32", "bf16", "auto"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it; auto is bf16 where the CPU has it, else fp32 (resolved at load, the key holds the result)"},
-	"finetune.precision": {Values: []string{"fp32", "bf16", "auto"}, Default: "fp32", Note: "bf16 needs a CPU with AVX512_BF16; refused at load without it; auto is bf16 where the CPU has it, else fp32 (resolved at load, the key holds the result)"},
+	"train.precision":    precisionChoice,
+	"finetune.precision": precisionChoice,
 }
 
 // checkValues walks every value of the config once: NaN and ±Inf are

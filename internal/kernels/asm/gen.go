@@ -529,23 +529,27 @@ func expSubSumFunc(v isa) {
 	p("\tVBROADCASTSS sub+16(FP), %s1", r)
 	p("\tTESTQ CX, CX")
 	p("\tJZ %s_done", name)
+	// one vector of x: the whole ones, or (masked, 512) the last n mod 16
+	body := func(masked bool) {
+		ld(masked, "(SI)", r+"2")
+		p("\tVSUBPS %s1, %s2, %s2", r, r, r)
+		emitExp(v, r+"2", r+"3", r+"4")
+		st(masked, r+"4", "(SI)")
+		if masked { // the lanes outside K1 hold exp(−sub), not 0
+			p("\tVADDPS Z4, Z0, K1, Z0")
+		} else {
+			p("\tVADDPS %s4, %s0, %s0", r, r, r)
+		}
+	}
 	p("%s_loop:", name)
-	p("\tVMOVUPS (SI), %s2", r)
-	p("\tVSUBPS %s1, %s2, %s2", r, r, r)
-	emitExp(v, r+"2", r+"3", r+"4")
-	p("\tVMOVUPS %s4, (SI)", r)
-	p("\tVADDPS %s4, %s0, %s0", r, r, r)
+	body(false)
 	p("\tADDQ $%d, SI", v.width*4)
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop", name)
 	p("%s_done:", name)
-	if v.name == "512" { // the last n mod 16 values, under a lane mask
+	if v.name == "512" {
 		tailMask(name)
-		p("\tVMOVUPS.Z (SI), K1, Z2")
-		p("\tVSUBPS Z1, Z2, Z2")
-		emitExp(v, "Z2", "Z3", "Z4")
-		p("\tVMOVUPS Z4, K1, (SI)")
-		p("\tVADDPS Z4, Z0, K1, Z0")
+		body(true)
 		p("%s_sum:", name)
 	}
 	hsum(v, "ADD")
